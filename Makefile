@@ -1,0 +1,83 @@
+# herald: plain Makefile with pkg-config (see STYLE.md). Targets:
+#   make            build/herald, build/herald-bench (optimised)
+#   make test       installs what tests need, runs unit (ASan+UBSan), fuzz smoke, e2e
+#   make fuzz       builds the libFuzzer targets (clang)
+#   make bench      runs the standard benchmark set, writes docs/benchmarks.md
+CC      ?= cc
+PKGS    := libuv libssl libcrypto
+WARN    := -std=c11 -Wall -Wextra -Wshadow -Werror -Wno-unused-parameter
+DEFS    := -D_GNU_SOURCE -Isrc
+CFLAGS  ?= -O2 -g
+PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lpthread -lm
+
+LIB_SRC   := $(filter-out src/main.c,$(wildcard src/*/*.c))
+BENCH_SRC := $(wildcard tools/bench/*.c)
+UNIT_SRC  := $(wildcard tests/unit/test_*.c)
+FUZZ_SRC  := $(wildcard tests/fuzz/fuzz_*.c)
+
+OBJ      := $(LIB_SRC:%.c=build/obj/%.o)
+ASAN_OBJ := $(LIB_SRC:%.c=build/asan/%.o)
+SAN      := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+
+all: build/herald build/herald-bench
+
+build/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(WARN) $(DEFS) $(CFLAGS) $(PKG_CFLAGS) -MMD -MP -c $< -o $@
+
+build/asan/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(WARN) $(DEFS) -O1 -g $(SAN) $(PKG_CFLAGS) -MMD -MP -c $< -o $@
+
+build/libherald.a: $(OBJ)
+	@rm -f $@; ar rcs $@ $^
+
+build/libherald-asan.a: $(ASAN_OBJ)
+	@rm -f $@; ar rcs $@ $^
+
+build/herald: build/obj/src/main.o build/libherald.a
+	$(CC) $(CFLAGS) -o $@ $^ $(PKG_LIBS)
+
+build/herald-asan: build/asan/src/main.o build/libherald-asan.a
+	$(CC) -g $(SAN) -o $@ $^ $(PKG_LIBS)
+
+build/herald-bench: $(BENCH_SRC:%.c=build/obj/%.o) build/libherald.a
+	$(CC) $(CFLAGS) -o $@ $^ $(PKG_LIBS)
+
+# Unit tests: one binary per tests/unit/test_*.c, sanitized.
+UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=build/unit/%)
+build/unit/%: build/asan/tests/unit/%.o build/libherald-asan.a
+	@mkdir -p $(dir $@)
+	$(CC) -g $(SAN) -o $@ $^ $(PKG_LIBS)
+
+# Fuzz targets: libFuzzer (clang), linked against the library sources directly.
+FUZZ_BIN := $(FUZZ_SRC:tests/fuzz/%.c=build/fuzz/%)
+FUZZ_CC  := clang
+FUZZ_SAN := -fsanitize=address,undefined
+FUZZ_OBJ := $(LIB_SRC:%.c=build/fuzzobj/%.o)
+build/fuzzobj/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(DEFS) -g -O1 -fsanitize=fuzzer-no-link $(FUZZ_SAN) $(PKG_CFLAGS) -c $< -o $@
+build/fuzz/%: tests/fuzz/%.c $(FUZZ_OBJ)
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(DEFS) -g -O1 -fsanitize=fuzzer $(FUZZ_SAN) $(PKG_CFLAGS) -o $@ $^ $(PKG_LIBS)
+
+fuzz: $(FUZZ_BIN)
+
+unit: $(UNIT_BIN)
+	@scripts/run-unit $(UNIT_BIN)
+
+test: all build/herald-asan unit fuzz
+	@scripts/test-deps
+	@scripts/run-tests
+
+bench: all
+	@scripts/bench
+
+clean:
+	rm -rf build
+
+.PHONY: all test unit fuzz bench clean
+.PRECIOUS: build/asan/tests/unit/%.o
+-include $(shell find build -name '*.d' 2>/dev/null)

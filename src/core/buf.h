@@ -1,0 +1,31 @@
+/* Growable byte buffer for building replies, requests and JSON. Not shared
+ * between threads and not refcounted (see core/frame.h for that). */
+#ifndef HERALD_CORE_BUF_H
+#define HERALD_CORE_BUF_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+struct buf {
+    uint8_t *p;
+    size_t len;
+    size_t cap;
+    int oom; /* set once an append failed; later appends are no-ops */
+};
+
+#define BUF_INIT {NULL, 0, 0, 0}
+
+/* Make room for n more bytes; returns 0 or -1 (and sets oom). */
+int buf_reserve(struct buf *b, size_t n);
+void buf_append(struct buf *b, const void *p, size_t n);
+void buf_append_str(struct buf *b, const char *s);
+void buf_append_char(struct buf *b, char c);
+void buf_append_u64(struct buf *b, uint64_t v);
+void buf_append_i64(struct buf *b, int64_t v);
+/* Append p[0..n) as a JSON string literal, quotes included, escaping as RFC 8259 requires. */
+void buf_append_json_str(struct buf *b, const uint8_t *p, size_t n);
+void buf_appendf(struct buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void buf_reset(struct buf *b); /* len = 0, keeps memory */
+void buf_free(struct buf *b);
+
+#endif
