@@ -30,6 +30,20 @@ build/asan/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(WARN) $(DEFS) -O1 -g $(SAN) $(PKG_CFLAGS) -MMD -MP -c $< -o $@
 
+# Browser assets embedded in the binary: the demo page and the official centrifuge
+# client from npm (web/node_modules, installed by the quick start's first command).
+ASSET_OBJ := build/gen/assets.o
+CENTRIFUGE_JS := web/node_modules/centrifuge/dist/centrifuge.js
+$(ASSET_OBJ): web/index.html $(wildcard $(CENTRIFUGE_JS))
+	@mkdir -p build/gen
+	cp web/index.html build/gen/index.html
+	if [ -f $(CENTRIFUGE_JS) ]; then cp $(CENTRIFUGE_JS) build/gen/centrifuge.js; \
+	else echo '/* centrifuge client not installed: run npm ci --prefix web, then make */' > build/gen/centrifuge.js; fi
+	cd build/gen && ld -r -b binary -z noexecstack -o assets.o index.html centrifuge.js
+
+OBJ += $(ASSET_OBJ)
+ASAN_OBJ += $(ASSET_OBJ)
+
 build/libherald.a: $(OBJ)
 	@rm -f $@; ar rcs $@ $^
 
@@ -55,7 +69,7 @@ build/unit/%: build/asan/tests/unit/%.o build/libherald-asan.a
 FUZZ_BIN := $(FUZZ_SRC:tests/fuzz/%.c=build/fuzz/%)
 FUZZ_CC  := clang
 FUZZ_SAN := -fsanitize=address,undefined
-FUZZ_OBJ := $(LIB_SRC:%.c=build/fuzzobj/%.o)
+FUZZ_OBJ := $(LIB_SRC:%.c=build/fuzzobj/%.o) $(ASSET_OBJ)
 build/fuzzobj/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(FUZZ_CC) $(DEFS) -g -O1 -fsanitize=fuzzer-no-link $(FUZZ_SAN) $(PKG_CFLAGS) -c $< -o $@

@@ -1,0 +1,66 @@
+/* History ring (see history.h). */
+#include "hub/history.h"
+
+#include <stdlib.h>
+
+#include "core/frame.h"
+
+struct history *history_new(uint32_t cap)
+{
+    if (cap == 0)
+        return NULL;
+    struct history *h = malloc(sizeof(*h) + (size_t)cap * sizeof(struct history_entry));
+    if (h == NULL)
+        return NULL;
+    h->cap = cap;
+    h->count = h->head = 0;
+    return h;
+}
+
+void history_clear(struct history *h)
+{
+    for (uint32_t i = 0; i < h->count; i++)
+        frame_unref(h->e[(h->head + i) % h->cap].frame);
+    h->count = h->head = 0;
+}
+
+void history_free(struct history *h)
+{
+    if (h == NULL)
+        return;
+    history_clear(h);
+    free(h);
+}
+
+void history_push(struct history *h, const struct history_entry *e)
+{
+    if (h->count == h->cap) {
+        frame_unref(h->e[h->head].frame);
+        h->head = (h->head + 1) % h->cap;
+        h->count--;
+    }
+    h->e[(h->head + h->count) % h->cap] = *e;
+    h->count++;
+}
+
+uint32_t history_expire(struct history *h, uint64_t now_ms, uint64_t ttl_ms)
+{
+    if (ttl_ms == 0)
+        return h->count;
+    while (h->count && h->e[h->head].time_ms + ttl_ms <= now_ms) {
+        frame_unref(h->e[h->head].frame);
+        h->head = (h->head + 1) % h->cap;
+        h->count--;
+    }
+    return h->count;
+}
+
+const struct history_entry *history_at(const struct history *h, uint32_t i)
+{
+    return &h->e[(h->head + i) % h->cap];
+}
+
+uint64_t history_first_offset(const struct history *h)
+{
+    return h->count ? h->e[h->head].offset : 0;
+}

@@ -1,0 +1,39 @@
+/* A channel's history: a ring of the latest publications (refcounted frames shared
+ * with the deliveries), bounded by size and by age. Offsets and epochs belong to
+ * the stream (hub.c); the ring only keeps entries. Not thread-safe: the caller holds
+ * the channel's shard lock. */
+#ifndef HERALD_HUB_HISTORY_H
+#define HERALD_HUB_HISTORY_H
+
+#include <stdint.h>
+
+struct frame;
+
+struct history_entry {
+    uint64_t offset;
+    uint64_t time_ms;
+    struct frame *frame; /* one reference held by the ring */
+    uint32_t pub_off;    /* the publication object {"data":...} inside frame->data */
+    uint32_t pub_len;
+};
+
+struct history {
+    uint32_t cap, count, head; /* head: index of the oldest entry */
+    struct history_entry e[];
+};
+
+/* A ring for cap entries (cap >= 1), or NULL. */
+struct history *history_new(uint32_t cap);
+void history_free(struct history *h);
+/* Append (the ring takes over the entry's frame reference); evicts the oldest when full. */
+void history_push(struct history *h, const struct history_entry *e);
+/* Drop entries with time_ms + ttl_ms <= now_ms (ttl_ms 0: keep). Returns how many remain. */
+uint32_t history_expire(struct history *h, uint64_t now_ms, uint64_t ttl_ms);
+/* i-th entry from the oldest (i < count). */
+const struct history_entry *history_at(const struct history *h, uint32_t i);
+/* Oldest offset held, or 0 when empty. */
+uint64_t history_first_offset(const struct history *h);
+/* Remove everything. */
+void history_clear(struct history *h);
+
+#endif

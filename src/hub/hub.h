@@ -1,0 +1,102 @@
+/* Channels and their subscribers. Global part: a sharded table of channels
+ * (routing mask of loops with local subscribers, subscriber count, and the memory
+ * engine's stream: offset, epoch, history), each shard under its own mutex, taken
+ * once per publication and per subscribe, never per delivery. Local part: each
+ * loop's own table channel -> its connections, touched only by that loop. */
+#ifndef HERALD_HUB_HUB_H
+#define HERALD_HUB_HUB_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/buf.h"
+
+struct loop;
+struct conn;
+struct loop_msg;
+struct ns_opts;
+struct hub_local;
+struct local_channel;
+
+#define HUB_EPOCH_LEN 8
+
+/* A connection's subscription to a channel. Owned by the session (list via next),
+ * indexed from the loop's channel entry. */
+struct hub_sub {
+    struct conn *conn;
+    struct local_channel *lc;
+    uint32_t index;      /* position in lc's subscriber array */
+    uint64_t min_offset; /* publications with offset <= this were already sent (recovery) */
+    const struct ns_opts *ns;
+    struct hub_sub *next;
+    uint8_t *chan_info; /* raw JSON from a subscription token, malloc'd, or NULL */
+    uint32_t chan_info_len;
+    uint16_t name_len;
+    char name[]; /* NUL-terminated */
+};
+
+struct hub_stream_pos {
+    uint64_t offset;
+    char epoch[HUB_EPOCH_LEN + 1];
+};
+
+/* What subscribe asks for and gets back about history. */
+struct hub_recovery {
+    int recover;           /* in: client asks for recovery */
+    uint64_t offset;       /* in: last offset the client saw */
+    const uint8_t *epoch;  /* in: borrowed */
+    size_t epoch_len;
+    int has_history;       /* out: the namespace keeps history (offset/epoch valid) */
+    struct hub_stream_pos pos; /* out: the stream's current top */
+    int recovered;         /* out */
+    struct buf *pubs;      /* in: where to append recovered publications as JSON array
+                              elements ({"data":..,"offset":N},...), borrowed */
+    unsigned max_pubs;     /* in: recovery limit */
+};
+
+int hub_init(unsigned nloops, struct loop **loops);
+void hub_shutdown(void);
+struct hub_local *hub_local_new(void);
+void hub_local_free(struct hub_local *h);
+
+/* Loop thread of c. Subscribe c to channel (borrowed name). Returns the subscription
+ * (caller links it into the session) or NULL when out of memory. Recovery (when
+ * rec->recover) appends the missed publications to rec->pubs under the channel's lock,
+ * so that nothing published meanwhile is lost or sent twice. */
+struct hub_sub *hub_subscribe(struct loop *loop, struct conn *c, const uint8_t *name, size_t len,
+                              const struct ns_opts *ns, struct hub_recovery *rec);
+/* Loop thread. Remove and free the subscription. */
+void hub_unsubscribe(struct loop *loop, struct hub_sub *s);
+
+/* Any thread. Publish raw JSON data (borrowed, passed byte for byte) on channel.
+ * info: raw JSON ClientInfo of the publisher or NULL. pos gets offset/epoch when
+ * the namespace keeps history (returns 1 then), else returns 0. -1 out of memory. */
+int hub_publish(const uint8_t *name, size_t len, const struct ns_opts *ns, const uint8_t *data,
+                size_t data_len, const uint8_t *info, size_t info_len, struct hub_stream_pos *pos);
+
+/* Loop thread: deliver a LOOP_MSG_PUBLICATION to this loop's subscribers (takes the
+ * message's frame reference). */
+void hub_deliver(struct loop *loop, struct loop_msg *msg);
+
+/* Totals for /api/info (any thread). */
+void hub_counts(uint64_t *channels, uint64_t *subscriptions);
+/* Append {"name":{"num_clients":N},...} members (without braces) for channels whose
+ * name contains pattern (NULL/empty: all). Any thread. */
+void hub_channels_json(struct buf *out, const uint8_t *pattern, size_t pattern_len);
+
+#endif
+
+#ifndef HERALD_HUB_HISTORY_API
+#define HERALD_HUB_HISTORY_API
+/* History query (any thread): publications after `since` (when has_since; the epoch
+ * must match, else -112), at most limit (-1: all, 0: none, only the position), oldest
+ * first or newest first (reverse), appended to out as JSON array elements. Fills pos.
+ * Returns 0, -108 when the namespace keeps no history, -112 on an epoch mismatch. */
+int hub_history(const uint8_t *name, size_t len, const struct ns_opts *ns, int64_t limit,
+                int has_since, uint64_t since_offset, const uint8_t *since_epoch,
+                size_t since_epoch_len, int reverse, struct buf *out, struct hub_stream_pos *pos);
+/* Drop a channel's history (the stream position stays). */
+void hub_history_remove(const uint8_t *name, size_t len);
+/* Loop 0 calls this about once a second: expire history, free idle channels. */
+void hub_sweep(uint64_t now_ms);
+#endif

@@ -1,0 +1,758 @@
+/* Client protocol session (see session.h): Centrifugo's JSON protocol v2 as the
+ * official centrifuge-js v5 client speaks it (centrifugal/protocol client.proto,
+ * centrifuge-js src/centrifuge.ts and src/subscription.ts). */
+#include "proto/session.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "auth/jwt.h"
+#include "core/buf.h"
+#include "core/config.h"
+#include "core/frame.h"
+#include "core/log.h"
+#include "core/rand.h"
+#include "hub/hub.h"
+#include "net/conn.h"
+#include "net/loop.h"
+#include "proto/command.h"
+
+#define HERALD_VERSION "0.1.0"
+#define CONNECT_TIMEOUT_SEC 10
+#define EXPIRED_GRACE_SEC 25 /* as Centrifugo's client_expired_close_delay */
+#define MAX_SUBS_PER_CLIENT 512
+
+struct session {
+    char client[37];
+    uint8_t connected;
+    uint8_t awaiting_pong;
+    uint32_t nsubs;
+    uint32_t ping_at;   /* loop->now_sec of the next ping */
+    uint32_t expire_at; /* loop->now_sec when an expired token closes us, 0 = never */
+    int64_t exp;        /* token exp (Unix seconds), 0 = none */
+    char *user;         /* NUL-terminated, "" for anonymous */
+    uint8_t *info;      /* conn_info from the token (raw JSON) or NULL */
+    uint32_t info_len;
+    struct hub_sub *subs;
+};
+
+static struct server *server;
+
+void session_global_init(struct server *s)
+{
+    server = s;
+}
+
+static const struct config *cfg(void)
+{
+    return server->config;
+}
+
+/* Scratch buffers of the loop thread for recovered publications and client info. */
+static _Thread_local struct buf scratch_pubs;
+static _Thread_local struct buf scratch_info;
+
+void session_loop_free(struct loop *loop)
+{
+    buf_free(&scratch_pubs);
+    buf_free(&scratch_info);
+}
+
+int session_new(struct conn *c)
+{
+    struct session *s = calloc(1, sizeof(*s));
+    if (s == NULL)
+        return -1;
+    c->session = s;
+    loop_timer_set(c->loop, c, CONNECT_TIMEOUT_SEC);
+    return 0;
+}
+
+static void drop_subs(struct conn *c)
+{
+    struct session *s = c->session;
+    while (s->subs) {
+        struct hub_sub *sub = s->subs;
+        s->subs = sub->next;
+        hub_unsubscribe(c->loop, sub);
+    }
+    s->nsubs = 0;
+}
+
+void session_free(struct conn *c)
+{
+    struct session *s = c->session;
+    if (s == NULL)
+        return;
+    drop_subs(c);
+    if (s->connected)
+        atomic_fetch_sub_explicit(&c->loop->stats.clients, 1, memory_order_relaxed);
+    free(s->user);
+    free(s->info);
+    free(s);
+    c->session = NULL;
+}
+
+void session_disconnect(struct conn *c, unsigned code, const char *reason)
+{
+    if (c->closed)
+        return;
+    if (c->session)
+        drop_subs(c);
+    conn_close_ws(c, code, reason);
+}
+
+/* ---- replies ---- */
+
+static void reply_begin(struct buf *out, uint32_t id, const char *method)
+{
+    if (out->len)
+        buf_append_char(out, '\n');
+    buf_appendf(out, "{\"id\":%u,\"%s\":{", id, method);
+}
+
+static void reply_end(struct buf *out)
+{
+    buf_append_str(out, "}}");
+}
+
+static void reply_error(struct buf *out, uint32_t id, int code, const char *message)
+{
+    if (out->len)
+        buf_append_char(out, '\n');
+    buf_appendf(out, "{\"id\":%u,\"error\":{\"code\":%d,\"message\":\"%s\"}}", id, code, message);
+}
+
+static const char *error_message(int code)
+{
+    switch (code) {
+    case PROTO_ERR_UNAUTHORIZED: return "unauthorized";
+    case PROTO_ERR_UNKNOWN_CHANNEL: return "unknown channel";
+    case PROTO_ERR_PERMISSION_DENIED: return "permission denied";
+    case PROTO_ERR_METHOD_NOT_FOUND: return "method not found";
+    case PROTO_ERR_ALREADY_SUBSCRIBED: return "already subscribed";
+    case PROTO_ERR_LIMIT_EXCEEDED: return "limit exceeded";
+    case PROTO_ERR_BAD_REQUEST: return "bad request";
+    case PROTO_ERR_NOT_AVAILABLE: return "not available";
+    case PROTO_ERR_TOKEN_EXPIRED: return "token expired";
+    case PROTO_ERR_EXPIRED: return "expired";
+    case PROTO_ERR_UNRECOVERABLE_POSITION: return "unrecoverable position";
+    default: return "internal server error";
+    }
+}
+
+static void fail(struct buf *out, uint32_t id, int code)
+{
+    reply_error(out, id, code, error_message(code));
+}
+
+/* The ClientInfo object of this session ({"user":..,"client":..[,"conn_info":..][,"chan_info":..]}). */
+static void client_info(struct buf *b, const struct session *s, const struct hub_sub *sub)
+{
+    buf_append_str(b, "{\"user\":");
+    buf_append_json_str(b, (const uint8_t *)s->user, strlen(s->user));
+    buf_append_str(b, ",\"client\":\"");
+    buf_append_str(b, s->client);
+    buf_append_char(b, '"');
+    if (s->info) {
+        buf_append_str(b, ",\"conn_info\":");
+        buf_append(b, s->info, s->info_len);
+    }
+    if (sub && sub->chan_info) {
+        buf_append_str(b, ",\"chan_info\":");
+        buf_append(b, sub->chan_info, sub->chan_info_len);
+    }
+    buf_append_char(b, '}');
+}
+
+/* ---- timers ---- */
+
+static void schedule(struct conn *c)
+{
+    struct session *s = c->session;
+    uint32_t now = c->loop->now_sec;
+    uint32_t at = s->ping_at;
+    if (s->expire_at && s->expire_at < at)
+        at = s->expire_at;
+    loop_timer_set(c->loop, c, at > now ? at - now : 1);
+}
+
+void session_on_timer(struct conn *c)
+{
+    struct session *s = c->session;
+    if (s == NULL)
+        return;
+    if (!s->connected) {
+        session_disconnect(c, 3502, "stale");
+        return;
+    }
+    uint32_t now = c->loop->now_sec;
+    if (s->expire_at && now >= s->expire_at) {
+        session_disconnect(c, PROTO_DISC_EXPIRED, "connection expired");
+        return;
+    }
+    if (now >= s->ping_at) {
+        if (s->awaiting_pong) {
+            session_disconnect(c, PROTO_DISC_NO_PONG, "no pong");
+            return;
+        }
+        static const uint8_t ping[] = {0x81, 0x02, '{', '}'};
+        conn_send_bytes(c, ping, sizeof(ping));
+        s->awaiting_pong = 1;
+        s->ping_at = now + cfg()->ping_interval;
+    }
+    schedule(c);
+}
+
+static void set_expiry(struct conn *c, int64_t exp)
+{
+    struct session *s = c->session;
+    s->exp = exp;
+    s->expire_at = 0;
+    if (exp) {
+        int64_t left = exp - (int64_t)time(NULL);
+        if (left < 0)
+            left = 0;
+        s->expire_at = c->loop->now_sec + (uint32_t)left + EXPIRED_GRACE_SEC;
+    }
+}
+
+/* ---- commands ---- */
+
+static int user_allowed(const struct session *s, const uint8_t *ch, size_t len)
+{
+    /* "chat:dm#42,43": only users 42 and 43. */
+    const uint8_t *hash = NULL;
+    for (size_t i = 0; i < len; i++)
+        if (ch[i] == '#')
+            hash = ch + i;
+    if (hash == NULL)
+        return 1;
+    const uint8_t *p = hash + 1, *end = ch + len;
+    size_t ulen = strlen(s->user);
+    while (p <= end) {
+        const uint8_t *comma = memchr(p, ',', (size_t)(end - p));
+        const uint8_t *e = comma ? comma : end;
+        if ((size_t)(e - p) == ulen && ulen > 0 && memcmp(p, s->user, ulen) == 0)
+            return 1;
+        if (comma == NULL)
+            break;
+        p = comma + 1;
+    }
+    return 0;
+}
+
+static struct hub_sub *find_sub(struct session *s, const uint8_t *ch, size_t len)
+{
+    for (struct hub_sub *sub = s->subs; sub; sub = sub->next)
+        if (sub->name_len == len && memcmp(sub->name, ch, len) == 0)
+            return sub;
+    return NULL;
+}
+
+static void subscribe_result(struct buf *out, const struct ns_opts *ns, struct hub_recovery *rec,
+                             int64_t exp)
+{
+    int comma = 0;
+#define SEP() (comma ? buf_append_char(out, ',') : (void)0, comma = 1)
+    if (exp) {
+        SEP();
+        int64_t ttl = exp - (int64_t)time(NULL);
+        buf_appendf(out, "\"expires\":true,\"ttl\":%lld", (long long)(ttl > 0 ? ttl : 0));
+    }
+    if (rec->has_history) {
+        if (ns->recover) {
+            SEP();
+            buf_append_str(out, "\"recoverable\":true");
+        }
+        SEP();
+        buf_appendf(out, "\"epoch\":\"%s\",\"offset\":%llu", rec->pos.epoch,
+                    (unsigned long long)rec->pos.offset);
+        if (rec->recover) {
+            buf_appendf(out, ",\"was_recovering\":true,\"recovered\":%s",
+                        rec->recovered ? "true" : "false");
+            if (rec->recovered && rec->pubs && rec->pubs->len) {
+                buf_append_str(out, ",\"publications\":[");
+                buf_append(out, rec->pubs->p, rec->pubs->len);
+                buf_append_char(out, ']');
+            }
+        }
+    }
+#undef SEP
+}
+
+/* Subscribe (client command, token claim or server API). Returns 0 or an error code. */
+static int do_subscribe(struct conn *c, const uint8_t *ch, size_t len, const struct ns_opts *ns,
+                        struct hub_recovery *rec, struct jwt_claims *sub_claims,
+                        struct hub_sub **out)
+{
+    struct session *s = c->session;
+    if (find_sub(s, ch, len))
+        return PROTO_ERR_ALREADY_SUBSCRIBED;
+    if (s->nsubs >= MAX_SUBS_PER_CLIENT)
+        return PROTO_ERR_LIMIT_EXCEEDED;
+    if (!ns->recover)
+        rec->recover = 0;
+    rec->max_pubs = cfg()->recovery_max_publications;
+    buf_reset(&scratch_pubs);
+    rec->pubs = &scratch_pubs;
+    struct hub_sub *sub = hub_subscribe(c->loop, c, ch, len, ns, rec);
+    if (sub == NULL)
+        return PROTO_ERR_INTERNAL;
+    if (sub_claims && sub_claims->info.p) {
+        sub->chan_info = malloc(sub_claims->info.len);
+        if (sub->chan_info) {
+            memcpy(sub->chan_info, sub_claims->info.p, sub_claims->info.len);
+            sub->chan_info_len = (uint32_t)sub_claims->info.len;
+        }
+    }
+    sub->next = s->subs;
+    s->subs = sub;
+    s->nsubs++;
+    *out = sub;
+    return 0;
+}
+
+static void handle_subscribe(struct conn *c, struct proto_command *cmd, struct buf *out)
+{
+    struct session *s = c->session;
+    const struct config *conf = cfg();
+    if (cmd->channel.len == 0) {
+        fail(out, cmd->id, PROTO_ERR_BAD_REQUEST);
+        return;
+    }
+    const struct ns_opts *ns = config_namespace(conf, cmd->channel.p, cmd->channel.len);
+    if (ns == NULL) {
+        fail(out, cmd->id, PROTO_ERR_UNKNOWN_CHANNEL);
+        return;
+    }
+    if (!user_allowed(s, cmd->channel.p, cmd->channel.len)) {
+        fail(out, cmd->id, PROTO_ERR_PERMISSION_DENIED);
+        return;
+    }
+    struct jwt_claims claims;
+    int have_claims = 0;
+    int64_t exp = 0;
+    if (ns->private_ || cmd->token.len) {
+        if (cmd->token.len == 0) {
+            fail(out, cmd->id, PROTO_ERR_PERMISSION_DENIED);
+            return;
+        }
+        const char *secret = conf->token_hmac_secret ? conf->token_hmac_secret : "";
+        int r = jwt_verify_hs256(cmd->token.p, cmd->token.len, (const uint8_t *)secret,
+                                 strlen(secret), (int64_t)time(NULL), &claims);
+        if (r == JWT_EXPIRED) {
+            jwt_claims_free(&claims);
+            fail(out, cmd->id, PROTO_ERR_TOKEN_EXPIRED);
+            return;
+        }
+        /* A token for another user or channel is refused like a bad one (3500). */
+        if (r != JWT_OK || claims.sub.len != strlen(s->user) ||
+            memcmp(claims.sub.p, s->user, claims.sub.len) != 0 ||
+            claims.channel.len != cmd->channel.len ||
+            memcmp(claims.channel.p, cmd->channel.p, cmd->channel.len) != 0) {
+            if (r == JWT_OK)
+                jwt_claims_free(&claims);
+            session_disconnect(c, PROTO_DISC_INVALID_TOKEN, "invalid token");
+            return;
+        }
+        have_claims = 1;
+        exp = claims.exp;
+    }
+    struct hub_recovery rec = {0};
+    rec.recover = cmd->recover;
+    rec.offset = cmd->offset;
+    rec.epoch = cmd->epoch.p;
+    rec.epoch_len = cmd->epoch.len;
+    struct hub_sub *sub;
+    int err = do_subscribe(c, cmd->channel.p, cmd->channel.len, ns, &rec,
+                           have_claims ? &claims : NULL, &sub);
+    if (have_claims)
+        jwt_claims_free(&claims);
+    if (err) {
+        fail(out, cmd->id, err);
+        return;
+    }
+    reply_begin(out, cmd->id, "subscribe");
+    subscribe_result(out, ns, &rec, exp);
+    reply_end(out);
+}
+
+static void handle_unsubscribe(struct conn *c, struct proto_command *cmd, struct buf *out)
+{
+    struct session *s = c->session;
+    for (struct hub_sub **pp = &s->subs; *pp; pp = &(*pp)->next) {
+        struct hub_sub *sub = *pp;
+        if (sub->name_len == cmd->channel.len &&
+            memcmp(sub->name, cmd->channel.p, cmd->channel.len) == 0) {
+            *pp = sub->next;
+            s->nsubs--;
+            hub_unsubscribe(c->loop, sub);
+            break;
+        }
+    }
+    reply_begin(out, cmd->id, "unsubscribe");
+    reply_end(out);
+}
+
+static void handle_publish(struct conn *c, struct proto_command *cmd, struct buf *out)
+{
+    struct session *s = c->session;
+    const struct ns_opts *ns = config_namespace(cfg(), cmd->channel.p, cmd->channel.len);
+    if (cmd->channel.len == 0 || cmd->data.p == NULL) {
+        fail(out, cmd->id, PROTO_ERR_BAD_REQUEST);
+        return;
+    }
+    if (ns == NULL) {
+        fail(out, cmd->id, PROTO_ERR_UNKNOWN_CHANNEL);
+        return;
+    }
+    if (!ns->client_publish || !user_allowed(s, cmd->channel.p, cmd->channel.len) ||
+        (ns->private_ && !find_sub(s, cmd->channel.p, cmd->channel.len))) {
+        fail(out, cmd->id, PROTO_ERR_PERMISSION_DENIED);
+        return;
+    }
+    buf_reset(&scratch_info);
+    client_info(&scratch_info, s, find_sub(s, cmd->channel.p, cmd->channel.len));
+    struct hub_stream_pos pos;
+    int r = hub_publish(cmd->channel.p, cmd->channel.len, ns, cmd->data.p, cmd->data.len,
+                        scratch_info.p, scratch_info.len, &pos);
+    if (r < 0) {
+        fail(out, cmd->id, PROTO_ERR_INTERNAL);
+        return;
+    }
+    reply_begin(out, cmd->id, "publish");
+    reply_end(out);
+}
+
+static void handle_history(struct conn *c, struct proto_command *cmd, struct buf *out)
+{
+    struct session *s = c->session;
+    const struct ns_opts *ns = config_namespace(cfg(), cmd->channel.p, cmd->channel.len);
+    if (cmd->channel.len == 0) {
+        fail(out, cmd->id, PROTO_ERR_BAD_REQUEST);
+        return;
+    }
+    if (ns == NULL) {
+        fail(out, cmd->id, PROTO_ERR_UNKNOWN_CHANNEL);
+        return;
+    }
+    /* Subscribers of a namespace with history may read it. */
+    if (!find_sub(s, cmd->channel.p, cmd->channel.len)) {
+        fail(out, cmd->id, PROTO_ERR_PERMISSION_DENIED);
+        return;
+    }
+    buf_reset(&scratch_pubs);
+    struct hub_stream_pos pos;
+    int r = hub_history(cmd->channel.p, cmd->channel.len, ns, cmd->limit, cmd->has_since,
+                        cmd->since_offset, cmd->since_epoch.p, cmd->since_epoch.len, cmd->reverse,
+                        &scratch_pubs, &pos);
+    if (r < 0) {
+        fail(out, cmd->id, -r);
+        return;
+    }
+    reply_begin(out, cmd->id, "history");
+    buf_append_str(out, "\"publications\":[");
+    buf_append(out, scratch_pubs.p, scratch_pubs.len);
+    buf_appendf(out, "],\"epoch\":\"%s\",\"offset\":%llu", pos.epoch,
+                (unsigned long long)pos.offset);
+    reply_end(out);
+}
+
+/* Server-side subscriptions from the token's "channels" claim, as the connect
+ * reply's "subs" map. */
+static void subscribe_claimed(struct conn *c, struct jwt_claims *claims, struct buf *out)
+{
+    if (claims->channels.p == NULL)
+        return;
+    jsmntok_t t[128];
+    int n = json_tokenize(claims->channels.p, claims->channels.len, t, 128);
+    if (n <= 0 || t[0].type != JSMN_ARRAY)
+        return;
+    int first = 1;
+    for (int i = 1; i < n; i = json_skip(t, n, i)) {
+        if (t[i].type != JSMN_STRING)
+            continue;
+        struct json_span name = json_tok_span(claims->channels.p, &t[i]);
+        const struct ns_opts *ns = config_namespace(cfg(), name.p, name.len);
+        if (ns == NULL || name.len == 0 || name.len > PROTO_MAX_CHANNEL ||
+            memchr(name.p, '\\', name.len) != NULL)
+            continue;
+        struct hub_recovery rec = {0};
+        struct hub_sub *sub;
+        if (do_subscribe(c, name.p, name.len, ns, &rec, NULL, &sub) != 0)
+            continue;
+        buf_append_str(out, first ? ",\"subs\":{" : ",");
+        first = 0;
+        buf_append_json_str(out, name.p, name.len);
+        buf_append_str(out, ":{");
+        subscribe_result(out, ns, &rec, 0);
+        buf_append_char(out, '}');
+    }
+    if (!first)
+        buf_append_char(out, '}');
+}
+
+static void connect_reply(struct conn *c, uint32_t id, int64_t exp, struct buf *out)
+{
+    struct session *s = c->session;
+    reply_begin(out, id, "connect");
+    buf_appendf(out, "\"client\":\"%s\",\"version\":\"" HERALD_VERSION "\"", s->client);
+    if (exp) {
+        int64_t ttl = exp - (int64_t)time(NULL);
+        buf_appendf(out, ",\"expires\":true,\"ttl\":%lld", (long long)(ttl > 0 ? ttl : 0));
+    }
+    buf_appendf(out, ",\"ping\":%u,\"pong\":true", cfg()->ping_interval);
+}
+
+static void handle_connect(struct conn *c, struct proto_command *cmd, struct buf *out)
+{
+    struct session *s = c->session;
+    const struct config *conf = cfg();
+    if (s->connected) {
+        session_disconnect(c, PROTO_DISC_BAD_REQUEST, "bad request");
+        return;
+    }
+    struct jwt_claims claims;
+    int have_claims = 0;
+    if (cmd->token.len == 0) {
+        if (!conf->allow_anonymous) {
+            session_disconnect(c, PROTO_DISC_INVALID_TOKEN, "invalid token");
+            return;
+        }
+    } else {
+        const char *secret = conf->token_hmac_secret ? conf->token_hmac_secret : "";
+        int r = jwt_verify_hs256(cmd->token.p, cmd->token.len, (const uint8_t *)secret,
+                                 strlen(secret), (int64_t)time(NULL), &claims);
+        if (r == JWT_EXPIRED) {
+            jwt_claims_free(&claims);
+            fail(out, cmd->id, PROTO_ERR_TOKEN_EXPIRED);
+            return;
+        }
+        if (r != JWT_OK || conf->token_hmac_secret == NULL) {
+            if (r == JWT_OK)
+                jwt_claims_free(&claims);
+            session_disconnect(c, PROTO_DISC_INVALID_TOKEN, "invalid token");
+            return;
+        }
+        have_claims = 1;
+    }
+    s->user = malloc(have_claims ? claims.sub.len + 1 : 1);
+    if (s->user == NULL) {
+        if (have_claims)
+            jwt_claims_free(&claims);
+        session_disconnect(c, PROTO_DISC_SERVER_ERROR, "internal server error");
+        return;
+    }
+    s->user[0] = 0;
+    if (have_claims) {
+        memcpy(s->user, claims.sub.p, claims.sub.len);
+        s->user[claims.sub.len] = 0;
+        if (claims.info.p) {
+            s->info = malloc(claims.info.len);
+            if (s->info) {
+                memcpy(s->info, claims.info.p, claims.info.len);
+                s->info_len = (uint32_t)claims.info.len;
+            }
+        }
+    }
+    rand_uuid(s->client);
+    s->connected = 1;
+    atomic_fetch_add_explicit(&c->loop->stats.clients, 1, memory_order_relaxed);
+    set_expiry(c, have_claims ? claims.exp : 0);
+    s->ping_at = c->loop->now_sec + conf->ping_interval;
+    schedule(c);
+    connect_reply(c, cmd->id, s->exp, out);
+    if (have_claims) {
+        subscribe_claimed(c, &claims, out);
+        jwt_claims_free(&claims);
+    }
+    reply_end(out);
+}
+
+static void handle_refresh(struct conn *c, struct proto_command *cmd, struct buf *out)
+{
+    const struct config *conf = cfg();
+    struct session *s = c->session;
+    struct jwt_claims claims;
+    const char *secret = conf->token_hmac_secret ? conf->token_hmac_secret : "";
+    int r = jwt_verify_hs256(cmd->token.p, cmd->token.len, (const uint8_t *)secret,
+                             strlen(secret), (int64_t)time(NULL), &claims);
+    if (r == JWT_EXPIRED) {
+        jwt_claims_free(&claims);
+        session_disconnect(c, PROTO_DISC_EXPIRED, "connection expired");
+        return;
+    }
+    if (r != JWT_OK || claims.sub.len != strlen(s->user) ||
+        memcmp(claims.sub.p, s->user, claims.sub.len) != 0) {
+        if (r == JWT_OK)
+            jwt_claims_free(&claims);
+        session_disconnect(c, PROTO_DISC_INVALID_TOKEN, "invalid token");
+        return;
+    }
+    set_expiry(c, claims.exp);
+    schedule(c);
+    reply_begin(out, cmd->id, "refresh");
+    buf_appendf(out, "\"client\":\"%s\",\"version\":\"" HERALD_VERSION "\"", s->client);
+    if (claims.exp) {
+        int64_t ttl = claims.exp - (int64_t)time(NULL);
+        buf_appendf(out, ",\"expires\":true,\"ttl\":%lld", (long long)(ttl > 0 ? ttl : 0));
+    }
+    reply_end(out);
+    jwt_claims_free(&claims);
+}
+
+static void handle_sub_refresh(struct conn *c, struct proto_command *cmd, struct buf *out)
+{
+    const struct config *conf = cfg();
+    struct session *s = c->session;
+    struct hub_sub *sub = find_sub(s, cmd->channel.p, cmd->channel.len);
+    if (sub == NULL) {
+        fail(out, cmd->id, PROTO_ERR_PERMISSION_DENIED);
+        return;
+    }
+    struct jwt_claims claims;
+    const char *secret = conf->token_hmac_secret ? conf->token_hmac_secret : "";
+    int r = jwt_verify_hs256(cmd->token.p, cmd->token.len, (const uint8_t *)secret,
+                             strlen(secret), (int64_t)time(NULL), &claims);
+    if (r == JWT_EXPIRED) {
+        jwt_claims_free(&claims);
+        fail(out, cmd->id, PROTO_ERR_TOKEN_EXPIRED);
+        return;
+    }
+    if (r != JWT_OK || claims.sub.len != strlen(s->user) ||
+        memcmp(claims.sub.p, s->user, claims.sub.len) != 0 ||
+        claims.channel.len != cmd->channel.len ||
+        memcmp(claims.channel.p, cmd->channel.p, cmd->channel.len) != 0) {
+        if (r == JWT_OK)
+            jwt_claims_free(&claims);
+        session_disconnect(c, PROTO_DISC_INVALID_TOKEN, "invalid token");
+        return;
+    }
+    reply_begin(out, cmd->id, "sub_refresh");
+    if (claims.exp) {
+        int64_t ttl = claims.exp - (int64_t)time(NULL);
+        buf_appendf(out, "\"expires\":true,\"ttl\":%lld", (long long)(ttl > 0 ? ttl : 0));
+    }
+    reply_end(out);
+    jwt_claims_free(&claims);
+}
+
+static void handle_command(struct conn *c, struct proto_command *cmd, struct buf *out)
+{
+    struct session *s = c->session;
+    if (cmd->method == PROTO_EMPTY) {
+        s->awaiting_pong = 0; /* pong */
+        return;
+    }
+    if (cmd->method == PROTO_CONNECT) {
+        handle_connect(c, cmd, out);
+        return;
+    }
+    if (!s->connected) {
+        /* Anything before connect is a protocol violation (Centrifugo: bad request). */
+        session_disconnect(c, PROTO_DISC_BAD_REQUEST, "bad request");
+        return;
+    }
+    switch (cmd->method) {
+    case PROTO_SUBSCRIBE: handle_subscribe(c, cmd, out); break;
+    case PROTO_UNSUBSCRIBE: handle_unsubscribe(c, cmd, out); break;
+    case PROTO_PUBLISH: handle_publish(c, cmd, out); break;
+    case PROTO_HISTORY: handle_history(c, cmd, out); break;
+    case PROTO_REFRESH: handle_refresh(c, cmd, out); break;
+    case PROTO_SUB_REFRESH: handle_sub_refresh(c, cmd, out); break;
+    case PROTO_PING:
+        reply_begin(out, cmd->id, "ping");
+        reply_end(out);
+        break;
+    case PROTO_SEND: break; /* no reply, no handler yet */
+    default: fail(out, cmd->id, PROTO_ERR_NOT_AVAILABLE); break;
+    }
+}
+
+void session_on_text(struct conn *c, uint8_t *p, size_t len)
+{
+    struct buf *out = &c->loop->reply;
+    buf_reset(out);
+    size_t start = 0;
+    while (start < len && !c->close_sent && !c->closed) {
+        uint8_t *nl = memchr(p + start, '\n', len - start);
+        size_t end = nl ? (size_t)(nl - p) : len;
+        size_t n = end - start;
+        start = end + 1;
+        if (n == 0 || (n == 1 && p[end - 1] == '\r'))
+            continue;
+        struct proto_command cmd;
+        if (proto_command_decode(p + end - n, n, &cmd) != 0) {
+            if (out->len)
+                conn_send_text(c, out->p, out->len);
+            session_disconnect(c, PROTO_DISC_BAD_REQUEST, "bad request");
+            return;
+        }
+        handle_command(c, &cmd, out);
+        if (c->close_sent || c->closed)
+            return; /* a disconnect: replies of this batch after it are moot */
+    }
+    if (out->oom) {
+        session_disconnect(c, PROTO_DISC_SERVER_ERROR, "internal server error");
+        return;
+    }
+    if (out->len && conn_send_text(c, out->p, out->len) != 0)
+        session_disconnect(c, PROTO_DISC_SLOW, "slow");
+}
+
+/* ---- control messages from the server API (any loop) ---- */
+
+void session_on_control(struct loop *loop, struct loop_msg *m)
+{
+    /* payload: user \0 channel \0 reason \0 (malloc'd frame) */
+    struct frame *f = m->frame;
+    const char *user = (const char *)f->data;
+    const char *channel = user + strlen(user) + 1;
+    const char *reason = channel + strlen(channel) + 1;
+    size_t chlen = strlen(channel);
+    for (struct conn *c = loop->conns, *next; c; c = next) {
+        next = c->next;
+        struct session *s = c->session;
+        if (s == NULL || !s->connected || c->close_sent || strcmp(s->user, user) != 0)
+            continue;
+        if (m->type == LOOP_MSG_DISCONNECT) {
+            session_disconnect(c, m->arg, reason);
+        } else if (m->type == LOOP_MSG_UNSUBSCRIBE) {
+            for (struct hub_sub **pp = &s->subs; *pp; pp = &(*pp)->next) {
+                struct hub_sub *sub = *pp;
+                if (sub->name_len == chlen && memcmp(sub->name, channel, chlen) == 0) {
+                    *pp = sub->next;
+                    s->nsubs--;
+                    hub_unsubscribe(loop, sub);
+                    struct buf b = BUF_INIT;
+                    buf_append_str(&b, "{\"push\":{\"channel\":");
+                    buf_append_json_str(&b, (const uint8_t *)channel, chlen);
+                    buf_append_str(&b, ",\"unsubscribe\":{\"code\":2000,\"reason\":\"server unsubscribe\"}}}");
+                    if (!b.oom)
+                        conn_send_text(c, b.p, b.len);
+                    buf_free(&b);
+                    break;
+                }
+            }
+        } else if (m->type == LOOP_MSG_SUBSCRIBE) {
+            const struct ns_opts *ns = config_namespace(cfg(), (const uint8_t *)channel, chlen);
+            struct hub_recovery rec = {0};
+            struct hub_sub *sub;
+            if (ns == NULL || do_subscribe(c, (const uint8_t *)channel, chlen, ns, &rec, NULL,
+                                           &sub) != 0)
+                continue;
+            struct buf b = BUF_INIT;
+            buf_append_str(&b, "{\"push\":{\"channel\":");
+            buf_append_json_str(&b, (const uint8_t *)channel, chlen);
+            buf_append_str(&b, ",\"subscribe\":{");
+            subscribe_result(&b, ns, &rec, 0);
+            buf_append_str(&b, "}}}");
+            if (!b.oom)
+                conn_send_text(c, b.p, b.len);
+            buf_free(&b);
+        }
+    }
+    frame_unref(f);
+}
