@@ -1,0 +1,857 @@
+/* Configuration: defaults, then a JSON file, then HERALD_* variables, then flags; every value
+ * checked here so the rest of the server can trust struct config. Not the command line's
+ * subcommands (main.c). */
+#include "core/config.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <openssl/crypto.h>
+#include <openssl/rand.h>
+
+#include "core/json.h"
+
+/* A config file is a few kilobytes; the cap only keeps a wrong path (a log, a disk image)
+ * from being slurped into memory. */
+#define CONFIG_FILE_MAX (1u << 20)
+#define KEY_MAX 64
+
+extern char **environ;
+
+int config_load_json(struct config *c, const uint8_t *p, size_t len, char *err, size_t errlen);
+
+enum key_type { KEY_LISTEN, KEY_STRING, KEY_BOOL, KEY_UINT, KEY_ORIGINS, KEY_ENGINE, KEY_NS };
+
+struct key {
+    const char *name;
+    enum key_type type;
+    size_t offset; /* of the field in struct config */
+    size_t width;  /* KEY_UINT: sizeof the field */
+    uint64_t min, max;
+};
+
+#define FIELD(f) offsetof(struct config, f), sizeof(((struct config *)0)->f)
+
+static const struct key keys[] = {
+    {"listen", KEY_LISTEN, 0, 0, 0, 0},
+    {"token_hmac_secret", KEY_STRING, FIELD(token_hmac_secret), 0, 0},
+    {"api_key", KEY_STRING, FIELD(api_key), 0, 0},
+    {"allow_anonymous", KEY_BOOL, FIELD(allow_anonymous), 0, 0},
+    {"client_publish", KEY_BOOL, FIELD(client_publish), 0, 0},
+    {"allowed_origins", KEY_ORIGINS, 0, 0, 0, 0},
+    /* Limits keep a typo (an extra zero or three) from turning into unbounded memory. */
+    {"max_message_size", KEY_UINT, FIELD(max_message_size), 1, 1u << 30},
+    {"max_request_body", KEY_UINT, FIELD(max_request_body), 1, 1u << 30},
+    {"threads", KEY_UINT, FIELD(threads), 0, 1024},
+    {"ping_interval", KEY_UINT, FIELD(ping_interval), 1, 3600},
+    {"client_queue_max", KEY_UINT, FIELD(client_queue_max), 1, 1ull << 40},
+    {"recovery_max_publications", KEY_UINT, FIELD(recovery_max_publications), 1, 1000000},
+    {"engine", KEY_ENGINE, 0, 0, 0, 0},
+    {"namespaces", KEY_NS, 0, 0, 0, 0},
+};
+
+#define NS_HISTORY_SIZE_MAX 1000000u
+#define NS_HISTORY_TTL_MAX (366u * 24 * 3600)
+
+/* Where a value came from, in precedence order. */
+enum level { LEVEL_DEFAULT, LEVEL_FILE, LEVEL_ENV, LEVEL_FLAG };
+
+struct load {
+    struct config *c;
+    char *err;
+    size_t errlen;
+    char where[96];      /* " (in f.json)", " (from HERALD_X)", " (from --x)" */
+    enum level level;    /* of the source being applied */
+    enum level client_publish_level;    /* of the top-level client_publish */
+    enum level ns_client_publish_level; /* of namespaces."".client_publish, if given */
+};
+
+/* One value: a JSON token (file, or JSON text from a flag) or plain text (flag, env). */
+struct value {
+    const uint8_t *js;
+    const jsmntok_t *t;
+    int ntok;
+    int i;
+    const char *text; /* when t == NULL */
+};
+
+static int fail(struct load *l, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static int fail(struct load *l, const char *fmt, ...)
+{
+    if (l->errlen == 0)
+        return -1;
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(l->err, l->errlen, fmt, ap);
+    va_end(ap);
+    if (n >= 0 && (size_t)n < l->errlen)
+        snprintf(l->err + n, l->errlen - (size_t)n, "%s", l->where);
+    return -1;
+}
+
+static void set_defaults(struct config *c)
+{
+    memset(c, 0, sizeof(*c));
+    strcpy(c->listen_host, "127.0.0.1");
+    c->listen_port = 8000;
+    c->max_message_size = 65536;
+    c->max_request_body = 1048576;
+    c->threads = 0;
+    c->ping_interval = 25;
+    c->client_queue_max = 4194304;
+    c->recovery_max_publications = 1000;
+    strcpy(c->engine, "memory");
+}
+
+static void free_secret(char *s)
+{
+    if (s != NULL) {
+        OPENSSL_cleanse(s, strlen(s));
+        free(s);
+    }
+}
+
+static void free_origins(char **o, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        free(o[i]);
+    free(o);
+}
+
+void config_free(struct config *c)
+{
+    if (c == NULL)
+        return;
+    free_secret(c->token_hmac_secret);
+    free_secret(c->api_key);
+    free_origins(c->allowed_origins, c->n_allowed_origins);
+    free(c->namespaces);
+    memset(c, 0, sizeof(*c));
+}
+
+static const struct key *find_key(const char *name, size_t len)
+{
+    for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++)
+        if (strlen(keys[i].name) == len && memcmp(keys[i].name, name, len) == 0)
+            return &keys[i];
+    return NULL;
+}
+
+/* A JSON string token as a malloc'd C string (unescaped), or NULL with *bad set when it
+ * is not a string or holds a NUL. */
+static char *tok_strdup(const uint8_t *js, const jsmntok_t *t, int *bad)
+{
+    *bad = 1;
+    if (t->type != JSMN_STRING)
+        return NULL;
+    size_t n = (size_t)(t->end - t->start);
+    char *s = malloc(n + 1);
+    if (s == NULL) {
+        *bad = 0;
+        return NULL;
+    }
+    memcpy(s, js + t->start, n);
+    ssize_t m = json_unescape((uint8_t *)s, n);
+    if (m < 0 || memchr(s, '\0', (size_t)m) != NULL) {
+        free(s);
+        return NULL;
+    }
+    s[m] = '\0';
+    *bad = 0;
+    return s;
+}
+
+/* The value as a malloc'd string; -1 with the error set. */
+static int value_string(struct load *l, const char *key, const struct value *v, char **out)
+{
+    int bad = 0;
+    if (v->t != NULL) {
+        *out = tok_strdup(v->js, &v->t[v->i], &bad);
+    } else {
+        *out = strdup(v->text);
+    }
+    if (*out == NULL)
+        return bad ? fail(l, "%s: expected a string", key) : fail(l, "%s: out of memory", key);
+    return 0;
+}
+
+static int parse_bool_text(const char *s, int *out)
+{
+    if (strcmp(s, "true") == 0 || strcmp(s, "1") == 0) {
+        *out = 1;
+        return 0;
+    }
+    if (strcmp(s, "false") == 0 || strcmp(s, "0") == 0) {
+        *out = 0;
+        return 0;
+    }
+    return -1;
+}
+
+static int parse_u64_text(const char *s, uint64_t *out)
+{
+    uint64_t v = 0;
+    if (*s == '\0')
+        return -1;
+    for (; *s; s++) {
+        if (*s < '0' || *s > '9')
+            return -1;
+        unsigned d = (unsigned)(*s - '0');
+        if (v > (UINT64_MAX - d) / 10)
+            return -1;
+        v = v * 10 + d;
+    }
+    *out = v;
+    return 0;
+}
+
+static int value_bool(struct load *l, const char *key, const struct value *v, int *out)
+{
+    int rc = v->t != NULL ? json_tok_bool(v->js, &v->t[v->i], out) : parse_bool_text(v->text, out);
+    return rc == 0 ? 0 : fail(l, "%s: expected true or false", key);
+}
+
+static int value_uint(struct load *l, const char *key, const struct value *v, uint64_t min,
+                      uint64_t max, uint64_t *out)
+{
+    int rc = v->t != NULL ? json_tok_u64(v->js, &v->t[v->i], out) : parse_u64_text(v->text, out);
+    if (rc != 0 || *out < min || *out > max)
+        return fail(l, "%s: expected an integer from %llu to %llu", key, (unsigned long long)min,
+                    (unsigned long long)max);
+    return 0;
+}
+
+static int set_listen(struct load *l, const struct value *v)
+{
+    char *s;
+    if (value_string(l, "listen", v, &s) != 0)
+        return -1;
+    char *colon = strrchr(s, ':');
+    uint64_t port = 0;
+    char *host = s;
+    int ok = colon != NULL && parse_u64_text(colon + 1, &port) == 0 && port >= 1 &&
+             port <= 65535;
+    if (ok) {
+        *colon = '\0';
+        size_t n = strlen(host);
+        /* "[::1]:8000": the brackets only delimit an IPv6 address from the port. */
+        if (n >= 2 && host[0] == '[' && host[n - 1] == ']') {
+            host[n - 1] = '\0';
+            host++;
+            n -= 2;
+        }
+        ok = n > 0 && n < sizeof(l->c->listen_host) && strpbrk(host, " \t[]") == NULL;
+    }
+    if (ok) {
+        strcpy(l->c->listen_host, host);
+        l->c->listen_port = (uint16_t)port;
+    }
+    free(s);
+    if (!ok)
+        return fail(l, "listen: expected \"host:port\" with a port from 1 to 65535");
+    return 0;
+}
+
+static int set_string(struct load *l, const struct key *k, const struct value *v)
+{
+    char *s;
+    if (value_string(l, k->name, v, &s) != 0)
+        return -1;
+    /* An empty HMAC secret would let anyone sign tokens; an empty API key would match an
+     * empty Authorization value. */
+    if (s[0] == '\0') {
+        free(s);
+        return fail(l, "%s: must not be empty", k->name);
+    }
+    char **field = (char **)((char *)l->c + k->offset);
+    free_secret(*field);
+    *field = s;
+    return 0;
+}
+
+static int set_engine(struct load *l, const struct value *v)
+{
+    char *s;
+    if (value_string(l, "engine", v, &s) != 0)
+        return -1;
+    int rc = 0;
+    if (strcmp(s, "memory") == 0)
+        strcpy(l->c->engine, s);
+    else if (strcmp(s, "redis") == 0)
+        rc = fail(l, "engine: redis is not available in this build yet");
+    else
+        rc = fail(l, "engine: expected \"memory\"");
+    free(s);
+    return rc;
+}
+
+static void replace_origins(struct config *c, char **o, size_t n)
+{
+    free_origins(c->allowed_origins, c->n_allowed_origins);
+    c->allowed_origins = o;
+    c->n_allowed_origins = n;
+}
+
+static int origins_from_json(struct load *l, const uint8_t *js, const jsmntok_t *t, int ntok,
+                             int i)
+{
+    if (t[i].type != JSMN_ARRAY)
+        return fail(l, "allowed_origins: expected an array of strings");
+    size_t n = (size_t)t[i].size;
+    char **o = calloc(n ? n : 1, sizeof(*o));
+    if (o == NULL)
+        return fail(l, "allowed_origins: out of memory");
+    int k = i + 1;
+    for (size_t j = 0; j < n; j++) {
+        int bad;
+        o[j] = k < ntok ? tok_strdup(js, &t[k], &bad) : NULL;
+        if (o[j] == NULL || o[j][0] == '\0') {
+            free_origins(o, n);
+            return fail(l, "allowed_origins: expected an array of non-empty strings");
+        }
+        k = json_skip(t, ntok, k);
+    }
+    replace_origins(l->c, o, n);
+    return 0;
+}
+
+/* "https://a.example, https://b.example": the form that is easy to write in a shell. */
+static int origins_from_list(struct load *l, const char *s)
+{
+    size_t cap = 1;
+    for (const char *q = s; *q; q++)
+        cap += *q == ',';
+    char **o = calloc(cap, sizeof(*o));
+    if (o == NULL)
+        return fail(l, "allowed_origins: out of memory");
+    size_t n = 0;
+    const char *p = s;
+    for (;;) {
+        const char *end = strchr(p, ',');
+        if (end == NULL)
+            end = p + strlen(p);
+        const char *a = p, *b = end;
+        while (a < b && (*a == ' ' || *a == '\t'))
+            a++;
+        while (b > a && (b[-1] == ' ' || b[-1] == '\t'))
+            b--;
+        if (b > a) {
+            o[n] = strndup(a, (size_t)(b - a));
+            if (o[n] == NULL) {
+                free_origins(o, n);
+                return fail(l, "allowed_origins: out of memory");
+            }
+            n++;
+        }
+        if (*end == '\0')
+            break;
+        p = end + 1;
+    }
+    replace_origins(l->c, o, n);
+    return 0;
+}
+
+/* Token k is a key of an object and k + 1 its value: guaranteed by json_tokenize, checked
+ * anyway because an out-of-range index here would read past the token array. */
+static int member_ok(const jsmntok_t *t, int ntok, int k)
+{
+    return k + 1 < ntok && t[k].type == JSMN_STRING;
+}
+
+static int valid_ns_name(const uint8_t *p, size_t n)
+{
+    if (n > 63)
+        return 0;
+    for (size_t i = 0; i < n; i++) {
+        uint8_t ch = p[i];
+        if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+              ch == '_' || ch == '.' || ch == '-'))
+            return 0;
+    }
+    return 1;
+}
+
+static int ns_option(struct load *l, struct ns_opts *ns, const uint8_t *js, const jsmntok_t *t,
+                     int ntok, int k)
+{
+    struct json_span key = json_tok_span(js, &t[k]);
+    char name[KEY_MAX + 80];
+    snprintf(name, sizeof(name), "namespaces.%s.%.*s", ns->name,
+             (int)(key.len < KEY_MAX ? key.len : KEY_MAX), (const char *)key.p);
+    struct value v = {js, t, ntok, k + 1, NULL};
+    uint64_t u;
+    if (json_tok_eq(js, &t[k], "history_size")) {
+        if (value_uint(l, name, &v, 0, NS_HISTORY_SIZE_MAX, &u) != 0)
+            return -1;
+        ns->history_size = (uint32_t)u;
+        return 0;
+    }
+    if (json_tok_eq(js, &t[k], "history_ttl")) {
+        if (value_uint(l, name, &v, 0, NS_HISTORY_TTL_MAX, &u) != 0)
+            return -1;
+        ns->history_ttl = (uint32_t)u;
+        return 0;
+    }
+    int *flag = NULL;
+    if (json_tok_eq(js, &t[k], "recover"))
+        flag = &ns->recover;
+    else if (json_tok_eq(js, &t[k], "presence"))
+        flag = &ns->presence;
+    else if (json_tok_eq(js, &t[k], "join_leave"))
+        flag = &ns->join_leave;
+    else if (json_tok_eq(js, &t[k], "client_publish"))
+        flag = &ns->client_publish;
+    else if (json_tok_eq(js, &t[k], "private"))
+        flag = &ns->private_;
+    if (flag == NULL)
+        return fail(l, "unknown key \"%s\"", name);
+    if (flag == &ns->client_publish && ns->name[0] == '\0')
+        l->ns_client_publish_level = l->level;
+    return value_bool(l, name, &v, flag);
+}
+
+/* History without a TTL would never expire and recovery without history has nothing to
+ * recover from (Centrifugo refuses both the same way). */
+static int ns_check(struct load *l, const struct ns_opts *ns)
+{
+    if (ns->history_size > 0 && ns->history_ttl == 0)
+        return fail(l, "namespaces.%s.history_ttl: must be set when history_size is", ns->name);
+    if (ns->history_ttl > 0 && ns->history_size == 0)
+        return fail(l, "namespaces.%s.history_size: must be set when history_ttl is", ns->name);
+    if (ns->recover && ns->history_size == 0)
+        return fail(l, "namespaces.%s.recover: needs history_size and history_ttl", ns->name);
+    return 0;
+}
+
+static int namespaces_from_json(struct load *l, const uint8_t *js, const jsmntok_t *t, int ntok,
+                                int i)
+{
+    if (t[i].type != JSMN_OBJECT)
+        return fail(l, "namespaces: expected an object keyed by namespace name");
+    size_t n = (size_t)t[i].size;
+    struct ns_opts *ns = calloc(n ? n : 1, sizeof(*ns));
+    if (ns == NULL)
+        return fail(l, "namespaces: out of memory");
+    enum level saved_level = l->ns_client_publish_level;
+    l->ns_client_publish_level = LEVEL_DEFAULT;
+    int k = i + 1;
+    for (size_t j = 0; j < n; j++) {
+        if (!member_ok(t, ntok, k)) {
+            fail(l, "namespaces: expected an object keyed by namespace name");
+            goto error;
+        }
+        struct json_span name = json_tok_span(js, &t[k]);
+        if (!valid_ns_name(name.p, name.len)) {
+            fail(l, "namespaces: bad name \"%.*s\" (expected 1 to 63 of A-Z a-z 0-9 _ . -)",
+                 (int)(name.len < KEY_MAX ? name.len : KEY_MAX), (const char *)name.p);
+            goto error;
+        }
+        memcpy(ns[j].name, name.p, name.len);
+        ns[j].name[name.len] = '\0';
+        for (size_t q = 0; q < j; q++) {
+            if (strcmp(ns[q].name, ns[j].name) == 0) {
+                fail(l, "namespaces: duplicate namespace \"%s\"", ns[j].name);
+                goto error;
+            }
+        }
+        int obj = k + 1;
+        if (t[obj].type != JSMN_OBJECT) {
+            fail(l, "namespaces.%s: expected an object", ns[j].name);
+            goto error;
+        }
+        int opt = obj + 1;
+        for (int m = 0; m < t[obj].size; m++) {
+            if (!member_ok(t, ntok, opt)) {
+                fail(l, "namespaces.%s: expected an object", ns[j].name);
+                goto error;
+            }
+            if (ns_option(l, &ns[j], js, t, ntok, opt) != 0)
+                goto error;
+            opt = json_skip(t, ntok, opt + 1);
+        }
+        if (ns_check(l, &ns[j]) != 0)
+            goto error;
+        k = opt;
+    }
+    free(l->c->namespaces);
+    l->c->namespaces = ns;
+    l->c->n_namespaces = n;
+    return 0;
+error:
+    l->ns_client_publish_level = saved_level;
+    free(ns);
+    return -1;
+}
+
+/* allowed_origins and namespaces given as text (flag or environment) hold JSON. */
+static int json_text(struct load *l, const struct key *k, const char *s)
+{
+    size_t len = strlen(s);
+    unsigned max_tok = (unsigned)(len / 2 + 2);
+    jsmntok_t *t = len < CONFIG_FILE_MAX ? malloc(max_tok * sizeof(*t)) : NULL;
+    if (t == NULL)
+        return fail(l, "%s: value too large", k->name);
+    int ntok = json_tokenize((const uint8_t *)s, len, t, max_tok);
+    int rc;
+    if (ntok <= 0)
+        rc = fail(l, "%s: not valid JSON", k->name);
+    else if (k->type == KEY_NS)
+        rc = namespaces_from_json(l, (const uint8_t *)s, t, ntok, 0);
+    else
+        rc = origins_from_json(l, (const uint8_t *)s, t, ntok, 0);
+    free(t);
+    return rc;
+}
+
+static int set_key(struct load *l, const struct key *k, const struct value *v)
+{
+    uint64_t u;
+    switch (k->type) {
+    case KEY_LISTEN:
+        return set_listen(l, v);
+    case KEY_STRING:
+        return set_string(l, k, v);
+    case KEY_ENGINE:
+        return set_engine(l, v);
+    case KEY_BOOL:
+        if (value_bool(l, k->name, v, (int *)((char *)l->c + k->offset)) != 0)
+            return -1;
+        if (strcmp(k->name, "client_publish") == 0)
+            l->client_publish_level = l->level;
+        return 0;
+    case KEY_UINT:
+        if (value_uint(l, k->name, v, k->min, k->max, &u) != 0)
+            return -1;
+        if (k->width == sizeof(uint64_t))
+            *(uint64_t *)((char *)l->c + k->offset) = u;
+        else
+            *(unsigned *)((char *)l->c + k->offset) = (unsigned)u;
+        return 0;
+    case KEY_ORIGINS:
+        if (v->t != NULL)
+            return origins_from_json(l, v->js, v->t, v->ntok, v->i);
+        const char *s = v->text;
+        while (*s == ' ' || *s == '\t' || *s == '\n')
+            s++;
+        return *s == '[' ? json_text(l, k, s) : origins_from_list(l, s);
+    case KEY_NS:
+        if (v->t != NULL)
+            return namespaces_from_json(l, v->js, v->t, v->ntok, v->i);
+        return json_text(l, k, v->text);
+    }
+    return -1;
+}
+
+static int apply_json(struct load *l, const uint8_t *p, size_t len)
+{
+    if (len == 0 || len > CONFIG_FILE_MAX)
+        return fail(l, "config: expected a JSON object of at most 1 MiB");
+    unsigned max_tok = (unsigned)(len / 2 + 2);
+    jsmntok_t *t = malloc(max_tok * sizeof(*t));
+    if (t == NULL)
+        return fail(l, "config: out of memory");
+    int ntok = json_tokenize(p, len, t, max_tok);
+    int rc = 0;
+    if (ntok <= 0) {
+        rc = fail(l, "config: not valid JSON");
+    } else if (t[0].type != JSMN_OBJECT) {
+        rc = fail(l, "config: expected a JSON object");
+    }
+    int k = 1;
+    for (int m = 0; rc == 0 && m < t[0].size; m++) {
+        if (!member_ok(t, ntok, k)) {
+            rc = fail(l, "config: not valid JSON");
+            break;
+        }
+        struct json_span name = json_tok_span(p, &t[k]);
+        const struct key *key = find_key((const char *)name.p, name.len);
+        if (key == NULL) {
+            rc = fail(l, "unknown key \"%.*s\"", (int)(name.len < KEY_MAX ? name.len : KEY_MAX),
+                      (const char *)name.p);
+            break;
+        }
+        /* A repeated key is almost always an edit gone wrong; refuse rather than guess. */
+        for (int q = 1; q < k; q = json_skip(t, ntok, q + 1)) {
+            if (json_tok_eq(p, &t[q], key->name)) {
+                rc = fail(l, "duplicate key \"%s\"", key->name);
+                break;
+            }
+        }
+        struct value v = {p, t, ntok, k + 1, NULL};
+        if (rc == 0)
+            rc = set_key(l, key, &v);
+        k = json_skip(t, ntok, k + 1);
+    }
+    free(t);
+    return rc;
+}
+
+static int apply_file(struct load *l, const char *path)
+{
+    snprintf(l->where, sizeof(l->where), " (in %.80s)", path);
+    FILE *f = fopen(path, "rb");
+    if (f == NULL) {
+        l->where[0] = '\0';
+        return fail(l, "config: cannot open %s: %s", path, strerror(errno));
+    }
+    uint8_t *p = malloc(CONFIG_FILE_MAX + 1);
+    size_t n = p != NULL ? fread(p, 1, CONFIG_FILE_MAX + 1, f) : 0;
+    int rc;
+    if (p == NULL)
+        rc = fail(l, "config: out of memory");
+    else if (ferror(f))
+        rc = fail(l, "config: cannot read %s", path);
+    else if (n > CONFIG_FILE_MAX)
+        rc = fail(l, "config: %s is larger than 1 MiB", path);
+    else
+        rc = apply_json(l, p, n);
+    fclose(f);
+    free(p);
+    return rc;
+}
+
+/* "allow-anonymous" -> "allow_anonymous"; -1 when too long to be a key. */
+static int normalize(const char *s, size_t n, char *out)
+{
+    if (n >= KEY_MAX)
+        return -1;
+    for (size_t i = 0; i < n; i++)
+        out[i] = s[i] == '-' ? '_' : s[i];
+    out[n] = '\0';
+    return 0;
+}
+
+/* Environment: HERALD_<KEY>. Unknown HERALD_ variables are refused like unknown keys, so a
+ * misspelt HERALD_API_KEYS does not silently leave the API without its key. HERALD_CONFIG
+ * names the file (a --config flag wins). */
+static int apply_env(struct load *l, int apply, const char **config_path)
+{
+    for (char **e = environ; e != NULL && *e != NULL; e++) {
+        if (strncmp(*e, "HERALD_", 7) != 0)
+            continue;
+        const char *name = *e + 7;
+        const char *eq = strchr(name, '=');
+        if (eq == NULL)
+            continue;
+        char key[KEY_MAX];
+        size_t n = (size_t)(eq - name);
+        int bad = n >= KEY_MAX;
+        for (size_t i = 0; !bad && i < n; i++) {
+            char ch = name[i];
+            if (ch >= 'a' && ch <= 'z')
+                bad = 1;
+            key[i] = ch >= 'A' && ch <= 'Z' ? (char)(ch - 'A' + 'a') : ch;
+        }
+        if (!bad)
+            key[n] = '\0';
+        snprintf(l->where, sizeof(l->where), " (from HERALD_%.*s)", (int)(n < 60 ? n : 60), name);
+        if (!bad && strcmp(key, "config") == 0) {
+            if (*config_path == NULL)
+                *config_path = eq + 1;
+            continue;
+        }
+        const struct key *k = bad ? NULL : find_key(key, n);
+        if (k == NULL)
+            return fail(l, "unknown key \"%.*s\"", (int)(n < 60 ? n : 60), bad ? name : key);
+        if (!apply)
+            continue;
+        struct value v = {NULL, NULL, 0, 0, eq + 1};
+        if (set_key(l, k, &v) != 0)
+            return -1;
+    }
+    return 0;
+}
+
+/* Flags: --key value, --key=value; a boolean flag alone means true. With apply == 0 only
+ * checks the syntax and finds --config. */
+static int apply_flags(struct load *l, int argc, char **argv, int apply, const char **config_path)
+{
+    for (int i = 0; i < argc; i++) {
+        const char *a = argv[i];
+        l->where[0] = '\0';
+        if (strncmp(a, "--", 2) != 0 || a[2] == '\0')
+            return fail(l, "unexpected argument \"%.60s\"", a);
+        const char *name = a + 2;
+        const char *eq = strchr(name, '=');
+        size_t n = eq ? (size_t)(eq - name) : strlen(name);
+        char key[KEY_MAX];
+        snprintf(l->where, sizeof(l->where), " (from --%.*s)", (int)(n < 60 ? n : 60), name);
+        if (normalize(name, n, key) != 0)
+            return fail(l, "unknown key \"%.60s\"", name);
+        const struct key *k = find_key(key, n);
+        int is_config = strcmp(key, "config") == 0;
+        if (k == NULL && !is_config)
+            return fail(l, "unknown key \"%s\"", key);
+        const char *value = eq ? eq + 1 : NULL;
+        if (value == NULL && (k == NULL || k->type != KEY_BOOL)) {
+            if (i + 1 >= argc)
+                return fail(l, "%s: missing value", key);
+            value = argv[++i];
+        } else if (value == NULL) {
+            if (i + 1 < argc && strncmp(argv[i + 1], "--", 2) != 0)
+                value = argv[++i];
+            else
+                value = "true";
+        }
+        if (is_config) {
+            *config_path = value;
+            continue;
+        }
+        if (!apply)
+            continue;
+        struct value v = {NULL, NULL, 0, 0, value};
+        if (set_key(l, k, &v) != 0)
+            return -1;
+    }
+    return 0;
+}
+
+/* namespaces[0] is the default namespace "": created when not configured, moved to the
+ * front when it was. Its client_publish comes from the top-level key unless the namespace
+ * set it from a source of at least the same precedence. */
+static int finish(struct load *l)
+{
+    struct config *c = l->c;
+    size_t d = 0;
+    while (d < c->n_namespaces && c->namespaces[d].name[0] != '\0')
+        d++;
+    if (d == c->n_namespaces) {
+        struct ns_opts *ns = realloc(c->namespaces, (c->n_namespaces + 1) * sizeof(*ns));
+        if (ns == NULL)
+            return fail(l, "namespaces: out of memory");
+        memset(&ns[c->n_namespaces], 0, sizeof(*ns));
+        c->namespaces = ns;
+        c->n_namespaces++;
+        l->ns_client_publish_level = LEVEL_DEFAULT;
+    }
+    if (d != 0) {
+        struct ns_opts def = c->namespaces[d];
+        memmove(&c->namespaces[1], &c->namespaces[0], d * sizeof(def));
+        c->namespaces[0] = def;
+    }
+    if (l->ns_client_publish_level == LEVEL_DEFAULT ||
+        l->client_publish_level > l->ns_client_publish_level)
+        c->namespaces[0].client_publish = c->client_publish;
+    c->client_publish = c->namespaces[0].client_publish;
+    return 0;
+}
+
+static void load_init(struct load *l, struct config *c, char *err, size_t errlen)
+{
+    memset(l, 0, sizeof(*l));
+    l->c = c;
+    l->err = err;
+    l->errlen = errlen;
+    if (errlen > 0)
+        err[0] = '\0';
+    set_defaults(c);
+}
+
+int config_load(struct config *c, int argc, char **argv, char *err, size_t errlen)
+{
+    struct load l;
+    const char *path = NULL;
+    load_init(&l, c, err, errlen);
+    int rc = apply_flags(&l, argc, argv, 0, &path);
+    if (rc == 0)
+        rc = apply_env(&l, 0, &path);
+    if (rc == 0 && path != NULL) {
+        l.level = LEVEL_FILE;
+        rc = apply_file(&l, path);
+    }
+    if (rc == 0) {
+        l.level = LEVEL_ENV;
+        rc = apply_env(&l, 1, &path);
+    }
+    if (rc == 0) {
+        l.level = LEVEL_FLAG;
+        rc = apply_flags(&l, argc, argv, 1, &path);
+    }
+    if (rc == 0) {
+        l.where[0] = '\0';
+        rc = finish(&l);
+    }
+    if (rc != 0)
+        config_free(c);
+    return rc;
+}
+
+/* The file stage alone, from a buffer: for the fuzz target (tests/fuzz/fuzz_config.c). */
+int config_load_json(struct config *c, const uint8_t *p, size_t len, char *err, size_t errlen)
+{
+    struct load l;
+    load_init(&l, c, err, errlen);
+    l.level = LEVEL_FILE;
+    int rc = apply_json(&l, p, len);
+    if (rc == 0)
+        rc = finish(&l);
+    if (rc != 0)
+        config_free(c);
+    return rc;
+}
+
+const struct ns_opts *config_namespace(const struct config *c, const uint8_t *channel, size_t len)
+{
+    const uint8_t *colon = len ? memchr(channel, ':', len) : NULL;
+    size_t n = colon ? (size_t)(colon - channel) : 0;
+    for (size_t i = 0; i < c->n_namespaces; i++) {
+        const struct ns_opts *ns = &c->namespaces[i];
+        if (strlen(ns->name) == n && memcmp(ns->name, channel, n) == 0)
+            return ns;
+    }
+    return NULL;
+}
+
+static int random_hex(char out[65])
+{
+    uint8_t b[32];
+    if (RAND_bytes(b, sizeof(b)) != 1)
+        return -1;
+    for (size_t i = 0; i < sizeof(b); i++)
+        snprintf(out + 2 * i, 3, "%02x", b[i]);
+    OPENSSL_cleanse(b, sizeof(b));
+    return 0;
+}
+
+int config_generate(FILE *out)
+{
+    char secret[65], api_key[65];
+    if (random_hex(secret) != 0 || random_hex(api_key) != 0)
+        return -1;
+    fprintf(out,
+            "{\n"
+            "  \"listen\": \"127.0.0.1:8000\",\n"
+            "  \"token_hmac_secret\": \"%s\",\n"
+            "  \"api_key\": \"%s\",\n"
+            "  \"allow_anonymous\": false,\n"
+            "  \"client_publish\": false,\n"
+            "  \"allowed_origins\": [],\n"
+            "  \"max_message_size\": 65536,\n"
+            "  \"namespaces\": {\n"
+            "    \"\": {\n"
+            "      \"history_size\": 0,\n"
+            "      \"history_ttl\": 0,\n"
+            "      \"recover\": false,\n"
+            "      \"presence\": false,\n"
+            "      \"join_leave\": false,\n"
+            "      \"client_publish\": false,\n"
+            "      \"private\": false\n"
+            "    },\n"
+            "    \"chat\": {\n"
+            "      \"history_size\": 100,\n"
+            "      \"history_ttl\": 300,\n"
+            "      \"recover\": true,\n"
+            "      \"presence\": true,\n"
+            "      \"join_leave\": true\n"
+            "    }\n"
+            "  }\n"
+            "}\n",
+            secret, api_key);
+    OPENSSL_cleanse(secret, sizeof(secret));
+    OPENSSL_cleanse(api_key, sizeof(api_key));
+    return fflush(out) == 0 && !ferror(out) ? 0 : -1;
+}
