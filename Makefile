@@ -93,5 +93,5 @@ clean:
 	rm -rf build
 
 .PHONY: all test unit fuzz bench clean
-.PRECIOUS: build/asan/tests/unit/%.o
+.SECONDARY:
 -include $(shell find build -name '*.d' 2>/dev/null)

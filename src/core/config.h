@@ -47,6 +47,8 @@ struct config {
  * subcommand). On error returns -1 with a message naming the key in err. */
 int config_load(struct config *c, int argc, char **argv, char *err, size_t errlen);
 void config_free(struct config *c);
+/* The file stage alone, from a buffer (defaults, then the JSON): for tests and fuzzing. */
+int config_load_json(struct config *c, const uint8_t *p, size_t len, char *err, size_t errlen);
 
 /* Namespace of a channel: the part before the first ':' ("" without ':'). NULL if
  * no such namespace is configured. Borrowed from c. */

@@ -245,6 +245,33 @@ static void api_history_remove(struct req *r, struct buf *out)
     buf_append_str(out, "{\"result\":{}}");
 }
 
+static void api_presence(struct req *r, struct buf *out, int stats)
+{
+    struct json_span ch;
+    if (get_string(r, 0, "channel", &ch) != 0 || !valid_channel(ch)) {
+        error(out, 107, "bad request");
+        return;
+    }
+    const struct ns_opts *ns = config_namespace(r->cfg, ch.p, ch.len);
+    if (ns == NULL) {
+        error(out, 102, "unknown channel");
+        return;
+    }
+    struct buf members = BUF_INIT;
+    uint64_t clients, users;
+    if (hub_presence(ch.p, ch.len, ns, stats ? NULL : &members, &clients, &users) != 0) {
+        error(out, 108, "not available");
+    } else if (stats) {
+        buf_appendf(out, "{\"result\":{\"num_clients\":%llu,\"num_users\":%llu}}",
+                    (unsigned long long)clients, (unsigned long long)users);
+    } else {
+        buf_append_str(out, "{\"result\":{\"presence\":{");
+        buf_append(out, members.p, members.len);
+        buf_append_str(out, "}}}");
+    }
+    buf_free(&members);
+}
+
 /* subscribe / unsubscribe / disconnect a user on every loop. */
 static void api_user_control(struct req *r, struct buf *out, enum loop_msg_type type)
 {
@@ -318,7 +345,7 @@ int api_handle(struct loop *loop, const uint8_t *method, size_t method_len, uint
     } methods[] = {
         {"publish", 1},        {"broadcast", 2},     {"info", 3},        {"channels", 4},
         {"history", 5},        {"history_remove", 6}, {"subscribe", 7},  {"unsubscribe", 8},
-        {"disconnect", 9},     {"presence", 10},     {"presence_stats", 10},
+        {"disconnect", 9},     {"presence", 10},     {"presence_stats", 11},
     };
     int kind = 0;
     for (size_t i = 0; i < sizeof(methods) / sizeof(methods[0]); i++) {
@@ -364,6 +391,8 @@ int api_handle(struct loop *loop, const uint8_t *method, size_t method_len, uint
     case 7: api_user_control(&r, out, LOOP_MSG_SUBSCRIBE); break;
     case 8: api_user_control(&r, out, LOOP_MSG_UNSUBSCRIBE); break;
     case 9: api_user_control(&r, out, LOOP_MSG_DISCONNECT); break;
+    case 10: api_presence(&r, out, 0); break;
+    case 11: api_presence(&r, out, 1); break;
     default: error(out, 108, "not available"); break;
     }
     free(r.t);

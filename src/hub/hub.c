@@ -23,8 +23,19 @@
 
 #define SHARDS 64
 
+/* One subscriber in a channel's presence set. */
+struct presence {
+    struct presence *next;
+    const struct hub_sub *key;
+    char client[37];
+    uint16_t user_len;
+    uint32_t info_len;
+    uint8_t data[]; /* user, then ClientInfo JSON */
+};
+
 struct channel {
     struct channel *next;
+    struct presence *presence;
     uint64_t hash;
     uint64_t loops_mask; /* loops with local subscribers */
     uint32_t num_subs;
@@ -71,6 +82,15 @@ static uint64_t hash_name(const uint8_t *p, size_t len)
     return h ^ (h >> 29);
 }
 
+static void presence_free_all(struct channel *ch)
+{
+    while (ch->presence) {
+        struct presence *p = ch->presence;
+        ch->presence = p->next;
+        free(p);
+    }
+}
+
 int hub_init(unsigned nloops, struct loop **loops)
 {
     hub_loops = loops;
@@ -93,6 +113,7 @@ void hub_shutdown(void)
             for (struct channel *ch = s->buckets[b], *next; ch; ch = next) {
                 next = ch->next;
                 history_free(ch->hist);
+                presence_free_all(ch);
                 free(ch);
             }
         }
@@ -161,6 +182,7 @@ static void channel_remove(struct shard *s, struct channel *ch)
             *pp = ch->next;
             s->count--;
             history_free(ch->hist);
+            presence_free_all(ch);
             free(ch);
             return;
         }
@@ -288,6 +310,86 @@ static int can_recover(struct channel *ch, const struct hub_recovery *rec)
     return ch->hist->count && history_first_offset(ch->hist) <= rec->offset + 1;
 }
 
+static void post_publication(struct channel *ch, struct frame *f, uint64_t offset);
+
+/* {"push":{"channel":NAME,"join"|"leave":{"info":INFO}}} to every subscriber, in
+ * order with the channel's publications (the caller holds the shard lock). */
+static void post_join_leave(struct channel *ch, const char *kind, const uint8_t *info,
+                            size_t info_len)
+{
+    struct buf b = BUF_INIT;
+    uint8_t head[WS_FRAME_HEAD_MAX];
+    buf_append_str(&b, "{\"push\":{\"channel\":");
+    buf_append_json_str(&b, (const uint8_t *)ch->name, ch->name_len);
+    buf_appendf(&b, ",\"%s\":{\"info\":", kind);
+    buf_append(&b, info, info_len);
+    buf_append_str(&b, "}}}");
+    if (b.oom)
+        goto out;
+    size_t h = ws_frame_head_encode(head, WS_OP_TEXT, b.len);
+    struct frame *f = frame_new(h + b.len + ch->name_len);
+    if (f == NULL)
+        goto out;
+    memcpy(f->data, head, h);
+    memcpy(f->data + h, b.p, b.len);
+    f->len = (uint32_t)(h + b.len);
+    memcpy(f->data + f->len, ch->name, ch->name_len);
+    post_publication(ch, f, 0);
+    frame_unref(f);
+out:
+    buf_free(&b);
+}
+
+static void presence_add(struct channel *ch, const struct hub_sub *key, const char *client,
+                         const uint8_t *info, size_t info_len, const char *user, size_t user_len)
+{
+    struct presence *p = malloc(sizeof(*p) + user_len + info_len);
+    if (p == NULL)
+        return;
+    p->key = key;
+    memcpy(p->client, client, sizeof(p->client));
+    p->client[36] = 0;
+    p->user_len = (uint16_t)user_len;
+    p->info_len = (uint32_t)info_len;
+    memcpy(p->data, user, user_len);
+    memcpy(p->data + user_len, info, info_len);
+    p->next = ch->presence;
+    ch->presence = p;
+}
+
+static void presence_remove(struct channel *ch, const struct hub_sub *key)
+{
+    for (struct presence **pp = &ch->presence; *pp; pp = &(*pp)->next) {
+        if ((*pp)->key == key) {
+            struct presence *p = *pp;
+            *pp = p->next;
+            free(p);
+            return;
+        }
+    }
+}
+
+/* The "user" value of a ClientInfo JSON we built ({"user":"...",...}), unescaped
+ * enough for distinct counting: the raw string bytes. */
+static void info_user(const uint8_t *info, size_t len, const char **user, size_t *ulen)
+{
+    *user = "";
+    *ulen = 0;
+    if (len < 10 || memcmp(info, "{\"user\":\"", 9) != 0)
+        return;
+    const uint8_t *p = info + 9, *end = info + len;
+    const uint8_t *q = p;
+    while (q < end && *q != '"') {
+        if (*q == '\\')
+            q++;
+        q++;
+    }
+    if (q > end)
+        q = end;
+    *user = (const char *)p;
+    *ulen = (size_t)(q - p);
+}
+
 struct hub_sub *hub_subscribe(struct loop *loop, struct conn *c, const uint8_t *name, size_t len,
                               const struct ns_opts *ns, struct hub_recovery *rec)
 {
@@ -349,6 +451,21 @@ struct hub_sub *hub_subscribe(struct loop *loop, struct conn *c, const uint8_t *
                 append_recovered(ch, rec);
         }
     }
+    if (ns && (ns->presence || ns->join_leave) && rec->info) {
+        s->info = malloc(rec->info_len);
+        if (s->info) {
+            memcpy(s->info, rec->info, rec->info_len);
+            s->info_len = (uint32_t)rec->info_len;
+        }
+    }
+    if (ns && ns->presence && s->info && rec->client) {
+        const char *user;
+        size_t ulen;
+        info_user(s->info, s->info_len, &user, &ulen);
+        presence_add(ch, s, rec->client, s->info, s->info_len, user, ulen);
+    }
+    if (ns && ns->join_leave && s->info)
+        post_join_leave(ch, "join", s->info, s->info_len);
     pthread_mutex_unlock(&sh->lock);
 
     s->index = lc->n;
@@ -376,6 +493,10 @@ void hub_unsubscribe(struct loop *loop, struct hub_sub *s)
         ch->num_subs--;
         if (last_local)
             ch->loops_mask &= ~(1ULL << loop->id);
+        if (s->ns && s->ns->presence)
+            presence_remove(ch, s);
+        if (s->ns && s->ns->join_leave && s->info)
+            post_join_leave(ch, "leave", s->info, s->info_len);
         if (ch->num_subs == 0 && ch->epoch[0] == 0)
             channel_remove(sh, ch);
     }
@@ -383,7 +504,7 @@ void hub_unsubscribe(struct loop *loop, struct hub_sub *s)
     if (last_local)
         local_remove(loop->hub, lc);
     atomic_fetch_sub_explicit(&loop->stats.subscriptions, 1, memory_order_relaxed);
-    free(s->chan_info);
+    free(s->info);
     free(s);
 }
 
@@ -666,4 +787,38 @@ void hub_sweep(uint64_t now_ms)
         }
         pthread_mutex_unlock(&s->lock);
     }
+}
+
+int hub_presence(const uint8_t *name, size_t len, const struct ns_opts *ns, struct buf *out,
+                 uint64_t *num_clients, uint64_t *num_users)
+{
+    if (ns == NULL || !ns->presence)
+        return -108;
+    uint64_t hash = hash_name(name, len);
+    struct shard *sh = shard_of(hash);
+    uint64_t clients = 0, users = 0;
+    pthread_mutex_lock(&sh->lock);
+    struct channel *ch = channel_find(sh, hash, name, len);
+    for (struct presence *p = ch ? ch->presence : NULL; p; p = p->next) {
+        clients++;
+        /* Distinct users: counted at the first entry of each user. */
+        int seen = 0;
+        for (struct presence *q = ch->presence; q != p; q = q->next) {
+            if (q->user_len == p->user_len && memcmp(q->data, p->data, p->user_len) == 0) {
+                seen = 1;
+                break;
+            }
+        }
+        users += !seen;
+        if (out) {
+            if (clients > 1)
+                buf_append_char(out, ',');
+            buf_appendf(out, "\"%s\":", p->client);
+            buf_append(out, p->data + p->user_len, p->info_len);
+        }
+    }
+    pthread_mutex_unlock(&sh->lock);
+    *num_clients = clients;
+    *num_users = users;
+    return 0;
 }

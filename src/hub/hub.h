@@ -29,8 +29,8 @@ struct hub_sub {
     uint64_t min_offset; /* publications with offset <= this were already sent (recovery) */
     const struct ns_opts *ns;
     struct hub_sub *next;
-    uint8_t *chan_info; /* raw JSON from a subscription token, malloc'd, or NULL */
-    uint32_t chan_info_len;
+    uint8_t *info;      /* ClientInfo JSON for presence and join/leave, malloc'd, or NULL */
+    uint32_t info_len;
     uint16_t name_len;
     char name[]; /* NUL-terminated */
 };
@@ -52,6 +52,9 @@ struct hub_recovery {
     struct buf *pubs;      /* in: where to append recovered publications as JSON array
                               elements ({"data":..,"offset":N},...), borrowed */
     unsigned max_pubs;     /* in: recovery limit */
+    const char *client;    /* in: client id (presence key) */
+    const uint8_t *info;   /* in: ClientInfo JSON {"user":..,"client":..,...}, borrowed */
+    size_t info_len;
 };
 
 int hub_init(unsigned nloops, struct loop **loops);
@@ -77,6 +80,12 @@ int hub_publish(const uint8_t *name, size_t len, const struct ns_opts *ns, const
 /* Loop thread: deliver a LOOP_MSG_PUBLICATION to this loop's subscribers (takes the
  * message's frame reference). */
 void hub_deliver(struct loop *loop, struct loop_msg *msg);
+
+/* Presence of a channel (any thread): appends {"<client>":ClientInfo,...} members
+ * (without braces) to out when out != NULL, counts clients and distinct users.
+ * Returns 0, or -108 when the namespace keeps no presence. */
+int hub_presence(const uint8_t *name, size_t len, const struct ns_opts *ns, struct buf *out,
+                 uint64_t *num_clients, uint64_t *num_users);
 
 /* Totals for /api/info (any thread). */
 void hub_counts(uint64_t *channels, uint64_t *subscriptions);

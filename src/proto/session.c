@@ -148,7 +148,8 @@ static void fail(struct buf *out, uint32_t id, int code)
 }
 
 /* The ClientInfo object of this session ({"user":..,"client":..[,"conn_info":..][,"chan_info":..]}). */
-static void client_info(struct buf *b, const struct session *s, const struct hub_sub *sub)
+static void client_info(struct buf *b, const struct session *s, const uint8_t *chan_info,
+                        size_t chan_info_len)
 {
     buf_append_str(b, "{\"user\":");
     buf_append_json_str(b, (const uint8_t *)s->user, strlen(s->user));
@@ -159,9 +160,9 @@ static void client_info(struct buf *b, const struct session *s, const struct hub
         buf_append_str(b, ",\"conn_info\":");
         buf_append(b, s->info, s->info_len);
     }
-    if (sub && sub->chan_info) {
+    if (chan_info) {
         buf_append_str(b, ",\"chan_info\":");
-        buf_append(b, sub->chan_info, sub->chan_info_len);
+        buf_append(b, chan_info, chan_info_len);
     }
     buf_append_char(b, '}');
 }
@@ -297,16 +298,18 @@ static int do_subscribe(struct conn *c, const uint8_t *ch, size_t len, const str
     rec->max_pubs = cfg()->recovery_max_publications;
     buf_reset(&scratch_pubs);
     rec->pubs = &scratch_pubs;
+    buf_reset(&scratch_info);
+    if (ns->presence || ns->join_leave) {
+        int has = sub_claims && sub_claims->info.p;
+        client_info(&scratch_info, s, has ? sub_claims->info.p : NULL,
+                    has ? sub_claims->info.len : 0);
+        rec->info = scratch_info.p;
+        rec->info_len = scratch_info.len;
+        rec->client = s->client;
+    }
     struct hub_sub *sub = hub_subscribe(c->loop, c, ch, len, ns, rec);
     if (sub == NULL)
         return PROTO_ERR_INTERNAL;
-    if (sub_claims && sub_claims->info.p) {
-        sub->chan_info = malloc(sub_claims->info.len);
-        if (sub->chan_info) {
-            memcpy(sub->chan_info, sub_claims->info.p, sub_claims->info.len);
-            sub->chan_info_len = (uint32_t)sub_claims->info.len;
-        }
-    }
     sub->next = s->subs;
     s->subs = sub;
     s->nsubs++;
@@ -413,8 +416,12 @@ static void handle_publish(struct conn *c, struct proto_command *cmd, struct buf
         fail(out, cmd->id, PROTO_ERR_PERMISSION_DENIED);
         return;
     }
+    struct hub_sub *own = find_sub(s, cmd->channel.p, cmd->channel.len);
     buf_reset(&scratch_info);
-    client_info(&scratch_info, s, find_sub(s, cmd->channel.p, cmd->channel.len));
+    if (own && own->info)
+        buf_append(&scratch_info, own->info, own->info_len); /* includes chan_info */
+    else
+        client_info(&scratch_info, s, NULL, 0);
     struct hub_stream_pos pos;
     int r = hub_publish(cmd->channel.p, cmd->channel.len, ns, cmd->data.p, cmd->data.len,
                         scratch_info.p, scratch_info.len, &pos);
@@ -457,6 +464,39 @@ static void handle_history(struct conn *c, struct proto_command *cmd, struct buf
     buf_append(out, scratch_pubs.p, scratch_pubs.len);
     buf_appendf(out, "],\"epoch\":\"%s\",\"offset\":%llu", pos.epoch,
                 (unsigned long long)pos.offset);
+    reply_end(out);
+}
+
+static void handle_presence(struct conn *c, struct proto_command *cmd, struct buf *out, int stats)
+{
+    struct session *s = c->session;
+    const struct ns_opts *ns = config_namespace(cfg(), cmd->channel.p, cmd->channel.len);
+    if (ns == NULL) {
+        fail(out, cmd->id, PROTO_ERR_UNKNOWN_CHANNEL);
+        return;
+    }
+    if (!find_sub(s, cmd->channel.p, cmd->channel.len)) {
+        fail(out, cmd->id, PROTO_ERR_PERMISSION_DENIED);
+        return;
+    }
+    buf_reset(&scratch_pubs);
+    uint64_t clients, users;
+    int r = hub_presence(cmd->channel.p, cmd->channel.len, ns, stats ? NULL : &scratch_pubs,
+                         &clients, &users);
+    if (r < 0) {
+        fail(out, cmd->id, -r);
+        return;
+    }
+    if (stats) {
+        reply_begin(out, cmd->id, "presence_stats");
+        buf_appendf(out, "\"num_clients\":%llu,\"num_users\":%llu", (unsigned long long)clients,
+                    (unsigned long long)users);
+    } else {
+        reply_begin(out, cmd->id, "presence");
+        buf_append_str(out, "\"presence\":{");
+        buf_append(out, scratch_pubs.p, scratch_pubs.len);
+        buf_append_char(out, '}');
+    }
     reply_end(out);
 }
 
@@ -660,6 +700,8 @@ static void handle_command(struct conn *c, struct proto_command *cmd, struct buf
     case PROTO_UNSUBSCRIBE: handle_unsubscribe(c, cmd, out); break;
     case PROTO_PUBLISH: handle_publish(c, cmd, out); break;
     case PROTO_HISTORY: handle_history(c, cmd, out); break;
+    case PROTO_PRESENCE: handle_presence(c, cmd, out, 0); break;
+    case PROTO_PRESENCE_STATS: handle_presence(c, cmd, out, 1); break;
     case PROTO_REFRESH: handle_refresh(c, cmd, out); break;
     case PROTO_SUB_REFRESH: handle_sub_refresh(c, cmd, out); break;
     case PROTO_PING:
