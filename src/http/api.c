@@ -11,6 +11,7 @@
 #include "core/config.h"
 #include "core/frame.h"
 #include "core/json.h"
+#include "engine/engine.h"
 #include "hub/hub.h"
 #include "net/loop.h"
 #include "proto/command.h"
@@ -73,7 +74,7 @@ static void publish_one(struct req *r, struct json_span ch, struct json_span dat
         return;
     }
     struct hub_stream_pos pos;
-    int rc = hub_publish(ch.p, ch.len, ns, data.p, data.len, NULL, 0, &pos);
+    int rc = engine_current->ops->publish(engine_current, ch.p, ch.len, ns, data.p, data.len, NULL, 0, &pos);
     if (rc < 0)
         error(out, 100, "internal server error");
     else if (rc == 1)
@@ -217,7 +218,7 @@ static void api_history(struct req *r, struct buf *out)
     }
     struct buf pubs = BUF_INIT;
     struct hub_stream_pos pos;
-    int rc = hub_history(ch.p, ch.len, ns, limit, has_since, since, epoch.p, epoch.len, reverse,
+    int rc = engine_current->ops->history(engine_current, ch.p, ch.len, ns, limit, has_since, since, epoch.p, epoch.len, reverse,
                          &pubs, &pos);
     if (rc == -108)
         error(out, 108, "not available");
@@ -241,7 +242,7 @@ static void api_history_remove(struct req *r, struct buf *out)
         error(out, 107, "bad request");
         return;
     }
-    hub_history_remove(ch.p, ch.len);
+    engine_current->ops->history_remove(engine_current, ch.p, ch.len);
     buf_append_str(out, "{\"result\":{}}");
 }
 
@@ -259,7 +260,7 @@ static void api_presence(struct req *r, struct buf *out, int stats)
     }
     struct buf members = BUF_INIT;
     uint64_t clients, users;
-    if (hub_presence(ch.p, ch.len, ns, stats ? NULL : &members, &clients, &users) != 0) {
+    if (engine_current->ops->presence(engine_current, ch.p, ch.len, ns, stats ? NULL : &members, &clients, &users) != 0) {
         error(out, 108, "not available");
     } else if (stats) {
         buf_appendf(out, "{\"result\":{\"num_clients\":%llu,\"num_users\":%llu}}",

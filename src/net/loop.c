@@ -17,6 +17,7 @@
 #include "core/frame.h"
 #include "core/log.h"
 #include "core/rand.h"
+#include "engine/engine.h"
 #include "hub/hub.h"
 #include "net/conn.h"
 #include "proto/session.h"
@@ -338,6 +339,12 @@ int server_run(const struct config *config)
     s.nloops = n;
     if (hub_init(n, s.loops) != 0)
         return -1;
+    char err[160];
+    engine_current = engine_open(config, err, sizeof(err));
+    if (engine_current == NULL) {
+        log_error("%s", err);
+        return -1;
+    }
     session_global_init(&s);
     signal_server = &s;
 
@@ -372,6 +379,8 @@ int server_run(const struct config *config)
         pthread_mutex_destroy(&l->inbox_lock);
         free(l);
     }
+    engine_close(engine_current);
+    engine_current = NULL;
     hub_shutdown();
     log_info("herald stopped");
     return 0;

@@ -13,6 +13,7 @@
 #include "core/frame.h"
 #include "core/log.h"
 #include "core/rand.h"
+#include "engine/engine.h"
 #include "hub/hub.h"
 #include "net/conn.h"
 #include "net/loop.h"
@@ -423,7 +424,7 @@ static void handle_publish(struct conn *c, struct proto_command *cmd, struct buf
     else
         client_info(&scratch_info, s, NULL, 0);
     struct hub_stream_pos pos;
-    int r = hub_publish(cmd->channel.p, cmd->channel.len, ns, cmd->data.p, cmd->data.len,
+    int r = engine_current->ops->publish(engine_current, cmd->channel.p, cmd->channel.len, ns, cmd->data.p, cmd->data.len,
                         scratch_info.p, scratch_info.len, &pos);
     if (r < 0) {
         fail(out, cmd->id, PROTO_ERR_INTERNAL);
@@ -452,7 +453,7 @@ static void handle_history(struct conn *c, struct proto_command *cmd, struct buf
     }
     buf_reset(&scratch_pubs);
     struct hub_stream_pos pos;
-    int r = hub_history(cmd->channel.p, cmd->channel.len, ns, cmd->limit, cmd->has_since,
+    int r = engine_current->ops->history(engine_current, cmd->channel.p, cmd->channel.len, ns, cmd->limit, cmd->has_since,
                         cmd->since_offset, cmd->since_epoch.p, cmd->since_epoch.len, cmd->reverse,
                         &scratch_pubs, &pos);
     if (r < 0) {
@@ -481,7 +482,7 @@ static void handle_presence(struct conn *c, struct proto_command *cmd, struct bu
     }
     buf_reset(&scratch_pubs);
     uint64_t clients, users;
-    int r = hub_presence(cmd->channel.p, cmd->channel.len, ns, stats ? NULL : &scratch_pubs,
+    int r = engine_current->ops->presence(engine_current, cmd->channel.p, cmd->channel.len, ns, stats ? NULL : &scratch_pubs,
                          &clients, &users);
     if (r < 0) {
         fail(out, cmd->id, -r);
