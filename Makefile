@@ -82,16 +82,23 @@ fuzz: $(FUZZ_BIN)
 unit: $(UNIT_BIN)
 	@scripts/run-unit $(UNIT_BIN)
 
-test: all build/herald-asan unit fuzz
+# Dependencies are installed first, in a separate make, so that pkg-config finds them.
+test:
+	@scripts/build-deps --test
 	@scripts/test-deps
+	@$(MAKE) --no-print-directory test-run
+
+test-run: all build/herald-asan unit fuzz
 	@scripts/run-tests
 
-bench: all
+bench:
+	@scripts/build-deps
+	@$(MAKE) --no-print-directory all
 	@scripts/bench
 
 clean:
 	rm -rf build
 
-.PHONY: all test unit fuzz bench clean
+.PHONY: all test test-run unit fuzz bench clean
 .SECONDARY:
 -include $(shell find build -name '*.d' 2>/dev/null)

@@ -208,6 +208,9 @@ static void on_tick(uv_timer_t *h)
             conn_on_timer(c);
         }
     }
+    /* One loop sweeps the streams: expired history, idle channels. */
+    if (l->id == 0)
+        hub_sweep(server_now_ms());
     if (l->shutting_down && ++l->shutting_down > 4) {
         /* Grace period over: whoever has not closed yet is cut off. */
         while (l->conns)
