@@ -314,7 +314,7 @@ static void on_signal(uv_signal_t *h, int signum)
         struct loop_msg m = {.type = LOOP_MSG_SHUTDOWN};
         loop_post(s->loops[i], &m);
     }
-    uv_close((uv_handle_t *)h, NULL);
+    uv_stop(h->loop); /* server_run joins the loops once they have closed every connection */
 }
 
 int server_run(const struct config *config)

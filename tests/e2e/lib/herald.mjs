@@ -64,6 +64,8 @@ function exitPromise(child) {
 
 // One HTTP request; resolves {status, headers, text, json} (json null when the body is not JSON).
 export function httpRequest(port, method, urlPath, { body = null, headers = {}, timeout = 5000 } = {}) {
+    // Always a Content-Length: herald, like many servers, refuses chunked request bodies (411).
+    if (body !== null) headers = { ...headers, 'Content-Length': Buffer.byteLength(body) };
     return new Promise((resolve, reject) => {
         const req = http.request({
             host: '127.0.0.1', port, method, path: urlPath, headers, agent: false, timeout,

@@ -189,8 +189,11 @@ export class ProtoClient {
         return out;
     }
 
+    // Fails at once when the server sent a line that is not JSON.
     waitPublications(count, channel = null, timeout = 5000) {
         return this.waitUntil(() => {
+            const bad = this.lines.find((l) => l.msg.unparsable !== undefined);
+            if (bad) throw new Error(`server sent a line that is not JSON: ${bad.raw}`);
             const p = this.publications(channel);
             return p.length >= count ? p : null;
         }, timeout, `${count} publications${channel ? ` on ${channel}` : ''}`);
