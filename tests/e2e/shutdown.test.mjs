@@ -15,19 +15,22 @@ for (const signal of ['SIGTERM', 'SIGINT']) {
                     await c.connectAndSubscribe(h.token(`s${i}`), ['bye']);
                     clients.push(c);
                 }
-                const t0 = Date.now();
                 const res = await h.stop(signal, 5000);
-                assert.ok(!res.killedAfterTimeout, `herald did not exit within 5 s of ${signal}`);
-                assert.ok(res.ms <= 5000, `exit took ${res.ms} ms`);
-                assert.equal(res.signal, null, `herald died of ${res.signal}`);
-                assert.equal(res.code, 0, `exit status ${res.code}; stderr:\n${h.stderr().slice(-3000)}`);
+                // Closes that reached the clients before the exit (or the kill after 5 s).
                 const infos = await Promise.all(clients.map((c) => Promise.race([
                     c.closed,
-                    new Promise((r) => setTimeout(() => r({ code: 'none' }), Math.max(1, 6000 - (Date.now() - t0)))),
+                    new Promise((r) => setTimeout(() => r({ code: 'none', reason: '' }), 1000)),
                 ])));
+                const codes = infos.map((i) => `${i.code}/${i.reason}`);
+                const summary = `exit ${res.code} signal ${res.signal} after ${res.ms} ms`
+                    + `${res.killedAfterTimeout ? ' (SIGKILLed: no exit within 5 s)' : ''}; client closes: `
+                    + `${[...new Set(codes)].join(', ')}\n--- herald stderr ---\n${h.stderr().slice(-3000)}`;
+                assert.ok(!res.killedAfterTimeout, summary);
+                assert.equal(res.signal, null, summary);
+                assert.equal(res.code, 0, summary);
                 infos.forEach((info, i) => {
-                    assert.equal(info.code, 3001, `client ${i}: close ${info.code} ${info.reason}`);
-                    assert.equal(info.reason, 'shutdown', `client ${i}: reason ${JSON.stringify(info.reason)}`);
+                    assert.equal(info.code, 3001, `client ${i}: ${summary}`);
+                    assert.equal(info.reason, 'shutdown', `client ${i}: ${summary}`);
                 });
                 const report = sanitizerReport(h.stderr());
                 assert.equal(report, '', `sanitizer report:\n${report}`);
@@ -42,8 +45,12 @@ test('SIGTERM with an idle herald exits 0 quickly', { timeout: 30000 }, async ()
     const h = await start({});
     try {
         const res = await h.stop('SIGTERM', 5000);
-        assert.equal(res.code, 0, h.stderr());
-        assert.ok(res.ms < 2000, `idle shutdown took ${res.ms} ms`);
+        const summary = `exit ${res.code} signal ${res.signal} after ${res.ms} ms; stderr:\n${h.stderr()}`;
+        assert.ok(!res.killedAfterTimeout, summary);
+        assert.equal(res.code, 0, summary);
+        assert.ok(res.ms < 2000, summary);
+        const report = sanitizerReport(h.stderr());
+        assert.equal(report, '', `sanitizer report:\n${report}`);
     } finally {
         await h.stop('SIGKILL');
     }

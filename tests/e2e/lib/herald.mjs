@@ -278,7 +278,8 @@ export async function withHerald(opts, fn) {
         }
         throw err;
     } finally {
-        const res = await h.stop(failed ? 'SIGKILL' : 'SIGTERM', 5000);
+        // shutdown.test.mjs holds herald to its 5 s; here a hang costs 3 s, then SIGKILL.
+        const res = await h.stop(failed ? 'SIGKILL' : 'SIGTERM', 3000);
         if (!failed && process.env.HERALD_E2E_SANITIZER_CHECK !== '0') {
             const report = sanitizerReport(h.stderr());
             if (report) {
