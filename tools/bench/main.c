@@ -1,0 +1,927 @@
+/* herald-bench: load generator and checker for herald (issue 7). The parent parses
+ * options, forks the workers that hold the WebSocket connections, publishes through
+ * the server API, paces the phases (connect, measure, drain) and prints the report.
+ * Usage: herald-bench --help. */
+#include <ctype.h>
+#include <errno.h>
+#include <getopt.h>
+#include <netinet/in.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+#include <uv.h>
+
+#include "api.h"
+#include "bench.h"
+#include "core/buf.h"
+
+uint64_t bench_now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+void bench_err_add(struct bench_err *errs, const char *name, uint64_t n)
+{
+    for (int i = 0; i < BENCH_ERR_SLOTS; i++) {
+        if (errs[i].name[0] == '\0') {
+            snprintf(errs[i].name, sizeof(errs[i].name), "%s",
+                     i == BENCH_ERR_SLOTS - 1 ? "other" : name);
+            errs[i].count = n;
+            return;
+        }
+        if (strcmp(errs[i].name, name) == 0 || i == BENCH_ERR_SLOTS - 1) {
+            errs[i].count += n;
+            return;
+        }
+    }
+}
+
+void bench_pub_body(struct buf *b, const char *channel, uint64_t t, uint64_t seq, uint32_t size)
+{
+    char head[96];
+    int n = snprintf(head, sizeof(head), "{\"t\":%llu,\"s\":%llu,\"p\":\"", (unsigned long long)t,
+                     (unsigned long long)seq);
+    size_t fixed = (size_t)n + 2; /* the closing "} */
+    size_t pad = size > fixed ? size - fixed : 0;
+    buf_append_str(b, "{\"channel\":\"");
+    buf_append_str(b, channel);
+    buf_append_str(b, "\",\"data\":");
+    buf_append(b, head, (size_t)n);
+    if (buf_reserve(b, pad + 3) == 0) {
+        memset(b->p + b->len, 'x', pad);
+        b->len += pad;
+    }
+    buf_append_str(b, "\"}}");
+}
+
+/* ---- herald's process figures ---- */
+
+static double herald_cpu_seconds(int pid)
+{
+    char path[64], text[1024];
+    snprintf(path, sizeof(path), "/proc/%d/stat", pid);
+    FILE *f = fopen(path, "r");
+    if (f == NULL)
+        return -1;
+    size_t n = fread(text, 1, sizeof(text) - 1, f);
+    fclose(f);
+    text[n] = '\0';
+    char *p = strrchr(text, ')');
+    if (p == NULL)
+        return -1;
+    /* after ")": state(3) ppid pgrp session tty tpgid flags minflt cminflt majflt cmajflt
+     * utime(14) stime(15) */
+    unsigned long long ut = 0, st = 0;
+    if (sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut, &st) != 2)
+        return -1;
+    return (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
+}
+
+static long long proc_rss(int pid)
+{
+    char path[64], line[256];
+    snprintf(path, sizeof(path), "/proc/%d/status", pid);
+    FILE *f = fopen(path, "r");
+    if (f == NULL)
+        return -1;
+    long long kb = -1;
+    while (fgets(line, sizeof(line), f) != NULL) {
+        if (strncmp(line, "VmRSS:", 6) == 0) {
+            kb = atoll(line + 6);
+            break;
+        }
+    }
+    fclose(f);
+    return kb < 0 ? -1 : kb * 1024;
+}
+
+/* POST /api/info with a blocking socket; process.rss from the reply, or -1. */
+static long long api_rss(const struct bench_opts *o)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    if (fd < 0)
+        return -1;
+    struct sockaddr_in a;
+    uv_ip4_addr(o->api_host, o->api_port, &a);
+    struct timeval tv = {5, 0};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    if (connect(fd, (struct sockaddr *)&a, sizeof(a)) != 0) {
+        close(fd);
+        return -1;
+    }
+    char req[512];
+    int n = snprintf(req, sizeof(req),
+                     "POST /api/info HTTP/1.1\r\nHost: %s:%d\r\nAuthorization: apikey %s\r\n"
+                     "Content-Type: application/json\r\nContent-Length: 2\r\n"
+                     "Connection: close\r\n\r\n{}",
+                     o->api_host, o->api_port, o->api_key ? o->api_key : "");
+    if (write(fd, req, (size_t)n) != n) {
+        close(fd);
+        return -1;
+    }
+    static char resp[1 << 16];
+    size_t len = 0;
+    for (;;) {
+        ssize_t r = read(fd, resp + len, sizeof(resp) - 1 - len);
+        if (r <= 0)
+            break;
+        len += (size_t)r;
+        resp[len] = '\0';
+        char *body = strstr(resp, "\r\n\r\n");
+        if (body != NULL && strstr(body, "\"rss\":") != NULL && strchr(strstr(body, "\"rss\":"), '}'))
+            break;
+    }
+    close(fd);
+    resp[len] = '\0';
+    char *r = strstr(resp, "\"rss\":");
+    return r ? atoll(r + 6) : -1;
+}
+
+static long long herald_rss(const struct bench_opts *o)
+{
+    return o->pid > 0 ? proc_rss(o->pid) : api_rss(o);
+}
+
+/* ---- the parent ---- */
+
+enum phase { PH_CONNECTING, PH_RUNNING, PH_FLUSH, PH_DRAIN, PH_STOPPING, PH_DONE };
+
+struct workerref {
+    uv_pipe_t pipe;
+    struct buf in;
+    pid_t pid;
+    int fd;
+    int ready;
+    int final;
+    int dead;
+    struct bench_progress prog;
+};
+
+struct parent {
+    struct bench_opts *o;
+    uv_loop_t *loop;
+    struct workerref *wr;
+    uv_timer_t tick;
+    uv_timer_t pace;
+    uv_timer_t phase_timer;
+    struct api_client *api;
+    unsigned api_n;
+    enum phase phase;
+    uint64_t t_start, t_go, t_pub_end, t_stop;
+    uint64_t t_drain, t_last_change, drain_seen; /* drain: last time deliveries grew */
+    uint64_t cpu_self0, cpu_self1;
+    double herald_cpu0, herald_cpu1;
+    long long rss_before, rss_after, rss_end;
+    uint32_t nchan;
+    uint32_t *ok;        /* accepted publications per channel */
+    uint64_t *next_seq;  /* per channel */
+    uint64_t sent, published, publish_errors;
+    uint64_t last_published, last_delivered;
+    struct buf body;
+    struct bench_stats total;
+    struct hist api_latency;
+    int finals;
+};
+
+static struct parent P;
+
+static uint64_t cpu_ns(int who)
+{
+    struct rusage ru;
+    getrusage(who, &ru);
+    return (uint64_t)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) * 1000000000ull +
+           (uint64_t)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) * 1000ull;
+}
+
+static const char *scenario_name(int s)
+{
+    static const char *names[] = {"fanout", "channels", "idle", "churn"};
+    return names[s];
+}
+
+struct ctl_write {
+    uv_write_t req;
+    uint8_t data[];
+};
+
+static void on_ctl_written(uv_write_t *req, int status)
+{
+    free(req);
+}
+
+static void send_worker(struct workerref *w, uint32_t type, const void *p, uint32_t len)
+{
+    if (w->dead)
+        return;
+    struct ctl_write *cw = malloc(sizeof(*cw) + sizeof(struct bench_msg) + len);
+    if (cw == NULL)
+        return;
+    struct bench_msg m = {type, len};
+    memcpy(cw->data, &m, sizeof(m));
+    if (len)
+        memcpy(cw->data + sizeof(m), p, len);
+    uv_buf_t b = uv_buf_init((char *)cw->data, (unsigned)(sizeof(m) + len));
+    if (uv_write(&cw->req, (uv_stream_t *)&w->pipe, &b, 1, on_ctl_written) != 0)
+        free(cw);
+}
+
+static void send_all(uint32_t type, const void *p, uint32_t len)
+{
+    for (uint32_t i = 0; i < P.o->workers; i++)
+        send_worker(&P.wr[i], type, p, len);
+}
+
+static void progress_sum(struct bench_progress *s)
+{
+    memset(s, 0, sizeof(*s));
+    for (uint32_t i = 0; i < P.o->workers; i++) {
+        s->connected += P.wr[i].prog.connected;
+        s->subscribed += P.wr[i].prog.subscribed;
+        s->failed += P.wr[i].prog.failed;
+        s->delivered += P.wr[i].prog.delivered;
+        s->completed += P.wr[i].prog.completed;
+        if (P.wr[i].prog.connect_seconds > s->connect_seconds)
+            s->connect_seconds = P.wr[i].prog.connect_seconds;
+    }
+}
+
+static void start_stop(void);
+
+static void on_phase_timer(uv_timer_t *t);
+
+static void publish_pump(void)
+{
+    const struct bench_opts *o = P.o;
+    if (P.phase != PH_RUNNING || P.api == NULL)
+        return;
+    uint64_t now = bench_now_ns();
+    uint64_t target = UINT64_MAX;
+    if (o->rate > 0)
+        target = (uint64_t)(o->rate * (double)(now - P.t_go) / 1e9) + 1;
+    while (P.sent < target) {
+        uint32_t ch = o->scenario == BENCH_CHANNELS ? (uint32_t)(P.sent % P.nchan) : 0;
+        unsigned conn = ch % P.api_n;
+        if (!api_can_send(P.api, conn))
+            break;
+        char name[300];
+        if (o->scenario == BENCH_CHANNELS)
+            snprintf(name, sizeof(name), "%s-%u", o->channel, ch);
+        else
+            snprintf(name, sizeof(name), "%s", o->channel);
+        buf_reset(&P.body);
+        bench_pub_body(&P.body, name, now, P.next_seq[ch], o->size);
+        if (P.body.oom || api_post(P.api, conn, "/api/publish", P.body.p, P.body.len, ch, now))
+            break;
+        P.next_seq[ch]++;
+        P.sent++;
+    }
+    api_flush(P.api);
+}
+
+#define DRAIN_QUIET_NS 1000000000ull /* no new delivery for this long: the rest is lost */
+#define DRAIN_MAX_NS 20000000000ull
+
+static uint64_t progress_count(void)
+{
+    struct bench_progress s;
+    progress_sum(&s);
+    return s.delivered + s.completed;
+}
+
+static void start_drain(void)
+{
+    P.phase = PH_DRAIN;
+    P.t_drain = P.t_last_change = bench_now_ns();
+    P.drain_seen = progress_count();
+    uv_timer_start(&P.phase_timer, on_phase_timer, 250, 250);
+}
+
+static void maybe_drain(void)
+{
+    if (P.phase != PH_FLUSH || (P.api != NULL && api_inflight(P.api) > 0))
+        return;
+    start_drain();
+}
+
+static void on_api_reply(void *ud, uint32_t tag, int status, const uint8_t *body, size_t len,
+                         uint64_t sent_ns)
+{
+    if (status == 200 && memmem(body, len, "\"error\"", 7) == NULL) {
+        P.published++;
+        if (tag < P.nchan)
+            P.ok[tag]++;
+        hist_record(&P.api_latency, bench_now_ns() - sent_ns);
+    } else {
+        P.publish_errors++;
+        char name[40];
+        const uint8_t *c = memmem(body, len, "\"code\":", 7);
+        if (status == 200 && c != NULL)
+            snprintf(name, sizeof(name), "api_error_%d", atoi((const char *)c + 7));
+        else
+            snprintf(name, sizeof(name), "api_http_%d", status);
+        bench_err_add(P.total.errs, name, 1);
+    }
+    if (P.phase == PH_RUNNING && P.o->rate == 0)
+        publish_pump();
+    maybe_drain();
+}
+
+static void end_publishing(void)
+{
+    P.phase = PH_FLUSH;
+    P.t_pub_end = bench_now_ns();
+    uv_timer_stop(&P.pace);
+    send_all(MSG_HALT, NULL, 0);
+    if (P.o->scenario == BENCH_IDLE) {
+        P.rss_end = herald_rss(P.o);
+        start_stop();
+        return;
+    }
+    uv_timer_start(&P.phase_timer, on_phase_timer, 10000, 0); /* flush timeout */
+    maybe_drain();
+}
+
+static void start_stop(void)
+{
+    P.phase = PH_STOPPING;
+    P.t_stop = bench_now_ns();
+    P.cpu_self1 = cpu_ns(RUSAGE_SELF);
+    if (P.o->pid > 0)
+        P.herald_cpu1 = herald_cpu_seconds(P.o->pid);
+    uint32_t n = P.o->scenario == BENCH_FANOUT || P.o->scenario == BENCH_CHANNELS ? P.nchan : 0;
+    send_all(MSG_STOP, P.ok, n * 4);
+}
+
+static void on_phase_timer(uv_timer_t *t)
+{
+    if (P.phase == PH_RUNNING) {
+        end_publishing();
+    } else if (P.phase == PH_FLUSH) {
+        if (P.api && api_inflight(P.api) > 0)
+            bench_err_add(P.total.errs, "api_unanswered", api_inflight(P.api));
+        start_drain();
+    } else if (P.phase == PH_DRAIN) {
+        /* at least 1 s, longer while deliveries still arrive (herald working off a
+         * backlog), at most 20 s */
+        uint64_t now = bench_now_ns();
+        uint64_t seen = progress_count();
+        if (seen != P.drain_seen) {
+            P.drain_seen = seen;
+            P.t_last_change = now;
+        }
+        if (now - P.t_last_change >= DRAIN_QUIET_NS || now - P.t_drain >= DRAIN_MAX_NS) {
+            uv_timer_stop(&P.phase_timer);
+            start_stop();
+        }
+    }
+}
+
+static void on_pace(uv_timer_t *t)
+{
+    if (P.phase == PH_RUNNING && bench_now_ns() >= P.t_go + (uint64_t)(P.o->duration * 1e9)) {
+        end_publishing();
+        return;
+    }
+    publish_pump();
+}
+
+static void try_go(void)
+{
+    if (P.phase != PH_CONNECTING)
+        return;
+    for (uint32_t i = 0; i < P.o->workers; i++)
+        if (!P.wr[i].ready && !P.wr[i].dead)
+            return;
+    int publishes = P.o->scenario == BENCH_FANOUT || P.o->scenario == BENCH_CHANNELS;
+    if (publishes && (P.api == NULL || api_ready(P.api) < P.api_n))
+        return; /* retried from the tick */
+    if (P.o->scenario == BENCH_IDLE)
+        P.rss_after = herald_rss(P.o);
+    P.phase = PH_RUNNING;
+    P.t_go = bench_now_ns();
+    P.cpu_self0 = cpu_ns(RUSAGE_SELF);
+    if (P.o->pid > 0)
+        P.herald_cpu0 = herald_cpu_seconds(P.o->pid);
+    send_all(MSG_GO, NULL, 0);
+    if (publishes) {
+        uv_timer_start(&P.pace, on_pace, 1, 1);
+        publish_pump();
+    } else {
+        uv_timer_start(&P.phase_timer, on_phase_timer, (uint64_t)(P.o->duration * 1000), 0);
+    }
+}
+
+static void finish_all(void);
+
+static void on_tick(uv_timer_t *t)
+{
+    struct bench_progress s;
+    progress_sum(&s);
+    double el = (double)(bench_now_ns() - P.t_start) / 1e9;
+    const char *ph = P.phase == PH_CONNECTING ? "connecting"
+                     : P.phase == PH_RUNNING  ? "running"
+                                              : "draining";
+    if (P.o->scenario == BENCH_CHURN)
+        fprintf(stderr, "[%5.1fs] churn %s: cycles %llu (+%llu/s) failed %llu\n", el, ph,
+                (unsigned long long)s.completed,
+                (unsigned long long)(s.completed - P.last_delivered),
+                (unsigned long long)s.failed);
+    else
+        fprintf(stderr,
+                "[%5.1fs] %s %s: subscribed %llu/%u failed %llu published %llu (+%llu/s) "
+                "delivered %llu (+%llu/s) api errors %llu\n",
+                el, scenario_name(P.o->scenario), ph, (unsigned long long)s.subscribed,
+                P.o->connections, (unsigned long long)s.failed, (unsigned long long)P.published,
+                (unsigned long long)(P.published - P.last_published),
+                (unsigned long long)s.delivered,
+                (unsigned long long)(s.delivered - P.last_delivered),
+                (unsigned long long)P.publish_errors);
+    P.last_published = P.published;
+    P.last_delivered = P.o->scenario == BENCH_CHURN ? s.completed : s.delivered;
+    try_go();
+}
+
+static void merge_stats(const struct bench_stats *w)
+{
+    struct bench_stats *t = &P.total;
+    t->assigned += w->assigned;
+    t->subscribed += w->subscribed;
+    t->failed += w->failed;
+    t->expected += w->expected;
+    t->delivered += w->delivered;
+    t->duplicated += w->duplicated;
+    t->out_of_order += w->out_of_order;
+    t->surplus += w->surplus;
+    t->published += w->published;
+    t->publish_errors += w->publish_errors;
+    t->completed += w->completed;
+    t->cpu_ns += w->cpu_ns;
+    if (w->connect_seconds > t->connect_seconds)
+        t->connect_seconds = w->connect_seconds;
+    for (int i = 0; i < BENCH_ERR_SLOTS && w->errs[i].name[0]; i++)
+        bench_err_add(t->errs, w->errs[i].name, w->errs[i].count);
+    hist_merge(&t->latency, &w->latency);
+    hist_merge(&t->handshake, &w->handshake);
+    hist_merge(&P.api_latency, &w->api_latency);
+}
+
+static void worker_gone(struct workerref *w)
+{
+    if (w->dead)
+        return;
+    w->dead = 1;
+    if (!w->final) {
+        bench_err_add(P.total.errs, "worker_died", 1);
+        w->final = 1;
+        P.finals++;
+    }
+    uv_close((uv_handle_t *)&w->pipe, NULL);
+    if (P.finals == (int)P.o->workers)
+        finish_all();
+    else
+        try_go();
+}
+
+static void on_worker_alloc(uv_handle_t *h, size_t hint, uv_buf_t *b)
+{
+    struct workerref *w = h->data;
+    if (buf_reserve(&w->in, 1 << 17) != 0) {
+        b->base = NULL;
+        b->len = 0;
+        return;
+    }
+    b->base = (char *)w->in.p + w->in.len;
+    b->len = w->in.cap - w->in.len;
+}
+
+static void on_worker_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
+{
+    struct workerref *w = s->data;
+    if (nread < 0) {
+        worker_gone(w);
+        return;
+    }
+    w->in.len += (size_t)nread;
+    size_t off = 0;
+    while (w->in.len - off >= sizeof(struct bench_msg)) {
+        struct bench_msg m;
+        memcpy(&m, w->in.p + off, sizeof(m));
+        if (w->in.len - off - sizeof(m) < m.len)
+            break;
+        const uint8_t *p = w->in.p + off + sizeof(m);
+        off += sizeof(m) + m.len;
+        if ((m.type == MSG_PROGRESS || m.type == MSG_READY) && m.len == sizeof(w->prog)) {
+            memcpy(&w->prog, p, sizeof(w->prog));
+            if (m.type == MSG_READY) {
+                w->ready = 1;
+                try_go();
+            }
+        } else if (m.type == MSG_FINAL && m.len == sizeof(struct bench_stats) && !w->final) {
+            static struct bench_stats st;
+            memcpy(&st, p, sizeof(st));
+            merge_stats(&st);
+            w->final = 1;
+            P.finals++;
+            if (P.finals == (int)P.o->workers) {
+                finish_all();
+                return;
+            }
+        }
+    }
+    memmove(w->in.p, w->in.p + off, w->in.len - off);
+    w->in.len -= off;
+}
+
+/* ---- report ---- */
+
+static void json_errs(FILE *f, const struct bench_err *e)
+{
+    fputc('{', f);
+    for (int i = 0; i < BENCH_ERR_SLOTS && e[i].name[0]; i++)
+        fprintf(f, "%s\"%s\":%llu", i ? "," : "", e[i].name, (unsigned long long)e[i].count);
+    fputc('}', f);
+}
+
+static void report(void)
+{
+    const struct bench_opts *o = P.o;
+    struct bench_stats *t = &P.total;
+    double pub_s = (double)(P.t_pub_end - P.t_go) / 1e9;
+    if (pub_s <= 0)
+        pub_s = o->duration;
+    uint64_t published = o->scenario == BENCH_CHURN ? t->published : P.published;
+    uint64_t pub_errors = o->scenario == BENCH_CHURN ? t->publish_errors : P.publish_errors;
+    uint64_t lost = t->expected + t->surplus > t->delivered ? t->expected + t->surplus - t->delivered
+                                                           : 0;
+    /* deliveries per second over the time they took: until the last growth seen in
+     * the drain when herald was still working off a backlog */
+    double deliv_s = pub_s;
+    if (P.t_last_change > P.t_pub_end && P.t_last_change > P.t_drain)
+        deliv_s = (double)(P.t_last_change - P.t_go) / 1e9;
+    double dps = (double)t->delivered / deliv_s;
+    double bench_cpu = (double)(t->cpu_ns + (P.cpu_self1 - P.cpu_self0)) / 1e9;
+    double herald_cpu = o->pid > 0 ? P.herald_cpu1 - P.herald_cpu0 : -1;
+    double conn_rate = t->connect_seconds > 0 ? (double)t->subscribed / t->connect_seconds : 0;
+    if (o->scenario == BENCH_CHURN) { /* connections opened per second while cycling */
+        t->connect_seconds = pub_s;
+        conn_rate = (double)t->assigned / pub_s;
+    }
+    double lat[5] = {hist_quantile(&t->latency, 0.5) / 1e3, hist_quantile(&t->latency, 0.9) / 1e3,
+                     hist_quantile(&t->latency, 0.99) / 1e3,
+                     hist_quantile(&t->latency, 0.999) / 1e3, (double)t->latency.max / 1e3};
+    uint64_t subscribed = t->subscribed;
+    double bpc = subscribed > 0 && P.rss_before > 0 && P.rss_after > 0
+                     ? (double)(P.rss_after - P.rss_before) / (double)subscribed
+                     : -1;
+    if (o->json) {
+        FILE *f = stdout;
+        fprintf(f, "{\"scenario\":\"%s\",\"connections\":%u,\"workers\":%u,\"sources\":%u,",
+                scenario_name(o->scenario), o->connections, o->workers, o->sources);
+        fprintf(f, "\"rate\":%g,\"duration\":%g,\"size\":%u,\"subscribed\":%llu,\"failed\":%llu,",
+                o->rate, o->duration, o->size, (unsigned long long)subscribed,
+                (unsigned long long)t->failed);
+        fprintf(f, "\"published\":%llu,\"publish_errors\":%llu,\"publications_per_sec\":%.1f,",
+                (unsigned long long)published, (unsigned long long)pub_errors,
+                (double)published / pub_s);
+        fprintf(f,
+                "\"expected\":%llu,\"delivered\":%llu,\"lost\":%llu,\"duplicated\":%llu,"
+                "\"out_of_order\":%llu,\"surplus\":%llu,\"deliveries_per_sec\":%.1f,",
+                (unsigned long long)t->expected, (unsigned long long)t->delivered,
+                (unsigned long long)lost, (unsigned long long)t->duplicated,
+                (unsigned long long)t->out_of_order, (unsigned long long)t->surplus, dps);
+        fprintf(f,
+                "\"latency_us\":{\"count\":%llu,\"p50\":%.1f,\"p90\":%.1f,\"p99\":%.1f,"
+                "\"p999\":%.1f,\"max\":%.1f},",
+                (unsigned long long)t->latency.count, lat[0], lat[1], lat[2], lat[3], lat[4]);
+        fprintf(f, "\"api_latency_us\":{\"p50\":%.1f,\"p99\":%.1f},",
+                hist_quantile(&P.api_latency, 0.5) / 1e3, hist_quantile(&P.api_latency, 0.99) / 1e3);
+        fprintf(f,
+                "\"connect\":{\"seconds\":%.3f,\"per_sec\":%.1f,\"handshake_ms_p50\":%.2f,"
+                "\"handshake_ms_p99\":%.2f},",
+                t->connect_seconds, conn_rate, hist_quantile(&t->handshake, 0.5) / 1e6,
+                hist_quantile(&t->handshake, 0.99) / 1e6);
+        if (o->scenario == BENCH_CHURN)
+            fprintf(f, "\"churn\":{\"started\":%llu,\"completed\":%llu,\"per_sec\":%.1f},",
+                    (unsigned long long)t->assigned, (unsigned long long)t->completed,
+                    (double)t->completed / pub_s);
+        if (o->scenario == BENCH_IDLE)
+            fprintf(f,
+                    "\"rss_before\":%lld,\"rss_after\":%lld,\"rss_end\":%lld,"
+                    "\"bytes_per_connection\":%.0f,",
+                    P.rss_before, P.rss_after, P.rss_end, bpc);
+        fprintf(f, "\"herald_cpu_s\":%.3f,\"bench_cpu_s\":%.3f,\"window_s\":%.3f,\"errors\":",
+                herald_cpu, bench_cpu, (double)(P.t_stop - P.t_go) / 1e9);
+        json_errs(f, t->errs);
+        fprintf(f, "}\n");
+        fflush(f);
+        return;
+    }
+    printf("herald-bench %s: %llu connections (%llu subscribed, %llu failed) in %.2f s "
+           "(%.0f/s; handshake p50 %.2f ms, p99 %.2f ms)\n",
+           scenario_name(o->scenario),
+           (unsigned long long)(o->scenario == BENCH_CHURN ? t->assigned : o->connections),
+           (unsigned long long)subscribed,
+           (unsigned long long)t->failed, t->connect_seconds, conn_rate,
+           hist_quantile(&t->handshake, 0.5) / 1e6, hist_quantile(&t->handshake, 0.99) / 1e6);
+    if (o->scenario == BENCH_IDLE) {
+        printf("  herald RSS: %lld before, %lld after connecting, %lld at the end: "
+               "%.0f bytes per connection\n",
+               P.rss_before, P.rss_after, P.rss_end, bpc);
+    } else {
+        if (o->scenario == BENCH_CHURN)
+            printf("  cycles: %llu started, %llu completed (%.1f/s)\n",
+                   (unsigned long long)t->assigned, (unsigned long long)t->completed,
+                   (double)t->completed / pub_s);
+        printf("  published %llu in %.2f s (%.1f/s), %llu API errors; API latency p50 %.0f us, "
+               "p99 %.0f us\n",
+               (unsigned long long)published, pub_s, (double)published / pub_s,
+               (unsigned long long)pub_errors, hist_quantile(&P.api_latency, 0.5) / 1e3,
+               hist_quantile(&P.api_latency, 0.99) / 1e3);
+        printf("  expected %llu delivered %llu lost %llu duplicated %llu out-of-order %llu "
+               "(%.0f deliveries/s)\n",
+               (unsigned long long)t->expected, (unsigned long long)t->delivered,
+               (unsigned long long)lost, (unsigned long long)t->duplicated,
+               (unsigned long long)t->out_of_order, dps);
+        printf("  latency us: p50 %.0f p90 %.0f p99 %.0f p99.9 %.0f max %.0f\n", lat[0], lat[1],
+               lat[2], lat[3], lat[4]);
+    }
+    printf("  CPU seconds over %.2f s: herald %.2f, bench %.2f\n",
+           (double)(P.t_stop - P.t_go) / 1e9, herald_cpu, bench_cpu);
+    printf("  errors:");
+    if (t->errs[0].name[0] == '\0')
+        printf(" none");
+    for (int i = 0; i < BENCH_ERR_SLOTS && t->errs[i].name[0]; i++)
+        printf(" %s=%llu", t->errs[i].name, (unsigned long long)t->errs[i].count);
+    printf("\n");
+    fflush(stdout);
+}
+
+static void finish_all(void)
+{
+    if (P.phase == PH_DONE)
+        return;
+    if (P.phase != PH_STOPPING) { /* every worker died early */
+        P.t_stop = bench_now_ns();
+        P.cpu_self1 = cpu_ns(RUSAGE_SELF);
+        if (P.t_pub_end == 0)
+            P.t_pub_end = P.t_stop;
+    }
+    P.phase = PH_DONE;
+    report();
+    uv_stop(P.loop);
+}
+
+/* ---- options ---- */
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "usage: herald-bench fanout|channels|idle|churn --url ws://127.0.0.1:8000\n"
+            "         [--api http://127.0.0.1:8000] --api-key K (--secret S | --anonymous)\n"
+            "         -c CONNECTIONS -r RATE -d SECONDS [--size BYTES] [--channel NAME]\n"
+            "         [--workers N] [--sources N] [--inflight N] [--api-conns N]\n"
+            "         [--connect-concurrency N] [--pid HERALD_PID] [--json] [--pin CPU]\n"
+            "  fanout    C connections on one channel, R publications/s to it\n"
+            "  channels  connection i on channel <name>-i, R publications/s round-robin\n"
+            "  idle      C connections held D seconds; herald RSS per connection\n"
+            "  churn     connect, subscribe, receive one publication, disconnect; R cycles/s\n"
+            "  R = 0: as fast as possible with at most --inflight unanswered API requests\n");
+}
+
+static int parse_hostport(const char *s, const char *scheme, char *host, size_t hcap, int *port,
+                          char *path, size_t pcap)
+{
+    size_t sl = strlen(scheme);
+    if (strncmp(s, scheme, sl) != 0)
+        return -1;
+    s += sl;
+    const char *colon = strchr(s, ':');
+    const char *slash = strchr(s, '/');
+    const char *hend = colon && (!slash || colon < slash) ? colon : (slash ? slash : s + strlen(s));
+    size_t hl = (size_t)(hend - s);
+    if (hl == 0 || hl >= hcap)
+        return -1;
+    memcpy(host, s, hl);
+    host[hl] = '\0';
+    if (strcmp(host, "localhost") == 0)
+        snprintf(host, hcap, "127.0.0.1");
+    *port = 80;
+    if (*hend == ':')
+        *port = atoi(hend + 1);
+    if (*port <= 0 || *port > 65535)
+        return -1;
+    if (path != NULL) {
+        const char *p = slash && strcmp(slash, "/") != 0 ? slash : "/connection/websocket";
+        snprintf(path, pcap, "%s", p);
+    }
+    struct sockaddr_in a;
+    return uv_ip4_addr(host, *port, &a) == 0 ? 0 : -1;
+}
+
+static int parse_opts(int argc, char **argv, struct bench_opts *o)
+{
+    static const struct option lo[] = {
+        {"url", required_argument, 0, 'u'},       {"api", required_argument, 0, 'a'},
+        {"api-key", required_argument, 0, 'k'},   {"secret", required_argument, 0, 's'},
+        {"anonymous", no_argument, 0, 'A'},       {"connections", required_argument, 0, 'c'},
+        {"rate", required_argument, 0, 'r'},      {"duration", required_argument, 0, 'd'},
+        {"size", required_argument, 0, 'S'},      {"channel", required_argument, 0, 'C'},
+        {"workers", required_argument, 0, 'w'},   {"sources", required_argument, 0, 'n'},
+        {"inflight", required_argument, 0, 'i'},  {"api-conns", required_argument, 0, 'N'},
+        {"connect-concurrency", required_argument, 0, 'x'},
+        {"pid", required_argument, 0, 'p'},       {"json", no_argument, 0, 'j'},
+        {"pin", required_argument, 0, 'P'},       {"help", no_argument, 0, 'h'},
+        {0, 0, 0, 0},
+    };
+    memset(o, 0, sizeof(*o));
+    o->connections = 100;
+    o->duration = 10;
+    o->size = 64;
+    o->workers = 1;
+    o->sources = 1;
+    o->inflight = 64;
+    o->api_conns = 4;
+    o->connect_concurrency = 256;
+    o->pin = -1;
+    const char *url = NULL, *api = NULL;
+    int ch;
+    while ((ch = getopt_long(argc, argv, "c:r:d:h", lo, NULL)) != -1) {
+        switch (ch) {
+        case 'u': url = optarg; break;
+        case 'a': api = optarg; break;
+        case 'k': o->api_key = optarg; break;
+        case 's': o->secret = optarg; break;
+        case 'A': o->anonymous = 1; break;
+        case 'c': o->connections = (uint32_t)strtoul(optarg, NULL, 10); break;
+        case 'r': o->rate = strtod(optarg, NULL); break;
+        case 'd': o->duration = strtod(optarg, NULL); break;
+        case 'S': o->size = (uint32_t)strtoul(optarg, NULL, 10); break;
+        case 'C': o->channel = optarg; break;
+        case 'w': o->workers = (uint32_t)strtoul(optarg, NULL, 10); break;
+        case 'n': o->sources = (uint32_t)strtoul(optarg, NULL, 10); break;
+        case 'i': o->inflight = (uint32_t)strtoul(optarg, NULL, 10); break;
+        case 'N': o->api_conns = (uint32_t)strtoul(optarg, NULL, 10); break;
+        case 'x': o->connect_concurrency = (uint32_t)strtoul(optarg, NULL, 10); break;
+        case 'p': o->pid = atoi(optarg); break;
+        case 'j': o->json = 1; break;
+        case 'P': o->pin = atoi(optarg); break;
+        case 'h': usage(stdout); exit(0);
+        default: usage(stderr); return -1;
+        }
+    }
+    if (optind != argc - 1) {
+        usage(stderr);
+        return -1;
+    }
+    const char *sc = argv[optind];
+    if (strcmp(sc, "fanout") == 0)
+        o->scenario = BENCH_FANOUT;
+    else if (strcmp(sc, "channels") == 0)
+        o->scenario = BENCH_CHANNELS;
+    else if (strcmp(sc, "idle") == 0)
+        o->scenario = BENCH_IDLE;
+    else if (strcmp(sc, "churn") == 0)
+        o->scenario = BENCH_CHURN;
+    else {
+        fprintf(stderr, "herald-bench: unknown scenario %s\n", sc);
+        return -1;
+    }
+    if (url == NULL) {
+        fprintf(stderr, "herald-bench: --url ws://HOST:PORT is required\n");
+        return -1;
+    }
+    if (parse_hostport(url, "ws://", o->ws_host, sizeof(o->ws_host), &o->ws_port, o->ws_path,
+                       sizeof(o->ws_path)) != 0) {
+        fprintf(stderr, "herald-bench: bad --url %s (ws://IPV4:PORT[/path])\n", url);
+        return -1;
+    }
+    if (api == NULL) {
+        snprintf(o->api_host, sizeof(o->api_host), "%s", o->ws_host);
+        o->api_port = o->ws_port;
+    } else if (parse_hostport(api, "http://", o->api_host, sizeof(o->api_host), &o->api_port,
+                              NULL, 0) != 0) {
+        fprintf(stderr, "herald-bench: bad --api %s (http://IPV4:PORT)\n", api);
+        return -1;
+    }
+    if (!o->anonymous && (o->secret == NULL || o->secret[0] == '\0')) {
+        fprintf(stderr, "herald-bench: --secret S (token HMAC secret) or --anonymous\n");
+        return -1;
+    }
+    if (o->scenario != BENCH_IDLE && o->api_key == NULL) {
+        fprintf(stderr, "herald-bench: --api-key K is required to publish\n");
+        return -1;
+    }
+    if (o->workers == 0 || o->workers > 256 || o->sources == 0 || o->sources > 254 ||
+        o->inflight == 0 || o->api_conns == 0 || o->connect_concurrency == 0 ||
+        o->duration <= 0 || o->rate < 0) {
+        fprintf(stderr, "herald-bench: bad option value\n");
+        return -1;
+    }
+    if (o->scenario != BENCH_CHURN && o->connections == 0) {
+        fprintf(stderr, "herald-bench: -c must be > 0\n");
+        return -1;
+    }
+    if (o->channel == NULL)
+        o->channel = o->scenario == BENCH_FANOUT     ? "bench"
+                     : o->scenario == BENCH_CHURN    ? "churn"
+                                                     : "ch";
+    if (strlen(o->channel) > 200 || strpbrk(o->channel, "\"\\") != NULL) {
+        fprintf(stderr, "herald-bench: bad --channel\n");
+        return -1;
+    }
+    if (o->scenario == BENCH_CHURN)
+        o->connections = 0;
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    static struct bench_opts o;
+    if (parse_opts(argc, argv, &o) != 0)
+        return 2;
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+    }
+    if (o.pin >= 0) {
+        cpu_set_t set;
+        CPU_ZERO(&set);
+        CPU_SET(o.pin, &set);
+        if (sched_setaffinity(0, sizeof(set), &set) != 0)
+            perror("herald-bench: --pin");
+    }
+    signal(SIGPIPE, SIG_IGN);
+    P.o = &o;
+    P.t_start = bench_now_ns();
+    hist_init(&P.total.latency);
+    hist_init(&P.total.handshake);
+    hist_init(&P.api_latency);
+    P.nchan = o.scenario == BENCH_CHANNELS ? o.connections : 1;
+    P.ok = calloc(P.nchan, sizeof(*P.ok));
+    P.next_seq = calloc(P.nchan, sizeof(*P.next_seq));
+    P.wr = calloc(o.workers, sizeof(*P.wr));
+    if (P.ok == NULL || P.next_seq == NULL || P.wr == NULL)
+        return 3;
+    if (o.scenario == BENCH_IDLE) {
+        P.rss_before = herald_rss(&o);
+        if (P.rss_before < 0)
+            fprintf(stderr, "herald-bench: cannot read herald's RSS (--pid or /api/info)\n");
+    }
+    fflush(NULL);
+    for (uint32_t i = 0; i < o.workers; i++) {
+        int sv[2];
+        if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) {
+            perror("herald-bench: socketpair");
+            return 3;
+        }
+        pid_t pid = fork();
+        if (pid < 0) {
+            perror("herald-bench: fork");
+            return 3;
+        }
+        if (pid == 0) {
+            close(sv[0]);
+            for (uint32_t j = 0; j < i; j++)
+                close(P.wr[j].fd);
+            bench_worker_main(&o, i, sv[1]);
+        }
+        close(sv[1]);
+        P.wr[i].pid = pid;
+        P.wr[i].fd = sv[0];
+    }
+    P.loop = uv_default_loop();
+    for (uint32_t i = 0; i < o.workers; i++) {
+        int fd = P.wr[i].fd;
+        uv_pipe_init(P.loop, &P.wr[i].pipe, 0);
+        P.wr[i].pipe.data = &P.wr[i];
+        uv_pipe_open(&P.wr[i].pipe, fd);
+        uv_read_start((uv_stream_t *)&P.wr[i].pipe, on_worker_alloc, on_worker_read);
+    }
+    if (o.scenario == BENCH_FANOUT || o.scenario == BENCH_CHANNELS) {
+        /* one channel's publications always travel on the same connection, in order */
+        P.api_n = o.scenario == BENCH_FANOUT ? 1 : (o.api_conns < P.nchan ? o.api_conns : P.nchan);
+        unsigned per = (o.inflight + P.api_n - 1) / P.api_n;
+        P.api = api_open(P.loop, o.api_host, o.api_port, o.api_key, P.api_n, per, on_api_reply, NULL);
+    }
+    uv_timer_init(P.loop, &P.tick);
+    uv_timer_init(P.loop, &P.pace);
+    uv_timer_init(P.loop, &P.phase_timer);
+    uv_timer_start(&P.tick, on_tick, 1000, 1000);
+    uv_run(P.loop, UV_RUN_DEFAULT);
+    for (uint32_t i = 0; i < o.workers; i++) {
+        int status;
+        waitpid(P.wr[i].pid, &status, 0);
+    }
+    return P.finals == (int)o.workers && P.total.subscribed + P.total.completed > 0 ? 0 : 1;
+}
