@@ -316,7 +316,8 @@ void conn_close_ws(struct conn *c, unsigned code, const char *reason)
     if (code) {
         fr[h] = (uint8_t)(code >> 8);
         fr[h + 1] = (uint8_t)code;
-        memcpy(fr + h + 2, reason, rlen);
+        if (rlen)
+            memcpy(fr + h + 2, reason, rlen);
     }
     send_bytes(c, fr, h + plen, 1);
     c->close_sent = 1;
