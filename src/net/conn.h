@@ -66,6 +66,9 @@ void conn_flush(struct conn *c);
 /* Wheel timer fired (ping, pong timeout, token expiry, close timeout, idle HTTP). */
 void conn_on_timer(struct conn *c);
 
+/* Free the loop's pool of recycled outbound queues (at loop teardown). */
+void conn_pool_free(struct loop *loop);
+
 /* Queued bytes, for the 3008 check and stats. */
 uint64_t conn_queued_bytes(const struct conn *c);
 

@@ -379,6 +379,7 @@ int server_run(const struct config *config)
         free(l->work);
         buf_free(&l->reply);
         session_loop_free(l);
+        conn_pool_free(l);
         pthread_mutex_destroy(&l->inbox_lock);
         free(l);
     }

@@ -32,6 +32,7 @@ struct bench_opts {
     uint32_t inflight; /* unanswered API requests at most */
     uint32_t api_conns;
     uint32_t connect_concurrency; /* handshakes in progress per worker at most */
+    uint64_t max_lag; /* rate 0: deliveries still owed to subscribers at most (0 = no cap) */
     int pid;
     int json;
     int pin;

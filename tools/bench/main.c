@@ -186,6 +186,7 @@ struct parent {
     uint32_t *ok;        /* accepted publications per channel */
     uint64_t *next_seq;  /* per channel */
     uint64_t sent, published, publish_errors;
+    uint64_t subscribed; /* at GO, all workers */
     uint64_t last_published, last_delivered;
     struct buf body;
     struct bench_stats total;
@@ -268,7 +269,17 @@ static void publish_pump(void)
     uint64_t target = UINT64_MAX;
     if (o->rate > 0)
         target = (uint64_t)(o->rate * (double)(now - P.t_go) / 1e9) + 1;
+    uint64_t lag_cap = UINT64_MAX, delivered = 0;
+    uint64_t per_pub = o->scenario == BENCH_FANOUT ? P.subscribed : 1;
+    if (o->rate == 0 && o->max_lag > 0) {
+        struct bench_progress s;
+        progress_sum(&s);
+        lag_cap = o->max_lag;
+        delivered = s.delivered;
+    }
     while (P.sent < target) {
+        if (lag_cap != UINT64_MAX && P.sent * per_pub > delivered + lag_cap)
+            break; /* subscribers are this far behind: wait for their progress */
         uint32_t ch = o->scenario == BENCH_CHANNELS ? (uint32_t)(P.sent % P.nchan) : 0;
         unsigned conn = ch % P.api_n;
         if (!api_can_send(P.api, conn))
@@ -409,6 +420,9 @@ static void try_go(void)
         P.rss_after = herald_rss(P.o);
     P.phase = PH_RUNNING;
     P.t_go = bench_now_ns();
+    struct bench_progress s;
+    progress_sum(&s);
+    P.subscribed = s.subscribed;
     P.cpu_self0 = cpu_ns(RUSAGE_SELF);
     if (P.o->pid > 0)
         P.herald_cpu0 = herald_cpu_seconds(P.o->pid);
@@ -522,6 +536,8 @@ static void on_worker_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
         off += sizeof(m) + m.len;
         if ((m.type == MSG_PROGRESS || m.type == MSG_READY) && m.len == sizeof(w->prog)) {
             memcpy(&w->prog, p, sizeof(w->prog));
+            if (P.phase == PH_RUNNING && P.o->max_lag > 0)
+                publish_pump();
             if (m.type == MSG_READY) {
                 w->ready = 1;
                 try_go();
@@ -690,12 +706,14 @@ static void usage(FILE *f)
             "         [--api http://127.0.0.1:8000] --api-key K (--secret S | --anonymous)\n"
             "         -c CONNECTIONS -r RATE -d SECONDS [--size BYTES] [--channel NAME]\n"
             "         [--workers N] [--sources N] [--inflight N] [--api-conns N]\n"
-            "         [--connect-concurrency N] [--pid HERALD_PID] [--json] [--pin CPU]\n"
+            "         [--connect-concurrency N] [--max-lag MESSAGES] [--pid HERALD_PID] [--json]\n"
+            "         [--pin CPU]\n"
             "  fanout    C connections on one channel, R publications/s to it\n"
             "  channels  connection i on channel <name>-i, R publications/s round-robin\n"
             "  idle      C connections held D seconds; herald RSS per connection\n"
             "  churn     connect, subscribe, receive one publication, disconnect; R cycles/s\n"
-            "  R = 0: as fast as possible with at most --inflight unanswered API requests\n");
+            "  R = 0: as fast as possible with at most --inflight unanswered API requests\n"
+            "         and, with --max-lag M, at most M deliveries owed to subscribers\n");
 }
 
 static int parse_hostport(const char *s, const char *scheme, char *host, size_t hcap, int *port,
@@ -741,6 +759,7 @@ static int parse_opts(int argc, char **argv, struct bench_opts *o)
         {"connect-concurrency", required_argument, 0, 'x'},
         {"pid", required_argument, 0, 'p'},       {"json", no_argument, 0, 'j'},
         {"pin", required_argument, 0, 'P'},       {"help", no_argument, 0, 'h'},
+        {"max-lag", required_argument, 0, 'L'},
         {0, 0, 0, 0},
     };
     memset(o, 0, sizeof(*o));
@@ -775,6 +794,7 @@ static int parse_opts(int argc, char **argv, struct bench_opts *o)
         case 'p': o->pid = atoi(optarg); break;
         case 'j': o->json = 1; break;
         case 'P': o->pin = atoi(optarg); break;
+        case 'L': o->max_lag = strtoull(optarg, NULL, 10); break;
         case 'h': usage(stdout); exit(0);
         default: usage(stderr); return -1;
         }

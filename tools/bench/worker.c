@@ -152,7 +152,8 @@ static void progress_fill(struct worker *wk, struct bench_progress *p)
     p->connect_seconds = wk->st.connect_seconds;
 }
 
-#define PROGRESS_NS 250000000ull
+/* while publications arrive, progress goes to the parent this often (--max-lag feedback) */
+#define PROGRESS_NS 10000000ull
 
 static void send_progress(struct worker *wk, uint64_t now)
 {
