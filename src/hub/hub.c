@@ -544,7 +544,13 @@ static struct frame *build_publication(const uint8_t *name, size_t len, const ui
     *pub_off = (uint32_t)(w - f->data);
     *pub_len = (uint32_t)pub;
     PUT(p3, sizeof(p3) - 1);
+    /* Raw newlines can only be insignificant whitespace in valid JSON (inside strings
+     * they must be escaped); replies are newline-delimited, so they become spaces:
+     * same length, same value. */
+    uint8_t *d = w;
     PUT(data, data_len);
+    for (uint8_t *nl = memchr(d, '\n', data_len); nl; nl = memchr(nl, '\n', (size_t)(w - nl)))
+        *nl = ' ';
     if (info) {
         PUT(p4, sizeof(p4) - 1);
         PUT(info, info_len);
@@ -740,11 +746,10 @@ int hub_history(const uint8_t *name, size_t len, const struct ns_opts *ns, int64
         for (uint32_t k = 0; k < h->count && n < max; k++) {
             uint32_t i = reverse ? h->count - 1 - k : k;
             const struct history_entry *e = history_at(h, i);
-            if (has_since && e->offset <= since_offset) {
-                if (reverse)
-                    break;
+            /* since: forward, the publications after it; reverse, those before it,
+             * newest first (as Centrifugo). */
+            if (has_since && (reverse ? e->offset >= since_offset : e->offset <= since_offset))
                 continue;
-            }
             if (!first)
                 buf_append_char(out, ',');
             first = 0;

@@ -301,7 +301,7 @@ static int do_subscribe(struct conn *c, const uint8_t *ch, size_t len, const str
     rec->pubs = &scratch_pubs;
     buf_reset(&scratch_info);
     if (ns->presence || ns->join_leave) {
-        int has = sub_claims && sub_claims->info.p;
+        int has = sub_claims && sub_claims->info.len;
         client_info(&scratch_info, s, has ? sub_claims->info.p : NULL,
                     has ? sub_claims->info.len : 0);
         rec->info = scratch_info.p;
@@ -505,7 +505,7 @@ static void handle_presence(struct conn *c, struct proto_command *cmd, struct bu
  * reply's "subs" map. */
 static void subscribe_claimed(struct conn *c, struct jwt_claims *claims, struct buf *out)
 {
-    if (claims->channels.p == NULL)
+    if (claims->channels.len == 0)
         return;
     jsmntok_t t[128];
     int n = json_tokenize(claims->channels.p, claims->channels.len, t, 128);
@@ -590,7 +590,7 @@ static void handle_connect(struct conn *c, struct proto_command *cmd, struct buf
     if (have_claims) {
         memcpy(s->user, claims.sub.p, claims.sub.len);
         s->user[claims.sub.len] = 0;
-        if (claims.info.p) {
+        if (claims.info.len) {
             s->info = malloc(claims.info.len);
             if (s->info) {
                 memcpy(s->info, claims.info.p, claims.info.len);
