@@ -268,6 +268,7 @@ static void *loop_thread(void *arg)
     uv_run(&l->uv, UV_RUN_DEFAULT);
     /* Drain handles closed in the last iteration. */
     uv_run(&l->uv, UV_RUN_NOWAIT);
+    session_loop_free(l); /* the session's scratch buffers are this thread's own */
     return NULL;
 }
 
@@ -378,7 +379,6 @@ int server_run(const struct config *config)
         free(l->inbox);
         free(l->work);
         buf_free(&l->reply);
-        session_loop_free(l);
         conn_pool_free(l);
         pthread_mutex_destroy(&l->inbox_lock);
         free(l);
