@@ -20,7 +20,7 @@ OBJ      := $(LIB_SRC:%.c=build/obj/%.o)
 ASAN_OBJ := $(LIB_SRC:%.c=build/asan/%.o)
 SAN      := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 
-all: build/herald build/herald-bench
+all: build/herald build/herald-bench build/herald-ceiling
 
 build/obj/%.o: %.c
 	@mkdir -p $(dir $@)
@@ -57,6 +57,10 @@ build/herald-asan: build/asan/src/main.o build/libherald-asan.a
 	$(CC) -g $(SAN) -o $@ $^ $(PKG_LIBS)
 
 build/herald-bench: $(BENCH_SRC:%.c=build/obj/%.o) build/libherald.a
+	$(CC) $(CFLAGS) -o $@ $^ $(PKG_LIBS)
+
+# The machine's ceiling for docs/benchmarks.md: a minimal fan-out server, same frames, same sockets.
+build/herald-ceiling: build/obj/tools/ceiling/ceiling.o
 	$(CC) $(CFLAGS) -o $@ $^ $(PKG_LIBS)
 
 # Unit tests: one binary per tests/unit/test_*.c, sanitized.

@@ -29,6 +29,12 @@ static inline void frame_ref_n(struct frame *f, unsigned n)
 {
     atomic_fetch_add_explicit(&f->refs, n, memory_order_relaxed);
 }
+/* Give back n references taken with frame_ref_n but not used; the caller must still
+ * hold another reference (so this never frees). */
+static inline void frame_unref_unused(struct frame *f, unsigned n)
+{
+    atomic_fetch_sub_explicit(&f->refs, n, memory_order_relaxed);
+}
 /* Drop one reference; the last one frees the frame. */
 void frame_unref(struct frame *f);
 

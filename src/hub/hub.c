@@ -640,18 +640,21 @@ void hub_deliver(struct loop *loop, struct loop_msg *m)
         return;
     }
     struct conn *slow[16];
-    unsigned nslow = 0, sent = 0;
-    for (uint32_t i = 0; i < lc->n; i++) {
+    unsigned nslow = 0, sent = 0, n = lc->n;
+    /* One atomic add for all of this loop's deliveries; the unused ones go back below. */
+    frame_ref_n(f, n);
+    for (uint32_t i = 0; i < n; i++) {
         struct hub_sub *s = lc->subs[i];
         if (m->offset && m->offset <= s->min_offset)
             continue; /* already sent in the subscribe reply (recovery) */
-        if (conn_send_frame(s->conn, f) != 0) {
-            if (nslow < 16)
-                slow[nslow++] = s->conn;
-            continue;
-        }
-        sent++;
+        int r = conn_send_frame_owned(s->conn, f);
+        if (r == 0)
+            sent++;
+        else if (r < 0 && nslow < 16)
+            slow[nslow++] = s->conn;
     }
+    if (sent < n)
+        frame_unref_unused(f, n - sent);
     atomic_fetch_add_explicit(&loop->stats.messages_out, sent, memory_order_relaxed);
     frame_unref(f);
     /* Disconnect after the walk: it changes lc->subs. */

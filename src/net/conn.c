@@ -139,6 +139,13 @@ int conn_send_frame(struct conn *c, struct frame *f)
     return 0;
 }
 
+int conn_send_frame_owned(struct conn *c, struct frame *f)
+{
+    if (c->closed || c->close_sent)
+        return 1;
+    return outq_push(c, f, 0);
+}
+
 static int send_bytes(struct conn *c, const void *p, size_t len, int force)
 {
     struct frame *f = frame_from(p, len);

@@ -50,6 +50,10 @@ struct conn *conn_new(struct loop *loop, int fd);
  * 0, or -1 when the client's queue is over client_queue_max (the caller disconnects
  * it with 3008). */
 int conn_send_frame(struct conn *c, struct frame *f);
+/* Hot path: queue a frame, taking over one reference the caller already holds (see
+ * frame_ref_n). Returns 0 when queued; -1 over client_queue_max and 1 when the
+ * connection is closing: then the reference stays with the caller. */
+int conn_send_frame_owned(struct conn *c, struct frame *f);
 /* Queue a copy of p[0..len) (bytes already framed). Same returns as conn_send_frame. */
 int conn_send_bytes(struct conn *c, const void *p, size_t len);
 /* Queue one WebSocket text frame holding p[0..len). */
