@@ -60,6 +60,7 @@ struct bench_stats {
     uint64_t completed; /* churn: full cycles (publication received) */
     uint64_t cpu_ns;    /* this worker's user+system CPU between GO and STOP */
     double connect_seconds; /* from start to all subscribed/failed */
+    uint64_t t_last_delivery; /* bench_now_ns() of the last publication received */
     struct bench_err errs[BENCH_ERR_SLOTS];
     struct hist latency;   /* publication: data.t to receipt, ns */
     struct hist handshake; /* TCP connect start to subscribe reply, ns */

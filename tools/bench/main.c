@@ -482,6 +482,8 @@ static void merge_stats(const struct bench_stats *w)
     t->cpu_ns += w->cpu_ns;
     if (w->connect_seconds > t->connect_seconds)
         t->connect_seconds = w->connect_seconds;
+    if (w->t_last_delivery > t->t_last_delivery)
+        t->t_last_delivery = w->t_last_delivery;
     for (int i = 0; i < BENCH_ERR_SLOTS && w->errs[i].name[0]; i++)
         bench_err_add(t->errs, w->errs[i].name, w->errs[i].count);
     hist_merge(&t->latency, &w->latency);
@@ -579,14 +581,16 @@ static void report(void)
     uint64_t pub_errors = o->scenario == BENCH_CHURN ? t->publish_errors : P.publish_errors;
     uint64_t lost = t->expected + t->surplus > t->delivered ? t->expected + t->surplus - t->delivered
                                                            : 0;
-    /* deliveries per second over the time they took: until the last growth seen in
-     * the drain when herald was still working off a backlog */
+    /* deliveries per second over the time they took: until the last one when herald
+     * was still working off a backlog after the last publication */
     double deliv_s = pub_s;
-    if (P.t_last_change > P.t_pub_end && P.t_last_change > P.t_drain)
-        deliv_s = (double)(P.t_last_change - P.t_go) / 1e9;
+    if (t->t_last_delivery > P.t_pub_end)
+        deliv_s = (double)(t->t_last_delivery - P.t_go) / 1e9;
     double dps = (double)t->delivered / deliv_s;
     double bench_cpu = (double)(t->cpu_ns + (P.cpu_self1 - P.cpu_self0)) / 1e9;
-    double herald_cpu = o->pid > 0 ? P.herald_cpu1 - P.herald_cpu0 : -1;
+    double herald_cpu = o->pid > 0 && P.herald_cpu0 >= 0 && P.herald_cpu1 >= 0
+                            ? P.herald_cpu1 - P.herald_cpu0
+                            : -1; /* no --pid, or herald was gone by the end */
     double conn_rate = t->connect_seconds > 0 ? (double)t->subscribed / t->connect_seconds : 0;
     if (o->scenario == BENCH_CHURN) { /* connections opened per second while cycling */
         t->connect_seconds = pub_s;
@@ -884,6 +888,7 @@ int main(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
     P.o = &o;
     P.t_start = bench_now_ns();
+    P.herald_cpu0 = P.herald_cpu1 = -1;
     hist_init(&P.total.latency);
     hist_init(&P.total.handshake);
     hist_init(&P.api_latency);

@@ -386,6 +386,7 @@ static void on_publication(struct wconn *c, const uint8_t *p, size_t len)
     }
     uint64_t now = bench_now_ns();
     hist_record(&wk->st.latency, now > t ? now - t : 0);
+    wk->st.t_last_delivery = now;
     uint32_t seq = (uint32_t)s;
     if (seq >= c->high) {
         uint32_t shift = seq + 1 - c->high;
