@@ -138,7 +138,8 @@ static long long api_rss(const struct bench_opts *o)
         len += (size_t)r;
         resp[len] = '\0';
         char *body = strstr(resp, "\r\n\r\n");
-        if (body != NULL && strstr(body, "\"rss\":") != NULL && strchr(strstr(body, "\"rss\":"), '}'))
+        char *rss = body ? strstr(body, "\"rss\":") : NULL;
+        if (rss != NULL && strchr(rss, '}') != NULL)
             break;
     }
     close(fd);
@@ -579,8 +580,8 @@ static void report(void)
         pub_s = o->duration;
     uint64_t published = o->scenario == BENCH_CHURN ? t->published : P.published;
     uint64_t pub_errors = o->scenario == BENCH_CHURN ? t->publish_errors : P.publish_errors;
-    uint64_t lost = t->expected + t->surplus > t->delivered ? t->expected + t->surplus - t->delivered
-                                                           : 0;
+    uint64_t owed = t->expected + t->surplus;
+    uint64_t lost = owed > t->delivered ? owed - t->delivered : 0;
     /* deliveries per second over the time they took: until the last one when herald
      * was still working off a backlog after the last publication */
     double deliv_s = pub_s;
@@ -624,7 +625,8 @@ static void report(void)
                 "\"p999\":%.1f,\"max\":%.1f},",
                 (unsigned long long)t->latency.count, lat[0], lat[1], lat[2], lat[3], lat[4]);
         fprintf(f, "\"api_latency_us\":{\"p50\":%.1f,\"p99\":%.1f},",
-                hist_quantile(&P.api_latency, 0.5) / 1e3, hist_quantile(&P.api_latency, 0.99) / 1e3);
+                hist_quantile(&P.api_latency, 0.5) / 1e3,
+                hist_quantile(&P.api_latency, 0.99) / 1e3);
         fprintf(f,
                 "\"connect\":{\"seconds\":%.3f,\"per_sec\":%.1f,\"handshake_ms_p50\":%.2f,"
                 "\"handshake_ms_p99\":%.2f},",
@@ -937,7 +939,8 @@ int main(int argc, char **argv)
         /* one channel's publications always travel on the same connection, in order */
         P.api_n = o.scenario == BENCH_FANOUT ? 1 : (o.api_conns < P.nchan ? o.api_conns : P.nchan);
         unsigned per = (o.inflight + P.api_n - 1) / P.api_n;
-        P.api = api_open(P.loop, o.api_host, o.api_port, o.api_key, P.api_n, per, on_api_reply, NULL);
+        P.api = api_open(P.loop, o.api_host, o.api_port, o.api_key, P.api_n, per, on_api_reply,
+                         NULL);
     }
     uv_timer_init(P.loop, &P.tick);
     uv_timer_init(P.loop, &P.pace);

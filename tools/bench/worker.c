@@ -293,8 +293,8 @@ static void send_connect(struct wconn *c)
             conn_error(c, "token_too_long");
             return;
         }
-        n = snprintf(cmd, sizeof(cmd), "{\"id\":1,\"connect\":{\"token\":\"%s\",\"name\":\"herald-bench\"}}",
-                     tok);
+        n = snprintf(cmd, sizeof(cmd),
+                     "{\"id\":1,\"connect\":{\"token\":\"%s\",\"name\":\"herald-bench\"}}", tok);
     }
     c->state = CS_CONNECT_SENT;
     if (send_frame(c, WS_OP_TEXT, cmd, (size_t)n, 0) != 0)
@@ -574,7 +574,8 @@ static int handshake_reply(struct wconn *c, const uint8_t *p, size_t head_len)
     }
     const uint8_t *a = NULL;
     for (const uint8_t *q = p; q + 22 < p + head_len; q++) {
-        if ((*q == 's' || *q == 'S') && strncasecmp((const char *)q, "sec-websocket-accept:", 21) == 0) {
+        if ((*q == 's' || *q == 'S') &&
+            strncasecmp((const char *)q, "sec-websocket-accept:", 21) == 0) {
             a = q + 21;
             break;
         }
