@@ -37,6 +37,7 @@ struct config {
     unsigned ping_interval;     /* seconds between server pings, default 25 ("ping_interval") */
     uint64_t client_queue_max;  /* bytes queued to a client before 3008, default 4194304 ("client_queue_max") */
     unsigned recovery_max_publications; /* most publications a recovery returns, default 1000 */
+    unsigned expired_close_delay; /* seconds past a token's exp before 3005/3006, default 25 */
     char engine[16];            /* "memory" (default); "redis" later */
     struct ns_opts *namespaces; /* namespaces[0] is always the default namespace "" */
     size_t n_namespaces;

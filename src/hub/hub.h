@@ -29,6 +29,7 @@ struct hub_sub {
     uint64_t min_offset; /* publications with offset <= this were already sent (recovery) */
     const struct ns_opts *ns;
     struct hub_sub *next;
+    uint32_t expire_at; /* session's: loop second its subscription token expires (+grace), 0 = never */
     uint8_t *info;      /* ClientInfo JSON for presence and join/leave, malloc'd, or NULL */
     uint32_t info_len;
     uint16_t name_len;

@@ -21,7 +21,6 @@
 
 #define HERALD_VERSION "0.1.0"
 #define CONNECT_TIMEOUT_SEC 10
-#define EXPIRED_GRACE_SEC 25 /* as Centrifugo's client_expired_close_delay */
 #define MAX_SUBS_PER_CLIENT 512
 
 struct session {
@@ -170,6 +169,15 @@ static void client_info(struct buf *b, const struct session *s, const uint8_t *c
 
 /* ---- timers ---- */
 
+/* Loop second at which a token expiring at exp (Unix seconds) closes its holder. */
+static uint32_t grace_deadline(struct conn *c, int64_t exp)
+{
+    int64_t left = exp - (int64_t)time(NULL);
+    if (left < 0)
+        left = 0;
+    return c->loop->now_sec + (uint32_t)left + cfg()->expired_close_delay;
+}
+
 static void schedule(struct conn *c)
 {
     struct session *s = c->session;
@@ -177,6 +185,9 @@ static void schedule(struct conn *c)
     uint32_t at = s->ping_at;
     if (s->expire_at && s->expire_at < at)
         at = s->expire_at;
+    for (struct hub_sub *sub = s->subs; sub; sub = sub->next)
+        if (sub->expire_at && sub->expire_at < at)
+            at = sub->expire_at;
     loop_timer_set(c->loop, c, at > now ? at - now : 1);
 }
 
@@ -193,6 +204,13 @@ void session_on_timer(struct conn *c)
     if (s->expire_at && now >= s->expire_at) {
         session_disconnect(c, PROTO_DISC_EXPIRED, "connection expired");
         return;
+    }
+    /* A subscription token not renewed with sub_refresh (as Centrifugo: 3006). */
+    for (struct hub_sub *sub = s->subs; sub; sub = sub->next) {
+        if (sub->expire_at && now >= sub->expire_at) {
+            session_disconnect(c, PROTO_DISC_SUB_EXPIRED, "subscription expired");
+            return;
+        }
     }
     if (now >= s->ping_at) {
         if (s->awaiting_pong) {
@@ -211,13 +229,7 @@ static void set_expiry(struct conn *c, int64_t exp)
 {
     struct session *s = c->session;
     s->exp = exp;
-    s->expire_at = 0;
-    if (exp) {
-        int64_t left = exp - (int64_t)time(NULL);
-        if (left < 0)
-            left = 0;
-        s->expire_at = c->loop->now_sec + (uint32_t)left + EXPIRED_GRACE_SEC;
-    }
+    s->expire_at = exp ? grace_deadline(c, exp) : 0;
 }
 
 /* ---- commands ---- */
@@ -377,6 +389,10 @@ static void handle_subscribe(struct conn *c, struct proto_command *cmd, struct b
     if (err) {
         fail(out, cmd->id, err);
         return;
+    }
+    if (exp) {
+        sub->expire_at = grace_deadline(c, exp);
+        schedule(c);
     }
     reply_begin(out, cmd->id, "subscribe");
     subscribe_result(out, ns, &rec, exp);
@@ -671,6 +687,8 @@ static void handle_sub_refresh(struct conn *c, struct proto_command *cmd, struct
         session_disconnect(c, PROTO_DISC_INVALID_TOKEN, "invalid token");
         return;
     }
+    sub->expire_at = claims.exp ? grace_deadline(c, claims.exp) : 0;
+    schedule(c);
     reply_begin(out, cmd->id, "sub_refresh");
     if (claims.exp) {
         int64_t ttl = claims.exp - (int64_t)time(NULL);
