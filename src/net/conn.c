@@ -94,6 +94,7 @@ static void mark_dirty(struct conn *c)
     c->dirty = 1;
     c->dirty_next = c->loop->dirty;
     c->loop->dirty = c;
+    c->loop->ndirty++;
 }
 
 static int outq_push(struct conn *c, struct frame *f, int force)
@@ -220,6 +221,7 @@ void conn_abort(struct conn *c)
         for (struct conn **pp = &l->dirty; *pp; pp = &(*pp)->dirty_next) {
             if (*pp == c) {
                 *pp = c->dirty_next;
+                l->ndirty--;
                 break;
             }
         }

@@ -138,16 +138,43 @@ static void on_wake(uv_async_t *h)
     }
 }
 
-static void on_flush(uv_prepare_t *h)
+/* Write coalescing: when a flush has to write to many connections (a fan-out) and
+ * the previous one ended less than FLUSH_COALESCE_NS ago, wait for that interval, so that publications arriving meanwhile share one writev per connection
+ * instead of costing one syscall each. Adds at most that interval of latency, and
+ * only under load; small flushes always go out at once. */
+#define FLUSH_COALESCE_MIN 64
+#define FLUSH_COALESCE_NS 2000000
+
+static void flush_dirty(struct loop *l)
 {
-    struct loop *l = h->data;
     while (l->dirty) {
         struct conn *c = l->dirty;
         l->dirty = c->dirty_next;
+        l->ndirty--;
         c->dirty_next = NULL;
         c->dirty = 0;
         conn_flush(c);
     }
+    l->last_flush_ns = uv_hrtime();
+}
+
+static void on_flush_timer(uv_timer_t *h)
+{
+    flush_dirty(h->data);
+}
+
+static void on_flush(uv_prepare_t *h)
+{
+    struct loop *l = h->data;
+    if (l->dirty == NULL)
+        return;
+    if (l->ndirty >= FLUSH_COALESCE_MIN && !l->shutting_down &&
+        uv_hrtime() - l->last_flush_ns < FLUSH_COALESCE_NS) {
+        if (!uv_is_active((uv_handle_t *)&l->flush_timer))
+            uv_timer_start(&l->flush_timer, on_flush_timer, FLUSH_COALESCE_NS / 1000000, 0);
+        return;
+    }
+    flush_dirty(l);
 }
 
 void loop_timer_clear(struct loop *l, struct conn *c)
@@ -228,6 +255,7 @@ static void loop_maybe_finish(struct loop *l)
         return;
     if (!uv_is_closing((uv_handle_t *)&l->tick)) {
         uv_close((uv_handle_t *)&l->tick, on_handle_closed);
+        uv_close((uv_handle_t *)&l->flush_timer, on_handle_closed);
         uv_close((uv_handle_t *)&l->flush, on_handle_closed);
         uv_close((uv_handle_t *)&l->wake, on_handle_closed);
     }
@@ -293,6 +321,8 @@ static struct loop *loop_new(struct server *s, unsigned id, int fd)
     uv_prepare_init(&l->uv, &l->flush);
     l->flush.data = l;
     uv_prepare_start(&l->flush, on_flush);
+    uv_timer_init(&l->uv, &l->flush_timer);
+    l->flush_timer.data = l;
     uv_timer_init(&l->uv, &l->tick);
     l->tick.data = l;
     uv_timer_start(&l->tick, on_tick, 1000, 1000);
