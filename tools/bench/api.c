@@ -171,7 +171,7 @@ static void conn_fail(struct api_conn *c)
         uv_close((uv_handle_t *)&c->tcp, on_close);
 }
 
-struct api_client *api_open(uv_loop_t *loop, const char *host, int port, const char *key,
+struct api_client *bench_api_open(uv_loop_t *loop, const char *host, int port, const char *key,
                             unsigned nconn, unsigned inflight_per_conn, api_reply_cb cb,
                             void *ud)
 {
@@ -207,7 +207,7 @@ struct api_client *api_open(uv_loop_t *loop, const char *host, int port, const c
     return a;
 }
 
-unsigned api_ready(const struct api_client *a)
+unsigned bench_api_ready(const struct api_client *a)
 {
     unsigned n = 0;
     for (unsigned i = 0; i < a->n; i++)
@@ -215,13 +215,13 @@ unsigned api_ready(const struct api_client *a)
     return n;
 }
 
-int api_can_send(const struct api_client *a, unsigned conn)
+int bench_api_can_send(const struct api_client *a, unsigned conn)
 {
     const struct api_conn *c = &a->conns[conn % a->n];
     return c->up && c->count < a->cap;
 }
 
-int api_post(struct api_client *a, unsigned conn, const char *path, const uint8_t *body,
+int bench_api_post(struct api_client *a, unsigned conn, const char *path, const uint8_t *body,
              size_t len, uint32_t tag, uint64_t now_ns)
 {
     struct api_conn *c = &a->conns[conn % a->n];
@@ -246,7 +246,7 @@ static void on_write(uv_write_t *req, int status)
     free(w);
 }
 
-void api_flush(struct api_client *a)
+void bench_api_flush(struct api_client *a)
 {
     for (unsigned i = 0; i < a->n; i++) {
         struct api_conn *c = &a->conns[i];
@@ -274,7 +274,7 @@ void api_flush(struct api_client *a)
     }
 }
 
-unsigned api_inflight(const struct api_client *a)
+unsigned bench_api_inflight(const struct api_client *a)
 {
     unsigned n = 0;
     for (unsigned i = 0; i < a->n; i++)
@@ -282,7 +282,7 @@ unsigned api_inflight(const struct api_client *a)
     return n;
 }
 
-void api_close(struct api_client *a)
+void bench_api_close(struct api_client *a)
 {
     a->cb = NULL;
     for (unsigned i = 0; i < a->n; i++) {

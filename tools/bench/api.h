@@ -16,22 +16,22 @@ typedef void (*api_reply_cb)(void *ud, uint32_t tag, int status, const uint8_t *
                              size_t len, uint64_t sent_ns);
 
 /* Connects nconn connections to host:port. Returns NULL when out of memory. */
-struct api_client *api_open(uv_loop_t *loop, const char *host, int port, const char *key,
+struct api_client *bench_api_open(uv_loop_t *loop, const char *host, int port, const char *key,
                             unsigned nconn, unsigned inflight_per_conn, api_reply_cb cb,
                             void *ud);
 /* Connections that are established and not failed. */
-unsigned api_ready(const struct api_client *a);
+unsigned bench_api_ready(const struct api_client *a);
 /* 1 if connection conn is up and has room for one more request. */
-int api_can_send(const struct api_client *a, unsigned conn);
+int bench_api_can_send(const struct api_client *a, unsigned conn);
 /* Queue POST path with body (copied) on connection conn; sent at the next api_flush.
  * Returns 0, or -1 if api_can_send was false. */
-int api_post(struct api_client *a, unsigned conn, const char *path, const uint8_t *body,
+int bench_api_post(struct api_client *a, unsigned conn, const char *path, const uint8_t *body,
              size_t len, uint32_t tag, uint64_t now_ns);
 /* Write what api_post queued (one write per connection). */
-void api_flush(struct api_client *a);
+void bench_api_flush(struct api_client *a);
 /* Requests sent and not answered, all connections. */
-unsigned api_inflight(const struct api_client *a);
+unsigned bench_api_inflight(const struct api_client *a);
 /* Close every connection (unanswered requests get no callback) and free once closed. */
-void api_close(struct api_client *a);
+void bench_api_close(struct api_client *a);
 
 #endif

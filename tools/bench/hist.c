@@ -3,7 +3,7 @@
 
 #include <string.h>
 
-void hist_init(struct hist *h)
+void bench_hist_init(struct hist *h)
 {
     memset(h, 0, sizeof(*h));
     h->min = UINT64_MAX;
@@ -30,7 +30,7 @@ static uint64_t bucket_top(unsigned i)
     return low + ((uint64_t)1 << shift) - 1;
 }
 
-void hist_record(struct hist *h, uint64_t v)
+void bench_hist_record(struct hist *h, uint64_t v)
 {
     h->counts[bucket_of(v)]++;
     h->count++;
@@ -40,7 +40,7 @@ void hist_record(struct hist *h, uint64_t v)
         h->min = v;
 }
 
-void hist_merge(struct hist *dst, const struct hist *src)
+void bench_hist_merge(struct hist *dst, const struct hist *src)
 {
     for (unsigned i = 0; i < HIST_BUCKETS; i++)
         dst->counts[i] += src->counts[i];
@@ -51,7 +51,7 @@ void hist_merge(struct hist *dst, const struct hist *src)
         dst->min = src->min;
 }
 
-uint64_t hist_quantile(const struct hist *h, double q)
+uint64_t bench_hist_quantile(const struct hist *h, double q)
 {
     if (h->count == 0)
         return 0;

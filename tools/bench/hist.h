@@ -16,12 +16,12 @@ struct hist {
     uint64_t counts[HIST_BUCKETS];
 };
 
-void hist_init(struct hist *h);
-void hist_record(struct hist *h, uint64_t v);
+void bench_hist_init(struct hist *h);
+void bench_hist_record(struct hist *h, uint64_t v);
 /* Add every count of src into dst. */
-void hist_merge(struct hist *dst, const struct hist *src);
+void bench_hist_merge(struct hist *dst, const struct hist *src);
 /* The value at quantile q (0..1): the upper edge of the bucket holding it, capped at max.
  * 0 when empty. */
-uint64_t hist_quantile(const struct hist *h, double q);
+uint64_t bench_hist_quantile(const struct hist *h, double q);
 
 #endif

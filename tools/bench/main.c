@@ -283,7 +283,7 @@ static void publish_pump(void)
             break; /* subscribers are this far behind: wait for their progress */
         uint32_t ch = o->scenario == BENCH_CHANNELS ? (uint32_t)(P.sent % P.nchan) : 0;
         unsigned conn = ch % P.api_n;
-        if (!api_can_send(P.api, conn))
+        if (!bench_api_can_send(P.api, conn))
             break;
         char name[300];
         if (o->scenario == BENCH_CHANNELS)
@@ -292,12 +292,13 @@ static void publish_pump(void)
             snprintf(name, sizeof(name), "%s", o->channel);
         buf_reset(&P.body);
         bench_pub_body(&P.body, name, now, P.next_seq[ch], o->size);
-        if (P.body.oom || api_post(P.api, conn, "/api/publish", P.body.p, P.body.len, ch, now))
+        if (P.body.oom ||
+            bench_api_post(P.api, conn, "/api/publish", P.body.p, P.body.len, ch, now) != 0)
             break;
         P.next_seq[ch]++;
         P.sent++;
     }
-    api_flush(P.api);
+    bench_api_flush(P.api);
 }
 
 #define DRAIN_QUIET_NS 1000000000ull /* no new delivery for this long: the rest is lost */
@@ -320,7 +321,7 @@ static void start_drain(void)
 
 static void maybe_drain(void)
 {
-    if (P.phase != PH_FLUSH || (P.api != NULL && api_inflight(P.api) > 0))
+    if (P.phase != PH_FLUSH || (P.api != NULL && bench_api_inflight(P.api) > 0))
         return;
     start_drain();
 }
@@ -332,7 +333,7 @@ static void on_api_reply(void *ud, uint32_t tag, int status, const uint8_t *body
         P.published++;
         if (tag < P.nchan)
             P.ok[tag]++;
-        hist_record(&P.api_latency, bench_now_ns() - sent_ns);
+        bench_hist_record(&P.api_latency, bench_now_ns() - sent_ns);
     } else {
         P.publish_errors++;
         char name[40];
@@ -379,8 +380,8 @@ static void on_phase_timer(uv_timer_t *t)
     if (P.phase == PH_RUNNING) {
         end_publishing();
     } else if (P.phase == PH_FLUSH) {
-        if (P.api && api_inflight(P.api) > 0)
-            bench_err_add(P.total.errs, "api_unanswered", api_inflight(P.api));
+        if (P.api && bench_api_inflight(P.api) > 0)
+            bench_err_add(P.total.errs, "api_unanswered", bench_api_inflight(P.api));
         start_drain();
     } else if (P.phase == PH_DRAIN) {
         /* at least 1 s, longer while deliveries still arrive (herald working off a
@@ -415,7 +416,7 @@ static void try_go(void)
         if (!P.wr[i].ready && !P.wr[i].dead)
             return;
     int publishes = P.o->scenario == BENCH_FANOUT || P.o->scenario == BENCH_CHANNELS;
-    if (publishes && (P.api == NULL || api_ready(P.api) < P.api_n))
+    if (publishes && (P.api == NULL || bench_api_ready(P.api) < P.api_n))
         return; /* retried from the tick */
     if (P.o->scenario == BENCH_IDLE)
         P.rss_after = herald_rss(P.o);
@@ -487,9 +488,9 @@ static void merge_stats(const struct bench_stats *w)
         t->t_last_delivery = w->t_last_delivery;
     for (int i = 0; i < BENCH_ERR_SLOTS && w->errs[i].name[0]; i++)
         bench_err_add(t->errs, w->errs[i].name, w->errs[i].count);
-    hist_merge(&t->latency, &w->latency);
-    hist_merge(&t->handshake, &w->handshake);
-    hist_merge(&P.api_latency, &w->api_latency);
+    bench_hist_merge(&t->latency, &w->latency);
+    bench_hist_merge(&t->handshake, &w->handshake);
+    bench_hist_merge(&P.api_latency, &w->api_latency);
 }
 
 static void worker_gone(struct workerref *w)
@@ -597,9 +598,10 @@ static void report(void)
         t->connect_seconds = pub_s;
         conn_rate = (double)t->assigned / pub_s;
     }
-    double lat[5] = {hist_quantile(&t->latency, 0.5) / 1e3, hist_quantile(&t->latency, 0.9) / 1e3,
-                     hist_quantile(&t->latency, 0.99) / 1e3,
-                     hist_quantile(&t->latency, 0.999) / 1e3, (double)t->latency.max / 1e3};
+    const struct hist *lh = &t->latency;
+    double lat[5] = {bench_hist_quantile(lh, 0.5) / 1e3, bench_hist_quantile(lh, 0.9) / 1e3,
+                     bench_hist_quantile(lh, 0.99) / 1e3, bench_hist_quantile(lh, 0.999) / 1e3,
+                     (double)lh->max / 1e3};
     uint64_t subscribed = t->subscribed;
     double bpc = subscribed > 0 && P.rss_before > 0 && P.rss_after > 0
                      ? (double)(P.rss_after - P.rss_before) / (double)subscribed
@@ -625,13 +627,13 @@ static void report(void)
                 "\"p999\":%.1f,\"max\":%.1f},",
                 (unsigned long long)t->latency.count, lat[0], lat[1], lat[2], lat[3], lat[4]);
         fprintf(f, "\"api_latency_us\":{\"p50\":%.1f,\"p99\":%.1f},",
-                hist_quantile(&P.api_latency, 0.5) / 1e3,
-                hist_quantile(&P.api_latency, 0.99) / 1e3);
+                bench_hist_quantile(&P.api_latency, 0.5) / 1e3,
+                bench_hist_quantile(&P.api_latency, 0.99) / 1e3);
         fprintf(f,
                 "\"connect\":{\"seconds\":%.3f,\"per_sec\":%.1f,\"handshake_ms_p50\":%.2f,"
                 "\"handshake_ms_p99\":%.2f},",
-                t->connect_seconds, conn_rate, hist_quantile(&t->handshake, 0.5) / 1e6,
-                hist_quantile(&t->handshake, 0.99) / 1e6);
+                t->connect_seconds, conn_rate, bench_hist_quantile(&t->handshake, 0.5) / 1e6,
+                bench_hist_quantile(&t->handshake, 0.99) / 1e6);
         if (o->scenario == BENCH_CHURN)
             fprintf(f, "\"churn\":{\"started\":%llu,\"completed\":%llu,\"per_sec\":%.1f},",
                     (unsigned long long)t->assigned, (unsigned long long)t->completed,
@@ -654,7 +656,8 @@ static void report(void)
            (unsigned long long)(o->scenario == BENCH_CHURN ? t->assigned : o->connections),
            (unsigned long long)subscribed,
            (unsigned long long)t->failed, t->connect_seconds, conn_rate,
-           hist_quantile(&t->handshake, 0.5) / 1e6, hist_quantile(&t->handshake, 0.99) / 1e6);
+           bench_hist_quantile(&t->handshake, 0.5) / 1e6,
+           bench_hist_quantile(&t->handshake, 0.99) / 1e6);
     if (o->scenario == BENCH_IDLE) {
         printf("  herald RSS: %lld before, %lld after connecting, %lld at the end: "
                "%.0f bytes per connection\n",
@@ -667,8 +670,8 @@ static void report(void)
         printf("  published %llu in %.2f s (%.1f/s), %llu API errors; API latency p50 %.0f us, "
                "p99 %.0f us\n",
                (unsigned long long)published, pub_s, (double)published / pub_s,
-               (unsigned long long)pub_errors, hist_quantile(&P.api_latency, 0.5) / 1e3,
-               hist_quantile(&P.api_latency, 0.99) / 1e3);
+               (unsigned long long)pub_errors, bench_hist_quantile(&P.api_latency, 0.5) / 1e3,
+               bench_hist_quantile(&P.api_latency, 0.99) / 1e3);
         printf("  expected %llu delivered %llu lost %llu duplicated %llu out-of-order %llu "
                "(%.0f deliveries/s)\n",
                (unsigned long long)t->expected, (unsigned long long)t->delivered,
@@ -891,9 +894,9 @@ int main(int argc, char **argv)
     P.o = &o;
     P.t_start = bench_now_ns();
     P.herald_cpu0 = P.herald_cpu1 = -1;
-    hist_init(&P.total.latency);
-    hist_init(&P.total.handshake);
-    hist_init(&P.api_latency);
+    bench_hist_init(&P.total.latency);
+    bench_hist_init(&P.total.handshake);
+    bench_hist_init(&P.api_latency);
     P.nchan = o.scenario == BENCH_CHANNELS ? o.connections : 1;
     P.ok = calloc(P.nchan, sizeof(*P.ok));
     P.next_seq = calloc(P.nchan, sizeof(*P.next_seq));
@@ -939,8 +942,8 @@ int main(int argc, char **argv)
         /* one channel's publications always travel on the same connection, in order */
         P.api_n = o.scenario == BENCH_FANOUT ? 1 : (o.api_conns < P.nchan ? o.api_conns : P.nchan);
         unsigned per = (o.inflight + P.api_n - 1) / P.api_n;
-        P.api = api_open(P.loop, o.api_host, o.api_port, o.api_key, P.api_n, per, on_api_reply,
-                         NULL);
+        P.api = bench_api_open(P.loop, o.api_host, o.api_port, o.api_key, P.api_n, per,
+                               on_api_reply, NULL);
     }
     uv_timer_init(P.loop, &P.tick);
     uv_timer_init(P.loop, &P.pace);

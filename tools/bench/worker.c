@@ -168,7 +168,7 @@ static void check_ready(struct worker *wk)
     if (wk->ready_sent)
         return;
     if (wk->o->scenario == BENCH_CHURN) {
-        if (api_ready(wk->api) == 0)
+        if (bench_api_ready(wk->api) == 0)
             return;
     } else if (wk->st.subscribed + wk->st.failed < wk->nconns) {
         return;
@@ -336,7 +336,7 @@ static void churn_publish(struct worker *wk)
 {
     struct buf body = BUF_INIT;
     int sent = 0;
-    for (uint32_t i = 0; i < wk->nconns && api_can_send(wk->api, 0); i++) {
+    for (uint32_t i = 0; i < wk->nconns && bench_api_can_send(wk->api, 0); i++) {
         struct wconn *c = &wk->conns[i];
         if (!c->need_pub || c->state != CS_SUBSCRIBED)
             continue;
@@ -346,7 +346,8 @@ static void churn_publish(struct worker *wk)
         uint64_t now = bench_now_ns();
         buf_reset(&body);
         bench_pub_body(&body, ch, now, 0, wk->o->size);
-        if (body.oom || api_post(wk->api, 0, "/api/publish", body.p, body.len, c->gidx, now)) {
+        if (body.oom ||
+            bench_api_post(wk->api, 0, "/api/publish", body.p, body.len, c->gidx, now) != 0) {
             wk->st.publish_errors++;
             bench_err_add(wk->st.errs, "publish_not_sent", 1);
             continue;
@@ -354,7 +355,7 @@ static void churn_publish(struct worker *wk)
         sent = 1;
     }
     if (sent)
-        api_flush(wk->api);
+        bench_api_flush(wk->api);
     buf_free(&body);
 }
 
@@ -366,7 +367,7 @@ static void on_subscribed(struct wconn *c)
     wk->st.subscribed++;
     if (wk->pending > 0)
         wk->pending--;
-    hist_record(&wk->st.handshake, bench_now_ns() - c->t_start);
+    bench_hist_record(&wk->st.handshake, bench_now_ns() - c->t_start);
     if (wk->o->scenario == BENCH_CHURN) {
         c->need_pub = 1;
         churn_publish(wk);
@@ -385,7 +386,7 @@ static void on_publication(struct wconn *c, const uint8_t *p, size_t len)
         return;
     }
     uint64_t now = bench_now_ns();
-    hist_record(&wk->st.latency, now > t ? now - t : 0);
+    bench_hist_record(&wk->st.latency, now > t ? now - t : 0);
     wk->st.t_last_delivery = now;
     uint32_t seq = (uint32_t)s;
     if (seq >= c->high) {
@@ -795,7 +796,7 @@ static void on_api_reply(void *ud, uint32_t tag, int status, const uint8_t *body
     if (status == 200 && memmem(body, len, "\"error\"", 7) == NULL) {
         wk->st.published++;
         wk->st.expected++;
-        hist_record(&wk->st.api_latency, bench_now_ns() - sent_ns);
+        bench_hist_record(&wk->st.api_latency, bench_now_ns() - sent_ns);
         return;
     }
     wk->st.publish_errors++;
@@ -916,13 +917,13 @@ void bench_worker_main(const struct bench_opts *o, uint32_t w, int ctl_fd)
     wk->loop = uv_default_loop();
     wk->t_begin = bench_now_ns();
     wk->rng = 0x9e3779b97f4a7c15ull ^ ((uint64_t)getpid() << 20) ^ wk->t_begin;
-    hist_init(&wk->st.latency);
-    hist_init(&wk->st.handshake);
-    hist_init(&wk->st.api_latency);
+    bench_hist_init(&wk->st.latency);
+    bench_hist_init(&wk->st.handshake);
+    bench_hist_init(&wk->st.api_latency);
     if (o->scenario == BENCH_CHURN) {
         wk->nconns = o->connect_concurrency; /* cycles in progress at most */
-        wk->api = api_open(wk->loop, o->api_host, o->api_port, o->api_key, 1, o->inflight,
-                           on_api_reply, wk);
+        wk->api = bench_api_open(wk->loop, o->api_host, o->api_port, o->api_key, 1,
+                                 o->inflight, on_api_reply, wk);
         if (wk->api == NULL)
             _exit(3);
     } else {
