@@ -410,7 +410,7 @@ struct hub_sub *hub_subscribe(struct loop *loop, struct conn *c, const uint8_t *
         h->count++;
     }
     if (lc->n == lc->cap) {
-        uint32_t cap = lc->cap ? lc->cap * 2 : 4;
+        uint32_t cap = lc->cap ? lc->cap * 2 : 1;
         struct hub_sub **subs = realloc(lc->subs, cap * sizeof(*subs));
         if (subs == NULL)
             goto fail;

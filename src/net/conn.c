@@ -20,7 +20,7 @@
 /* Outbound queue: a ring of frame references. Exists only while output is pending;
  * small ones are recycled through a per-loop free list. */
 #define OUTQ_SMALL 16
-#define OUTQ_FREE_MAX 4096
+#define OUTQ_FREE_MAX 256
 #define CLOSE_GRACE_SEC 2
 #define HTTP_IDLE_SEC 30
 
