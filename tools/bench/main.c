@@ -153,6 +153,47 @@ static long long herald_rss(const struct bench_opts *o)
     return o->pid > 0 ? proc_rss(o->pid) : api_rss(o);
 }
 
+/* The machine's kernel memory (idle scenario): slab (SReclaimable + SUnreclaim) from
+ * /proc/meminfo, TCP sockets in use and their buffer pages from /proc/net/sockstat.
+ * Machine-wide: both ends of a loopback connection count. -1 where unreadable. */
+struct kmem {
+    long long slab;      /* bytes */
+    long long tcp_inuse; /* sockets */
+    long long tcp_mem;   /* bytes (sockstat pages x page size) */
+};
+
+static void kmem_read(struct kmem *k)
+{
+    char line[256];
+    long long sr = -1, su = -1;
+    k->slab = k->tcp_inuse = k->tcp_mem = -1;
+    FILE *f = fopen("/proc/meminfo", "r");
+    if (f != NULL) {
+        while (fgets(line, sizeof(line), f) != NULL) {
+            if (strncmp(line, "SReclaimable:", 13) == 0)
+                sr = atoll(line + 13);
+            else if (strncmp(line, "SUnreclaim:", 11) == 0)
+                su = atoll(line + 11);
+        }
+        fclose(f);
+    }
+    if (sr >= 0 && su >= 0)
+        k->slab = (sr + su) * 1024;
+    f = fopen("/proc/net/sockstat", "r");
+    if (f != NULL) {
+        while (fgets(line, sizeof(line), f) != NULL) {
+            long long inuse, mem;
+            char *m = strstr(line, " mem ");
+            if (strncmp(line, "TCP:", 4) == 0 && sscanf(line, "TCP: inuse %lld", &inuse) == 1 &&
+                m != NULL && sscanf(m, " mem %lld", &mem) == 1) {
+                k->tcp_inuse = inuse;
+                k->tcp_mem = mem * sysconf(_SC_PAGESIZE);
+            }
+        }
+        fclose(f);
+    }
+}
+
 /* ---- the parent ---- */
 
 enum phase { PH_CONNECTING, PH_RUNNING, PH_FLUSH, PH_DRAIN, PH_STOPPING, PH_DONE };
@@ -183,6 +224,7 @@ struct parent {
     uint64_t cpu_self0, cpu_self1;
     double herald_cpu0, herald_cpu1;
     long long rss_before, rss_after, rss_end;
+    struct kmem kmem_before, kmem_after; /* idle */
     uint32_t nchan;
     uint32_t *ok;        /* accepted publications per channel */
     uint64_t *next_seq;  /* per channel */
@@ -418,8 +460,10 @@ static void try_go(void)
     int publishes = P.o->scenario == BENCH_FANOUT || P.o->scenario == BENCH_CHANNELS;
     if (publishes && (P.api == NULL || bench_api_ready(P.api) < P.api_n))
         return; /* retried from the tick */
-    if (P.o->scenario == BENCH_IDLE)
+    if (P.o->scenario == BENCH_IDLE) {
         P.rss_after = herald_rss(P.o);
+        kmem_read(&P.kmem_after);
+    }
     P.phase = PH_RUNNING;
     P.t_go = bench_now_ns();
     struct bench_progress s;
@@ -643,6 +687,13 @@ static void report(void)
                     "\"rss_before\":%lld,\"rss_after\":%lld,\"rss_end\":%lld,"
                     "\"bytes_per_connection\":%.0f,",
                     P.rss_before, P.rss_after, P.rss_end, bpc);
+        if (o->scenario == BENCH_IDLE)
+            fprintf(f,
+                    "\"kernel\":{\"slab_before\":%lld,\"slab_after\":%lld,"
+                    "\"tcp_inuse_before\":%lld,\"tcp_inuse_after\":%lld,"
+                    "\"tcp_mem_before\":%lld,\"tcp_mem_after\":%lld},",
+                    P.kmem_before.slab, P.kmem_after.slab, P.kmem_before.tcp_inuse,
+                    P.kmem_after.tcp_inuse, P.kmem_before.tcp_mem, P.kmem_after.tcp_mem);
         fprintf(f, "\"herald_cpu_s\":%.3f,\"bench_cpu_s\":%.3f,\"window_s\":%.3f,\"errors\":",
                 herald_cpu, bench_cpu, (double)(P.t_stop - P.t_go) / 1e9);
         json_errs(f, t->errs);
@@ -662,6 +713,10 @@ static void report(void)
         printf("  herald RSS: %lld before, %lld after connecting, %lld at the end: "
                "%.0f bytes per connection\n",
                P.rss_before, P.rss_after, P.rss_end, bpc);
+        printf("  kernel (machine-wide, both ends): slab %lld -> %lld, TCP sockets %lld -> %lld, "
+               "TCP buffers %lld -> %lld bytes\n",
+               P.kmem_before.slab, P.kmem_after.slab, P.kmem_before.tcp_inuse,
+               P.kmem_after.tcp_inuse, P.kmem_before.tcp_mem, P.kmem_after.tcp_mem);
     } else {
         if (o->scenario == BENCH_CHURN)
             printf("  cycles: %llu started, %llu completed (%.1f/s)\n",
@@ -905,6 +960,7 @@ int main(int argc, char **argv)
         return 3;
     if (o.scenario == BENCH_IDLE) {
         P.rss_before = herald_rss(&o);
+        kmem_read(&P.kmem_before);
         if (P.rss_before < 0)
             fprintf(stderr, "herald-bench: cannot read herald's RSS (--pid or /api/info)\n");
     }
