@@ -629,37 +629,91 @@ int hub_publish(const uint8_t *name, size_t len, const struct ns_opts *ns, const
     return ret;
 }
 
-void hub_deliver(struct loop *loop, struct loop_msg *m)
+/* Publications of one channel that reached this loop together are concatenated
+ * into one frame buffer, once per loop, so each subscriber gets them as one iovec
+ * and one queue entry (one reference) instead of n. NULL when n == 1 or out of memory. */
+static struct frame *concat_frames(struct loop_msg *msgs, size_t n)
 {
-    struct frame *f = m->frame;
-    const uint8_t *name = f->data + f->len;
-    struct local_channel *lc = local_find(loop->hub, hash_name(name, m->arg), name, m->arg);
-    atomic_fetch_add_explicit(&loop->stats.publications, 1, memory_order_relaxed);
-    if (lc == NULL) {
-        frame_unref(f);
-        return;
+    if (n < 2)
+        return NULL;
+    size_t total = 0, name_len = msgs[0].arg;
+    for (size_t i = 0; i < n; i++)
+        total += msgs[i].frame->len;
+    if (total > UINT32_MAX - name_len)
+        return NULL;
+    struct frame *f = frame_new(total + name_len);
+    if (f == NULL)
+        return NULL;
+    uint8_t *w = f->data;
+    for (size_t i = 0; i < n; i++) {
+        memcpy(w, msgs[i].frame->data, msgs[i].frame->len);
+        w += msgs[i].frame->len;
     }
+    f->len = (uint32_t)total;
+    memcpy(w, msgs[0].frame->data + msgs[0].frame->len, name_len);
+    return f;
+}
+
+void hub_deliver(struct loop *loop, struct loop_msg *msgs, size_t n)
+{
+    struct frame *first = msgs[0].frame;
+    const uint8_t *name = first->data + first->len;
+    struct local_channel *lc = local_find(loop->hub, hash_name(name, msgs[0].arg), name,
+                                          msgs[0].arg);
+    atomic_fetch_add_explicit(&loop->stats.publications, n, memory_order_relaxed);
+    if (lc == NULL)
+        goto out;
+    struct frame *all = concat_frames(msgs, n);
+    if (all == NULL && n > 1) {
+        /* Out of memory for the concatenation: deliver one by one. */
+        for (size_t i = 0; i < n; i++) {
+            frame_ref(msgs[i].frame);
+            hub_deliver(loop, &msgs[i], 1);
+        }
+        goto out;
+    }
+    struct frame *f = all ? all : first;
+    uint64_t first_offset = msgs[0].offset, last_offset = msgs[n - 1].offset;
     struct conn *slow[16];
-    unsigned nslow = 0, sent = 0, n = lc->n;
+    unsigned nslow = 0, sent = 0, subs = lc->n, extra = 0;
     /* One atomic add for all of this loop's deliveries; the unused ones go back below. */
-    frame_ref_n(f, n);
-    for (uint32_t i = 0; i < n; i++) {
+    frame_ref_n(f, subs);
+    for (uint32_t i = 0; i < subs; i++) {
         struct hub_sub *s = lc->subs[i];
-        if (m->offset && m->offset <= s->min_offset)
-            continue; /* already sent in the subscribe reply (recovery) */
-        int r = conn_send_frame_owned(s->conn, f);
+        int r;
+        if (first_offset && s->min_offset >= first_offset) {
+            /* Recovered up to min_offset in its subscribe reply: skip those (rare). */
+            if (s->min_offset >= last_offset)
+                continue;
+            r = 0;
+            for (size_t k = 0; k < n && r == 0; k++) {
+                if (msgs[k].offset <= s->min_offset)
+                    continue;
+                r = conn_send_frame(s->conn, msgs[k].frame);
+                extra += r == 0;
+            }
+            if (r != 0 && nslow < 16)
+                slow[nslow++] = s->conn;
+            continue;
+        }
+        r = conn_send_frame_owned(s->conn, f);
         if (r == 0)
             sent++;
         else if (r < 0 && nslow < 16)
             slow[nslow++] = s->conn;
     }
-    if (sent < n)
-        frame_unref_unused(f, n - sent);
-    atomic_fetch_add_explicit(&loop->stats.messages_out, sent, memory_order_relaxed);
-    frame_unref(f);
+    if (sent < subs)
+        frame_unref_unused(f, subs - sent);
+    atomic_fetch_add_explicit(&loop->stats.messages_out, (uint64_t)sent * n + extra,
+                              memory_order_relaxed);
+    if (all)
+        frame_unref(all);
     /* Disconnect after the walk: it changes lc->subs. */
     for (unsigned i = 0; i < nslow; i++)
         session_disconnect(slow[i], PROTO_DISC_SLOW, "slow");
+out:
+    for (size_t i = 0; i < n; i++)
+        frame_unref(msgs[i].frame);
 }
 
 /* ---- queries ---- */

@@ -78,9 +78,9 @@ void hub_unsubscribe(struct loop *loop, struct hub_sub *s);
 int hub_publish(const uint8_t *name, size_t len, const struct ns_opts *ns, const uint8_t *data,
                 size_t data_len, const uint8_t *info, size_t info_len, struct hub_stream_pos *pos);
 
-/* Loop thread: deliver a LOOP_MSG_PUBLICATION to this loop's subscribers (takes the
- * message's frame reference). */
-void hub_deliver(struct loop *loop, struct loop_msg *msg);
+/* Loop thread: deliver n LOOP_MSG_PUBLICATIONs of one channel, in offset order, to this
+ * loop's subscribers (takes the messages' frame references). */
+void hub_deliver(struct loop *loop, struct loop_msg *msgs, size_t n);
 
 /* Presence of a channel (any thread): appends {"<client>":ClientInfo,...} members
  * (without braces) to out when out != NULL, counts clients and distinct users.

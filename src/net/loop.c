@@ -105,6 +105,12 @@ int loop_post(struct loop *l, const struct loop_msg *msg)
 
 static void loop_begin_shutdown(struct loop *l);
 
+static int same_channel(const struct loop_msg *a, const struct loop_msg *b)
+{
+    return b->type == LOOP_MSG_PUBLICATION && a->arg == b->arg &&
+           memcmp(a->frame->data + a->frame->len, b->frame->data + b->frame->len, a->arg) == 0;
+}
+
 static void on_wake(uv_async_t *h)
 {
     struct loop *l = h->data;
@@ -124,9 +130,15 @@ static void on_wake(uv_async_t *h)
         for (size_t i = 0; i < n; i++) {
             struct loop_msg *m = &batch[i];
             switch (m->type) {
-            case LOOP_MSG_PUBLICATION:
-                hub_deliver(l, m);
+            case LOOP_MSG_PUBLICATION: {
+                /* A run of publications of one channel is delivered as one. */
+                size_t run = 1;
+                while (i + run < n && run < 1024 && same_channel(m, &batch[i + run]))
+                    run++;
+                hub_deliver(l, m, run);
+                i += run - 1;
                 break;
+            }
             case LOOP_MSG_SHUTDOWN:
                 loop_begin_shutdown(l);
                 break;
@@ -139,8 +151,9 @@ static void on_wake(uv_async_t *h)
 }
 
 /* Write coalescing: when a flush has to write to many connections (a fan-out) and
- * the previous one ended less than FLUSH_COALESCE_NS ago, wait for that interval, so that publications arriving meanwhile share one writev per connection
- * instead of costing one syscall each. Adds at most that interval of latency, and
+ * the previous one ended less than FLUSH_COALESCE_NS ago, wait for that interval, so
+ * that publications arriving meanwhile share one writev per connection instead of
+ * costing one syscall each. Adds at most that interval of latency, and
  * only under load; small flushes always go out at once. */
 #define FLUSH_COALESCE_MIN 64
 #define FLUSH_COALESCE_NS 2000000
