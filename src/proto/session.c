@@ -232,6 +232,50 @@ static void set_expiry(struct conn *c, int64_t exp)
     s->expire_at = exp ? grace_deadline(c, exp) : 0;
 }
 
+/* ---- tokens ---- */
+
+enum token_check { TOKEN_OK, TOKEN_EXPIRED, TOKEN_REFUSED };
+
+/* Verify a token (HS256 with token_hmac_secret). After connect, its sub must be the
+ * session's user; with channel, its channel claim must be that channel. TOKEN_OK:
+ * claims filled, the caller frees them; otherwise nothing to free. A valid token
+ * for another user or channel is TOKEN_REFUSED, like a bad signature (3500). */
+static enum token_check check_token(const struct session *s, struct json_span token,
+                                    const struct json_span *channel, struct jwt_claims *claims)
+{
+    const char *secret = cfg()->token_hmac_secret;
+    if (secret == NULL)
+        return TOKEN_REFUSED;
+    int r = jwt_verify_hs256(token.p, token.len, (const uint8_t *)secret, strlen(secret),
+                             (int64_t)time(NULL), claims);
+    if (r == JWT_INVALID)
+        return TOKEN_REFUSED;
+    int mismatch =
+        (s->connected && (claims->sub.len != strlen(s->user) ||
+                          memcmp(claims->sub.p, s->user, claims->sub.len) != 0)) ||
+        (channel && (claims->channel.len != channel->len ||
+                     memcmp(claims->channel.p, channel->p, channel->len) != 0));
+    if (mismatch) {
+        jwt_claims_free(claims);
+        return TOKEN_REFUSED;
+    }
+    if (r == JWT_EXPIRED) {
+        jwt_claims_free(claims);
+        return TOKEN_EXPIRED;
+    }
+    return TOKEN_OK;
+}
+
+/* ,"expires":true,"ttl":N for a token with exp (leading comma unless first). */
+static void append_expiry(struct buf *out, int64_t exp, int first)
+{
+    if (exp == 0)
+        return;
+    int64_t ttl = exp - (int64_t)time(NULL);
+    buf_appendf(out, "%s\"expires\":true,\"ttl\":%lld", first ? "" : ",",
+                (long long)(ttl > 0 ? ttl : 0));
+}
+
 /* ---- commands ---- */
 
 static int user_allowed(const struct session *s, const uint8_t *ch, size_t len)
@@ -355,21 +399,12 @@ static void handle_subscribe(struct conn *c, struct proto_command *cmd, struct b
             fail(out, cmd->id, PROTO_ERR_PERMISSION_DENIED);
             return;
         }
-        const char *secret = conf->token_hmac_secret ? conf->token_hmac_secret : "";
-        int r = jwt_verify_hs256(cmd->token.p, cmd->token.len, (const uint8_t *)secret,
-                                 strlen(secret), (int64_t)time(NULL), &claims);
-        if (r == JWT_EXPIRED) {
-            jwt_claims_free(&claims);
+        enum token_check t = check_token(s, cmd->token, &cmd->channel, &claims);
+        if (t == TOKEN_EXPIRED) {
             fail(out, cmd->id, PROTO_ERR_TOKEN_EXPIRED);
             return;
         }
-        /* A token for another user or channel is refused like a bad one (3500). */
-        if (r != JWT_OK || claims.sub.len != strlen(s->user) ||
-            memcmp(claims.sub.p, s->user, claims.sub.len) != 0 ||
-            claims.channel.len != cmd->channel.len ||
-            memcmp(claims.channel.p, cmd->channel.p, cmd->channel.len) != 0) {
-            if (r == JWT_OK)
-                jwt_claims_free(&claims);
+        if (t == TOKEN_REFUSED) {
             session_disconnect(c, PROTO_DISC_INVALID_TOKEN, "invalid token");
             return;
         }
@@ -556,10 +591,7 @@ static void connect_reply(struct conn *c, uint32_t id, int64_t exp, struct buf *
     struct session *s = c->session;
     reply_begin(out, id, "connect");
     buf_appendf(out, "\"client\":\"%s\",\"version\":\"" HERALD_VERSION "\"", s->client);
-    if (exp) {
-        int64_t ttl = exp - (int64_t)time(NULL);
-        buf_appendf(out, ",\"expires\":true,\"ttl\":%lld", (long long)(ttl > 0 ? ttl : 0));
-    }
+    append_expiry(out, exp, 0);
     buf_appendf(out, ",\"ping\":%u,\"pong\":true", cfg()->ping_interval);
 }
 
@@ -579,17 +611,12 @@ static void handle_connect(struct conn *c, struct proto_command *cmd, struct buf
             return;
         }
     } else {
-        const char *secret = conf->token_hmac_secret ? conf->token_hmac_secret : "";
-        int r = jwt_verify_hs256(cmd->token.p, cmd->token.len, (const uint8_t *)secret,
-                                 strlen(secret), (int64_t)time(NULL), &claims);
-        if (r == JWT_EXPIRED) {
-            jwt_claims_free(&claims);
+        enum token_check t = check_token(s, cmd->token, NULL, &claims);
+        if (t == TOKEN_EXPIRED) {
             fail(out, cmd->id, PROTO_ERR_TOKEN_EXPIRED);
             return;
         }
-        if (r != JWT_OK || conf->token_hmac_secret == NULL) {
-            if (r == JWT_OK)
-                jwt_claims_free(&claims);
+        if (t == TOKEN_REFUSED) {
             session_disconnect(c, PROTO_DISC_INVALID_TOKEN, "invalid token");
             return;
         }
@@ -630,21 +657,14 @@ static void handle_connect(struct conn *c, struct proto_command *cmd, struct buf
 
 static void handle_refresh(struct conn *c, struct proto_command *cmd, struct buf *out)
 {
-    const struct config *conf = cfg();
     struct session *s = c->session;
     struct jwt_claims claims;
-    const char *secret = conf->token_hmac_secret ? conf->token_hmac_secret : "";
-    int r = jwt_verify_hs256(cmd->token.p, cmd->token.len, (const uint8_t *)secret,
-                             strlen(secret), (int64_t)time(NULL), &claims);
-    if (r == JWT_EXPIRED) {
-        jwt_claims_free(&claims);
+    enum token_check t = check_token(s, cmd->token, NULL, &claims);
+    if (t == TOKEN_EXPIRED) {
         session_disconnect(c, PROTO_DISC_EXPIRED, "connection expired");
         return;
     }
-    if (r != JWT_OK || claims.sub.len != strlen(s->user) ||
-        memcmp(claims.sub.p, s->user, claims.sub.len) != 0) {
-        if (r == JWT_OK)
-            jwt_claims_free(&claims);
+    if (t == TOKEN_REFUSED) {
         session_disconnect(c, PROTO_DISC_INVALID_TOKEN, "invalid token");
         return;
     }
@@ -652,17 +672,13 @@ static void handle_refresh(struct conn *c, struct proto_command *cmd, struct buf
     schedule(c);
     reply_begin(out, cmd->id, "refresh");
     buf_appendf(out, "\"client\":\"%s\",\"version\":\"" HERALD_VERSION "\"", s->client);
-    if (claims.exp) {
-        int64_t ttl = claims.exp - (int64_t)time(NULL);
-        buf_appendf(out, ",\"expires\":true,\"ttl\":%lld", (long long)(ttl > 0 ? ttl : 0));
-    }
+    append_expiry(out, claims.exp, 0);
     reply_end(out);
     jwt_claims_free(&claims);
 }
 
 static void handle_sub_refresh(struct conn *c, struct proto_command *cmd, struct buf *out)
 {
-    const struct config *conf = cfg();
     struct session *s = c->session;
     struct hub_sub *sub = find_sub(s, cmd->channel.p, cmd->channel.len);
     if (sub == NULL) {
@@ -670,30 +686,19 @@ static void handle_sub_refresh(struct conn *c, struct proto_command *cmd, struct
         return;
     }
     struct jwt_claims claims;
-    const char *secret = conf->token_hmac_secret ? conf->token_hmac_secret : "";
-    int r = jwt_verify_hs256(cmd->token.p, cmd->token.len, (const uint8_t *)secret,
-                             strlen(secret), (int64_t)time(NULL), &claims);
-    if (r == JWT_EXPIRED) {
-        jwt_claims_free(&claims);
+    enum token_check t = check_token(s, cmd->token, &cmd->channel, &claims);
+    if (t == TOKEN_EXPIRED) {
         fail(out, cmd->id, PROTO_ERR_TOKEN_EXPIRED);
         return;
     }
-    if (r != JWT_OK || claims.sub.len != strlen(s->user) ||
-        memcmp(claims.sub.p, s->user, claims.sub.len) != 0 ||
-        claims.channel.len != cmd->channel.len ||
-        memcmp(claims.channel.p, cmd->channel.p, cmd->channel.len) != 0) {
-        if (r == JWT_OK)
-            jwt_claims_free(&claims);
+    if (t == TOKEN_REFUSED) {
         session_disconnect(c, PROTO_DISC_INVALID_TOKEN, "invalid token");
         return;
     }
     sub->expire_at = claims.exp ? grace_deadline(c, claims.exp) : 0;
     schedule(c);
     reply_begin(out, cmd->id, "sub_refresh");
-    if (claims.exp) {
-        int64_t ttl = claims.exp - (int64_t)time(NULL);
-        buf_appendf(out, "\"expires\":true,\"ttl\":%lld", (long long)(ttl > 0 ? ttl : 0));
-    }
+    append_expiry(out, claims.exp, 1);
     reply_end(out);
     jwt_claims_free(&claims);
 }
