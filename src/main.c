@@ -14,10 +14,12 @@ static void usage(FILE *out)
 {
     fprintf(out,
             "usage: herald [serve] [--config FILE] [--key value ...]   run the server\n"
-            "       herald genconfig [-o FILE]                        write a config with fresh secrets\n"
+            "       herald genconfig [-o FILE]                        write a config with fresh "
+            "secrets\n"
             "       herald gentoken --config FILE --user ID [--ttl SECONDS] [--channel CH]\n"
             "                                                         print a connection token\n"
-            "                                                         (a subscription token with --channel)\n"
+            "                                                         (a subscription token with "
+            "--channel)\n"
             "       herald version\n"
             "Every config key is also a flag (--listen 127.0.0.1:8000) and an environment\n"
             "variable (HERALD_LISTEN); see docs/configuration.md.\n");

@@ -138,8 +138,8 @@ static int claim_string(uint8_t *js, const jsmntok_t *t, int ntok, const char *k
     return 0;
 }
 
-static int claim_int(const uint8_t *js, const jsmntok_t *t, int ntok, const char *key,
-                     int64_t *out, int *present)
+static int claim_int(const uint8_t *js, const jsmntok_t *t, int ntok, const char *key, int64_t *out,
+                     int *present)
 {
     int i = json_obj_get(js, t, ntok, 0, key);
     *out = 0;
@@ -149,8 +149,7 @@ static int claim_int(const uint8_t *js, const jsmntok_t *t, int ntok, const char
     return json_tok_i64(js, &t[i], out);
 }
 
-static int claim_channels(const uint8_t *js, const jsmntok_t *t, int ntok,
-                          struct json_span *out)
+static int claim_channels(const uint8_t *js, const jsmntok_t *t, int ntok, struct json_span *out)
 {
     int i = json_obj_get(js, t, ntok, 0, "channels");
     out->p = js;

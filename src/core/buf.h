@@ -13,7 +13,10 @@ struct buf {
     int oom; /* set once an append failed; later appends are no-ops */
 };
 
-#define BUF_INIT {NULL, 0, 0, 0}
+#define BUF_INIT                                                                                   \
+    {                                                                                              \
+        NULL, 0, 0, 0                                                                              \
+    }
 
 /* Make room for n more bytes; returns 0 or -1 (and sets oom). */
 int buf_reserve(struct buf *b, size_t n);

@@ -64,8 +64,8 @@ struct load {
     struct config *c;
     char *err;
     size_t errlen;
-    char where[96];      /* " (in f.json)", " (from HERALD_X)", " (from --x)" */
-    enum level level;    /* of the source being applied */
+    char where[96];                     /* " (in f.json)", " (from HERALD_X)", " (from --x)" */
+    enum level level;                   /* of the source being applied */
     enum level client_publish_level;    /* of the top-level client_publish */
     enum level ns_client_publish_level; /* of namespaces."".client_publish, if given */
 };
@@ -235,8 +235,7 @@ static int set_listen(struct load *l, const struct value *v)
     char *colon = strrchr(s, ':');
     uint64_t port = 0;
     char *host = s;
-    int ok = colon != NULL && parse_u64_text(colon + 1, &port) == 0 && port >= 1 &&
-             port <= 65535;
+    int ok = colon != NULL && parse_u64_text(colon + 1, &port) == 0 && port >= 1 && port <= 65535;
     if (ok) {
         *colon = '\0';
         size_t n = strlen(host);
@@ -298,8 +297,7 @@ static void replace_origins(struct config *c, char **o, size_t n)
     c->n_allowed_origins = n;
 }
 
-static int origins_from_json(struct load *l, const uint8_t *js, const jsmntok_t *t, int ntok,
-                             int i)
+static int origins_from_json(struct load *l, const uint8_t *js, const jsmntok_t *t, int ntok, int i)
 {
     if (t[i].type != JSMN_ARRAY)
         return fail(l, "allowed_origins: expected an array of strings");

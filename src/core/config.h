@@ -13,33 +13,34 @@
  * namespace name; "" is the default namespace of channels without ':'). */
 struct ns_opts {
     char name[64];
-    uint32_t history_size;  /* publications kept; 0 = no history */
-    uint32_t history_ttl;   /* seconds a channel's history is kept after its last publication */
-    int recover;            /* subscribers may recover from history */
-    int presence;           /* presence kept */
-    int join_leave;         /* join/leave pushes */
-    int client_publish;     /* subscribers may publish */
-    int private_;           /* key "private": subscribing needs a subscription token */
+    uint32_t history_size; /* publications kept; 0 = no history */
+    uint32_t history_ttl;  /* seconds a channel's history is kept after its last publication */
+    int recover;           /* subscribers may recover from history */
+    int presence;          /* presence kept */
+    int join_leave;        /* join/leave pushes */
+    int client_publish;    /* subscribers may publish */
+    int private_;          /* key "private": subscribing needs a subscription token */
 };
 
 struct config {
-    char listen_host[64];       /* "listen": "host:port", default "127.0.0.1:8000" */
+    char listen_host[64]; /* "listen": "host:port", default "127.0.0.1:8000" */
     uint16_t listen_port;
-    char *token_hmac_secret;    /* HS256 secret for connection/subscription tokens; NULL if unset */
-    char *api_key;              /* server API key; NULL if unset (then the API answers 401) */
-    int allow_anonymous;        /* connect without token (default false) */
-    int client_publish;         /* default namespace option, default false */
-    char **allowed_origins;     /* exact Origin values allowed; n == 0: no check */
+    char *token_hmac_secret; /* HS256 secret for connection/subscription tokens; NULL if unset */
+    char *api_key;           /* server API key; NULL if unset (then the API answers 401) */
+    int allow_anonymous;     /* connect without token (default false) */
+    int client_publish;      /* default namespace option, default false */
+    char **allowed_origins;  /* exact Origin values allowed; n == 0: no check */
     size_t n_allowed_origins;
-    uint64_t max_message_size;  /* WebSocket message/frame payload limit, default 65536 */
-    uint64_t max_request_body;  /* HTTP API body limit, default 1048576 ("max_request_body") */
-    unsigned threads;           /* event loops; 0 = number of cores ("threads") */
-    unsigned ping_interval;     /* seconds between server pings, default 25 ("ping_interval") */
-    uint64_t client_queue_max;  /* bytes queued to a client before 3008, default 4194304 ("client_queue_max") */
+    uint64_t max_message_size; /* WebSocket message/frame payload limit, default 65536 */
+    uint64_t max_request_body; /* HTTP API body limit, default 1048576 ("max_request_body") */
+    unsigned threads;          /* event loops; 0 = number of cores ("threads") */
+    unsigned ping_interval;    /* seconds between server pings, default 25 ("ping_interval") */
+    uint64_t client_queue_max; /* bytes queued to a client before 3008, default 4194304
+                                  ("client_queue_max") */
     unsigned recovery_max_publications; /* most publications a recovery returns, default 1000 */
     unsigned expired_close_delay; /* seconds past a token's exp before 3005/3006, default 25 */
-    char engine[16];            /* "memory" (default); "redis" later */
-    struct ns_opts *namespaces; /* namespaces[0] is always the default namespace "" */
+    char engine[16];              /* "memory" (default); "redis" later */
+    struct ns_opts *namespaces;   /* namespaces[0] is always the default namespace "" */
     size_t n_namespaces;
 };
 

@@ -115,7 +115,14 @@ static int valid_string(const uint8_t *s, size_t n)
         if (++i == n)
             return 0;
         switch (s[i]) {
-        case '"': case '\\': case '/': case 'b': case 'f': case 'n': case 'r': case 't':
+        case '"':
+        case '\\':
+        case '/':
+        case 'b':
+        case 'f':
+        case 'n':
+        case 'r':
+        case 't':
             break;
         case 'u':
             if (n - i < 5)
@@ -421,14 +428,26 @@ ssize_t json_unescape(uint8_t *p, size_t len)
         uint8_t e = p[r + 1];
         r += 2;
         switch (e) {
-        case '"': case '\\': case '/':
+        case '"':
+        case '\\':
+        case '/':
             p[w++] = e;
             continue;
-        case 'b': p[w++] = '\b'; continue;
-        case 'f': p[w++] = '\f'; continue;
-        case 'n': p[w++] = '\n'; continue;
-        case 'r': p[w++] = '\r'; continue;
-        case 't': p[w++] = '\t'; continue;
+        case 'b':
+            p[w++] = '\b';
+            continue;
+        case 'f':
+            p[w++] = '\f';
+            continue;
+        case 'n':
+            p[w++] = '\n';
+            continue;
+        case 'r':
+            p[w++] = '\r';
+            continue;
+        case 't':
+            p[w++] = '\t';
+            continue;
         case 'u':
             break;
         default:

@@ -10,18 +10,17 @@
 
 struct engine *engine_current;
 
-static int memory_publish(struct engine *e, const uint8_t *ch, size_t len,
-                          const struct ns_opts *ns, const uint8_t *data, size_t data_len,
-                          const uint8_t *info, size_t info_len, struct hub_stream_pos *pos)
+static int memory_publish(struct engine *e, const uint8_t *ch, size_t len, const struct ns_opts *ns,
+                          const uint8_t *data, size_t data_len, const uint8_t *info,
+                          size_t info_len, struct hub_stream_pos *pos)
 {
     return hub_publish(ch, len, ns, data, data_len, info, info_len, pos);
 }
 
-static int memory_history(struct engine *e, const uint8_t *ch, size_t len,
-                          const struct ns_opts *ns, int64_t limit, int has_since,
-                          uint64_t since_offset, const uint8_t *since_epoch,
-                          size_t since_epoch_len, int reverse, struct buf *out,
-                          struct hub_stream_pos *pos)
+static int memory_history(struct engine *e, const uint8_t *ch, size_t len, const struct ns_opts *ns,
+                          int64_t limit, int has_since, uint64_t since_offset,
+                          const uint8_t *since_epoch, size_t since_epoch_len, int reverse,
+                          struct buf *out, struct hub_stream_pos *pos)
 {
     return hub_history(ch, len, ns, limit, has_since, since_offset, since_epoch, since_epoch_len,
                        reverse, out, pos);
@@ -45,8 +44,7 @@ static void memory_close(struct engine *e)
 }
 
 static const struct engine_ops memory_ops = {
-    "memory", memory_publish, memory_history, memory_history_remove, memory_presence,
-    memory_close,
+    "memory", memory_publish, memory_history, memory_history_remove, memory_presence, memory_close,
 };
 
 struct engine *engine_open(const struct config *config, char *err, size_t errlen)

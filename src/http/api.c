@@ -61,8 +61,7 @@ static int valid_channel(struct json_span ch)
 }
 
 /* Publish data on one channel, appending {"result":...} or {"error":...}. */
-static void publish_one(struct req *r, struct json_span ch, struct json_span data,
-                        struct buf *out)
+static void publish_one(struct req *r, struct json_span ch, struct json_span data, struct buf *out)
 {
     if (!valid_channel(ch)) {
         error(out, 107, "bad request");
@@ -74,7 +73,8 @@ static void publish_one(struct req *r, struct json_span ch, struct json_span dat
         return;
     }
     struct hub_stream_pos pos;
-    int rc = engine_current->ops->publish(engine_current, ch.p, ch.len, ns, data.p, data.len, NULL, 0, &pos);
+    int rc = engine_current->ops->publish(engine_current, ch.p, ch.len, ns, data.p, data.len, NULL,
+                                          0, &pos);
     if (rc < 0)
         error(out, 100, "internal server error");
     else if (rc == 1)
@@ -156,16 +156,14 @@ static void api_info(struct req *r, struct buf *out)
                  (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6;
     char host[64] = "herald";
     gethostname(host, sizeof(host) - 1);
-    buf_appendf(out,
-                "{\"result\":{\"nodes\":[{\"uid\":\"%s\",\"name\":", s->node_uid);
+    buf_appendf(out, "{\"result\":{\"nodes\":[{\"uid\":\"%s\",\"name\":", s->node_uid);
     buf_append_json_str(out, (const uint8_t *)host, strlen(host));
     buf_appendf(out,
                 ",\"version\":\"0.1.0\",\"num_clients\":%llu,\"num_users\":%llu,"
                 "\"num_channels\":%llu,\"num_subs\":%llu,\"num_connections\":%llu,"
                 "\"uptime\":%llu,\"process\":{\"cpu\":%.3f,\"rss\":%ld}}]}}",
                 (unsigned long long)clients, (unsigned long long)clients,
-                (unsigned long long)channels, (unsigned long long)subs,
-                (unsigned long long)conns,
+                (unsigned long long)channels, (unsigned long long)subs, (unsigned long long)conns,
                 (unsigned long long)((server_now_ms() - s->start_ms) / 1000), cpu, rss_bytes());
 }
 
@@ -218,8 +216,8 @@ static void api_history(struct req *r, struct buf *out)
     }
     struct buf pubs = BUF_INIT;
     struct hub_stream_pos pos;
-    int rc = engine_current->ops->history(engine_current, ch.p, ch.len, ns, limit, has_since, since, epoch.p, epoch.len, reverse,
-                         &pubs, &pos);
+    int rc = engine_current->ops->history(engine_current, ch.p, ch.len, ns, limit, has_since, since,
+                                          epoch.p, epoch.len, reverse, &pubs, &pos);
     if (rc == -108)
         error(out, 108, "not available");
     else if (rc == -112)
@@ -260,7 +258,8 @@ static void api_presence(struct req *r, struct buf *out, int stats)
     }
     struct buf members = BUF_INIT;
     uint64_t clients, users;
-    if (engine_current->ops->presence(engine_current, ch.p, ch.len, ns, stats ? NULL : &members, &clients, &users) != 0) {
+    if (engine_current->ops->presence(engine_current, ch.p, ch.len, ns, stats ? NULL : &members,
+                                      &clients, &users) != 0) {
         error(out, 108, "not available");
     } else if (stats) {
         buf_appendf(out, "{\"result\":{\"num_clients\":%llu,\"num_users\":%llu}}",
@@ -295,8 +294,8 @@ static void api_user_control(struct req *r, struct buf *out, enum loop_msg_type 
         int d = json_obj_get(r->js, r->t, r->n, 0, "disconnect");
         if (d >= 0 && r->t[d].type == JSMN_OBJECT) {
             int c = json_obj_get(r->js, r->t, r->n, d, "code");
-            if ((c >= 0 && (json_tok_u64(r->js, &r->t[c], &code) != 0 || code < 3000 ||
-                            code > 4999)) ||
+            if ((c >= 0 &&
+                 (json_tok_u64(r->js, &r->t[c], &code) != 0 || code < 3000 || code > 4999)) ||
                 get_string(r, d, "reason", &reason) != 0 || reason.len > 120) {
                 error(out, 107, "bad request");
                 return;
@@ -344,9 +343,10 @@ int api_handle(struct loop *loop, const uint8_t *method, size_t method_len, uint
         const char *name;
         int kind;
     } methods[] = {
-        {"publish", 1},        {"broadcast", 2},     {"info", 3},        {"channels", 4},
-        {"history", 5},        {"history_remove", 6}, {"subscribe", 7},  {"unsubscribe", 8},
-        {"disconnect", 9},     {"presence", 10},     {"presence_stats", 11},
+        {"publish", 1},   {"broadcast", 2},       {"info", 3},
+        {"channels", 4},  {"history", 5},         {"history_remove", 6},
+        {"subscribe", 7}, {"unsubscribe", 8},     {"disconnect", 9},
+        {"presence", 10}, {"presence_stats", 11},
     };
     int kind = 0;
     for (size_t i = 0; i < sizeof(methods) / sizeof(methods[0]); i++) {
@@ -383,18 +383,42 @@ int api_handle(struct loop *loop, const uint8_t *method, size_t method_len, uint
         return 200;
     }
     switch (kind) {
-    case 1: api_publish(&r, out); break;
-    case 2: api_broadcast(&r, out); break;
-    case 3: api_info(&r, out); break;
-    case 4: api_channels(&r, out); break;
-    case 5: api_history(&r, out); break;
-    case 6: api_history_remove(&r, out); break;
-    case 7: api_user_control(&r, out, LOOP_MSG_SUBSCRIBE); break;
-    case 8: api_user_control(&r, out, LOOP_MSG_UNSUBSCRIBE); break;
-    case 9: api_user_control(&r, out, LOOP_MSG_DISCONNECT); break;
-    case 10: api_presence(&r, out, 0); break;
-    case 11: api_presence(&r, out, 1); break;
-    default: error(out, 108, "not available"); break;
+    case 1:
+        api_publish(&r, out);
+        break;
+    case 2:
+        api_broadcast(&r, out);
+        break;
+    case 3:
+        api_info(&r, out);
+        break;
+    case 4:
+        api_channels(&r, out);
+        break;
+    case 5:
+        api_history(&r, out);
+        break;
+    case 6:
+        api_history_remove(&r, out);
+        break;
+    case 7:
+        api_user_control(&r, out, LOOP_MSG_SUBSCRIBE);
+        break;
+    case 8:
+        api_user_control(&r, out, LOOP_MSG_UNSUBSCRIBE);
+        break;
+    case 9:
+        api_user_control(&r, out, LOOP_MSG_DISCONNECT);
+        break;
+    case 10:
+        api_presence(&r, out, 0);
+        break;
+    case 11:
+        api_presence(&r, out, 1);
+        break;
+    default:
+        error(out, 108, "not available");
+        break;
     }
     free(r.t);
     return 200;

@@ -9,7 +9,15 @@
 
 #define HTTP_MAX_HEADERS 64
 
-enum http_method { HTTP_OTHER = 0, HTTP_GET, HTTP_HEAD, HTTP_POST, HTTP_PUT, HTTP_DELETE, HTTP_OPTIONS };
+enum http_method {
+    HTTP_OTHER = 0,
+    HTTP_GET,
+    HTTP_HEAD,
+    HTTP_POST,
+    HTTP_PUT,
+    HTTP_DELETE,
+    HTTP_OPTIONS
+};
 
 struct http_header {
     const uint8_t *name;
@@ -31,7 +39,7 @@ struct http_request {
     struct http_header headers[HTTP_MAX_HEADERS];
     /* derived from the headers: */
     int64_t content_length; /* -1 when absent */
-    int keep_alive;         /* 1.1 default on, "Connection: close" off; 1.0 default off, "keep-alive" on */
+    int keep_alive; /* 1.1 default on, "Connection: close" off; 1.0 default off, "keep-alive" on */
     int has_transfer_encoding;
 };
 
@@ -48,7 +56,8 @@ struct http_limits {
  * on 1.1, non-origin-form target), -431 (head over max_head or more than
  * max_headers headers), -505 (HTTP version other than 1.0/1.1). Only CRLF line ends
  * are accepted... bare LF is tolerated as the RFC permits (§2.2). */
-int http_parse_request(const uint8_t *p, size_t len, const struct http_limits *lim, struct http_request *req);
+int http_parse_request(const uint8_t *p, size_t len, const struct http_limits *lim,
+                       struct http_request *req);
 
 /* First header with this name (ASCII case-insensitive), or NULL. */
 const struct http_header *http_find_header(const struct http_request *req, const char *name);

@@ -32,9 +32,8 @@ static void respond_head(struct buf *b, int status, const char *content_type, si
     buf_append_str(b, "\r\n");
 }
 
-static void respond_full(struct conn *c, int status, const char *content_type,
-                         const uint8_t *body, size_t body_len, int keep_alive, const char *extra,
-                         int head_only)
+static void respond_full(struct conn *c, int status, const char *content_type, const uint8_t *body,
+                         size_t body_len, int keep_alive, const char *extra, int head_only)
 {
     struct buf *b = &c->loop->reply;
     buf_reset(b);

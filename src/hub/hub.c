@@ -128,8 +128,7 @@ static struct shard *shard_of(uint64_t hash)
     return &shards[hash % SHARDS];
 }
 
-static struct channel *channel_find(struct shard *s, uint64_t hash, const uint8_t *name,
-                                    size_t len)
+static struct channel *channel_find(struct shard *s, uint64_t hash, const uint8_t *name, size_t len)
 {
     for (struct channel *ch = s->buckets[(hash / SHARDS) % s->nbuckets]; ch; ch = ch->next)
         if (ch->hash == hash && ch->name_len == len && memcmp(ch->name, name, len) == 0)
@@ -264,8 +263,7 @@ static void local_grow(struct hub_local *h)
 
 static void local_remove(struct hub_local *h, struct local_channel *lc)
 {
-    for (struct local_channel **pp = &h->buckets[lc->hash % h->nbuckets]; *pp;
-         pp = &(*pp)->next) {
+    for (struct local_channel **pp = &h->buckets[lc->hash % h->nbuckets]; *pp; pp = &(*pp)->next) {
         if (*pp == lc) {
             *pp = lc->next;
             h->count--;
@@ -521,14 +519,14 @@ static struct frame *build_publication(const uint8_t *name, size_t len, const ui
     if (esc.oom)
         return NULL;
     char off[32] = "";
-    int off_len = offset ? snprintf(off, sizeof(off), ",\"offset\":%llu",
-                                    (unsigned long long)offset) : 0;
+    int off_len =
+        offset ? snprintf(off, sizeof(off), ",\"offset\":%llu", (unsigned long long)offset) : 0;
     static const char p1[] = "{\"push\":{\"channel\":";
     static const char p2[] = ",\"pub\":";
     static const char p3[] = "{\"data\":";
     static const char p4[] = ",\"info\":";
-    size_t pub = sizeof(p3) - 1 + data_len + (info ? sizeof(p4) - 1 + info_len : 0) +
-                 (size_t)off_len + 1;
+    size_t pub =
+        sizeof(p3) - 1 + data_len + (info ? sizeof(p4) - 1 + info_len : 0) + (size_t)off_len + 1;
     size_t payload = sizeof(p1) - 1 + esc.len + sizeof(p2) - 1 + pub + 2;
     struct frame *f = frame_new(WS_FRAME_HEAD_MAX + payload + len);
     if (f == NULL) {
@@ -658,8 +656,8 @@ void hub_deliver(struct loop *loop, struct loop_msg *msgs, size_t n)
 {
     struct frame *first = msgs[0].frame;
     const uint8_t *name = first->data + first->len;
-    struct local_channel *lc = local_find(loop->hub, hash_name(name, msgs[0].arg), name,
-                                          msgs[0].arg);
+    struct local_channel *lc =
+        local_find(loop->hub, hash_name(name, msgs[0].arg), name, msgs[0].arg);
     atomic_fetch_add_explicit(&loop->stats.publications, n, memory_order_relaxed);
     if (lc == NULL)
         goto out;
@@ -790,8 +788,8 @@ int hub_history(const uint8_t *name, size_t len, const struct ns_opts *ns, int64
     channel_ensure_stream(ch, ns);
     pos->offset = ch->top_offset;
     memcpy(pos->epoch, ch->epoch, sizeof(pos->epoch));
-    if (has_since && (since_epoch_len != HUB_EPOCH_LEN ||
-                      memcmp(since_epoch, ch->epoch, HUB_EPOCH_LEN) != 0)) {
+    if (has_since &&
+        (since_epoch_len != HUB_EPOCH_LEN || memcmp(since_epoch, ch->epoch, HUB_EPOCH_LEN) != 0)) {
         pthread_mutex_unlock(&sh->lock);
         return -112;
     }

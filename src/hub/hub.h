@@ -29,8 +29,9 @@ struct hub_sub {
     uint64_t min_offset; /* publications with offset <= this were already sent (recovery) */
     const struct ns_opts *ns;
     struct hub_sub *next;
-    uint32_t expire_at; /* session's: loop second its subscription token expires (+grace), 0 = never */
-    uint8_t *info;      /* ClientInfo JSON for presence and join/leave, malloc'd, or NULL */
+    uint32_t
+        expire_at; /* session's: loop second its subscription token expires (+grace), 0 = never */
+    uint8_t *info; /* ClientInfo JSON for presence and join/leave, malloc'd, or NULL */
     uint32_t info_len;
     uint16_t name_len;
     char name[]; /* NUL-terminated */
@@ -43,18 +44,18 @@ struct hub_stream_pos {
 
 /* What subscribe asks for and gets back about history. */
 struct hub_recovery {
-    int recover;           /* in: client asks for recovery */
-    uint64_t offset;       /* in: last offset the client saw */
-    const uint8_t *epoch;  /* in: borrowed */
+    int recover;          /* in: client asks for recovery */
+    uint64_t offset;      /* in: last offset the client saw */
+    const uint8_t *epoch; /* in: borrowed */
     size_t epoch_len;
-    int has_history;       /* out: the namespace keeps history (offset/epoch valid) */
+    int has_history;           /* out: the namespace keeps history (offset/epoch valid) */
     struct hub_stream_pos pos; /* out: the stream's current top */
-    int recovered;         /* out */
-    struct buf *pubs;      /* in: where to append recovered publications as JSON array
-                              elements ({"data":..,"offset":N},...), borrowed */
-    unsigned max_pubs;     /* in: recovery limit */
-    const char *client;    /* in: client id (presence key) */
-    const uint8_t *info;   /* in: ClientInfo JSON {"user":..,"client":..,...}, borrowed */
+    int recovered;             /* out */
+    struct buf *pubs;          /* in: where to append recovered publications as JSON array
+                                  elements ({"data":..,"offset":N},...), borrowed */
+    unsigned max_pubs;         /* in: recovery limit */
+    const char *client;        /* in: client id (presence key) */
+    const uint8_t *info;       /* in: ClientInfo JSON {"user":..,"client":..,...}, borrowed */
     size_t info_len;
 };
 

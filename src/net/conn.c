@@ -371,10 +371,14 @@ static int on_ws_message(void *ud, int opcode, uint8_t *p, size_t len)
 static const char *close_reason(int code)
 {
     switch (code) {
-    case WS_CLOSE_PROTOCOL: return "protocol error";
-    case WS_CLOSE_INVALID_DATA: return "invalid UTF-8";
-    case WS_CLOSE_TOO_BIG: return "message too big";
-    default: return "";
+    case WS_CLOSE_PROTOCOL:
+        return "protocol error";
+    case WS_CLOSE_INVALID_DATA:
+        return "invalid UTF-8";
+    case WS_CLOSE_TOO_BIG:
+        return "message too big";
+    default:
+        return "";
     }
 }
 

@@ -25,20 +25,20 @@ struct conn {
     uv_poll_t poll; /* poll.data == this */
     int fd;
     uint8_t state;
-    uint8_t dirty;        /* on loop->dirty */
-    uint8_t want_write;   /* UV_WRITABLE requested */
-    uint8_t close_after;  /* shutdown(SHUT_WR) once the queue drains */
-    uint8_t closed;       /* uv_close called */
-    uint8_t close_sent;   /* WebSocket close frame queued */
-    uint8_t peer_closed;  /* read EOF */
-    uint32_t timer_at;    /* wheel deadline (loop->now_sec), 0 = none */
+    uint8_t dirty;       /* on loop->dirty */
+    uint8_t want_write;  /* UV_WRITABLE requested */
+    uint8_t close_after; /* shutdown(SHUT_WR) once the queue drains */
+    uint8_t closed;      /* uv_close called */
+    uint8_t close_sent;  /* WebSocket close frame queued */
+    uint8_t peer_closed; /* read EOF */
+    uint32_t timer_at;   /* wheel deadline (loop->now_sec), 0 = none */
     struct conn *timer_next, *timer_prev;
     struct conn *dirty_next;
     struct conn *next, *prev; /* loop->conns */
     struct loop *loop;
-    uint8_t *in;          /* unconsumed input (partial frame or request), malloc'd, or NULL */
+    uint8_t *in; /* unconsumed input (partial frame or request), malloc'd, or NULL */
     uint32_t in_len, in_cap;
-    struct outq *out;     /* pending output or NULL */
+    struct outq *out;        /* pending output or NULL */
     struct session *session; /* client protocol state, after the WebSocket upgrade */
     struct ws_reader ws;
 };

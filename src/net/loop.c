@@ -432,4 +432,3 @@ int server_run(const struct config *config)
     log_info("herald stopped");
     return 0;
 }
-

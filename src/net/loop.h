@@ -67,16 +67,16 @@ struct loop {
     struct loop_msg *work; /* the swapped-out batch being processed */
     size_t work_cap;
 
-    uint8_t *read_buf;      /* shared by every connection of this loop */
-    struct buf reply;       /* scratch for building replies */
-    struct conn *dirty;     /* connections with output to flush this iteration */
+    uint8_t *read_buf;  /* shared by every connection of this loop */
+    struct buf reply;   /* scratch for building replies */
+    struct conn *dirty; /* connections with output to flush this iteration */
     uint32_t ndirty;
     uint64_t last_flush_ns; /* uv_hrtime() of the last flush */
     uv_timer_t flush_timer; /* a deferred (coalesced) flush */
     struct conn *conns;     /* every connection, for shutdown and stats */
     struct conn *wheel[WHEEL_SLOTS];
-    struct hub_local *hub;  /* this loop's channel table */
-    void *outq_free;        /* free list of small outbound queues */
+    struct hub_local *hub; /* this loop's channel table */
+    void *outq_free;       /* free list of small outbound queues */
     int shutting_down;
     struct loop_stats stats;
 };

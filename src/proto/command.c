@@ -31,9 +31,9 @@ enum field_kind {
     FIELD_CHANNEL, /* a string with the channel rules */
     FIELD_RAW,     /* any JSON value, kept as its raw bytes */
     FIELD_U64,
-    FIELD_I32,     /* stored as int64_t */
-    FIELD_BOOL,    /* stored as int */
-    FIELD_SINCE,   /* history's StreamPosition {offset, epoch} */
+    FIELD_I32,          /* stored as int64_t */
+    FIELD_BOOL,         /* stored as int */
+    FIELD_SINCE,        /* history's StreamPosition {offset, epoch} */
     FIELD_CHECK_OBJECT, /* known but not exposed: only its type is checked */
     FIELD_CHECK_BOOL,
 };
@@ -47,26 +47,26 @@ static const struct {
     enum field_kind kind;
     size_t offset;
 } fields[] = {
-    {"token", BIT(PROTO_CONNECT) | BIT(PROTO_SUBSCRIBE) | BIT(PROTO_REFRESH) |
-                  BIT(PROTO_SUB_REFRESH),
+    {"token",
+     BIT(PROTO_CONNECT) | BIT(PROTO_SUBSCRIBE) | BIT(PROTO_REFRESH) | BIT(PROTO_SUB_REFRESH),
      FIELD_STRING, offsetof(struct proto_command, token)},
     {"name", BIT(PROTO_CONNECT), FIELD_STRING, offsetof(struct proto_command, name)},
     {"version", BIT(PROTO_CONNECT), FIELD_STRING, offsetof(struct proto_command, version)},
     {"subs", BIT(PROTO_CONNECT), FIELD_CHECK_OBJECT, NOWHERE},
-    {"data", BIT(PROTO_CONNECT) | BIT(PROTO_SUBSCRIBE) | BIT(PROTO_PUBLISH) | BIT(PROTO_RPC) |
-                 BIT(PROTO_SEND),
+    {"data",
+     BIT(PROTO_CONNECT) | BIT(PROTO_SUBSCRIBE) | BIT(PROTO_PUBLISH) | BIT(PROTO_RPC) |
+         BIT(PROTO_SEND),
      FIELD_RAW, offsetof(struct proto_command, data)},
-    {"channel", BIT(PROTO_SUBSCRIBE) | BIT(PROTO_UNSUBSCRIBE) | BIT(PROTO_PUBLISH) |
-                    BIT(PROTO_PRESENCE) | BIT(PROTO_PRESENCE_STATS) | BIT(PROTO_HISTORY) |
-                    BIT(PROTO_SUB_REFRESH),
+    {"channel",
+     BIT(PROTO_SUBSCRIBE) | BIT(PROTO_UNSUBSCRIBE) | BIT(PROTO_PUBLISH) | BIT(PROTO_PRESENCE) |
+         BIT(PROTO_PRESENCE_STATS) | BIT(PROTO_HISTORY) | BIT(PROTO_SUB_REFRESH),
      FIELD_CHANNEL, offsetof(struct proto_command, channel)},
     {"recover", BIT(PROTO_SUBSCRIBE), FIELD_BOOL, offsetof(struct proto_command, recover)},
     {"epoch", BIT(PROTO_SUBSCRIBE), FIELD_STRING, offsetof(struct proto_command, epoch)},
     {"offset", BIT(PROTO_SUBSCRIBE), FIELD_U64, offsetof(struct proto_command, offset)},
     {"positioned", BIT(PROTO_SUBSCRIBE), FIELD_CHECK_BOOL, NOWHERE},
     {"recoverable", BIT(PROTO_SUBSCRIBE), FIELD_CHECK_BOOL, NOWHERE},
-    {"join_leave", BIT(PROTO_SUBSCRIBE), FIELD_BOOL,
-     offsetof(struct proto_command, join_leave)},
+    {"join_leave", BIT(PROTO_SUBSCRIBE), FIELD_BOOL, offsetof(struct proto_command, join_leave)},
     {"limit", BIT(PROTO_HISTORY), FIELD_I32, offsetof(struct proto_command, limit)},
     {"since", BIT(PROTO_HISTORY), FIELD_SINCE, NOWHERE},
     {"reverse", BIT(PROTO_HISTORY), FIELD_BOOL, offsetof(struct proto_command, reverse)},
@@ -74,10 +74,9 @@ static const struct {
 };
 
 /* Methods whose request names a channel: it must be present and valid. */
-#define CHANNEL_METHODS                                                                    \
-    (BIT(PROTO_SUBSCRIBE) | BIT(PROTO_UNSUBSCRIBE) | BIT(PROTO_PUBLISH) |                  \
-     BIT(PROTO_PRESENCE) | BIT(PROTO_PRESENCE_STATS) | BIT(PROTO_HISTORY) |                \
-     BIT(PROTO_SUB_REFRESH))
+#define CHANNEL_METHODS                                                                            \
+    (BIT(PROTO_SUBSCRIBE) | BIT(PROTO_UNSUBSCRIBE) | BIT(PROTO_PUBLISH) | BIT(PROTO_PRESENCE) |    \
+     BIT(PROTO_PRESENCE_STATS) | BIT(PROTO_HISTORY) | BIT(PROTO_SUB_REFRESH))
 
 static int is_null(const uint8_t *p, const jsmntok_t *tok)
 {
@@ -109,8 +108,7 @@ static int valid_channel(struct json_span c)
 }
 
 /* history.since: StreamPosition {offset, epoch}; unknown members ignored. */
-static int read_since(uint8_t *p, const jsmntok_t *t, int ntok, int obj,
-                      struct proto_command *cmd)
+static int read_since(uint8_t *p, const jsmntok_t *t, int ntok, int obj, struct proto_command *cmd)
 {
     if (t[obj].type != JSMN_OBJECT)
         return -1;

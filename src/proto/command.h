@@ -41,11 +41,11 @@ struct proto_command {
     struct json_span data;    /* raw JSON: connect, subscribe, publish, rpc, send */
     struct json_span epoch;   /* subscribe (recover) */
     struct json_span rpc_method;
-    uint64_t offset;          /* subscribe (recover) */
-    int recover;              /* subscribe */
-    int join_leave;           /* subscribe: client asks for join/leave pushes */
+    uint64_t offset; /* subscribe (recover) */
+    int recover;     /* subscribe */
+    int join_leave;  /* subscribe: client asks for join/leave pushes */
     /* history */
-    int64_t limit;            /* history: 0 = only the stream position, -1 = no limit (as Centrifugo) */
+    int64_t limit; /* history: 0 = only the stream position, -1 = no limit (as Centrifugo) */
     int has_since;
     uint64_t since_offset;
     struct json_span since_epoch;

@@ -127,18 +127,30 @@ static void reply_error(struct buf *out, uint32_t id, int code, const char *mess
 static const char *error_message(int code)
 {
     switch (code) {
-    case PROTO_ERR_UNAUTHORIZED: return "unauthorized";
-    case PROTO_ERR_UNKNOWN_CHANNEL: return "unknown channel";
-    case PROTO_ERR_PERMISSION_DENIED: return "permission denied";
-    case PROTO_ERR_METHOD_NOT_FOUND: return "method not found";
-    case PROTO_ERR_ALREADY_SUBSCRIBED: return "already subscribed";
-    case PROTO_ERR_LIMIT_EXCEEDED: return "limit exceeded";
-    case PROTO_ERR_BAD_REQUEST: return "bad request";
-    case PROTO_ERR_NOT_AVAILABLE: return "not available";
-    case PROTO_ERR_TOKEN_EXPIRED: return "token expired";
-    case PROTO_ERR_EXPIRED: return "expired";
-    case PROTO_ERR_UNRECOVERABLE_POSITION: return "unrecoverable position";
-    default: return "internal server error";
+    case PROTO_ERR_UNAUTHORIZED:
+        return "unauthorized";
+    case PROTO_ERR_UNKNOWN_CHANNEL:
+        return "unknown channel";
+    case PROTO_ERR_PERMISSION_DENIED:
+        return "permission denied";
+    case PROTO_ERR_METHOD_NOT_FOUND:
+        return "method not found";
+    case PROTO_ERR_ALREADY_SUBSCRIBED:
+        return "already subscribed";
+    case PROTO_ERR_LIMIT_EXCEEDED:
+        return "limit exceeded";
+    case PROTO_ERR_BAD_REQUEST:
+        return "bad request";
+    case PROTO_ERR_NOT_AVAILABLE:
+        return "not available";
+    case PROTO_ERR_TOKEN_EXPIRED:
+        return "token expired";
+    case PROTO_ERR_EXPIRED:
+        return "expired";
+    case PROTO_ERR_UNRECOVERABLE_POSITION:
+        return "unrecoverable position";
+    default:
+        return "internal server error";
     }
 }
 
@@ -147,7 +159,8 @@ static void fail(struct buf *out, uint32_t id, int code)
     reply_error(out, id, code, error_message(code));
 }
 
-/* The ClientInfo object of this session ({"user":..,"client":..[,"conn_info":..][,"chan_info":..]}). */
+/* The ClientInfo object of this session
+ * ({"user":..,"client":..[,"conn_info":..][,"chan_info":..]}). */
 static void client_info(struct buf *b, const struct session *s, const uint8_t *chan_info,
                         size_t chan_info_len)
 {
@@ -250,11 +263,10 @@ static enum token_check check_token(const struct session *s, struct json_span to
                              (int64_t)time(NULL), claims);
     if (r == JWT_INVALID)
         return TOKEN_REFUSED;
-    int mismatch =
-        (s->connected && (claims->sub.len != strlen(s->user) ||
-                          memcmp(claims->sub.p, s->user, claims->sub.len) != 0)) ||
-        (channel && (claims->channel.len != channel->len ||
-                     memcmp(claims->channel.p, channel->p, channel->len) != 0));
+    int mismatch = (s->connected && (claims->sub.len != strlen(s->user) ||
+                                     memcmp(claims->sub.p, s->user, claims->sub.len) != 0)) ||
+                   (channel && (claims->channel.len != channel->len ||
+                                memcmp(claims->channel.p, channel->p, channel->len) != 0));
     if (mismatch) {
         jwt_claims_free(claims);
         return TOKEN_REFUSED;
@@ -475,8 +487,9 @@ static void handle_publish(struct conn *c, struct proto_command *cmd, struct buf
     else
         client_info(&scratch_info, s, NULL, 0);
     struct hub_stream_pos pos;
-    int r = engine_current->ops->publish(engine_current, cmd->channel.p, cmd->channel.len, ns, cmd->data.p, cmd->data.len,
-                        scratch_info.p, scratch_info.len, &pos);
+    int r = engine_current->ops->publish(engine_current, cmd->channel.p, cmd->channel.len, ns,
+                                         cmd->data.p, cmd->data.len, scratch_info.p,
+                                         scratch_info.len, &pos);
     if (r < 0) {
         fail(out, cmd->id, PROTO_ERR_INTERNAL);
         return;
@@ -504,9 +517,10 @@ static void handle_history(struct conn *c, struct proto_command *cmd, struct buf
     }
     buf_reset(&scratch_pubs);
     struct hub_stream_pos pos;
-    int r = engine_current->ops->history(engine_current, cmd->channel.p, cmd->channel.len, ns, cmd->limit, cmd->has_since,
-                        cmd->since_offset, cmd->since_epoch.p, cmd->since_epoch.len, cmd->reverse,
-                        &scratch_pubs, &pos);
+    int r = engine_current->ops->history(engine_current, cmd->channel.p, cmd->channel.len, ns,
+                                         cmd->limit, cmd->has_since, cmd->since_offset,
+                                         cmd->since_epoch.p, cmd->since_epoch.len, cmd->reverse,
+                                         &scratch_pubs, &pos);
     if (r < 0) {
         fail(out, cmd->id, -r);
         return;
@@ -533,8 +547,8 @@ static void handle_presence(struct conn *c, struct proto_command *cmd, struct bu
     }
     buf_reset(&scratch_pubs);
     uint64_t clients, users;
-    int r = engine_current->ops->presence(engine_current, cmd->channel.p, cmd->channel.len, ns, stats ? NULL : &scratch_pubs,
-                         &clients, &users);
+    int r = engine_current->ops->presence(engine_current, cmd->channel.p, cmd->channel.len, ns,
+                                          stats ? NULL : &scratch_pubs, &clients, &users);
     if (r < 0) {
         fail(out, cmd->id, -r);
         return;
@@ -720,20 +734,39 @@ static void handle_command(struct conn *c, struct proto_command *cmd, struct buf
         return;
     }
     switch (cmd->method) {
-    case PROTO_SUBSCRIBE: handle_subscribe(c, cmd, out); break;
-    case PROTO_UNSUBSCRIBE: handle_unsubscribe(c, cmd, out); break;
-    case PROTO_PUBLISH: handle_publish(c, cmd, out); break;
-    case PROTO_HISTORY: handle_history(c, cmd, out); break;
-    case PROTO_PRESENCE: handle_presence(c, cmd, out, 0); break;
-    case PROTO_PRESENCE_STATS: handle_presence(c, cmd, out, 1); break;
-    case PROTO_REFRESH: handle_refresh(c, cmd, out); break;
-    case PROTO_SUB_REFRESH: handle_sub_refresh(c, cmd, out); break;
+    case PROTO_SUBSCRIBE:
+        handle_subscribe(c, cmd, out);
+        break;
+    case PROTO_UNSUBSCRIBE:
+        handle_unsubscribe(c, cmd, out);
+        break;
+    case PROTO_PUBLISH:
+        handle_publish(c, cmd, out);
+        break;
+    case PROTO_HISTORY:
+        handle_history(c, cmd, out);
+        break;
+    case PROTO_PRESENCE:
+        handle_presence(c, cmd, out, 0);
+        break;
+    case PROTO_PRESENCE_STATS:
+        handle_presence(c, cmd, out, 1);
+        break;
+    case PROTO_REFRESH:
+        handle_refresh(c, cmd, out);
+        break;
+    case PROTO_SUB_REFRESH:
+        handle_sub_refresh(c, cmd, out);
+        break;
     case PROTO_PING:
         reply_begin(out, cmd->id, "ping");
         reply_end(out);
         break;
-    case PROTO_SEND: break; /* no reply, no handler yet */
-    default: fail(out, cmd->id, PROTO_ERR_NOT_AVAILABLE); break;
+    case PROTO_SEND:
+        break; /* no reply, no handler yet */
+    default:
+        fail(out, cmd->id, PROTO_ERR_NOT_AVAILABLE);
+        break;
     }
 }
 
@@ -795,7 +828,8 @@ void session_on_control(struct loop *loop, struct loop_msg *m)
                     struct buf b = BUF_INIT;
                     buf_append_str(&b, "{\"push\":{\"channel\":");
                     buf_append_json_str(&b, (const uint8_t *)channel, chlen);
-                    buf_append_str(&b, ",\"unsubscribe\":{\"code\":2000,\"reason\":\"server unsubscribe\"}}}");
+                    buf_append_str(
+                        &b, ",\"unsubscribe\":{\"code\":2000,\"reason\":\"server unsubscribe\"}}}");
                     if (!b.oom)
                         conn_send_text(c, b.p, b.len);
                     buf_free(&b);
@@ -806,8 +840,8 @@ void session_on_control(struct loop *loop, struct loop_msg *m)
             const struct ns_opts *ns = config_namespace(cfg(), (const uint8_t *)channel, chlen);
             struct hub_recovery rec = {0};
             struct hub_sub *sub;
-            if (ns == NULL || do_subscribe(c, (const uint8_t *)channel, chlen, ns, &rec, NULL,
-                                           &sub) != 0)
+            if (ns == NULL ||
+                do_subscribe(c, (const uint8_t *)channel, chlen, ns, &rec, NULL, &sub) != 0)
                 continue;
             struct buf b = BUF_INIT;
             buf_append_str(&b, "{\"push\":{\"channel\":");

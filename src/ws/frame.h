@@ -50,12 +50,13 @@ typedef int (*ws_message_cb)(void *ud, int opcode, uint8_t *payload, size_t len)
  * the payload of a fragmented message is kept in msg (malloc'd), freed when the
  * message completes or by ws_reader_free. */
 struct ws_reader {
-    uint8_t *msg;       /* fragments of the current message, or NULL */
+    uint8_t *msg; /* fragments of the current message, or NULL */
     uint32_t msg_len;
     uint32_t msg_cap;
     uint32_t utf8;      /* UTF-8 validator state across fragments (ws/utf8.h) */
     uint8_t msg_opcode; /* opcode of the fragmented message in progress, 0 if none */
-    uint8_t client;     /* 1: we are the client, frames must be unmasked; 0: server, frames must be masked */
+    uint8_t client;     /* 1: we are the client, frames must be unmasked; 0: server, frames must be
+                           masked */
 };
 
 void ws_reader_init(struct ws_reader *r, int client_side);
@@ -83,7 +84,8 @@ size_t ws_frame_head_encode_masked(uint8_t *out, int opcode, uint64_t len, const
 void ws_mask(uint8_t *p, size_t len, const uint8_t mask[4], size_t offset);
 
 /* Is code valid in a close frame sent by a peer (RFC 6455 §7.4)? 1000-1003, 1007-1011,
- * 3000-4999 are; 1004-1006, 1015, 1012-1014 (not registered for peers), <1000 and >=5000 are not. */
+ * 3000-4999 are; 1004-1006, 1015, 1012-1014 (not registered for peers), <1000 and >=5000 are not.
+ */
 int ws_close_code_valid(unsigned code);
 
 #endif

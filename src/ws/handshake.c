@@ -28,8 +28,7 @@ void ws_accept_key(const uint8_t *key, size_t key_len, char out[29])
         EVP_MD_CTX *ctx = EVP_MD_CTX_new();
         unsigned int dlen = 0;
         if (ctx == NULL || !EVP_DigestInit_ex(ctx, EVP_sha1(), NULL) ||
-            !EVP_DigestUpdate(ctx, key, key_len) ||
-            !EVP_DigestUpdate(ctx, ws_guid, WS_GUID_LEN) ||
+            !EVP_DigestUpdate(ctx, key, key_len) || !EVP_DigestUpdate(ctx, ws_guid, WS_GUID_LEN) ||
             !EVP_DigestFinal_ex(ctx, digest, &dlen))
             memset(digest, 0, sizeof(digest)); /* out of memory: a value no client accepts */
         EVP_MD_CTX_free(ctx);
@@ -57,8 +56,7 @@ static int name_is(const struct http_header *h, const char *name, size_t name_le
 
 /* Does any header named `name` carry `token` in its comma-separated value? Connection
  * and Upgrade may be split over several field lines (RFC 9110 §5.3). */
-static int any_header_has_token(const struct http_request *req, const char *name,
-                                const char *token)
+static int any_header_has_token(const struct http_request *req, const char *name, const char *token)
 {
     size_t name_len = strlen(name);
     for (size_t i = 0; i < req->num_headers; i++) {
@@ -89,8 +87,8 @@ static const struct http_header *single_header(const struct http_request *req, c
 
 static int is_base64_char(uint8_t c)
 {
-    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
-           c == '+' || c == '/';
+    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '+' ||
+           c == '/';
 }
 
 /* RFC 6455 §4.1: the key is a base64-encoded 16-byte nonce, so 22 characters and "==".

@@ -7,10 +7,10 @@
 #include "http/parser.h"
 #include "ws/handshake.h"
 
-#define REQUIRE(cond)                                                                          \
-    do {                                                                                       \
-        if (!(cond))                                                                           \
-            abort();                                                                           \
+#define REQUIRE(cond)                                                                              \
+    do {                                                                                           \
+        if (!(cond))                                                                               \
+            abort();                                                                               \
     } while (0)
 
 static int inside(const uint8_t *base, size_t len, const uint8_t *p, size_t n)

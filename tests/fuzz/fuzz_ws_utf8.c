@@ -29,8 +29,11 @@ static int reference(const uint8_t *p, size_t len)
     size_t i = 0;
     while (i < len) {
         unsigned c = p[i];
-        int n = c < 0x80 ? 1 : (c & 0xE0) == 0xC0 ? 2 : (c & 0xF0) == 0xE0 ? 3
-                : (c & 0xF8) == 0xF0 ? 4 : 0;
+        int n = c < 0x80             ? 1
+                : (c & 0xE0) == 0xC0 ? 2
+                : (c & 0xF0) == 0xE0 ? 3
+                : (c & 0xF8) == 0xF0 ? 4
+                                     : 0;
         if (n == 0)
             return 0;
         if (len - i < (size_t)n) {

@@ -81,8 +81,8 @@ TEST(test_jwt_verifies_jwtio_example_without_exp)
 {
     struct jwt_claims c;
     const char *s = "your-256-bit-secret";
-    CHECK_EQ(jwt_verify_hs256((const uint8_t *)jwtio_token, strlen(jwtio_token),
-                              (const uint8_t *)s, strlen(s), NOW, &c),
+    CHECK_EQ(jwt_verify_hs256((const uint8_t *)jwtio_token, strlen(jwtio_token), (const uint8_t *)s,
+                              strlen(s), NOW, &c),
              JWT_OK);
     CHECK_MEM(c.sub.p, c.sub.len, "1234567890");
     CHECK_EQ(c.exp, 0);

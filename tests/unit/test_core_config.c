@@ -129,7 +129,8 @@ TEST(test_config_file_sets_every_key)
              0);
     CHECK(strcmp(c.listen_host, "0.0.0.0") == 0);
     CHECK_EQ(c.listen_port, 9001);
-    CHECK(c.token_hmac_secret && strcmp(c.token_hmac_secret, "s\xc3\xa9" "cret") == 0);
+    CHECK(c.token_hmac_secret && strcmp(c.token_hmac_secret, "s\xc3\xa9"
+                                                             "cret") == 0);
     CHECK(c.api_key && strcmp(c.api_key, "key") == 0);
     CHECK_EQ(c.allow_anonymous, 1);
     CHECK_EQ(c.client_publish, 1);
@@ -157,10 +158,10 @@ TEST(test_config_flags_beat_env_beat_file_beat_defaults)
     setenv("HERALD_LISTEN", "127.0.0.1:2222", 1);
     setenv("HERALD_THREADS", "5", 1);
     CHECK_EQ(load(&c, "--config", path, "--listen", "127.0.0.1:3333", NULL), 0);
-    CHECK_EQ(c.listen_port, 3333);               /* flag over env and file */
-    CHECK_EQ(c.threads, 5);                      /* env over file */
-    CHECK_EQ(c.ping_interval, 7);                /* file over default */
-    CHECK_EQ(c.max_message_size, 65536);         /* default */
+    CHECK_EQ(c.listen_port, 3333);       /* flag over env and file */
+    CHECK_EQ(c.threads, 5);              /* env over file */
+    CHECK_EQ(c.ping_interval, 7);        /* file over default */
+    CHECK_EQ(c.max_message_size, 65536); /* default */
     CHECK(c.api_key && strcmp(c.api_key, "from-file") == 0);
     config_free(&c);
     clear_env();
@@ -224,8 +225,8 @@ TEST(test_config_allowed_origins_from_json_or_comma_list)
         CHECK(strcmp(c.allowed_origins[1], "http://localhost:3000") == 0);
     config_free(&c);
 
-    setenv("HERALD_ALLOWED_ORIGINS",
-           " https://a.example , https://b.example,,https://c.example", 1);
+    setenv("HERALD_ALLOWED_ORIGINS", " https://a.example , https://b.example,,https://c.example",
+           1);
     CHECK_EQ(load(&c, NULL), 0);
     CHECK_EQ(c.n_allowed_origins, 3);
     if (c.n_allowed_origins == 3) {
@@ -276,9 +277,11 @@ TEST(test_config_bad_listen_values_are_refused)
 {
     struct config c;
     clear_env();
-    const char *bad[] = {"127.0.0.1", "127.0.0.1:", "127.0.0.1:0", "127.0.0.1:65536",
-                         ":8000", "127.0.0.1:80a", "127.0.0.1:-1", "a b:80", "[]:80",
-                         "host:99999999999999999999999"};
+    const char *bad[] = {"127.0.0.1",    "127.0.0.1:",
+                         "127.0.0.1:0",  "127.0.0.1:65536",
+                         ":8000",        "127.0.0.1:80a",
+                         "127.0.0.1:-1", "a b:80",
+                         "[]:80",        "host:99999999999999999999999"};
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         CHECK_EQ(load(&c, "--listen", bad[i], NULL), -1);
         CHECK(has("listen: expected \"host:port\""));
@@ -300,9 +303,9 @@ TEST(test_config_bad_numbers_are_refused_naming_the_key)
     struct config c;
     clear_env();
     const char *files[] = {
-        "{\"max_message_size\": -1}",      "{\"max_message_size\": 1.5}",
-        "{\"max_message_size\": 1e3}",     "{\"max_message_size\": \"100\"}",
-        "{\"max_message_size\": 0}",       "{\"max_message_size\": 99999999999999999999999}",
+        "{\"max_message_size\": -1}",         "{\"max_message_size\": 1.5}",
+        "{\"max_message_size\": 1e3}",        "{\"max_message_size\": \"100\"}",
+        "{\"max_message_size\": 0}",          "{\"max_message_size\": 99999999999999999999999}",
         "{\"max_message_size\": 2000000000}", "{\"max_message_size\": true}",
     };
     for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++) {
@@ -537,8 +540,8 @@ TEST(test_config_generate_output_loads_back)
     CHECK_EQ(c.n_allowed_origins, 0);
     CHECK_EQ(c.n_namespaces, 2);
     const struct ns_opts *chat = config_namespace(&c, (const uint8_t *)"chat:1", 6);
-    CHECK(chat != NULL && chat->history_size == 100 && chat->history_ttl == 300 &&
-          chat->recover && chat->presence && chat->join_leave);
+    CHECK(chat != NULL && chat->history_size == 100 && chat->history_ttl == 300 && chat->recover &&
+          chat->presence && chat->join_leave);
     char first[65];
     snprintf(first, sizeof(first), "%s", c.api_key ? c.api_key : "");
     config_free(&c);

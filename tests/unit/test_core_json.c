@@ -22,11 +22,29 @@ static int valid(const char *s)
 TEST(test_json_tokenize_accepts_valid_documents)
 {
     static const char *ok[] = {
-        "{}", "[]", " { } ", "\t\r\n[ ]\n", "{\"a\":1}", "{\"a\" : 1 , \"b\" : [1,2,{}]}",
-        "[true,false,null]", "\"str\"", "0", "-0", "1.5", "-1.5e10", "1E+2", "2e-3",
-        "123", " true ", "null", "[[[[[]]]]]", "{\"a\":{\"b\":{\"c\":[]}}}",
-        "[\"\\\"\\\\\\/\\b\\f\\n\\r\\t\\u00e9\\uD83D\\uDE00\"]", "{\"\":\"\"}",
-        "[1,\"a\",{\"k\":null},[]]", "\"\xc3\xa9\"",
+        "{}",
+        "[]",
+        " { } ",
+        "\t\r\n[ ]\n",
+        "{\"a\":1}",
+        "{\"a\" : 1 , \"b\" : [1,2,{}]}",
+        "[true,false,null]",
+        "\"str\"",
+        "0",
+        "-0",
+        "1.5",
+        "-1.5e10",
+        "1E+2",
+        "2e-3",
+        "123",
+        " true ",
+        "null",
+        "[[[[[]]]]]",
+        "{\"a\":{\"b\":{\"c\":[]}}}",
+        "[\"\\\"\\\\\\/\\b\\f\\n\\r\\t\\u00e9\\uD83D\\uDE00\"]",
+        "{\"\":\"\"}",
+        "[1,\"a\",{\"k\":null},[]]",
+        "\"\xc3\xa9\"",
     };
     for (size_t i = 0; i < sizeof(ok) / sizeof(ok[0]); i++) {
         if (!valid(ok[i]))
@@ -38,12 +56,48 @@ TEST(test_json_tokenize_accepts_valid_documents)
 TEST(test_json_tokenize_rejects_invalid_grammar)
 {
     static const char *bad[] = {
-        "", "   ", "{", "}", "[", "]", "{]", "[}", "{\"a\"}", "{\"a\":}", "{:1}", "{1:2}",
-        "{\"a\" 1}", "{\"a\":1 \"b\":2}", "{\"a\":1,}", "[1,]", "[,1]", "[1 2]", "[1,,2]",
-        "{\"a\":1,,\"b\":2}", "{\"a\"::1}", "{\"a\":1:2}", "{\"a\":\"b\":\"c\"}",
-        "[\"a\":1]", "{\"a\":[]:1}", "{\"a\":{}\"b\":1}", "{,}", "[:]", "{\"a\",1}",
-        "{\"a\":1}}", "{\"a\":1}]", "[]]", "[[]", "{{}}", "{[]:1}", "{\"a\":1}x",
-        "{} {}", "1 2", "\"a\" \"b\"", "[] []", "{}[]", "{\"a\":1},",
+        "",
+        "   ",
+        "{",
+        "}",
+        "[",
+        "]",
+        "{]",
+        "[}",
+        "{\"a\"}",
+        "{\"a\":}",
+        "{:1}",
+        "{1:2}",
+        "{\"a\" 1}",
+        "{\"a\":1 \"b\":2}",
+        "{\"a\":1,}",
+        "[1,]",
+        "[,1]",
+        "[1 2]",
+        "[1,,2]",
+        "{\"a\":1,,\"b\":2}",
+        "{\"a\"::1}",
+        "{\"a\":1:2}",
+        "{\"a\":\"b\":\"c\"}",
+        "[\"a\":1]",
+        "{\"a\":[]:1}",
+        "{\"a\":{}\"b\":1}",
+        "{,}",
+        "[:]",
+        "{\"a\",1}",
+        "{\"a\":1}}",
+        "{\"a\":1}]",
+        "[]]",
+        "[[]",
+        "{{}}",
+        "{[]:1}",
+        "{\"a\":1}x",
+        "{} {}",
+        "1 2",
+        "\"a\" \"b\"",
+        "[] []",
+        "{}[]",
+        "{\"a\":1},",
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         if (valid(bad[i]))
@@ -55,9 +109,10 @@ TEST(test_json_tokenize_rejects_invalid_grammar)
 TEST(test_json_tokenize_rejects_invalid_primitives)
 {
     static const char *bad[] = {
-        "[tru]", "[truex]", "[True]", "[nul]", "[nulll]", "[01]", "[-]", "[1.]", "[.5]",
-        "[1e]", "[1e+]", "[+1]", "[--1]", "[0x10]", "[1.5.5]", "[NaN]", "[Infinity]",
-        "[-Infinity]", "[1\"a\"]", "{\"a\":tru}", "01", "-", "tru", "1.", "[1a]", "[true{}]",
+        "[tru]",   "[truex]", "[True]",     "[nul]",       "[nulll]",  "[01]",        "[-]",
+        "[1.]",    "[.5]",    "[1e]",       "[1e+]",       "[+1]",     "[--1]",       "[0x10]",
+        "[1.5.5]", "[NaN]",   "[Infinity]", "[-Infinity]", "[1\"a\"]", "{\"a\":tru}", "01",
+        "-",       "tru",     "1.",         "[1a]",        "[true{}]",
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         if (valid(bad[i]))
@@ -69,9 +124,9 @@ TEST(test_json_tokenize_rejects_invalid_primitives)
 TEST(test_json_tokenize_rejects_invalid_strings)
 {
     static const char *bad[] = {
-        "[\"\\x\"]", "[\"\\u12\"]", "[\"\\u12g4\"]", "[\"\\U1234\"]", "[\"\\'\"]",
-        "[\"a\tb\"]", "[\"a\nb\"]", "[\"\x01\"]", "[\"abc]", "\"abc", "\"\\\"", "[\"\\\"]",
-        "['a']",
+        "[\"\\x\"]",  "[\"\\u12\"]", "[\"\\u12g4\"]", "[\"\\U1234\"]", "[\"\\'\"]",
+        "[\"a\tb\"]", "[\"a\nb\"]",  "[\"\x01\"]",    "[\"abc]",       "\"abc",
+        "\"\\\"",     "[\"\\\"]",    "['a']",
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         if (valid(bad[i]))
@@ -148,8 +203,8 @@ TEST(test_json_skip_and_obj_get_see_direct_members_only)
     int n = tokenize(s, t);
     CHECK(n > 0);
     CHECK_EQ(json_skip(t, n, 0), n);
-    CHECK_EQ(json_skip(t, n, 1), 9);  /* key "a" with its object value */
-    CHECK_EQ(json_skip(t, n, 2), 9);  /* the object value */
+    CHECK_EQ(json_skip(t, n, 1), 9); /* key "a" with its object value */
+    CHECK_EQ(json_skip(t, n, 2), 9); /* the object value */
     int b = json_obj_get(js, t, n, 0, "b");
     CHECK_EQ(b, 10);
     uint64_t v = 0;

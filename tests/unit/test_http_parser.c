@@ -157,9 +157,9 @@ TEST(test_http_parse_rejects_control_and_non_ascii_bytes_in_target)
     CHECK_EQ(REQ_ST("GET /a\x7f HTTP/1.1\r\nHost: h\r\n\r\n"), -400);
     CHECK_EQ(REQ_ST("GET /\xc3\xa9 HTTP/1.1\r\nHost: h\r\n\r\n"), -400);
     CHECK_EQ(REQ_ST("GET /a\r\nHost: h\r\n\r\n"), -400);
-    CHECK_EQ(parse_with("GET /a\0b HTTP/1.1\r\nHost: h\r\n\r\n", 30, &limits,
-                        &(struct http_request){0}),
-             -400);
+    CHECK_EQ(
+        parse_with("GET /a\0b HTTP/1.1\r\nHost: h\r\n\r\n", 30, &limits, &(struct http_request){0}),
+        -400);
 }
 
 TEST(test_http_parse_rejects_extra_spaces_in_request_line)

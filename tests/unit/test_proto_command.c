@@ -91,8 +91,8 @@ TEST(test_proto_command_decodes_every_other_method)
     CHECK_EQ(c.method, PROTO_UNSUBSCRIBE);
     CHECK_MEM(c.channel.p, c.channel.len, "news");
 
-    CHECK_EQ(decode("{\"id\":5,\"publish\":{\"channel\":\"news\",\"data\":{\"input\":\"hi\"}}}",
-                    &c), 0);
+    CHECK_EQ(
+        decode("{\"id\":5,\"publish\":{\"channel\":\"news\",\"data\":{\"input\":\"hi\"}}}", &c), 0);
     CHECK_EQ(c.method, PROTO_PUBLISH);
     CHECK_MEM(c.data.p, c.data.len, "{\"input\":\"hi\"}");
 
@@ -222,7 +222,9 @@ TEST(test_proto_command_treats_null_as_absent)
 {
     struct proto_command c;
     CHECK_EQ(decode("{\"id\":1,\"connect\":{\"token\":null,\"data\":null,\"name\":\"js\"},"
-                    "\"subscribe\":null}", &c), 0);
+                    "\"subscribe\":null}",
+                    &c),
+             0);
     CHECK_EQ(c.method, PROTO_CONNECT);
     CHECK(c.token.p == NULL);
     CHECK(c.data.p == NULL);
@@ -302,11 +304,24 @@ TEST(test_proto_command_rejects_bad_channels)
 TEST(test_proto_command_rejects_garbage_and_trailing_data)
 {
     static const char *bad[] = {
-        "", " ", "x", "null", "[]", "[{\"id\":1,\"ping\":{}}]", "\"ping\"", "5",
-        "{\"id\":1,\"ping\":{}", "{\"id\":1,\"ping\":{}}}", "{\"id\":1,\"ping\":{}} x",
-        "{\"id\":1,\"ping\":{}}{\"id\":2,\"ping\":{}}", "{\"id\":1,\"ping\":{}}\n{}",
-        "{\"id\":1,,\"ping\":{}}", "{'id':1}", "{\"id\":01,\"ping\":{}}",
-        "{\"id\":1,\"ping\":{},}", "{\"id\":1 \"ping\":{}}",
+        "",
+        " ",
+        "x",
+        "null",
+        "[]",
+        "[{\"id\":1,\"ping\":{}}]",
+        "\"ping\"",
+        "5",
+        "{\"id\":1,\"ping\":{}",
+        "{\"id\":1,\"ping\":{}}}",
+        "{\"id\":1,\"ping\":{}} x",
+        "{\"id\":1,\"ping\":{}}{\"id\":2,\"ping\":{}}",
+        "{\"id\":1,\"ping\":{}}\n{}",
+        "{\"id\":1,,\"ping\":{}}",
+        "{'id':1}",
+        "{\"id\":01,\"ping\":{}}",
+        "{\"id\":1,\"ping\":{},}",
+        "{\"id\":1 \"ping\":{}}",
     };
     struct proto_command c;
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {

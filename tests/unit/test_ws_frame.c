@@ -164,10 +164,10 @@ TEST(test_ws_mask_in_pieces_equals_mask_in_one_go)
 
 TEST(test_ws_close_code_valid_follows_rfc6455_7_4)
 {
-    static const unsigned ok[] = {1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011,
-                                  3000, 3999, 4000, 4999};
-    static const unsigned bad[] = {0, 999, 1004, 1005, 1006, 1012, 1013, 1014, 1015, 1016,
-                                   1100, 2000, 2999, 5000, 65535};
+    static const unsigned ok[] = {1000, 1001, 1002, 1003, 1007, 1008, 1009,
+                                  1010, 1011, 3000, 3999, 4000, 4999};
+    static const unsigned bad[] = {0,    999,  1004, 1005, 1006, 1012, 1013, 1014,
+                                   1015, 1016, 1100, 2000, 2999, 5000, 65535};
     for (size_t i = 0; i < sizeof(ok) / sizeof(ok[0]); i++)
         CHECK(ws_close_code_valid(ok[i]));
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
@@ -737,7 +737,8 @@ TEST(test_ws_frame_accepts_utf8_split_across_fragments_at_every_byte_position)
 TEST(test_ws_frame_rejects_invalid_utf8_split_across_fragments_at_every_byte_position)
 {
     /* A surrogate in the middle: wherever the cut, the message is refused. */
-    static const char text[] = "ab\xED\xA0\x80" "cd";
+    static const char text[] = "ab\xED\xA0\x80"
+                               "cd";
     size_t tl = sizeof(text) - 1;
     for (size_t cut = 0; cut <= tl; cut++) {
         uint8_t buf[64];
@@ -793,14 +794,19 @@ TEST(test_ws_frame_accepts_valid_close_payloads)
 {
     struct sink s = {0};
     CHECK_EQ(close_with(NULL, 0, &s), 6);
-    CHECK_EQ(close_with((const uint8_t *)"\x03\xE8", 2, &s), 8);         /* 1000 */
-    CHECK_EQ(close_with((const uint8_t *)"\x03\xE8" "bye", 5, &s), 11);  /* + reason */
-    CHECK_EQ(close_with((const uint8_t *)"\x0B\xB8", 2, &s), 8);         /* 3000 */
-    CHECK_EQ(close_with((const uint8_t *)"\x13\x87", 2, &s), 8);         /* 4999 */
+    CHECK_EQ(close_with((const uint8_t *)"\x03\xE8", 2, &s), 8); /* 1000 */
+    CHECK_EQ(close_with((const uint8_t *)"\x03\xE8"
+                                         "bye",
+                        5, &s),
+             11);                                                         /* + reason */
+    CHECK_EQ(close_with((const uint8_t *)"\x0B\xB8", 2, &s), 8);          /* 3000 */
+    CHECK_EQ(close_with((const uint8_t *)"\x13\x87", 2, &s), 8);          /* 4999 */
     CHECK_EQ(close_with((const uint8_t *)"\x03\xF1\xC3\xA9", 4, &s), 10); /* 1009 + é */
     CHECK_EQ(s.n, 6);
     CHECK_EQ(s.m[2].op, WS_OP_CLOSE);
-    CHECK_MEM(s.m[2].data, s.m[2].len, "\x03\xE8" "bye");
+    CHECK_MEM(s.m[2].data, s.m[2].len,
+              "\x03\xE8"
+              "bye");
     sink_free(&s);
 }
 
@@ -813,8 +819,8 @@ TEST(test_ws_frame_rejects_close_with_one_byte_payload)
 
 TEST(test_ws_frame_rejects_close_with_invalid_code)
 {
-    static const unsigned bad[] = {0, 999, 1004, 1005, 1006, 1012, 1015, 1016, 2000, 2999,
-                                   5000, 65535};
+    static const unsigned bad[] = {0,    999,  1004, 1005, 1006, 1012,
+                                   1015, 1016, 2000, 2999, 5000, 65535};
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         uint8_t body[2] = {(uint8_t)(bad[i] >> 8), (uint8_t)bad[i]};
         struct sink s = {0};
@@ -827,7 +833,8 @@ TEST(test_ws_frame_rejects_close_with_invalid_utf8_reason)
 {
     struct sink s = {0};
     CHECK_EQ(close_with((const uint8_t *)"\x03\xE8\xCE\xBA\xE1\xBD\xB9\xCF\x83\xCE\xBC\xCE\xB5"
-                                         "\xED\xA0\x80" "edited",
+                                         "\xED\xA0\x80"
+                                         "edited",
                         2 + 11 + 3 + 6, &s),
              -1007);
     CHECK_EQ(close_with((const uint8_t *)"\x03\xE8\xC3", 3, &s), -1007);

@@ -161,13 +161,13 @@ TEST(test_ws_handshake_rejects_key_not_base64_of_16_bytes)
 {
     static const char *keys[] = {
         "",
-        "dGhlIHNhbXBsZSBub25jZQ",     /* no padding */
-        "dGhlIHNhbXBsZSBub25jZQ=",    /* short padding */
-        "dGhlIHNhbXBsZSBub25jZQ===",  /* 25 characters */
-        "dGhlIHNhbXBsZSBub25jZQA=",   /* 17 bytes */
-        "dGhlIHNhbXBsZSBub25jZ===",   /* 15 bytes and junk padding */
-        "dGhlIHNhbXBsZSBub25j*Q==",   /* not base64 */
-        "dGhlIHNhbXBsZSBub25jZQ-_",   /* base64url */
+        "dGhlIHNhbXBsZSBub25jZQ",    /* no padding */
+        "dGhlIHNhbXBsZSBub25jZQ=",   /* short padding */
+        "dGhlIHNhbXBsZSBub25jZQ===", /* 25 characters */
+        "dGhlIHNhbXBsZSBub25jZQA=",  /* 17 bytes */
+        "dGhlIHNhbXBsZSBub25jZ===",  /* 15 bytes and junk padding */
+        "dGhlIHNhbXBsZSBub25j*Q==",  /* not base64 */
+        "dGhlIHNhbXBsZSBub25jZQ-_",  /* base64url */
         "dGhlIHNhbXBsZSBub25jZQ==dGhlIHNhbXBsZSBub25jZQ==",
     };
     for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++) {

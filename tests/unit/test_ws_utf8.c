@@ -57,14 +57,14 @@ TEST(test_ws_utf8_accepts_empty_and_ascii)
 
 TEST(test_ws_utf8_accepts_boundary_code_points)
 {
-    CHECK(ws_utf8_valid(S("\xC2\x80")));         /* U+0080 */
-    CHECK(ws_utf8_valid(S("\xDF\xBF")));         /* U+07FF */
-    CHECK(ws_utf8_valid(S("\xE0\xA0\x80")));     /* U+0800 */
-    CHECK(ws_utf8_valid(S("\xED\x9F\xBF")));     /* U+D7FF */
-    CHECK(ws_utf8_valid(S("\xEE\x80\x80")));     /* U+E000 */
-    CHECK(ws_utf8_valid(S("\xEF\xBF\xBF")));     /* U+FFFF */
-    CHECK(ws_utf8_valid(S("\xF0\x90\x80\x80"))); /* U+10000 */
-    CHECK(ws_utf8_valid(S("\xF4\x8F\xBF\xBF"))); /* U+10FFFF */
+    CHECK(ws_utf8_valid(S("\xC2\x80")));                                     /* U+0080 */
+    CHECK(ws_utf8_valid(S("\xDF\xBF")));                                     /* U+07FF */
+    CHECK(ws_utf8_valid(S("\xE0\xA0\x80")));                                 /* U+0800 */
+    CHECK(ws_utf8_valid(S("\xED\x9F\xBF")));                                 /* U+D7FF */
+    CHECK(ws_utf8_valid(S("\xEE\x80\x80")));                                 /* U+E000 */
+    CHECK(ws_utf8_valid(S("\xEF\xBF\xBF")));                                 /* U+FFFF */
+    CHECK(ws_utf8_valid(S("\xF0\x90\x80\x80")));                             /* U+10000 */
+    CHECK(ws_utf8_valid(S("\xF4\x8F\xBF\xBF")));                             /* U+10FFFF */
     CHECK(ws_utf8_valid(S("\xCE\xBA\xE1\xBD\xB9\xCF\x83\xCE\xBC\xCE\xB5"))); /* Autobahn 6.2 */
     CHECK(ws_utf8_valid(S("Hello-\xC2\xB5@\xC3\x9F\xC3\xB6\xC3\xA4\xC3\xBC\xC3\xA0\xC3\xA1"
                           "-UTF-8!!")));
@@ -85,7 +85,7 @@ TEST(test_ws_utf8_rejects_surrogates)
 {
     CHECK(!ws_utf8_valid(S("\xED\xA0\x80"))); /* U+D800 */
     CHECK(!ws_utf8_valid(S("\xED\xAD\xBF")));
-    CHECK(!ws_utf8_valid(S("\xED\xBF\xBF"))); /* U+DFFF */
+    CHECK(!ws_utf8_valid(S("\xED\xBF\xBF")));             /* U+DFFF */
     CHECK(!ws_utf8_valid(S("\xED\xA0\x80\xED\xB0\x80"))); /* a surrogate pair, CESU-8 */
 }
 
@@ -99,14 +99,17 @@ TEST(test_ws_utf8_rejects_above_u10ffff_and_invalid_bytes)
     }
     CHECK(!ws_utf8_valid(S("\x80")));
     CHECK(!ws_utf8_valid(S("\xBF")));
-    CHECK(!ws_utf8_valid(S("a\x80" "b")));
+    CHECK(!ws_utf8_valid(S("a\x80"
+                           "b")));
 }
 
 TEST(test_ws_utf8_rejects_bad_continuations_and_truncation)
 {
     CHECK(!ws_utf8_valid(S("\xE2\x28\xA1")));
-    CHECK(!ws_utf8_valid(S("\xC3" "a")));
-    CHECK(!ws_utf8_valid(S("\xF0\x90\x80" "a")));
+    CHECK(!ws_utf8_valid(S("\xC3"
+                           "a")));
+    CHECK(!ws_utf8_valid(S("\xF0\x90\x80"
+                           "a")));
     CHECK(!ws_utf8_valid(S("\xC3")));
     CHECK(!ws_utf8_valid(S("\xE2\x82")));
     CHECK(!ws_utf8_valid(S("\xF0\x90\x80")));
@@ -146,8 +149,11 @@ TEST(test_ws_utf8_feed_fails_fast_and_stays_failed)
 
 TEST(test_ws_utf8_split_at_every_position_agrees_with_whole)
 {
-    static const char text[] = "a\xC2\xB5" "bc\xE2\x82\xAC\xF0\x9F\x98\x80" "0123456789abcdef"
-                               "\xED\x9F\xBF\xF4\x8F\xBF\xBF" "end";
+    static const char text[] = "a\xC2\xB5"
+                               "bc\xE2\x82\xAC\xF0\x9F\x98\x80"
+                               "0123456789abcdef"
+                               "\xED\x9F\xBF\xF4\x8F\xBF\xBF"
+                               "end";
     size_t n = sizeof(text) - 1;
     CHECK(ws_utf8_valid((const uint8_t *)text, n));
     for (size_t cut = 0; cut <= n; cut++) {
@@ -219,7 +225,7 @@ TEST(test_ws_utf8_byte_by_byte_agrees_with_reference_on_random_input)
 {
     uint32_t seed = 12345;
     uint8_t buf[64];
-    static const uint8_t pool[] = {'a', 0x80, 0x8F, 0x90, 0x9F, 0xA0, 0xBF, 0xC0, 0xC2, 0xDF,
+    static const uint8_t pool[] = {'a',  0x80, 0x8F, 0x90, 0x9F, 0xA0, 0xBF, 0xC0, 0xC2, 0xDF,
                                    0xE0, 0xE1, 0xED, 0xEF, 0xF0, 0xF1, 0xF4, 0xF5, 0xFF};
     for (int iter = 0; iter < 20000; iter++) {
         size_t n = (size_t)(iter % 12);

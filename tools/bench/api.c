@@ -144,8 +144,7 @@ static void on_connect(uv_connect_t *req, int status)
 {
     struct api_conn *c = req->data;
     if (status != 0) {
-        fprintf(stderr, "herald-bench: API connect to %s: %s\n", c->a->host,
-                uv_strerror(status));
+        fprintf(stderr, "herald-bench: API connect to %s: %s\n", c->a->host, uv_strerror(status));
         conn_fail(c);
         return;
     }
@@ -172,8 +171,8 @@ static void conn_fail(struct api_conn *c)
 }
 
 struct api_client *bench_api_open(uv_loop_t *loop, const char *host, int port, const char *key,
-                            unsigned nconn, unsigned inflight_per_conn, api_reply_cb cb,
-                            void *ud)
+                                  unsigned nconn, unsigned inflight_per_conn, api_reply_cb cb,
+                                  void *ud)
 {
     if (nconn == 0)
         nconn = 1;
@@ -222,7 +221,7 @@ int bench_api_can_send(const struct api_client *a, unsigned conn)
 }
 
 int bench_api_post(struct api_client *a, unsigned conn, const char *path, const uint8_t *body,
-             size_t len, uint32_t tag, uint64_t now_ns)
+                   size_t len, uint32_t tag, uint64_t now_ns)
 {
     struct api_conn *c = &a->conns[conn % a->n];
     if (!c->up || c->count >= a->cap)

@@ -11,8 +11,7 @@
 
 static size_t b64url(const uint8_t *p, size_t n, char *out)
 {
-    static const char tab[] =
-        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    static const char tab[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
     size_t o = 0;
     size_t i = 0;
     for (; i + 3 <= n; i += 3) {
@@ -50,8 +49,8 @@ int bench_token(const char *secret, const char *user, char *out, size_t cap)
     o += b64url((const uint8_t *)claims, (size_t)cl, out + o);
     uint8_t mac[EVP_MAX_MD_SIZE];
     unsigned mac_len = 0;
-    if (HMAC(EVP_sha256(), secret, (int)strlen(secret), (const uint8_t *)out, o, mac,
-             &mac_len) == NULL)
+    if (HMAC(EVP_sha256(), secret, (int)strlen(secret), (const uint8_t *)out, o, mac, &mac_len) ==
+        NULL)
         return -1;
     out[o++] = '.';
     o += b64url(mac, mac_len, out + o);

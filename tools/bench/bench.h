@@ -23,9 +23,9 @@ struct bench_opts {
     const char *secret; /* HS256 secret for connection tokens */
     int anonymous;
     uint32_t connections;
-    double rate;     /* publications (churn: cycles) per second; 0 = as fast as possible */
-    double duration; /* seconds of publishing (idle: holding) */
-    uint32_t size;   /* bytes of publication data */
+    double rate;         /* publications (churn: cycles) per second; 0 = as fast as possible */
+    double duration;     /* seconds of publishing (idle: holding) */
+    uint32_t size;       /* bytes of publication data */
     const char *channel; /* fanout: the channel; channels/idle/churn: name prefix */
     uint32_t workers;
     uint32_t sources;  /* loopback source addresses 127.0.0.1..127.0.0.N */
@@ -57,13 +57,13 @@ struct bench_stats {
     uint64_t surplus;      /* delivered beyond expected on some connection */
     uint64_t published;    /* churn: publications accepted by the API */
     uint64_t publish_errors;
-    uint64_t completed; /* churn: full cycles (publication received) */
-    uint64_t cpu_ns;    /* this worker's user+system CPU between GO and STOP */
-    double connect_seconds; /* from start to all subscribed/failed */
+    uint64_t completed;       /* churn: full cycles (publication received) */
+    uint64_t cpu_ns;          /* this worker's user+system CPU between GO and STOP */
+    double connect_seconds;   /* from start to all subscribed/failed */
     uint64_t t_last_delivery; /* bench_now_ns() of the last publication received */
     struct bench_err errs[BENCH_ERR_SLOTS];
-    struct hist latency;   /* publication: data.t to receipt, ns */
-    struct hist handshake; /* TCP connect start to subscribe reply, ns */
+    struct hist latency;     /* publication: data.t to receipt, ns */
+    struct hist handshake;   /* TCP connect start to subscribe reply, ns */
     struct hist api_latency; /* churn: publish request to reply, ns */
 };
 

@@ -14,7 +14,7 @@ static unsigned bucket_of(uint64_t v)
     if (v < 128)
         return (unsigned)v;
     unsigned m = 63u - (unsigned)__builtin_clzll(v); /* 7..63 */
-    unsigned shift = m - 6;                           /* v >> shift is in [64, 128) */
+    unsigned shift = m - 6;                          /* v >> shift is in [64, 128) */
     return 128u + (m - 7) * 64u + (unsigned)((v >> shift) - 64);
 }
 

@@ -226,8 +226,8 @@ struct parent {
     long long rss_before, rss_after, rss_end;
     struct kmem kmem_before, kmem_after; /* idle */
     uint32_t nchan;
-    uint32_t *ok;        /* accepted publications per channel */
-    uint64_t *next_seq;  /* per channel */
+    uint32_t *ok;       /* accepted publications per channel */
+    uint64_t *next_seq; /* per channel */
     uint64_t sent, published, publish_errors;
     uint64_t subscribed; /* at GO, all workers */
     uint64_t last_published, last_delivered;
@@ -494,8 +494,7 @@ static void on_tick(uv_timer_t *t)
     if (P.o->scenario == BENCH_CHURN)
         fprintf(stderr, "[%5.1fs] churn %s: cycles %llu (+%llu/s) failed %llu\n", el, ph,
                 (unsigned long long)s.completed,
-                (unsigned long long)(s.completed - P.last_delivered),
-                (unsigned long long)s.failed);
+                (unsigned long long)(s.completed - P.last_delivered), (unsigned long long)s.failed);
     else
         fprintf(stderr,
                 "[%5.1fs] %s %s: subscribed %llu/%u failed %llu published %llu (+%llu/s) "
@@ -705,9 +704,8 @@ static void report(void)
            "(%.0f/s; handshake p50 %.2f ms, p99 %.2f ms)\n",
            scenario_name(o->scenario),
            (unsigned long long)(o->scenario == BENCH_CHURN ? t->assigned : o->connections),
-           (unsigned long long)subscribed,
-           (unsigned long long)t->failed, t->connect_seconds, conn_rate,
-           bench_hist_quantile(&t->handshake, 0.5) / 1e6,
+           (unsigned long long)subscribed, (unsigned long long)t->failed, t->connect_seconds,
+           conn_rate, bench_hist_quantile(&t->handshake, 0.5) / 1e6,
            bench_hist_quantile(&t->handshake, 0.99) / 1e6);
     if (o->scenario == BENCH_IDLE) {
         printf("  herald RSS: %lld before, %lld after connecting, %lld at the end: "
@@ -813,16 +811,25 @@ static int parse_hostport(const char *s, const char *scheme, char *host, size_t 
 static int parse_opts(int argc, char **argv, struct bench_opts *o)
 {
     static const struct option lo[] = {
-        {"url", required_argument, 0, 'u'},       {"api", required_argument, 0, 'a'},
-        {"api-key", required_argument, 0, 'k'},   {"secret", required_argument, 0, 's'},
-        {"anonymous", no_argument, 0, 'A'},       {"connections", required_argument, 0, 'c'},
-        {"rate", required_argument, 0, 'r'},      {"duration", required_argument, 0, 'd'},
-        {"size", required_argument, 0, 'S'},      {"channel", required_argument, 0, 'C'},
-        {"workers", required_argument, 0, 'w'},   {"sources", required_argument, 0, 'n'},
-        {"inflight", required_argument, 0, 'i'},  {"api-conns", required_argument, 0, 'N'},
+        {"url", required_argument, 0, 'u'},
+        {"api", required_argument, 0, 'a'},
+        {"api-key", required_argument, 0, 'k'},
+        {"secret", required_argument, 0, 's'},
+        {"anonymous", no_argument, 0, 'A'},
+        {"connections", required_argument, 0, 'c'},
+        {"rate", required_argument, 0, 'r'},
+        {"duration", required_argument, 0, 'd'},
+        {"size", required_argument, 0, 'S'},
+        {"channel", required_argument, 0, 'C'},
+        {"workers", required_argument, 0, 'w'},
+        {"sources", required_argument, 0, 'n'},
+        {"inflight", required_argument, 0, 'i'},
+        {"api-conns", required_argument, 0, 'N'},
         {"connect-concurrency", required_argument, 0, 'x'},
-        {"pid", required_argument, 0, 'p'},       {"json", no_argument, 0, 'j'},
-        {"pin", required_argument, 0, 'P'},       {"help", no_argument, 0, 'h'},
+        {"pid", required_argument, 0, 'p'},
+        {"json", no_argument, 0, 'j'},
+        {"pin", required_argument, 0, 'P'},
+        {"help", no_argument, 0, 'h'},
         {"max-lag", required_argument, 0, 'L'},
         {0, 0, 0, 0},
     };
@@ -840,27 +847,69 @@ static int parse_opts(int argc, char **argv, struct bench_opts *o)
     int ch;
     while ((ch = getopt_long(argc, argv, "c:r:d:h", lo, NULL)) != -1) {
         switch (ch) {
-        case 'u': url = optarg; break;
-        case 'a': api = optarg; break;
-        case 'k': o->api_key = optarg; break;
-        case 's': o->secret = optarg; break;
-        case 'A': o->anonymous = 1; break;
-        case 'c': o->connections = (uint32_t)strtoul(optarg, NULL, 10); break;
-        case 'r': o->rate = strtod(optarg, NULL); break;
-        case 'd': o->duration = strtod(optarg, NULL); break;
-        case 'S': o->size = (uint32_t)strtoul(optarg, NULL, 10); break;
-        case 'C': o->channel = optarg; break;
-        case 'w': o->workers = (uint32_t)strtoul(optarg, NULL, 10); break;
-        case 'n': o->sources = (uint32_t)strtoul(optarg, NULL, 10); break;
-        case 'i': o->inflight = (uint32_t)strtoul(optarg, NULL, 10); break;
-        case 'N': o->api_conns = (uint32_t)strtoul(optarg, NULL, 10); break;
-        case 'x': o->connect_concurrency = (uint32_t)strtoul(optarg, NULL, 10); break;
-        case 'p': o->pid = atoi(optarg); break;
-        case 'j': o->json = 1; break;
-        case 'P': o->pin = atoi(optarg); break;
-        case 'L': o->max_lag = strtoull(optarg, NULL, 10); break;
-        case 'h': usage(stdout); exit(0);
-        default: usage(stderr); return -1;
+        case 'u':
+            url = optarg;
+            break;
+        case 'a':
+            api = optarg;
+            break;
+        case 'k':
+            o->api_key = optarg;
+            break;
+        case 's':
+            o->secret = optarg;
+            break;
+        case 'A':
+            o->anonymous = 1;
+            break;
+        case 'c':
+            o->connections = (uint32_t)strtoul(optarg, NULL, 10);
+            break;
+        case 'r':
+            o->rate = strtod(optarg, NULL);
+            break;
+        case 'd':
+            o->duration = strtod(optarg, NULL);
+            break;
+        case 'S':
+            o->size = (uint32_t)strtoul(optarg, NULL, 10);
+            break;
+        case 'C':
+            o->channel = optarg;
+            break;
+        case 'w':
+            o->workers = (uint32_t)strtoul(optarg, NULL, 10);
+            break;
+        case 'n':
+            o->sources = (uint32_t)strtoul(optarg, NULL, 10);
+            break;
+        case 'i':
+            o->inflight = (uint32_t)strtoul(optarg, NULL, 10);
+            break;
+        case 'N':
+            o->api_conns = (uint32_t)strtoul(optarg, NULL, 10);
+            break;
+        case 'x':
+            o->connect_concurrency = (uint32_t)strtoul(optarg, NULL, 10);
+            break;
+        case 'p':
+            o->pid = atoi(optarg);
+            break;
+        case 'j':
+            o->json = 1;
+            break;
+        case 'P':
+            o->pin = atoi(optarg);
+            break;
+        case 'L':
+            o->max_lag = strtoull(optarg, NULL, 10);
+            break;
+        case 'h':
+            usage(stdout);
+            exit(0);
+        default:
+            usage(stderr);
+            return -1;
         }
     }
     if (optind != argc - 1) {
@@ -892,8 +941,8 @@ static int parse_opts(int argc, char **argv, struct bench_opts *o)
     if (api == NULL) {
         snprintf(o->api_host, sizeof(o->api_host), "%s", o->ws_host);
         o->api_port = o->ws_port;
-    } else if (parse_hostport(api, "http://", o->api_host, sizeof(o->api_host), &o->api_port,
-                              NULL, 0) != 0) {
+    } else if (parse_hostport(api, "http://", o->api_host, sizeof(o->api_host), &o->api_port, NULL,
+                              0) != 0) {
         fprintf(stderr, "herald-bench: bad --api %s (http://IPV4:PORT)\n", api);
         return -1;
     }
@@ -906,8 +955,8 @@ static int parse_opts(int argc, char **argv, struct bench_opts *o)
         return -1;
     }
     if (o->workers == 0 || o->workers > 256 || o->sources == 0 || o->sources > 254 ||
-        o->inflight == 0 || o->api_conns == 0 || o->connect_concurrency == 0 ||
-        o->duration <= 0 || o->rate < 0) {
+        o->inflight == 0 || o->api_conns == 0 || o->connect_concurrency == 0 || o->duration <= 0 ||
+        o->rate < 0) {
         fprintf(stderr, "herald-bench: bad option value\n");
         return -1;
     }
@@ -916,9 +965,9 @@ static int parse_opts(int argc, char **argv, struct bench_opts *o)
         return -1;
     }
     if (o->channel == NULL)
-        o->channel = o->scenario == BENCH_FANOUT     ? "bench"
-                     : o->scenario == BENCH_CHURN    ? "churn"
-                                                     : "ch";
+        o->channel = o->scenario == BENCH_FANOUT  ? "bench"
+                     : o->scenario == BENCH_CHURN ? "churn"
+                                                  : "ch";
     if (strlen(o->channel) > 200 || strpbrk(o->channel, "\"\\") != NULL) {
         fprintf(stderr, "herald-bench: bad --channel\n");
         return -1;

@@ -922,8 +922,8 @@ void bench_worker_main(const struct bench_opts *o, uint32_t w, int ctl_fd)
     bench_hist_init(&wk->st.api_latency);
     if (o->scenario == BENCH_CHURN) {
         wk->nconns = o->connect_concurrency; /* cycles in progress at most */
-        wk->api = bench_api_open(wk->loop, o->api_host, o->api_port, o->api_key, 1,
-                                 o->inflight, on_api_reply, wk);
+        wk->api = bench_api_open(wk->loop, o->api_host, o->api_port, o->api_key, 1, o->inflight,
+                                 on_api_reply, wk);
         if (wk->api == NULL)
             _exit(3);
     } else {

@@ -52,9 +52,9 @@ struct channel;
 
 struct conn {
     int fd;
-    int ws;         /* upgraded to WebSocket */
-    int dead;       /* closed at the end of this iteration */
-    int want_out;   /* EPOLLOUT registered */
+    int ws;           /* upgraded to WebSocket */
+    int dead;         /* closed at the end of this iteration */
+    int want_out;     /* EPOLLOUT registered */
     struct bytes in;  /* unparsed bytes left from the last read */
     struct bytes out; /* bytes the kernel did not take yet (backpressure only) */
     struct channel *chans[CONN_CHANNELS];
@@ -283,7 +283,8 @@ static void on_command(struct conn *c, const uint8_t *p, size_t n)
     if (memmem(p, n, "\"connect\":", 10) != NULL) {
         tl = snprintf(text, sizeof(text),
                       "{\"id\":%.*s,\"connect\":{\"client\":\"x\",\"version\":\"0\","
-                      "\"ping\":25,\"pong\":true}}", (int)idl, id ? (const char *)id : "");
+                      "\"ping\":25,\"pong\":true}}",
+                      (int)idl, id ? (const char *)id : "");
     } else if (memmem(p, n, "\"subscribe\":", 12) != NULL) {
         const uint8_t *ch = scan_after(p, n, "\"channel\":\"", &rest);
         const uint8_t *q = ch ? memchr(ch, '"', rest) : NULL;
@@ -337,7 +338,7 @@ static size_t ws_feed(struct conn *c, uint8_t *p, size_t n)
             return n;
         }
         if (opcode != 1)
-            continue; /* pings, pongs, binary and continuation frames: ignored */
+            continue;                  /* pings, pongs, binary and continuation frames: ignored */
         for (size_t i = 0; i < len;) { /* commands separated by "\n" */
             const uint8_t *nl = memchr(d + i, '\n', len - i);
             size_t end = nl ? (size_t)(nl - d) : len;
@@ -452,7 +453,8 @@ static size_t http_feed(struct conn *c, uint8_t *p, size_t n)
             EVP_EncodeBlock((unsigned char *)accept, md, sizeof(md));
             int m = snprintf(head, sizeof(head),
                              "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
-                             "Connection: Upgrade\r\nSec-WebSocket-Accept: %s\r\n\r\n", accept);
+                             "Connection: Upgrade\r\nSec-WebSocket-Accept: %s\r\n\r\n",
+                             accept);
             bytes_add(&reply, head, (size_t)m);
             c->ws = 1;
         } else if (pl == 12 && memcmp(path, "/api/publish", 12) == 0) {
