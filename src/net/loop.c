@@ -70,9 +70,15 @@ static void on_accept(uv_poll_t *h, int status, int events)
     for (int i = 0; i < 128; i++) {
         int fd = accept4(l->listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd < 0) {
-            if (errno == EMFILE || errno == ENFILE)
-                log_warn("accept: %s (connections: %lu)", strerror(errno),
-                         (unsigned long)atomic_load(&l->stats.connections));
+            if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+                /* Out of descriptors: the pending connection stays in the backlog and the
+                 * listener stays readable, so a level-triggered poll would spin. Stop
+                 * accepting until the next tick (one second). */
+                log_warn("accept: %s (connections: %lu); pausing accepts for a second",
+                         strerror(errno), (unsigned long)atomic_load(&l->stats.connections));
+                uv_poll_stop(&l->listen_poll);
+                l->accept_paused = 1;
+            }
             return;
         }
         int one = 1;
@@ -247,6 +253,10 @@ static void on_tick(uv_timer_t *h)
             }
             conn_on_timer(c);
         }
+    }
+    if (l->accept_paused && !l->shutting_down) {
+        l->accept_paused = 0;
+        uv_poll_start(&l->listen_poll, UV_READABLE, on_accept);
     }
     /* One loop sweeps the streams: expired history, idle channels. */
     if (l->id == 0)

@@ -78,6 +78,7 @@ struct loop {
     struct hub_local *hub; /* this loop's channel table */
     void *outq_free;       /* free list of small outbound queues */
     int shutting_down;
+    int accept_paused; /* out of descriptors: accepting again at the next tick */
     struct loop_stats stats;
 };
 
