@@ -386,19 +386,26 @@ static int do_subscribe(struct conn *c, const uint8_t *ch, size_t len, const str
     return 0;
 }
 
+/* The namespace of a command's channel, or NULL after answering 107 (no channel) or
+ * 102 (unknown namespace). */
+static const struct ns_opts *command_ns(const struct proto_command *cmd, struct buf *out)
+{
+    if (cmd->channel.len == 0) {
+        fail(out, cmd->id, PROTO_ERR_BAD_REQUEST);
+        return NULL;
+    }
+    const struct ns_opts *ns = config_namespace(cfg(), cmd->channel.p, cmd->channel.len);
+    if (ns == NULL)
+        fail(out, cmd->id, PROTO_ERR_UNKNOWN_CHANNEL);
+    return ns;
+}
+
 static void handle_subscribe(struct conn *c, struct proto_command *cmd, struct buf *out)
 {
     struct session *s = c->session;
-    const struct config *conf = cfg();
-    if (cmd->channel.len == 0) {
-        fail(out, cmd->id, PROTO_ERR_BAD_REQUEST);
+    const struct ns_opts *ns = command_ns(cmd, out);
+    if (ns == NULL)
         return;
-    }
-    const struct ns_opts *ns = config_namespace(conf, cmd->channel.p, cmd->channel.len);
-    if (ns == NULL) {
-        fail(out, cmd->id, PROTO_ERR_UNKNOWN_CHANNEL);
-        return;
-    }
     if (!user_allowed(s, cmd->channel.p, cmd->channel.len)) {
         fail(out, cmd->id, PROTO_ERR_PERMISSION_DENIED);
         return;
@@ -446,19 +453,25 @@ static void handle_subscribe(struct conn *c, struct proto_command *cmd, struct b
     reply_end(out);
 }
 
-static void handle_unsubscribe(struct conn *c, struct proto_command *cmd, struct buf *out)
+/* Drop c's subscription to a channel; 1 if there was one. */
+static int remove_sub(struct conn *c, const uint8_t *ch, size_t len)
 {
     struct session *s = c->session;
     for (struct hub_sub **pp = &s->subs; *pp; pp = &(*pp)->next) {
         struct hub_sub *sub = *pp;
-        if (sub->name_len == cmd->channel.len &&
-            memcmp(sub->name, cmd->channel.p, cmd->channel.len) == 0) {
+        if (sub->name_len == len && memcmp(sub->name, ch, len) == 0) {
             *pp = sub->next;
             s->nsubs--;
             hub_unsubscribe(c->loop, sub);
-            break;
+            return 1;
         }
     }
+    return 0;
+}
+
+static void handle_unsubscribe(struct conn *c, struct proto_command *cmd, struct buf *out)
+{
+    remove_sub(c, cmd->channel.p, cmd->channel.len);
     reply_begin(out, cmd->id, "unsubscribe");
     reply_end(out);
 }
@@ -466,15 +479,13 @@ static void handle_unsubscribe(struct conn *c, struct proto_command *cmd, struct
 static void handle_publish(struct conn *c, struct proto_command *cmd, struct buf *out)
 {
     struct session *s = c->session;
-    const struct ns_opts *ns = config_namespace(cfg(), cmd->channel.p, cmd->channel.len);
-    if (cmd->channel.len == 0 || cmd->data.p == NULL) {
+    if (cmd->data.p == NULL) {
         fail(out, cmd->id, PROTO_ERR_BAD_REQUEST);
         return;
     }
-    if (ns == NULL) {
-        fail(out, cmd->id, PROTO_ERR_UNKNOWN_CHANNEL);
+    const struct ns_opts *ns = command_ns(cmd, out);
+    if (ns == NULL)
         return;
-    }
     if (!ns->client_publish || !user_allowed(s, cmd->channel.p, cmd->channel.len) ||
         (ns->private_ && !find_sub(s, cmd->channel.p, cmd->channel.len))) {
         fail(out, cmd->id, PROTO_ERR_PERMISSION_DENIED);
@@ -501,15 +512,9 @@ static void handle_publish(struct conn *c, struct proto_command *cmd, struct buf
 static void handle_history(struct conn *c, struct proto_command *cmd, struct buf *out)
 {
     struct session *s = c->session;
-    const struct ns_opts *ns = config_namespace(cfg(), cmd->channel.p, cmd->channel.len);
-    if (cmd->channel.len == 0) {
-        fail(out, cmd->id, PROTO_ERR_BAD_REQUEST);
+    const struct ns_opts *ns = command_ns(cmd, out);
+    if (ns == NULL)
         return;
-    }
-    if (ns == NULL) {
-        fail(out, cmd->id, PROTO_ERR_UNKNOWN_CHANNEL);
-        return;
-    }
     /* Subscribers of a namespace with history may read it. */
     if (!find_sub(s, cmd->channel.p, cmd->channel.len)) {
         fail(out, cmd->id, PROTO_ERR_PERMISSION_DENIED);
@@ -536,11 +541,9 @@ static void handle_history(struct conn *c, struct proto_command *cmd, struct buf
 static void handle_presence(struct conn *c, struct proto_command *cmd, struct buf *out, int stats)
 {
     struct session *s = c->session;
-    const struct ns_opts *ns = config_namespace(cfg(), cmd->channel.p, cmd->channel.len);
-    if (ns == NULL) {
-        fail(out, cmd->id, PROTO_ERR_UNKNOWN_CHANNEL);
+    const struct ns_opts *ns = command_ns(cmd, out);
+    if (ns == NULL)
         return;
-    }
     if (!find_sub(s, cmd->channel.p, cmd->channel.len)) {
         fail(out, cmd->id, PROTO_ERR_PERMISSION_DENIED);
         return;
@@ -819,23 +822,16 @@ void session_on_control(struct loop *loop, struct loop_msg *m)
         if (m->type == LOOP_MSG_DISCONNECT) {
             session_disconnect(c, m->arg, reason);
         } else if (m->type == LOOP_MSG_UNSUBSCRIBE) {
-            for (struct hub_sub **pp = &s->subs; *pp; pp = &(*pp)->next) {
-                struct hub_sub *sub = *pp;
-                if (sub->name_len == chlen && memcmp(sub->name, channel, chlen) == 0) {
-                    *pp = sub->next;
-                    s->nsubs--;
-                    hub_unsubscribe(loop, sub);
-                    struct buf b = BUF_INIT;
-                    buf_append_str(&b, "{\"push\":{\"channel\":");
-                    buf_append_json_str(&b, (const uint8_t *)channel, chlen);
-                    buf_append_str(
-                        &b, ",\"unsubscribe\":{\"code\":2000,\"reason\":\"server unsubscribe\"}}}");
-                    if (!b.oom)
-                        conn_send_text(c, b.p, b.len);
-                    buf_free(&b);
-                    break;
-                }
-            }
+            if (!remove_sub(c, (const uint8_t *)channel, chlen))
+                continue;
+            struct buf b = BUF_INIT;
+            buf_append_str(&b, "{\"push\":{\"channel\":");
+            buf_append_json_str(&b, (const uint8_t *)channel, chlen);
+            buf_append_str(&b,
+                           ",\"unsubscribe\":{\"code\":2000,\"reason\":\"server unsubscribe\"}}}");
+            if (!b.oom)
+                conn_send_text(c, b.p, b.len);
+            buf_free(&b);
         } else if (m->type == LOOP_MSG_SUBSCRIBE) {
             const struct ns_opts *ns = config_namespace(cfg(), (const uint8_t *)channel, chlen);
             struct hub_recovery rec = {0};
