@@ -336,34 +336,72 @@ static void api_user_control(struct req *r, struct buf *out, enum loop_msg_type 
     buf_append_str(out, "{\"result\":{}}");
 }
 
-int api_handle(struct loop *loop, const uint8_t *method, size_t method_len, uint8_t *body,
+static void api_subscribe(struct req *r, struct buf *out)
+{
+    api_user_control(r, out, LOOP_MSG_SUBSCRIBE);
+}
+
+static void api_unsubscribe(struct req *r, struct buf *out)
+{
+    api_user_control(r, out, LOOP_MSG_UNSUBSCRIBE);
+}
+
+static void api_disconnect(struct req *r, struct buf *out)
+{
+    api_user_control(r, out, LOOP_MSG_DISCONNECT);
+}
+
+static void api_presence_members(struct req *r, struct buf *out)
+{
+    api_presence(r, out, 0);
+}
+
+static void api_presence_stats(struct req *r, struct buf *out)
+{
+    api_presence(r, out, 1);
+}
+
+static const struct method {
+    const char *name;
+    void (*handle)(struct req *r, struct buf *out);
+    int body_optional; /* an empty body means {} */
+} methods[] = {
+    {"publish", api_publish, 0},
+    {"broadcast", api_broadcast, 0},
+    {"info", api_info, 1},
+    {"channels", api_channels, 1},
+    {"history", api_history, 0},
+    {"history_remove", api_history_remove, 0},
+    {"subscribe", api_subscribe, 0},
+    {"unsubscribe", api_unsubscribe, 0},
+    {"disconnect", api_disconnect, 0},
+    {"presence", api_presence_members, 0},
+    {"presence_stats", api_presence_stats, 0},
+};
+
+int api_handle(struct loop *loop, const uint8_t *name, size_t name_len, uint8_t *body,
                size_t body_len, struct buf *out)
 {
-    static const struct {
-        const char *name;
-        int kind;
-    } methods[] = {
-        {"publish", 1},   {"broadcast", 2},       {"info", 3},
-        {"channels", 4},  {"history", 5},         {"history_remove", 6},
-        {"subscribe", 7}, {"unsubscribe", 8},     {"disconnect", 9},
-        {"presence", 10}, {"presence_stats", 11},
-    };
-    int kind = 0;
+    const struct method *m = NULL;
     for (size_t i = 0; i < sizeof(methods) / sizeof(methods[0]); i++) {
-        if (strlen(methods[i].name) == method_len &&
-            memcmp(methods[i].name, method, method_len) == 0)
-            kind = methods[i].kind;
+        if (strlen(methods[i].name) == name_len && memcmp(methods[i].name, name, name_len) == 0)
+            m = &methods[i];
     }
-    if (kind == 0) {
+    if (m == NULL) {
         error(out, 104, "method not found");
         return 404;
     }
     struct req r = {body, NULL, 0, loop->server->config, loop};
     int empty = 1;
-    for (size_t i = 0; i < body_len; i++)
+    for (size_t i = 0; i < body_len && empty; i++)
         if (body[i] != ' ' && body[i] != '\t' && body[i] != '\r' && body[i] != '\n')
             empty = 0;
+    if (empty && !m->body_optional) {
+        error(out, 107, "bad request");
+        return 200;
+    }
     if (!empty) {
+        /* jsmn needs at most one token per two bytes of input, plus the root. */
         size_t ntok = body_len / 2 + 16;
         if (ntok > API_MAX_TOKENS)
             ntok = API_MAX_TOKENS;
@@ -378,48 +416,8 @@ int api_handle(struct loop *loop, const uint8_t *method, size_t method_len, uint
             error(out, 107, "bad request");
             return 200;
         }
-    } else if (kind != 3 && kind != 4) {
-        error(out, 107, "bad request");
-        return 200;
     }
-    switch (kind) {
-    case 1:
-        api_publish(&r, out);
-        break;
-    case 2:
-        api_broadcast(&r, out);
-        break;
-    case 3:
-        api_info(&r, out);
-        break;
-    case 4:
-        api_channels(&r, out);
-        break;
-    case 5:
-        api_history(&r, out);
-        break;
-    case 6:
-        api_history_remove(&r, out);
-        break;
-    case 7:
-        api_user_control(&r, out, LOOP_MSG_SUBSCRIBE);
-        break;
-    case 8:
-        api_user_control(&r, out, LOOP_MSG_UNSUBSCRIBE);
-        break;
-    case 9:
-        api_user_control(&r, out, LOOP_MSG_DISCONNECT);
-        break;
-    case 10:
-        api_presence(&r, out, 0);
-        break;
-    case 11:
-        api_presence(&r, out, 1);
-        break;
-    default:
-        error(out, 108, "not available");
-        break;
-    }
+    m->handle(&r, out);
     free(r.t);
     return 200;
 }
