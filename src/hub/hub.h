@@ -95,13 +95,9 @@ void hub_counts(uint64_t *channels, uint64_t *subscriptions);
  * name contains pattern (NULL/empty: all). Any thread. */
 void hub_channels_json(struct buf *out, const uint8_t *pattern, size_t pattern_len);
 
-#endif
-
-#ifndef HERALD_HUB_HISTORY_API
-#define HERALD_HUB_HISTORY_API
 /* History query (any thread): publications after `since` (when has_since; the epoch
  * must match, else -112), at most limit (-1: all, 0: none, only the position), oldest
- * first or newest first (reverse), appended to out as JSON array elements. Fills pos.
+ * first, or with reverse newest first (and, with since, those before it), appended to out as JSON array elements. Fills pos.
  * Returns 0, -108 when the namespace keeps no history, -112 on an epoch mismatch. */
 int hub_history(const uint8_t *name, size_t len, const struct ns_opts *ns, int64_t limit,
                 int has_since, uint64_t since_offset, const uint8_t *since_epoch,
@@ -110,4 +106,5 @@ int hub_history(const uint8_t *name, size_t len, const struct ns_opts *ns, int64
 void hub_history_remove(const uint8_t *name, size_t len);
 /* Loop 0 calls this about once a second: expire history, free idle channels. */
 void hub_sweep(uint64_t now_ms);
+
 #endif
