@@ -97,8 +97,9 @@ void hub_channels_json(struct buf *out, const uint8_t *pattern, size_t pattern_l
 
 /* History query (any thread): publications after `since` (when has_since; the epoch
  * must match, else -112), at most limit (-1: all, 0: none, only the position), oldest
- * first, or with reverse newest first (and, with since, those before it), appended to out as JSON array elements. Fills pos.
- * Returns 0, -108 when the namespace keeps no history, -112 on an epoch mismatch. */
+ * first, or with reverse newest first (and, with since, those before it), appended to out as JSON
+ * array elements. Fills pos. Returns 0, -108 when the namespace keeps no history, -112 on an epoch
+ * mismatch. */
 int hub_history(const uint8_t *name, size_t len, const struct ns_opts *ns, int64_t limit,
                 int has_since, uint64_t since_offset, const uint8_t *since_epoch,
                 size_t since_epoch_len, int reverse, struct buf *out, struct hub_stream_pos *pos);
