@@ -15,6 +15,7 @@
 #include "hub/hub.h"
 #include "net/loop.h"
 #include "proto/command.h"
+#include "proto/session.h"
 
 #define API_MAX_TOKENS 65536
 
@@ -162,7 +163,7 @@ static void api_info(struct req *r, struct buf *out)
                 ",\"version\":\"0.1.0\",\"num_clients\":%llu,\"num_users\":%llu,"
                 "\"num_channels\":%llu,\"num_subs\":%llu,\"num_connections\":%llu,"
                 "\"uptime\":%llu,\"process\":{\"cpu\":%.3f,\"rss\":%ld}}]}}",
-                (unsigned long long)clients, (unsigned long long)clients,
+                (unsigned long long)clients, (unsigned long long)session_num_users(),
                 (unsigned long long)channels, (unsigned long long)subs, (unsigned long long)conns,
                 (unsigned long long)((server_now_ms() - s->start_ms) / 1000), cpu, rss_bytes());
 }

@@ -3,6 +3,7 @@
  * centrifuge-js src/centrifuge.ts and src/subscription.ts). */
 #include "proto/session.h"
 
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -38,6 +39,71 @@ struct session {
 };
 
 static struct server *server;
+
+/* Distinct connected users, for /api/info: user -> number of connections. One lock
+ * per connect and disconnect, never on the delivery path. */
+struct user_entry {
+    struct user_entry *next;
+    uint32_t conns;
+    char name[];
+};
+
+#define USER_BUCKETS 4096
+static pthread_mutex_t users_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct user_entry *user_table[USER_BUCKETS];
+static uint64_t users_count;
+
+static struct user_entry **user_slot(const char *name)
+{
+    uint32_t h = 2166136261u;
+    for (const char *p = name; *p; p++)
+        h = (h ^ (uint8_t)*p) * 16777619u;
+    struct user_entry **pp = &user_table[h % USER_BUCKETS];
+    while (*pp && strcmp((*pp)->name, name) != 0)
+        pp = &(*pp)->next;
+    return pp;
+}
+
+static void user_online(const char *name)
+{
+    pthread_mutex_lock(&users_lock);
+    struct user_entry **pp = user_slot(name);
+    if (*pp == NULL) {
+        size_t len = strlen(name);
+        struct user_entry *u = malloc(sizeof(*u) + len + 1);
+        if (u) {
+            u->next = NULL;
+            u->conns = 0;
+            memcpy(u->name, name, len + 1);
+            *pp = u;
+            users_count++;
+        }
+    }
+    if (*pp)
+        (*pp)->conns++;
+    pthread_mutex_unlock(&users_lock);
+}
+
+static void user_offline(const char *name)
+{
+    pthread_mutex_lock(&users_lock);
+    struct user_entry **pp = user_slot(name);
+    if (*pp && --(*pp)->conns == 0) {
+        struct user_entry *u = *pp;
+        *pp = u->next;
+        free(u);
+        users_count--;
+    }
+    pthread_mutex_unlock(&users_lock);
+}
+
+uint64_t session_num_users(void)
+{
+    pthread_mutex_lock(&users_lock);
+    uint64_t n = users_count;
+    pthread_mutex_unlock(&users_lock);
+    return n;
+}
 
 void session_global_init(struct server *s)
 {
@@ -86,8 +152,10 @@ void session_free(struct conn *c)
     if (s == NULL)
         return;
     drop_subs(c);
-    if (s->connected)
+    if (s->connected) {
         atomic_fetch_sub_explicit(&c->loop->stats.clients, 1, memory_order_relaxed);
+        user_offline(s->user);
+    }
     free(s->user);
     free(s->info);
     free(s);
@@ -661,6 +729,7 @@ static void handle_connect(struct conn *c, struct proto_command *cmd, struct buf
     rand_uuid(s->client);
     s->connected = 1;
     atomic_fetch_add_explicit(&c->loop->stats.clients, 1, memory_order_relaxed);
+    user_online(s->user);
     set_expiry(c, have_claims ? claims.exp : 0);
     s->ping_at = c->loop->now_sec + conf->ping_interval;
     schedule(c);

@@ -54,6 +54,8 @@ void session_on_text(struct conn *c, uint8_t *p, size_t len);
 void session_on_timer(struct conn *c);
 /* Control messages from other threads (disconnect/subscribe/unsubscribe a user). */
 void session_on_control(struct loop *loop, struct loop_msg *m);
+/* Distinct users connected to this node (any thread). */
+uint64_t session_num_users(void);
 /* Disconnect c: its subscriptions are dropped and a close frame with code/reason sent. */
 void session_disconnect(struct conn *c, unsigned code, const char *reason);
 
