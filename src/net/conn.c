@@ -32,10 +32,22 @@ struct outq {
     struct frame *items[];
 };
 
+/* Per-loop free lists: outbound queues, and connection structs (they churn). */
+#define CONN_FREE_MAX 1024
+
 struct outq_pool {
     struct outq *free;
     size_t n;
+    struct conn *free_conns; /* linked through next */
+    size_t n_conns;
 };
+
+static struct outq_pool *pool_of(struct loop *l)
+{
+    if (l->outq_free == NULL)
+        l->outq_free = calloc(1, sizeof(struct outq_pool));
+    return l->outq_free;
+}
 
 static struct outq *outq_get(struct loop *l)
 {
@@ -57,11 +69,7 @@ static struct outq *outq_get(struct loop *l)
 
 static void outq_put(struct loop *l, struct outq *q)
 {
-    struct outq_pool *pool = l->outq_free;
-    if (pool == NULL) {
-        pool = calloc(1, sizeof(*pool));
-        l->outq_free = pool;
-    }
+    struct outq_pool *pool = pool_of(l);
     if (pool && q->cap == OUTQ_SMALL && pool->n < OUTQ_FREE_MAX) {
         q->head = q->count = q->off = 0;
         q->bytes = 0;
@@ -82,6 +90,11 @@ void conn_pool_free(struct loop *l)
         struct outq *q = pool->free;
         pool->free = q->next_free;
         free(q);
+    }
+    while (pool->free_conns) {
+        struct conn *c = pool->free_conns;
+        pool->free_conns = c->next;
+        free(c);
     }
     free(pool);
     l->outq_free = NULL;
@@ -192,7 +205,14 @@ static void on_closed(uv_handle_t *h)
 {
     struct conn *c = h->data;
     struct loop *l = c->loop;
-    free(c);
+    struct outq_pool *pool = pool_of(l);
+    if (pool && pool->n_conns < CONN_FREE_MAX) {
+        c->next = pool->free_conns;
+        pool->free_conns = c;
+        pool->n_conns++;
+    } else {
+        free(c);
+    }
     loop_conn_gone(l);
 }
 
@@ -483,7 +503,16 @@ void conn_on_io(uv_poll_t *h, int status, int events)
 
 struct conn *conn_new(struct loop *l, int fd)
 {
-    struct conn *c = calloc(1, sizeof(*c));
+    struct outq_pool *pool = pool_of(l);
+    struct conn *c;
+    if (pool && pool->free_conns) {
+        c = pool->free_conns;
+        pool->free_conns = c->next;
+        pool->n_conns--;
+        memset(c, 0, sizeof(*c));
+    } else {
+        c = calloc(1, sizeof(*c));
+    }
     if (c == NULL || uv_poll_init(&l->uv, &c->poll, fd) != 0) {
         free(c);
         close(fd);
