@@ -187,10 +187,12 @@ static void on_flush(uv_prepare_t *h)
     struct loop *l = h->data;
     if (l->dirty == NULL)
         return;
-    if (l->ndirty >= FLUSH_COALESCE_MIN && !l->shutting_down &&
-        uv_hrtime() - l->last_flush_ns < FLUSH_COALESCE_NS) {
+    uint64_t since = uv_hrtime() - l->last_flush_ns;
+    if (l->ndirty >= FLUSH_COALESCE_MIN && !l->shutting_down && since < FLUSH_COALESCE_NS) {
+        /* The rest of the interval, in libuv's whole milliseconds, rounded up. */
         if (!uv_is_active((uv_handle_t *)&l->flush_timer))
-            uv_timer_start(&l->flush_timer, on_flush_timer, FLUSH_COALESCE_NS / 1000000, 0);
+            uv_timer_start(&l->flush_timer, on_flush_timer,
+                           (FLUSH_COALESCE_NS - since + 999999) / 1000000, 0);
         return;
     }
     flush_dirty(l);
