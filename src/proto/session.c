@@ -574,6 +574,11 @@ static void handle_publish(struct conn *c, struct proto_command *cmd, struct buf
         return;
     }
     reply_begin(out, cmd->id, "publish");
+    /* Not in client.proto's PublishResult (clients ignore it): the stream position the
+     * publication got, as the server API's publish result has it. */
+    if (r == 1)
+        buf_appendf(out, "\"offset\":%llu,\"epoch\":\"%s\"", (unsigned long long)pos.offset,
+                    pos.epoch);
     reply_end(out);
 }
 
