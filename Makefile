@@ -56,6 +56,15 @@ build/herald: build/obj/src/main.o build/libherald.a
 build/herald-asan: build/asan/src/main.o build/libherald-asan.a
 	$(CC) -g $(SAN) -o $@ $^ $(PKG_LIBS)
 
+# ThreadSanitizer build: the multi-loop end-to-end tests run against it too.
+TSAN_OBJ := $(LIB_SRC:%.c=build/tsan/%.o)
+build/tsan/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(WARN) $(DEFS) -O1 -g -fsanitize=thread $(PKG_CFLAGS) -MMD -MP -c $< -o $@
+
+build/herald-tsan: build/tsan/src/main.o $(TSAN_OBJ) $(ASSET_OBJ)
+	$(CC) -g -fsanitize=thread -o $@ $^ $(PKG_LIBS)
+
 build/herald-bench: $(BENCH_SRC:%.c=build/obj/%.o) build/libherald.a
 	$(CC) $(CFLAGS) -o $@ $^ $(PKG_LIBS)
 
@@ -92,7 +101,7 @@ test:
 	@scripts/test-deps
 	@$(MAKE) --no-print-directory test-run
 
-test-run: all build/herald-asan unit fuzz
+test-run: all build/herald-asan build/herald-tsan unit fuzz
 	@scripts/run-tests
 
 bench:
