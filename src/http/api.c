@@ -61,6 +61,19 @@ static int valid_channel(struct json_span ch)
     return 1;
 }
 
+/* The "channel" member and its namespace; NULL after answering 107 or 102. */
+static const struct ns_opts *get_channel_ns(struct req *r, struct buf *out, struct json_span *ch)
+{
+    if (get_string(r, 0, "channel", ch) != 0 || !valid_channel(*ch)) {
+        error(out, 107, "bad request");
+        return NULL;
+    }
+    const struct ns_opts *ns = config_namespace(r->cfg, ch->p, ch->len);
+    if (ns == NULL)
+        error(out, 102, "unknown channel");
+    return ns;
+}
+
 /* Publish data on one channel, appending {"result":...} or {"error":...}. */
 static void publish_one(struct req *r, struct json_span ch, struct json_span data, struct buf *out)
 {
@@ -183,15 +196,9 @@ static void api_channels(struct req *r, struct buf *out)
 static void api_history(struct req *r, struct buf *out)
 {
     struct json_span ch, epoch = {NULL, 0};
-    if (get_string(r, 0, "channel", &ch) != 0 || !valid_channel(ch)) {
-        error(out, 107, "bad request");
+    const struct ns_opts *ns = get_channel_ns(r, out, &ch);
+    if (ns == NULL)
         return;
-    }
-    const struct ns_opts *ns = config_namespace(r->cfg, ch.p, ch.len);
-    if (ns == NULL) {
-        error(out, 102, "unknown channel");
-        return;
-    }
     int64_t limit = 0;
     int reverse = 0, has_since = 0;
     uint64_t since = 0;
@@ -248,15 +255,9 @@ static void api_history_remove(struct req *r, struct buf *out)
 static void api_presence(struct req *r, struct buf *out, int stats)
 {
     struct json_span ch;
-    if (get_string(r, 0, "channel", &ch) != 0 || !valid_channel(ch)) {
-        error(out, 107, "bad request");
+    const struct ns_opts *ns = get_channel_ns(r, out, &ch);
+    if (ns == NULL)
         return;
-    }
-    const struct ns_opts *ns = config_namespace(r->cfg, ch.p, ch.len);
-    if (ns == NULL) {
-        error(out, 102, "unknown channel");
-        return;
-    }
     struct buf members = BUF_INIT;
     uint64_t clients, users;
     if (engine_current->ops->presence(engine_current, ch.p, ch.len, ns, stats ? NULL : &members,

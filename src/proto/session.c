@@ -582,17 +582,24 @@ static void handle_publish(struct conn *c, struct proto_command *cmd, struct buf
     reply_end(out);
 }
 
+/* The namespace of a channel the client reads (history, presence): only its
+ * subscribers may. NULL after answering 107, 102 or 103. */
+static const struct ns_opts *subscribed_ns(struct conn *c, const struct proto_command *cmd,
+                                           struct buf *out)
+{
+    const struct ns_opts *ns = command_ns(cmd, out);
+    if (ns && !find_sub(c->session, cmd->channel.p, cmd->channel.len)) {
+        fail(out, cmd->id, PROTO_ERR_PERMISSION_DENIED);
+        return NULL;
+    }
+    return ns;
+}
+
 static void handle_history(struct conn *c, struct proto_command *cmd, struct buf *out)
 {
-    struct session *s = c->session;
-    const struct ns_opts *ns = command_ns(cmd, out);
+    const struct ns_opts *ns = subscribed_ns(c, cmd, out);
     if (ns == NULL)
         return;
-    /* Subscribers of a namespace with history may read it. */
-    if (!find_sub(s, cmd->channel.p, cmd->channel.len)) {
-        fail(out, cmd->id, PROTO_ERR_PERMISSION_DENIED);
-        return;
-    }
     buf_reset(&scratch_pubs);
     struct hub_stream_pos pos;
     int r = engine_current->ops->history(engine_current, cmd->channel.p, cmd->channel.len, ns,
@@ -613,14 +620,9 @@ static void handle_history(struct conn *c, struct proto_command *cmd, struct buf
 
 static void handle_presence(struct conn *c, struct proto_command *cmd, struct buf *out, int stats)
 {
-    struct session *s = c->session;
-    const struct ns_opts *ns = command_ns(cmd, out);
+    const struct ns_opts *ns = subscribed_ns(c, cmd, out);
     if (ns == NULL)
         return;
-    if (!find_sub(s, cmd->channel.p, cmd->channel.len)) {
-        fail(out, cmd->id, PROTO_ERR_PERMISSION_DENIED);
-        return;
-    }
     buf_reset(&scratch_pubs);
     uint64_t clients, users;
     int r = engine_current->ops->presence(engine_current, cmd->channel.p, cmd->channel.len, ns,
