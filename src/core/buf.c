@@ -136,6 +136,13 @@ void buf_reset(struct buf *b)
     b->len = 0;
 }
 
+void buf_shrink(struct buf *b, size_t keep)
+{
+    if (b->cap > keep)
+        buf_free(b);
+    b->len = 0;
+}
+
 void buf_free(struct buf *b)
 {
     free(b->p);

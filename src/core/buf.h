@@ -29,6 +29,9 @@ void buf_append_i64(struct buf *b, int64_t v);
 void buf_append_json_str(struct buf *b, const uint8_t *p, size_t n);
 void buf_appendf(struct buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void buf_reset(struct buf *b); /* len = 0, keeps memory */
+/* Give the memory back when more than keep bytes are held (a scratch buffer that one
+ * large reply grew should not stay large for the life of the loop). len = 0. */
+void buf_shrink(struct buf *b, size_t keep);
 void buf_free(struct buf *b);
 
 #endif

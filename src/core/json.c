@@ -257,6 +257,27 @@ static int check_tokens(const uint8_t *js, size_t len, const jsmntok_t *t, int n
     return ws_only(js, cur, len) ? 0 : -1;
 }
 
+/* Is the nesting of p[0..len) at most JSON_MAX_DEPTH? One pass, brackets inside
+ * strings skipped; malformed input is left for the tokenizer to refuse. */
+static int depth_ok(const uint8_t *p, size_t len)
+{
+    unsigned depth = 0;
+    for (size_t i = 0; i < len; i++) {
+        uint8_t c = p[i];
+        if (c == '"') {
+            for (i++; i < len && p[i] != '"'; i++)
+                if (p[i] == '\\')
+                    i++;
+        } else if (c == '[' || c == '{') {
+            if (++depth > JSON_MAX_DEPTH)
+                return 0;
+        } else if ((c == ']' || c == '}') && depth > 0) {
+            depth--;
+        }
+    }
+    return 1;
+}
+
 int json_tokenize(const uint8_t *p, size_t len, jsmntok_t *t, unsigned n)
 {
     if (len > INT_MAX || n == 0 || n > INT_MAX)
@@ -281,6 +302,8 @@ int json_tokenize(const uint8_t *p, size_t len, jsmntok_t *t, unsigned n)
         t[0].parent = -1;
         return 1;
     }
+    if (!depth_ok(p + b, len - b))
+        return -1;
     jsmn_parser parser;
     jsmn_init(&parser);
     int r = jsmn_parse(&parser, (const char *)p, len, t, n);

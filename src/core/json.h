@@ -19,11 +19,17 @@ struct json_span {
     size_t len;
 };
 
+/* Deepest nesting of arrays and objects json_tokenize accepts. jsmn closes a
+ * container by walking parent links up from the last token, so each close costs up
+ * to the depth: the bound keeps tokenizing linear in the input (RFC 8259 section 9
+ * lets a parser limit nesting). Far deeper than any message a client sends. */
+#define JSON_MAX_DEPTH 128
+
 /* Tokenize exactly one JSON value filling p[0..len) (surrounding whitespace
  * allowed) into t[0..n). Validates numbers (RFC 8259 grammar), literals
  * (true/false/null), string escapes and the absence of raw control characters in
- * strings. Returns the token count (> 0) or -1 on invalid/truncated JSON or too
- * many tokens. */
+ * strings. Returns the token count (> 0) or -1 on invalid/truncated JSON, nesting
+ * deeper than JSON_MAX_DEPTH or too many tokens. */
 int json_tokenize(const uint8_t *p, size_t len, jsmntok_t *t, unsigned n);
 
 /* Index of the first token after the subtree rooted at token i. */

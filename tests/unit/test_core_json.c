@@ -166,7 +166,7 @@ TEST(test_json_tokenize_rejects_more_tokens_than_given)
     CHECK_EQ(json_tokenize((const uint8_t *)s, strlen(s), t, 0), -1);
 }
 
-TEST(test_json_tokenize_survives_deep_nesting)
+TEST(test_json_tokenize_refuses_nesting_deeper_than_the_limit)
 {
     static uint8_t deep[20000];
     static jsmntok_t t[10001];
@@ -174,9 +174,32 @@ TEST(test_json_tokenize_survives_deep_nesting)
         deep[i] = '[';
         deep[10000 + i] = ']';
     }
-    CHECK_EQ(json_tokenize(deep, sizeof(deep), t, 10001), 10000);
-    CHECK_EQ(json_tokenize(deep, sizeof(deep), t, 100), -1);
-    CHECK_EQ(json_tokenize(deep, sizeof(deep) - 1, t, 10001), -1);
+    /* 10,000 deep: refused before jsmn's per-close parent walk could make it quadratic. */
+    CHECK_EQ(json_tokenize(deep, sizeof(deep), t, 10001), -1);
+    /* Exactly the limit is accepted, one more is not. */
+    size_t d = JSON_MAX_DEPTH;
+    memmove(deep + d, deep + 10000, d); /* d '[' then d ']' */
+    CHECK_EQ(json_tokenize(deep, 2 * d, t, 10001), (int)d);
+    CHECK_EQ(json_tokenize(deep, 2 * d, t, 100), -1);
+    CHECK_EQ(json_tokenize(deep, 2 * d - 1, t, 10001), -1);
+    static uint8_t deeper[2 * JSON_MAX_DEPTH + 2];
+    for (size_t i = 0; i <= d; i++) {
+        deeper[i] = '[';
+        deeper[d + 1 + i] = ']';
+    }
+    CHECK_EQ(json_tokenize(deeper, sizeof(deeper), t, 10001), -1);
+    /* Brackets inside strings are not nesting. */
+    static uint8_t str[2 * JSON_MAX_DEPTH + 16];
+    size_t n = 0;
+    str[n++] = '[';
+    str[n++] = '"';
+    for (size_t i = 0; i < 2 * d; i++)
+        str[n++] = '[';
+    str[n++] = '\\';
+    str[n++] = '"';
+    str[n++] = '"';
+    str[n++] = ']';
+    CHECK_EQ(json_tokenize(str, n, t, 16), 2);
 }
 
 TEST(test_json_tokenize_reports_token_layout)
@@ -376,7 +399,7 @@ int main(void)
     RUN(test_json_tokenize_rejects_bytes_after_nul);
     RUN(test_json_tokenize_reads_only_len_bytes);
     RUN(test_json_tokenize_rejects_more_tokens_than_given);
-    RUN(test_json_tokenize_survives_deep_nesting);
+    RUN(test_json_tokenize_refuses_nesting_deeper_than_the_limit);
     RUN(test_json_tokenize_reports_token_layout);
     RUN(test_json_skip_and_obj_get_see_direct_members_only);
     RUN(test_json_tok_eq_compares_whole_string_tokens);
