@@ -112,8 +112,11 @@ static int header_ok(const uint8_t *seg, size_t seg_len)
     if (ntok > 0 && t[0].type == JSMN_OBJECT) {
         int alg = json_obj_get(hdr, t, ntok, 0, "alg");
         int typ = json_obj_get(hdr, t, ntok, 0, "typ");
+        /* RFC 7515 section 4.1.11: a recipient that does not understand an extension
+         * listed in "crit" must reject the token, and we understand none. */
+        int crit = json_obj_get(hdr, t, ntok, 0, "crit");
         ok = alg > 0 && json_tok_eq(hdr, &t[alg], "HS256") &&
-             (typ < 0 || t[typ].type == JSMN_STRING);
+             (typ < 0 || t[typ].type == JSMN_STRING) && crit < 0;
     }
     free(hdr);
     return ok;
@@ -188,14 +191,15 @@ static int decode_claims(const uint8_t *seg, size_t seg_len, struct jwt_claims *
         return -1;
     }
     int ntok = json_tokenize(js, (size_t)n, t, max_tok);
-    int exp_present = 0, iat_present = 0;
+    int exp_present = 0, iat_present = 0, nbf_present = 0;
     int rc = -1;
     if (ntok > 0 && t[0].type == JSMN_OBJECT &&
         claim_string(js, t, ntok, "sub", &claims->sub) == 0 &&
         claim_string(js, t, ntok, "channel", &claims->channel) == 0 &&
         claim_channels(js, t, ntok, &claims->channels) == 0 &&
         claim_int(js, t, ntok, "exp", &claims->exp, &exp_present) == 0 &&
-        claim_int(js, t, ntok, "iat", &claims->iat, &iat_present) == 0) {
+        claim_int(js, t, ntok, "iat", &claims->iat, &iat_present) == 0 &&
+        claim_int(js, t, ntok, "nbf", &claims->nbf, &nbf_present) == 0) {
         int i = json_obj_get(js, t, ntok, 0, "info");
         claims->info.p = js;
         claims->info.len = 0;
@@ -252,6 +256,11 @@ int jwt_verify_hs256(const uint8_t *token, size_t len, const uint8_t *secret, si
     int rc = decode_claims(payload, payload_len, claims);
     if (rc < 0) {
         memset(claims, 0, sizeof(*claims));
+        return JWT_INVALID;
+    }
+    /* RFC 7519 section 4.1.5: not to be accepted before nbf. */
+    if (claims->nbf > now) {
+        jwt_claims_free(claims);
         return JWT_INVALID;
     }
     if (rc == 1 && claims->exp <= now)

@@ -26,9 +26,11 @@ struct jwt_claims {
     struct json_span channels; /* raw JSON array of strings: server-side subscriptions */
     int64_t exp;               /* 0 when absent */
     int64_t iat;
+    int64_t nbf; /* 0 when absent; a token before its nbf is JWT_INVALID */
 };
 
-/* Verify an HS256 token (header alg must be "HS256"; "none" and others are refused)
+/* Verify an HS256 token (header alg must be "HS256"; "none" and others are refused,
+ * as is any "crit" header, RFC 7515 4.1.11; nbf in the future is refused)
  * against secret at time now (Unix seconds). On JWT_OK and JWT_EXPIRED, claims are
  * filled and must be freed; on JWT_INVALID nothing needs freeing. */
 int jwt_verify_hs256(const uint8_t *token, size_t len, const uint8_t *secret, size_t secret_len,
