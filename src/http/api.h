@@ -9,6 +9,9 @@
 struct buf;
 struct loop;
 
+/* Is method[0..len) one of the server API's methods? */
+int api_method_known(const uint8_t *method, size_t len);
+
 /* Run method on body (modifiable, borrowed) and append the JSON reply to out.
  * Returns the HTTP status (200, or 404 for an unknown method). */
 int api_handle(struct loop *loop, const uint8_t *method, size_t method_len, uint8_t *body,

@@ -3,6 +3,7 @@
 
 #include <string.h>
 
+#include "auth/rules.h"
 #include "core/buf.h"
 #include "core/config.h"
 #include "http/api.h"
@@ -35,13 +36,21 @@ static void respond_head(struct buf *b, int status, const char *content_type, si
 static void respond_full(struct conn *c, int status, const char *content_type, const uint8_t *body,
                          size_t body_len, int keep_alive, const char *extra, int head_only)
 {
+    if (c->closed)
+        return;
     struct buf *b = &c->loop->reply;
     buf_reset(b);
     respond_head(b, status, content_type, body_len, keep_alive, extra);
     if (!head_only)
         buf_append(b, body, body_len);
-    if (!b->oom)
-        conn_send_bytes(c, b->p, b->len);
+    /* Whole or not at all: a response that cannot be queued closes the connection
+     * rather than leave a gap in a pipelined stream. */
+    if (b->oom || conn_send_bytes(c, b->p, b->len) != 0) {
+        buf_shrink(b, LOOP_REPLY_KEEP);
+        conn_abort(c);
+        return;
+    }
+    buf_shrink(b, LOOP_REPLY_KEEP);
     if (!keep_alive) {
         c->state = CONN_CLOSING;
         c->close_after = 1;
@@ -70,17 +79,11 @@ static int path_is(const struct http_request *r, const char *s)
 
 static int origin_allowed(const struct config *cfg, const struct http_request *r)
 {
-    if (cfg->n_allowed_origins == 0)
-        return 1;
     const struct http_header *h = http_find_header(r, "origin");
     if (h == NULL)
         return 1; /* not a browser: browsers always send Origin on WebSocket upgrades */
-    for (size_t i = 0; i < cfg->n_allowed_origins; i++) {
-        const char *o = cfg->allowed_origins[i];
-        if (strlen(o) == h->value_len && memcmp(o, h->value, h->value_len) == 0)
-            return 1;
-    }
-    return 0;
+    return auth_origin_allowed(cfg->allowed_origins, cfg->n_allowed_origins, h->value,
+                               h->value_len);
 }
 
 static void upgrade(struct conn *c, const struct http_request *r)
@@ -111,15 +114,21 @@ static void upgrade(struct conn *c, const struct http_request *r)
 
 static int api_authorized(const struct config *cfg, const struct http_request *r)
 {
-    if (cfg->api_key == NULL || cfg->api_key[0] == 0)
-        return 0;
-    size_t klen = strlen(cfg->api_key);
     const struct http_header *h = http_find_header(r, "authorization");
-    if (h && h->value_len == 7 + klen && strncasecmp((const char *)h->value, "apikey ", 7) == 0 &&
-        memcmp(h->value + 7, cfg->api_key, klen) == 0)
+    if (h && h->value_len >= 7 && strncasecmp((const char *)h->value, "apikey ", 7) == 0 &&
+        auth_api_key_ok(cfg->api_key, h->value + 7, h->value_len - 7))
         return 1;
     h = http_find_header(r, "x-api-key");
-    return h && h->value_len == klen && memcmp(h->value, cfg->api_key, klen) == 0;
+    return h && auth_api_key_ok(cfg->api_key, h->value, h->value_len);
+}
+
+/* Does the request need its body: an authorised POST to a server API method? Every
+ * other request is answered from its head alone, and its body is discarded as it
+ * arrives, never buffered (an unauthenticated client cannot make us hold memory). */
+static int wants_body(const struct config *cfg, const struct http_request *r)
+{
+    return r->method == HTTP_POST && r->path_len > 5 && memcmp(r->path, "/api/", 5) == 0 &&
+           api_method_known(r->path + 5, r->path_len - 5) && api_authorized(cfg, r);
 }
 
 static void route(struct conn *c, const struct http_request *r, uint8_t *body, size_t body_len)
@@ -189,7 +198,15 @@ size_t http_serve(struct conn *c, uint8_t *p, size_t len)
     const struct config *cfg = c->loop->server->config;
     struct http_limits lim = {HTTP_MAX_HEAD, HTTP_MAX_HEADERS};
     size_t used = 0;
-    while (used < len && c->state == CONN_HTTP && !c->closed) {
+    /* One request at a time, and none while the output is full: a peer that pipelines
+     * without reading gets every response, whole and in order, as it reads them. */
+    while (used < len && c->state == CONN_HTTP && !c->closed && !conn_output_full(c)) {
+        if (c->skip_body) {
+            size_t n = len - used < c->skip_body ? len - used : (size_t)c->skip_body;
+            used += n;
+            c->skip_body -= n;
+            continue;
+        }
         struct http_request req;
         int rc = http_parse_request(p + used, len - used, &lim, &req);
         if (rc == 0)
@@ -209,10 +226,22 @@ size_t http_serve(struct conn *c, uint8_t *p, size_t len)
             respond_error(c, 413, 0, NULL);
             return len;
         }
-        if (len - used - head < body_len)
-            return used; /* wait for the rest of the body */
-        route(c, &req, p + used + head, (size_t)body_len);
-        used += head + (size_t)body_len;
+        if (!wants_body(cfg, &req)) {
+            if (body_len && path_is(&req, "/connection/websocket")) {
+                respond_error(c, 400, 0, NULL); /* the body would be read as frames */
+                return len;
+            }
+            route(c, &req, NULL, 0);
+            used += head;
+            c->skip_body = body_len;
+        } else {
+            if (len - used - head < body_len)
+                return used; /* wait for the rest of the body */
+            route(c, &req, p + used + head, (size_t)body_len);
+            used += head + (size_t)body_len;
+        }
+        if (c->closed)
+            return len;
         if (c->state == CONN_HTTP)
             loop_timer_set(c->loop, c, HTTP_KEEPALIVE_SEC);
     }

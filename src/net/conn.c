@@ -100,9 +100,11 @@ void conn_pool_free(struct loop *l)
     l->outq_free = NULL;
 }
 
+/* Nothing is linked into the loop's lists once a connection is aborted: the struct
+ * is recycled after uv_close, and a stale link would outlive it. */
 static void mark_dirty(struct conn *c)
 {
-    if (c->dirty)
+    if (c->dirty || c->closed)
         return;
     c->dirty = 1;
     c->dirty_next = c->loop->dirty;
@@ -176,10 +178,10 @@ int conn_send_bytes(struct conn *c, const void *p, size_t len)
 {
     if (c->closed || c->close_sent)
         return 0;
-    return send_bytes(c, p, len, 0);
+    return send_bytes(c, p, len, 1);
 }
 
-int conn_send_text(struct conn *c, const void *p, size_t len)
+static int send_text(struct conn *c, const void *p, size_t len, int force)
 {
     if (c->closed || c->close_sent)
         return 0;
@@ -189,16 +191,36 @@ int conn_send_text(struct conn *c, const void *p, size_t len)
     size_t h = ws_frame_head_encode(f->data, WS_OP_TEXT, len);
     memcpy(f->data + h, p, len);
     f->len = (uint32_t)(h + len);
-    if (outq_push(c, f, 0) != 0) {
+    if (outq_push(c, f, force) != 0) {
         frame_unref(f);
         return -1;
     }
     return 0;
 }
 
+int conn_send_text(struct conn *c, const void *p, size_t len)
+{
+    return send_text(c, p, len, 0);
+}
+
+int conn_reply_text(struct conn *c, const void *p, size_t len)
+{
+    return send_text(c, p, len, 1);
+}
+
 uint64_t conn_queued_bytes(const struct conn *c)
 {
     return c->out ? c->out->bytes : 0;
+}
+
+static uint64_t queue_bound(const struct conn *c)
+{
+    return c->loop->server->config->client_queue_max;
+}
+
+int conn_output_full(const struct conn *c)
+{
+    return c->out && c->out->bytes >= queue_bound(c);
 }
 
 static void on_closed(uv_handle_t *h)
@@ -259,13 +281,46 @@ void conn_abort(struct conn *c)
     uv_close((uv_handle_t *)&c->poll, on_closed);
 }
 
+void conn_on_io(uv_poll_t *h, int status, int events);
+
+/* Poll for what the connection waits for: input unless paused, output while the
+ * socket is full. */
 static void update_poll(struct conn *c, int want_write)
 {
-    if (c->closed || c->want_write == want_write)
+    if (c->closed)
         return;
     c->want_write = (uint8_t)want_write;
-    extern void conn_on_io(uv_poll_t * h, int status, int events);
-    uv_poll_start(&c->poll, UV_READABLE | (want_write ? UV_WRITABLE : 0), conn_on_io);
+    uint8_t events = (uint8_t)((c->paused ? 0 : UV_READABLE) | (want_write ? UV_WRITABLE : 0));
+    if (events == c->events)
+        return;
+    c->events = events;
+    if (events)
+        uv_poll_start(&c->poll, events, conn_on_io);
+    else
+        uv_poll_stop(&c->poll);
+}
+
+static void consume(struct conn *c, uint8_t *p, size_t len);
+
+/* Back-pressure: a connection whose output is over client_queue_max is not read
+ * (its replies count against the bound like everything else) until the peer has
+ * read half of it; what it had already sent waits in c->in. */
+static void pause_input(struct conn *c)
+{
+    if (c->paused || c->state == CONN_CLOSING)
+        return;
+    c->paused = 1;
+    update_poll(c, c->want_write);
+}
+
+static void resume_input(struct conn *c)
+{
+    if (!c->paused || conn_queued_bytes(c) >= queue_bound(c) / 2)
+        return;
+    c->paused = 0;
+    update_poll(c, c->want_write);
+    if (c->in_len)
+        consume(c, c->in, c->in_len);
 }
 
 void conn_flush(struct conn *c)
@@ -292,6 +347,7 @@ void conn_flush(struct conn *c)
         if (w < 0) {
             if (errno == EAGAIN || errno == EWOULDBLOCK) {
                 update_poll(c, 1);
+                resume_input(c);
                 return;
             }
             if (errno == EINTR)
@@ -317,6 +373,7 @@ void conn_flush(struct conn *c)
         if ((size_t)w < total) {
             /* Partial write: the socket is full. */
             update_poll(c, 1);
+            resume_input(c);
             return;
         }
     }
@@ -325,7 +382,10 @@ void conn_flush(struct conn *c)
         outq_put(c->loop, q);
     }
     update_poll(c, 0);
-    if (c->close_after) {
+    resume_input(c);
+    if (c->closed)
+        return;
+    if (c->out == NULL && c->close_after) {
         c->close_after = 0;
         shutdown(c->fd, SHUT_WR);
         if (c->peer_closed)
@@ -355,6 +415,11 @@ void conn_close_ws(struct conn *c, unsigned code, const char *reason)
     c->close_sent = 1;
     c->state = CONN_CLOSING;
     c->close_after = 1;
+    /* Closing: input is read again, and discarded, until the peer closes. */
+    if (c->paused) {
+        c->paused = 0;
+        update_poll(c, c->want_write);
+    }
     mark_dirty(c);
     loop_timer_set(c->loop, c, CLOSE_GRACE_SEC + 1);
 }
@@ -365,7 +430,7 @@ static int on_ws_message(void *ud, int opcode, uint8_t *p, size_t len)
     switch (opcode) {
     case WS_OP_TEXT:
         session_on_text(c, p, len);
-        return c->close_sent || c->closed;
+        return c->close_sent || c->closed || conn_output_full(c);
     case WS_OP_BINARY:
         conn_close_ws(c, WS_CLOSE_UNSUPPORTED, "binary frames are not supported");
         return 1;
@@ -374,7 +439,7 @@ static int on_ws_message(void *ud, int opcode, uint8_t *p, size_t len)
         size_t h = ws_frame_head_encode(fr, WS_OP_PONG, len);
         memcpy(fr + h, p, len);
         send_bytes(c, fr, h + len, 1);
-        return 0;
+        return conn_output_full(c);
     }
     case WS_OP_PONG:
         return 0;
@@ -427,11 +492,46 @@ static size_t process(struct conn *c, uint8_t *p, size_t len)
     return len; /* CONN_CLOSING: input is drained and discarded */
 }
 
+/* Process p[0..len) (c->in or the loop's read buffer) and keep the unconsumed tail
+ * in c->in: an incomplete request or frame (the parsers' limits bound it), or, when
+ * processing stopped because the output is full, the messages not yet processed. */
+static void consume(struct conn *c, uint8_t *p, size_t len)
+{
+    size_t used = process(c, p, len);
+    if (c->closed)
+        return;
+    size_t rest = len - used;
+    if (rest == 0) {
+        free(c->in);
+        c->in = NULL;
+        c->in_len = c->in_cap = 0;
+    } else if (p == c->in) {
+        memmove(c->in, c->in + used, rest);
+        c->in_len = (uint32_t)rest;
+    } else {
+        uint32_t cap = 4096;
+        while (cap < rest + 4096)
+            cap *= 2;
+        c->in = malloc(cap);
+        if (c->in == NULL) {
+            conn_abort(c);
+            return;
+        }
+        memcpy(c->in, p + used, rest);
+        c->in_len = (uint32_t)rest;
+        c->in_cap = cap;
+    }
+    if (conn_output_full(c))
+        pause_input(c);
+}
+
 static void conn_read(struct conn *c)
 {
     struct loop *l = c->loop;
     uint8_t *dst;
     size_t room;
+    if (c->paused || c->closed)
+        return;
     if (c->in_len) {
         if (c->in_cap - c->in_len < 4096) {
             uint32_t cap = c->in_cap * 2;
@@ -459,33 +559,12 @@ static void conn_read(struct conn *c)
     }
     uint8_t *p = c->in_len ? c->in : l->read_buf;
     size_t len = c->in_len ? c->in_len + (size_t)n : (size_t)n;
-    size_t used = process(c, p, len);
-    if (c->closed)
-        return;
-    size_t rest = len - used;
-    if (rest == 0) {
-        free(c->in);
-        c->in = NULL;
-        c->in_len = c->in_cap = 0;
-        return;
-    }
-    /* Keep the incomplete tail: the limits of the parsers bound it. */
-    if (p == c->in) {
-        memmove(c->in, c->in + used, rest);
-        c->in_len = (uint32_t)rest;
-        return;
-    }
-    uint32_t cap = 4096;
-    while (cap < rest + 4096)
-        cap *= 2;
-    c->in = malloc(cap);
-    if (c->in == NULL) {
-        conn_abort(c);
-        return;
-    }
-    memcpy(c->in, p + used, rest);
-    c->in_len = (uint32_t)rest;
-    c->in_cap = cap;
+    consume(c, p, len);
+}
+
+void conn_read_now(struct conn *c)
+{
+    conn_read(c);
 }
 
 void conn_on_io(uv_poll_t *h, int status, int events)
@@ -528,6 +607,7 @@ struct conn *conn_new(struct loop *l, int fd)
         l->conns->prev = c;
     l->conns = c;
     atomic_fetch_add_explicit(&l->stats.connections, 1, memory_order_relaxed);
+    c->events = UV_READABLE;
     uv_poll_start(&c->poll, UV_READABLE, conn_on_io);
     loop_timer_set(l, c, HTTP_IDLE_SEC);
     return c;

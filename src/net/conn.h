@@ -31,6 +31,9 @@ struct conn {
     uint8_t closed;      /* uv_close called */
     uint8_t close_sent;  /* WebSocket close frame queued */
     uint8_t peer_closed; /* read EOF */
+    uint8_t paused;      /* output over client_queue_max: input not read (back-pressure) */
+    uint8_t events;      /* UV_READABLE | UV_WRITABLE being polled */
+    uint64_t skip_body;  /* HTTP: bytes of a request body still to discard unread */
     uint32_t timer_at;   /* wheel deadline (loop->now_sec), 0 = none */
     struct conn *timer_next, *timer_prev;
     struct conn *dirty_next;
@@ -54,10 +57,22 @@ int conn_send_frame(struct conn *c, struct frame *f);
  * frame_ref_n). Returns 0 when queued; -1 over client_queue_max and 1 when the
  * connection is closing: then the reference stays with the caller. */
 int conn_send_frame_owned(struct conn *c, struct frame *f);
-/* Queue a copy of p[0..len) (bytes already framed). Same returns as conn_send_frame. */
+/* Queue a copy of p[0..len) (bytes already framed): a reply to the peer's own input
+ * (HTTP response, 101, ping). Always queued, whatever its size (it goes out whole):
+ * it counts against client_queue_max, and a connection over it is not read until the
+ * peer has read (back-pressure). 0, or -1 out of memory. */
 int conn_send_bytes(struct conn *c, const void *p, size_t len);
-/* Queue one WebSocket text frame holding p[0..len). */
+/* Queue one WebSocket text frame holding p[0..len), a push the peer did not ask for:
+ * -1 over client_queue_max (the caller disconnects with 3008), as conn_send_frame. */
 int conn_send_text(struct conn *c, const void *p, size_t len);
+/* Queue one WebSocket text frame of replies to the peer's commands: always queued, as
+ * conn_send_bytes. 0, or -1 out of memory. */
+int conn_reply_text(struct conn *c, const void *p, size_t len);
+/* Is the output at or over client_queue_max? Input processing stops there. */
+int conn_output_full(const struct conn *c);
+/* Read and process what the peer has already sent, now (before judging it on input
+ * it may have sent while the loop was busy). The connection may be closed after. */
+void conn_read_now(struct conn *c);
 
 /* Start the close sequence: WebSocket close frame with code and reason (reason <= 123
  * bytes), flush, shutdown the write side, drain input until EOF or a timeout.

@@ -212,12 +212,24 @@ void loop_timer_clear(struct loop *l, struct conn *c)
     c->timer_at = 0;
 }
 
+uint32_t loop_now_sec(const struct loop *l)
+{
+    return (uint32_t)((server_now_ms() - l->server->start_ms) / 1000) + 1;
+}
+
 void loop_timer_set(struct loop *l, struct conn *c, uint32_t seconds)
 {
     loop_timer_clear(l, c);
+    if (c->closed)
+        return; /* an aborted connection is freed after uv_close: never link it */
     if (seconds == 0)
         seconds = 1;
-    c->timer_at = l->now_sec + seconds;
+    /* From the clock, not from the wheel's position: after a stall the wheel lags
+     * behind, and a deadline counted from it would already be due. */
+    uint32_t now = loop_now_sec(l);
+    if (now < l->now_sec)
+        now = l->now_sec;
+    c->timer_at = now + seconds;
     struct conn **slot = &l->wheel[c->timer_at % WHEEL_SLOTS];
     c->timer_prev = NULL;
     c->timer_next = *slot;
@@ -229,7 +241,7 @@ void loop_timer_set(struct loop *l, struct conn *c, uint32_t seconds)
 static void on_tick(uv_timer_t *h)
 {
     struct loop *l = h->data;
-    uint32_t now = (uint32_t)((server_now_ms() - l->server->start_ms) / 1000) + 1;
+    uint32_t now = loop_now_sec(l);
     uint32_t t = l->now_sec;
     while (t < now) {
         t++;
@@ -396,7 +408,7 @@ int server_run(const struct config *config)
             return -1;
     }
     s.nloops = n;
-    if (hub_init(n, s.loops) != 0)
+    if (hub_init(n, s.loops, config->max_channels) != 0)
         return -1;
     char err[160];
     engine_current = engine_open(config, err, sizeof(err));

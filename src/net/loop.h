@@ -20,6 +20,8 @@ struct server;
 
 #define LOOP_MAX 64
 #define LOOP_READ_BUF (64 * 1024)
+/* Scratch buffers grown past this by one large reply are given back afterwards. */
+#define LOOP_REPLY_KEEP (256 * 1024)
 #define WHEEL_SLOTS 256 /* seconds; timers further out wait in the slot and are re-checked */
 
 /* Messages between threads. Publications dominate; the rest are rare controls. */
@@ -58,7 +60,7 @@ struct loop {
     uv_async_t wake;
     uv_prepare_t flush;
     uv_timer_t tick;
-    uint32_t now_sec; /* seconds since server start, updated each tick */
+    uint32_t now_sec; /* the timer wheel's position: the last second it has run */
 
     /* inbox: other threads append under lock; the loop swaps it out */
     pthread_mutex_t inbox_lock;
@@ -102,7 +104,10 @@ int server_run(const struct config *config);
  * message's frame reference. Returns 0 or -1 (out of memory: the caller keeps it). */
 int loop_post(struct loop *loop, const struct loop_msg *msg);
 
-/* Put c on the wheel to be woken (conn_on_timer) at loop->now_sec + seconds. */
+/* Seconds since server start, from the clock (1 at start): what deadlines count from. */
+uint32_t loop_now_sec(const struct loop *loop);
+/* Put c on the wheel to be woken (conn_on_timer) seconds from now (by the clock, not
+ * the wheel's position, which lags after a stall). No-op on an aborted connection. */
 void loop_timer_set(struct loop *loop, struct conn *c, uint32_t seconds);
 void loop_timer_clear(struct loop *loop, struct conn *c);
 
