@@ -5,16 +5,40 @@
 
 #include "core/frame.h"
 
-struct history *history_new(uint32_t cap)
+#define HISTORY_FIRST_CAP 4
+
+struct history *history_new(uint32_t max)
 {
-    if (cap == 0)
+    if (max == 0)
         return NULL;
-    struct history *h = malloc(sizeof(*h) + (size_t)cap * sizeof(struct history_entry));
+    struct history *h = malloc(sizeof(*h));
     if (h == NULL)
         return NULL;
-    h->cap = cap;
+    h->max = max;
+    h->cap = max < HISTORY_FIRST_CAP ? max : HISTORY_FIRST_CAP;
     h->count = h->head = 0;
+    h->e = malloc((size_t)h->cap * sizeof(*h->e));
+    if (h->e == NULL) {
+        free(h);
+        return NULL;
+    }
     return h;
+}
+
+/* Double the ring (up to max), unwrapping it. Returns 0, or -1 out of memory. */
+static int grow(struct history *h)
+{
+    uint32_t cap = h->cap > h->max / 2 ? h->max : h->cap * 2;
+    struct history_entry *e = malloc((size_t)cap * sizeof(*e));
+    if (e == NULL)
+        return -1;
+    for (uint32_t i = 0; i < h->count; i++)
+        e[i] = h->e[(h->head + i) % h->cap];
+    free(h->e);
+    h->e = e;
+    h->cap = cap;
+    h->head = 0;
+    return 0;
 }
 
 void history_clear(struct history *h)
@@ -29,12 +53,13 @@ void history_free(struct history *h)
     if (h == NULL)
         return;
     history_clear(h);
+    free(h->e);
     free(h);
 }
 
 void history_push(struct history *h, const struct history_entry *e)
 {
-    if (h->count == h->cap) {
+    if (h->count == h->cap && (h->cap == h->max || grow(h) != 0)) {
         frame_unref(h->e[h->head].frame);
         h->head = (h->head + 1) % h->cap;
         h->count--;

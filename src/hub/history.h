@@ -17,15 +17,18 @@ struct history_entry {
     uint32_t pub_len;
 };
 
+/* The ring starts small and doubles up to max as publications arrive, so a channel
+ * that holds one publication costs a few entries, not history_size of them. */
 struct history {
-    uint32_t cap, count, head; /* head: index of the oldest entry */
-    struct history_entry e[];
+    uint32_t max, cap, count, head; /* head: index of the oldest entry */
+    struct history_entry *e;
 };
 
-/* A ring for cap entries (cap >= 1), or NULL. */
-struct history *history_new(uint32_t cap);
+/* A ring for up to max entries (max >= 1), or NULL. */
+struct history *history_new(uint32_t max);
 void history_free(struct history *h);
-/* Append (the ring takes over the entry's frame reference); evicts the oldest when full. */
+/* Append (the ring takes over the entry's frame reference); evicts the oldest when it
+ * holds max entries (or when it cannot grow: out of memory). */
 void history_push(struct history *h, const struct history_entry *e);
 /* Drop entries with time_ms + ttl_ms <= now_ms (ttl_ms 0: keep). Returns how many remain. */
 uint32_t history_expire(struct history *h, uint64_t now_ms, uint64_t ttl_ms);

@@ -15,6 +15,7 @@
 #include "core/config.h"
 #include "core/frame.h"
 #include "core/rand.h"
+#include "core/table.h"
 #include "hub/history.h"
 #include "net/conn.h"
 #include "net/loop.h"
@@ -23,19 +24,29 @@
 
 #define SHARDS 64
 
-/* One subscriber in a channel's presence set. */
+/* A user present in a channel, with how many of its connections are: distinct users
+ * are counted as they come and go, never by comparing members (O(1) per query). */
+struct presence_user {
+    struct table_node node;
+    uint32_t conns;
+    uint16_t len;
+    char name[];
+};
+
+/* One subscriber in a channel's presence set (its hub_sub points back at it). */
 struct presence {
-    struct presence *next;
-    const struct hub_sub *key;
+    struct presence *next, *prev;
+    struct presence_user *user;
     char client[37];
-    uint16_t user_len;
     uint32_t info_len;
-    uint8_t data[]; /* user, then ClientInfo JSON */
+    uint8_t info[]; /* ClientInfo JSON */
 };
 
 struct channel {
     struct channel *next;
     struct presence *presence;
+    uint32_t num_presence;
+    struct table *presence_users; /* user -> struct presence_user, once presence is used */
     uint64_t hash;
     uint64_t loops_mask; /* loops with local subscribers */
     uint32_t num_subs;
@@ -57,6 +68,10 @@ struct shard {
 static struct shard shards[SHARDS];
 static struct loop **hub_loops;
 static unsigned hub_nloops;
+/* Channels in every shard, against max_channels: one atomic per channel created or
+ * freed, never per publication. */
+static atomic_size_t hub_num_channels;
+static size_t hub_max_channels;
 
 struct local_channel {
     struct local_channel *next;
@@ -89,12 +104,27 @@ static void presence_free_all(struct channel *ch)
         ch->presence = p->next;
         free(p);
     }
+    ch->num_presence = 0;
+    struct table *t = ch->presence_users;
+    if (t == NULL)
+        return;
+    for (size_t i = 0; i < t->nbuckets; i++) {
+        for (struct table_node *n = t->buckets[i], *next; n; n = next) {
+            next = n->next;
+            free(n);
+        }
+    }
+    table_destroy(t);
+    free(t);
+    ch->presence_users = NULL;
 }
 
-int hub_init(unsigned nloops, struct loop **loops)
+int hub_init(unsigned nloops, struct loop **loops, size_t max_channels)
 {
     hub_loops = loops;
     hub_nloops = nloops;
+    hub_max_channels = max_channels;
+    atomic_store(&hub_num_channels, 0);
     for (int i = 0; i < SHARDS; i++) {
         pthread_mutex_init(&shards[i].lock, NULL);
         shards[i].nbuckets = 64;
@@ -155,12 +185,22 @@ static void shard_grow(struct shard *s)
     s->nbuckets = n;
 }
 
+/* A new channel, or NULL: out of memory, or (*limited set) max_channels reached. */
 static struct channel *channel_create(struct shard *s, uint64_t hash, const uint8_t *name,
-                                      size_t len)
+                                      size_t len, int *limited)
 {
-    struct channel *ch = calloc(1, sizeof(*ch) + len + 1);
-    if (ch == NULL)
+    *limited = 0;
+    if (atomic_fetch_add_explicit(&hub_num_channels, 1, memory_order_relaxed) >=
+        hub_max_channels) {
+        atomic_fetch_sub_explicit(&hub_num_channels, 1, memory_order_relaxed);
+        *limited = 1;
         return NULL;
+    }
+    struct channel *ch = calloc(1, sizeof(*ch) + len + 1);
+    if (ch == NULL) {
+        atomic_fetch_sub_explicit(&hub_num_channels, 1, memory_order_relaxed);
+        return NULL;
+    }
     ch->hash = hash;
     ch->name_len = (uint16_t)len;
     memcpy(ch->name, name, len);
@@ -183,6 +223,7 @@ static void channel_remove(struct shard *s, struct channel *ch)
             history_free(ch->hist);
             presence_free_all(ch);
             free(ch);
+            atomic_fetch_sub_explicit(&hub_num_channels, 1, memory_order_relaxed);
             return;
         }
     }
@@ -338,33 +379,76 @@ out:
     buf_free(&b);
 }
 
-static void presence_add(struct channel *ch, const struct hub_sub *key, const char *client,
-                         const uint8_t *info, size_t info_len, const char *user, size_t user_len)
+static struct presence_user *presence_user_get(struct channel *ch, const char *user, size_t len)
 {
-    struct presence *p = malloc(sizeof(*p) + user_len + info_len);
-    if (p == NULL)
-        return;
-    p->key = key;
-    memcpy(p->client, client, sizeof(p->client));
-    p->client[36] = 0;
-    p->user_len = (uint16_t)user_len;
-    p->info_len = (uint32_t)info_len;
-    memcpy(p->data, user, user_len);
-    memcpy(p->data + user_len, info, info_len);
-    p->next = ch->presence;
-    ch->presence = p;
+    if (ch->presence_users == NULL) {
+        struct table *t = malloc(sizeof(*t));
+        if (t == NULL || table_init(t, 8) != 0) {
+            free(t);
+            return NULL;
+        }
+        ch->presence_users = t;
+    }
+    uint64_t hash = table_hash(user, len);
+    for (struct table_node *n = table_bucket(ch->presence_users, hash); n; n = n->next) {
+        struct presence_user *u = (struct presence_user *)n;
+        if (n->hash == hash && u->len == len && memcmp(u->name, user, len) == 0)
+            return u;
+    }
+    struct presence_user *u = malloc(sizeof(*u) + len);
+    if (u == NULL)
+        return NULL;
+    u->node.hash = hash;
+    u->conns = 0;
+    u->len = (uint16_t)len;
+    memcpy(u->name, user, len);
+    table_insert(ch->presence_users, &u->node);
+    return u;
 }
 
-static void presence_remove(struct channel *ch, const struct hub_sub *key)
+static void presence_add(struct channel *ch, struct hub_sub *sub, const char *client,
+                         const uint8_t *info, size_t info_len, const char *user, size_t user_len)
 {
-    for (struct presence **pp = &ch->presence; *pp; pp = &(*pp)->next) {
-        if ((*pp)->key == key) {
-            struct presence *p = *pp;
-            *pp = p->next;
-            free(p);
-            return;
-        }
+    struct presence *p = malloc(sizeof(*p) + info_len);
+    if (p == NULL)
+        return;
+    p->user = presence_user_get(ch, user, user_len);
+    if (p->user == NULL) {
+        free(p);
+        return;
     }
+    p->user->conns++;
+    memcpy(p->client, client, sizeof(p->client));
+    p->client[36] = 0;
+    p->info_len = (uint32_t)info_len;
+    memcpy(p->info, info, info_len);
+    p->prev = NULL;
+    p->next = ch->presence;
+    if (p->next)
+        p->next->prev = p;
+    ch->presence = p;
+    ch->num_presence++;
+    sub->presence = p;
+}
+
+static void presence_remove(struct channel *ch, struct hub_sub *sub)
+{
+    struct presence *p = sub->presence;
+    if (p == NULL)
+        return;
+    sub->presence = NULL;
+    if (p->prev)
+        p->prev->next = p->next;
+    else
+        ch->presence = p->next;
+    if (p->next)
+        p->next->prev = p->prev;
+    ch->num_presence--;
+    if (--p->user->conns == 0) {
+        table_remove(ch->presence_users, &p->user->node);
+        free(p->user);
+    }
+    free(p);
 }
 
 /* The "user" value of a ClientInfo JSON we built ({"user":"...",...}), unescaped
@@ -393,6 +477,7 @@ struct hub_sub *hub_subscribe(struct loop *loop, struct conn *c, const uint8_t *
 {
     uint64_t hash = hash_name(name, len);
     struct hub_local *h = loop->hub;
+    rec->limited = 0;
     struct local_channel *lc = local_find(h, hash, name, len);
     if (lc == NULL) {
         lc = calloc(1, sizeof(*lc) + len + 1);
@@ -428,7 +513,7 @@ struct hub_sub *hub_subscribe(struct loop *loop, struct conn *c, const uint8_t *
     pthread_mutex_lock(&sh->lock);
     struct channel *ch = channel_find(sh, hash, name, len);
     if (ch == NULL)
-        ch = channel_create(sh, hash, name, len);
+        ch = channel_create(sh, hash, name, len, &rec->limited);
     if (ch == NULL) {
         pthread_mutex_unlock(&sh->lock);
         free(s);
@@ -590,13 +675,14 @@ int hub_publish(const uint8_t *name, size_t len, const struct ns_opts *ns, const
     }
     pthread_mutex_lock(&sh->lock);
     struct channel *ch = channel_find(sh, hash, name, len);
+    int limited = 0;
     if (history && ch == NULL)
-        ch = channel_create(sh, hash, name, len);
+        ch = channel_create(sh, hash, name, len, &limited);
     if (ch == NULL) {
         pthread_mutex_unlock(&sh->lock);
         if (f)
             frame_unref(f);
-        return history ? -1 : 0;
+        return !history ? 0 : limited ? HUB_LIMIT : -1;
     }
     int ret = 0;
     uint64_t offset = 0;
@@ -672,12 +758,16 @@ void hub_deliver(struct loop *loop, struct loop_msg *msgs, size_t n)
     }
     struct frame *f = all ? all : first;
     uint64_t first_offset = msgs[0].offset, last_offset = msgs[n - 1].offset;
-    struct conn *slow[16];
-    unsigned nslow = 0, sent = 0, subs = lc->n, extra = 0;
+    unsigned sent = 0, subs = lc->n, extra = 0;
     /* One atomic add for all of this loop's deliveries; the unused ones go back below. */
     frame_ref_n(f, subs);
-    for (uint32_t i = 0; i < subs; i++) {
+    /* Every subscriber that cannot take the publication is disconnected (3008) at once:
+     * none misses one silently. The walk goes from the last subscriber to the first, so
+     * that dropping one (its slot is refilled from the end, already visited) leaves the
+     * ones still to visit in place; once lc->n reaches 0, lc is gone and not touched. */
+    for (uint32_t i = subs; i-- > 0;) {
         struct hub_sub *s = lc->subs[i];
+        struct conn *c = s->conn;
         int r;
         if (first_offset && s->min_offset >= first_offset) {
             /* Recovered up to min_offset in its subscribe reply: skip those (rare). */
@@ -687,18 +777,15 @@ void hub_deliver(struct loop *loop, struct loop_msg *msgs, size_t n)
             for (size_t k = 0; k < n && r == 0; k++) {
                 if (msgs[k].offset <= s->min_offset)
                     continue;
-                r = conn_send_frame(s->conn, msgs[k].frame);
+                r = conn_send_frame(c, msgs[k].frame);
                 extra += r == 0;
             }
-            if (r != 0 && nslow < 16)
-                slow[nslow++] = s->conn;
-            continue;
+        } else {
+            r = conn_send_frame_owned(c, f);
+            sent += r == 0;
         }
-        r = conn_send_frame_owned(s->conn, f);
-        if (r == 0)
-            sent++;
-        else if (r < 0 && nslow < 16)
-            slow[nslow++] = s->conn;
+        if (r < 0)
+            session_disconnect(c, PROTO_DISC_SLOW, "slow");
     }
     if (sent < subs)
         frame_unref_unused(f, subs - sent);
@@ -706,9 +793,6 @@ void hub_deliver(struct loop *loop, struct loop_msg *msgs, size_t n)
                               memory_order_relaxed);
     if (all)
         frame_unref(all);
-    /* Disconnect after the walk: it changes lc->subs. */
-    for (unsigned i = 0; i < nslow; i++)
-        session_disconnect(slow[i], PROTO_DISC_SLOW, "slow");
 out:
     for (size_t i = 0; i < n; i++)
         frame_unref(msgs[i].frame);
@@ -722,14 +806,10 @@ void hub_counts(uint64_t *channels, uint64_t *subscriptions)
     for (int i = 0; i < SHARDS; i++) {
         struct shard *s = &shards[i];
         pthread_mutex_lock(&s->lock);
-        for (size_t b = 0; b < s->nbuckets; b++) {
-            for (struct channel *ch = s->buckets[b]; ch; ch = ch->next) {
-                if (ch->num_subs) {
-                    nch++;
-                    nsub += ch->num_subs;
-                }
-            }
-        }
+        nch += s->count;
+        for (size_t b = 0; b < s->nbuckets; b++)
+            for (struct channel *ch = s->buckets[b]; ch; ch = ch->next)
+                nsub += ch->num_subs;
         pthread_mutex_unlock(&s->lock);
     }
     *channels = nch;
@@ -756,7 +836,7 @@ void hub_channels_json(struct buf *out, const uint8_t *pattern, size_t pattern_l
         pthread_mutex_lock(&s->lock);
         for (size_t b = 0; b < s->nbuckets; b++) {
             for (struct channel *ch = s->buckets[b]; ch; ch = ch->next) {
-                if (ch->num_subs == 0 || !contains(ch->name, ch->name_len, pattern, pattern_len))
+                if (!contains(ch->name, ch->name_len, pattern, pattern_len))
                     continue;
                 if (!first)
                     buf_append_char(out, ',');
@@ -779,11 +859,12 @@ int hub_history(const uint8_t *name, size_t len, const struct ns_opts *ns, int64
     struct shard *sh = shard_of(hash);
     pthread_mutex_lock(&sh->lock);
     struct channel *ch = channel_find(sh, hash, name, len);
+    int limited = 0;
     if (ch == NULL)
-        ch = channel_create(sh, hash, name, len);
+        ch = channel_create(sh, hash, name, len, &limited);
     if (ch == NULL) {
         pthread_mutex_unlock(&sh->lock);
-        return -100;
+        return limited ? -106 : -100;
     }
     channel_ensure_stream(ch, ns);
     pos->offset = ch->top_offset;
@@ -859,23 +940,17 @@ int hub_presence(const uint8_t *name, size_t len, const struct ns_opts *ns, stru
     uint64_t clients = 0, users = 0;
     pthread_mutex_lock(&sh->lock);
     struct channel *ch = channel_find(sh, hash, name, len);
-    for (struct presence *p = ch ? ch->presence : NULL; p; p = p->next) {
-        clients++;
-        /* Distinct users: counted at the first entry of each user. */
-        int seen = 0;
-        for (struct presence *q = ch->presence; q != p; q = q->next) {
-            if (q->user_len == p->user_len && memcmp(q->data, p->data, p->user_len) == 0) {
-                seen = 1;
-                break;
-            }
-        }
-        users += !seen;
-        if (out) {
-            if (clients > 1)
-                buf_append_char(out, ',');
-            buf_appendf(out, "\"%s\":", p->client);
-            buf_append(out, p->data + p->user_len, p->info_len);
-        }
+    if (ch) {
+        clients = ch->num_presence;
+        users = ch->presence_users ? ch->presence_users->count : 0;
+    }
+    for (struct presence *p = ch && out ? ch->presence : NULL; p; p = p->next) {
+        if (p != ch->presence)
+            buf_append_char(out, ',');
+        buf_append_char(out, '"');
+        buf_append_str(out, p->client);
+        buf_append_str(out, "\":");
+        buf_append(out, p->info, p->info_len);
     }
     pthread_mutex_unlock(&sh->lock);
     *num_clients = clients;

@@ -30,7 +30,7 @@ static void setup(void)
     server.config = &config;
     server.nloops = 0;
     loop.server = &server;
-    hub_init(0, NULL);
+    hub_init(0, NULL, 1000000);
     engine_current = engine_open(&config, err, sizeof(err));
     if (engine_current == NULL)
         abort();

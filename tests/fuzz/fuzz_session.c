@@ -45,7 +45,7 @@ static void setup(void)
     server.config = &config;
     server.nloops = 1;
     server.loops[0] = lp;
-    hub_init(1, server.loops);
+    hub_init(1, server.loops, 1000000);
     session_global_init(&server);
     engine_current = engine_open(&config, err, sizeof(err));
     if (engine_current == NULL)

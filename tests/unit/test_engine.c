@@ -200,7 +200,7 @@ int main(void)
     const char *name = getenv("HERALD_TEST_ENGINE");
     strcpy(c.engine, name ? name : "memory");
     char err[160];
-    hub_init(0, NULL);
+    hub_init(0, NULL, 1000000);
     e = engine_open(&c, err, sizeof(err));
     if (e == NULL) {
         fprintf(stderr, "%s\n", err);
