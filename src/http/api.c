@@ -16,6 +16,7 @@
 #include "net/loop.h"
 #include "proto/command.h"
 #include "proto/session.h"
+#include "ws/utf8.h"
 
 #define API_MAX_TOKENS 65536
 
@@ -89,7 +90,9 @@ static void publish_one(struct req *r, struct json_span ch, struct json_span dat
     struct hub_stream_pos pos;
     int rc = engine_current->ops->publish(engine_current, ch.p, ch.len, ns, data.p, data.len, NULL,
                                           0, &pos);
-    if (rc < 0)
+    if (rc == HUB_LIMIT)
+        error(out, 106, "limit exceeded");
+    else if (rc < 0)
         error(out, 100, "internal server error");
     else if (rc == 1)
         buf_appendf(out, "{\"result\":{\"offset\":%llu,\"epoch\":\"%s\"}}",
@@ -230,6 +233,8 @@ static void api_history(struct req *r, struct buf *out)
         error(out, 108, "not available");
     else if (rc == -112)
         error(out, 112, "unrecoverable position");
+    else if (rc == -106)
+        error(out, 106, "limit exceeded");
     else if (rc < 0)
         error(out, 100, "internal server error");
     else {
@@ -381,14 +386,24 @@ static const struct method {
     {"presence_stats", api_presence_stats, 0},
 };
 
+static const struct method *find_method(const uint8_t *name, size_t name_len)
+{
+    for (size_t i = 0; i < sizeof(methods) / sizeof(methods[0]); i++) {
+        if (strlen(methods[i].name) == name_len && memcmp(methods[i].name, name, name_len) == 0)
+            return &methods[i];
+    }
+    return NULL;
+}
+
+int api_method_known(const uint8_t *name, size_t name_len)
+{
+    return find_method(name, name_len) != NULL;
+}
+
 int api_handle(struct loop *loop, const uint8_t *name, size_t name_len, uint8_t *body,
                size_t body_len, struct buf *out)
 {
-    const struct method *m = NULL;
-    for (size_t i = 0; i < sizeof(methods) / sizeof(methods[0]); i++) {
-        if (strlen(methods[i].name) == name_len && memcmp(methods[i].name, name, name_len) == 0)
-            m = &methods[i];
-    }
+    const struct method *m = find_method(name, name_len);
     if (m == NULL) {
         error(out, 104, "method not found");
         return 404;
@@ -402,6 +417,13 @@ int api_handle(struct loop *loop, const uint8_t *name, size_t name_len, uint8_t 
         error(out, 107, "bad request");
         return 200;
     }
+    /* RFC 8259 section 8.1: JSON text exchanged between systems is UTF-8. Checked on
+     * the whole body, so that nothing taken from it (data, channel, user, reason)
+     * reaches a client's text frame invalid (RFC 6455 section 8.1 would fail it). */
+    if (!empty && !ws_utf8_valid(body, body_len)) {
+        error(out, 107, "bad request: invalid UTF-8");
+        return 400;
+    }
     if (!empty) {
         /* jsmn needs at most one token per two bytes of input, plus the root. */
         size_t ntok = body_len / 2 + 16;
@@ -414,9 +436,11 @@ int api_handle(struct loop *loop, const uint8_t *name, size_t name_len, uint8_t 
         }
         r.n = json_tokenize(body, body_len, r.t, (unsigned)ntok);
         if (r.n <= 0 || r.t[0].type != JSMN_OBJECT) {
+            /* Not a JSON object (malformed, nested deeper than JSON_MAX_DEPTH, too
+             * many tokens): the body cannot be decoded, as Centrifugo answers 400. */
             free(r.t);
             error(out, 107, "bad request");
-            return 200;
+            return 400;
         }
     }
     m->handle(&r, out);

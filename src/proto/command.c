@@ -3,6 +3,7 @@
 #include "proto/command.h"
 
 #include <stddef.h>
+#include <stdlib.h>
 #include <string.h>
 
 #define BIT(m) (1u << (m))
@@ -194,11 +195,37 @@ static int read_request(uint8_t *p, const jsmntok_t *t, int ntok, int obj,
     return 0;
 }
 
+static int decode(uint8_t *p, size_t len, struct proto_command *cmd, jsmntok_t *t, unsigned n);
+
 int proto_command_decode(uint8_t *p, size_t len, struct proto_command *cmd)
 {
-    jsmntok_t t[PROTO_MAX_TOKENS];
+    /* Every token but the root takes at least two bytes of input (itself and a
+     * separator), so len / 2 + 2 tokens always suffice: what bounds a command is its
+     * size (max_message_size), never how many values its data holds. Small commands,
+     * nearly all of them, tokenize on the stack. */
+    size_t need = len / 2 + 2;
+    if (need <= PROTO_STACK_TOKENS) {
+        jsmntok_t t[PROTO_STACK_TOKENS];
+        return decode(p, len, cmd, t, PROTO_STACK_TOKENS);
+    }
+    if (need > UINT32_MAX / sizeof(jsmntok_t)) {
+        memset(cmd, 0, sizeof(*cmd));
+        return -1;
+    }
+    jsmntok_t *t = malloc(need * sizeof(*t));
+    if (t == NULL) {
+        memset(cmd, 0, sizeof(*cmd));
+        return -1;
+    }
+    int rc = decode(p, len, cmd, t, (unsigned)need);
+    free(t);
+    return rc;
+}
+
+static int decode(uint8_t *p, size_t len, struct proto_command *cmd, jsmntok_t *t, unsigned n)
+{
     memset(cmd, 0, sizeof(*cmd));
-    int ntok = json_tokenize(p, len, t, PROTO_MAX_TOKENS);
+    int ntok = json_tokenize(p, len, t, n);
     if (ntok < 1 || t[0].type != JSMN_OBJECT)
         return -1;
     if (t[0].size == 0) {

@@ -26,7 +26,9 @@ enum proto_method {
 
 /* Limits on what a command may carry (from the config). */
 #define PROTO_MAX_CHANNEL 255
-#define PROTO_MAX_TOKENS 512
+/* Commands up to about 1 KB tokenize on the stack; larger ones (data of any shape
+ * within max_message_size) in a buffer sized by their length. */
+#define PROTO_STACK_TOKENS 512
 
 /* A decoded command. String fields are unescaped in place in the caller's buffer
  * and borrowed from it; raw JSON fields (data) are spans of the original bytes.
@@ -57,7 +59,7 @@ struct proto_command {
  * send fields newer than client.proto, e.g. "flag", "tf"). Returns 0, or -1 when it
  * is not a valid command: invalid JSON, not an object, id not a uint32, a known
  * field of the wrong type, no method or more than one, channel longer than
- * PROTO_MAX_CHANNEL or containing invalid bytes, more than PROTO_MAX_TOKENS tokens.
+ * PROTO_MAX_CHANNEL or containing invalid bytes, nesting deeper than JSON_MAX_DEPTH.
  * A command without id is only valid for "send" and for the empty pong "{}". */
 int proto_command_decode(uint8_t *p, size_t len, struct proto_command *cmd);
 

@@ -29,8 +29,8 @@ struct session {
     uint8_t connected;
     uint8_t awaiting_pong;
     uint32_t nsubs;
-    uint32_t ping_at;   /* loop->now_sec of the next ping */
-    uint32_t expire_at; /* loop->now_sec when an expired token closes us, 0 = never */
+    uint32_t ping_at;   /* loop second (loop_now_sec) of the next ping */
+    uint32_t expire_at; /* loop second when an expired token closes us, 0 = never */
     int64_t exp;        /* token exp (Unix seconds), 0 = none */
     char *user;         /* NUL-terminated, "" for anonymous */
     uint8_t *info;      /* conn_info from the token (raw JSON) or NULL */
@@ -256,13 +256,13 @@ static uint32_t grace_deadline(struct conn *c, int64_t exp)
     int64_t left = exp - (int64_t)time(NULL);
     if (left < 0)
         left = 0;
-    return c->loop->now_sec + (uint32_t)left + cfg()->expired_close_delay;
+    return loop_now_sec(c->loop) + (uint32_t)left + cfg()->expired_close_delay;
 }
 
 static void schedule(struct conn *c)
 {
     struct session *s = c->session;
-    uint32_t now = c->loop->now_sec;
+    uint32_t now = loop_now_sec(c->loop);
     uint32_t at = s->ping_at;
     if (s->expire_at && s->expire_at < at)
         at = s->expire_at;
@@ -281,7 +281,7 @@ void session_on_timer(struct conn *c)
         session_disconnect(c, 3502, "stale");
         return;
     }
-    uint32_t now = c->loop->now_sec;
+    uint32_t now = loop_now_sec(c->loop);
     if (s->expire_at && now >= s->expire_at) {
         session_disconnect(c, PROTO_DISC_EXPIRED, "connection expired");
         return;
@@ -294,6 +294,13 @@ void session_on_timer(struct conn *c)
         }
     }
     if (now >= s->ping_at) {
+        if (s->awaiting_pong) {
+            /* Judge the client on the pongs it sent, not on how late this loop is: a
+             * stall may have kept its pong unread in the socket. */
+            conn_read_now(c);
+            if (c->closed || c->close_sent || c->session != s)
+                return;
+        }
         if (s->awaiting_pong) {
             session_disconnect(c, PROTO_DISC_NO_PONG, "no pong");
             return;
@@ -318,7 +325,8 @@ static void set_expiry(struct conn *c, int64_t exp)
 enum token_check { TOKEN_OK, TOKEN_EXPIRED, TOKEN_REFUSED };
 
 /* Verify a token (HS256 with token_hmac_secret). After connect, its sub must be the
- * session's user; with channel, its channel claim must be that channel. TOKEN_OK:
+ * session's user; with channel, its channel claim must be that channel, without, it
+ * must have none (a connection token). TOKEN_OK:
  * claims filled, the caller frees them; otherwise nothing to free. A valid token
  * for another user or channel is TOKEN_REFUSED, like a bad signature (3500). */
 static enum token_check check_token(const struct session *s, struct json_span token,
@@ -331,10 +339,13 @@ static enum token_check check_token(const struct session *s, struct json_span to
                              (int64_t)time(NULL), claims);
     if (r == JWT_INVALID)
         return TOKEN_REFUSED;
+    /* A subscription token (it names a channel) is not a connection token: refused for
+     * connect and refresh, as Centrifugo does. */
     int mismatch = (s->connected && (claims->sub.len != strlen(s->user) ||
                                      memcmp(claims->sub.p, s->user, claims->sub.len) != 0)) ||
                    (channel && (claims->channel.len != channel->len ||
-                                memcmp(claims->channel.p, channel->p, channel->len) != 0));
+                                memcmp(claims->channel.p, channel->p, channel->len) != 0)) ||
+                   (channel == NULL && claims->channel.len != 0);
     if (mismatch) {
         jwt_claims_free(claims);
         return TOKEN_REFUSED;
@@ -446,7 +457,7 @@ static int do_subscribe(struct conn *c, const uint8_t *ch, size_t len, const str
     }
     struct hub_sub *sub = hub_subscribe(c->loop, c, ch, len, ns, rec);
     if (sub == NULL)
-        return PROTO_ERR_INTERNAL;
+        return rec->limited ? PROTO_ERR_LIMIT_EXCEEDED : PROTO_ERR_INTERNAL;
     sub->next = s->subs;
     s->subs = sub;
     s->nsubs++;
@@ -570,7 +581,7 @@ static void handle_publish(struct conn *c, struct proto_command *cmd, struct buf
                                          cmd->data.p, cmd->data.len, scratch_info.p,
                                          scratch_info.len, &pos);
     if (r < 0) {
-        fail(out, cmd->id, PROTO_ERR_INTERNAL);
+        fail(out, cmd->id, r == HUB_LIMIT ? PROTO_ERR_LIMIT_EXCEEDED : PROTO_ERR_INTERNAL);
         return;
     }
     reply_begin(out, cmd->id, "publish");
@@ -738,7 +749,7 @@ static void handle_connect(struct conn *c, struct proto_command *cmd, struct buf
     atomic_fetch_add_explicit(&c->loop->stats.clients, 1, memory_order_relaxed);
     user_online(s->user);
     set_expiry(c, have_claims ? claims.exp : 0);
-    s->ping_at = c->loop->now_sec + conf->ping_interval;
+    s->ping_at = loop_now_sec(c->loop) + conf->ping_interval;
     schedule(c);
     connect_reply(c, cmd->id, s->exp, out);
     if (have_claims) {
@@ -849,9 +860,23 @@ static void handle_command(struct conn *c, struct proto_command *cmd, struct buf
     }
 }
 
+/* The replies to one message are bounded: once they reach client_queue_max, the
+ * remaining commands of the message are answered with 106 (limit exceeded) instead
+ * of being run, so one small message cannot make us build an unbounded reply. */
+static void flush_replies(struct conn *c, struct buf *out)
+{
+    if (out->oom)
+        session_disconnect(c, PROTO_DISC_SERVER_ERROR, "internal server error");
+    else if (out->len && conn_reply_text(c, out->p, out->len) != 0)
+        session_disconnect(c, PROTO_DISC_SERVER_ERROR, "internal server error");
+    buf_shrink(out, LOOP_REPLY_KEEP);
+    buf_shrink(&scratch_pubs, LOOP_REPLY_KEEP);
+}
+
 void session_on_text(struct conn *c, uint8_t *p, size_t len)
 {
     struct buf *out = &c->loop->reply;
+    const uint64_t budget = cfg()->client_queue_max;
     buf_reset(out);
     size_t start = 0;
     while (start < len && !c->close_sent && !c->closed) {
@@ -863,21 +888,20 @@ void session_on_text(struct conn *c, uint8_t *p, size_t len)
             continue;
         struct proto_command cmd;
         if (proto_command_decode(p + end - n, n, &cmd) != 0) {
-            if (out->len)
-                conn_send_text(c, out->p, out->len);
+            flush_replies(c, out);
             session_disconnect(c, PROTO_DISC_BAD_REQUEST, "bad request");
             return;
         }
-        handle_command(c, &cmd, out);
-        if (c->close_sent || c->closed)
+        if (out->len >= budget && cmd.id != 0 && c->session->connected)
+            fail(out, cmd.id, PROTO_ERR_LIMIT_EXCEEDED);
+        else
+            handle_command(c, &cmd, out);
+        if (c->close_sent || c->closed) {
+            buf_shrink(out, LOOP_REPLY_KEEP);
             return; /* a disconnect: replies of this batch after it are moot */
+        }
     }
-    if (out->oom) {
-        session_disconnect(c, PROTO_DISC_SERVER_ERROR, "internal server error");
-        return;
-    }
-    if (out->len && conn_send_text(c, out->p, out->len) != 0)
-        session_disconnect(c, PROTO_DISC_SLOW, "slow");
+    flush_replies(c, out);
 }
 
 /* ---- control messages from the server API (any loop) ---- */
