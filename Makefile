@@ -85,7 +85,7 @@ FUZZ_SAN := -fsanitize=address,undefined
 FUZZ_OBJ := $(LIB_SRC:%.c=build/fuzzobj/%.o) $(ASSET_OBJ)
 build/fuzzobj/%.o: %.c
 	@mkdir -p $(dir $@)
-	$(FUZZ_CC) $(DEFS) -g -O1 -fsanitize=fuzzer-no-link $(FUZZ_SAN) $(PKG_CFLAGS) -c $< -o $@
+	$(FUZZ_CC) $(DEFS) -g -O1 -fsanitize=fuzzer-no-link $(FUZZ_SAN) $(PKG_CFLAGS) -MMD -MP -c $< -o $@
 build/fuzz/%: tests/fuzz/%.c $(FUZZ_OBJ)
 	@mkdir -p $(dir $@)
 	$(FUZZ_CC) $(DEFS) -g -O1 -fsanitize=fuzzer $(FUZZ_SAN) $(PKG_CFLAGS) -o $@ $^ $(PKG_LIBS)

@@ -385,6 +385,34 @@ TEST(test_jwt_b64url_decode_rejects_padding_bad_length_and_stray_bits)
     CHECK_EQ(jwt_b64url_decode((const uint8_t *)"Zm 9v", 5, dec), -1);
 }
 
+TEST(test_jwt_rejects_crit_header)
+{
+    struct jwt_claims c;
+    /* RFC 7515 4.1.11: we understand no extension, so any crit is refused, even one that
+     * names a registered claim. */
+    char *t = make_token("{\"alg\":\"HS256\",\"typ\":\"JWT\",\"crit\":[\"exp\"]}",
+                         "{\"sub\":\"1\"}");
+    CHECK_EQ(verify(t, &c), JWT_INVALID);
+    free(t);
+    t = make_token("{\"alg\":\"HS256\",\"crit\":[]}", "{\"sub\":\"1\"}");
+    CHECK_EQ(verify(t, &c), JWT_INVALID);
+    free(t);
+}
+
+TEST(test_jwt_rejects_token_before_nbf)
+{
+    struct jwt_claims c;
+    char payload[128];
+    snprintf(payload, sizeof(payload), "{\"sub\":\"1\",\"nbf\":%d}", NOW + 600);
+    CHECK_EQ(verify_payload(payload, &c), JWT_INVALID);
+    snprintf(payload, sizeof(payload), "{\"sub\":\"1\",\"nbf\":%d}", NOW);
+    CHECK_EQ(verify_payload(payload, &c), JWT_OK);
+    CHECK_EQ(c.nbf, NOW);
+    jwt_claims_free(&c);
+    snprintf(payload, sizeof(payload), "{\"sub\":\"1\",\"nbf\":\"soon\"}");
+    CHECK_EQ(verify_payload(payload, &c), JWT_INVALID);
+}
+
 int main(void)
 {
     RUN(test_jwt_verifies_reference_token_and_extracts_claims);
@@ -406,5 +434,7 @@ int main(void)
     RUN(test_jwt_sign_roundtrips_and_matches_reference);
     RUN(test_jwt_b64url_matches_rfc4648_vectors);
     RUN(test_jwt_b64url_decode_rejects_padding_bad_length_and_stray_bits);
+    RUN(test_jwt_rejects_crit_header);
+    RUN(test_jwt_rejects_token_before_nbf);
     return test_summary("auth_jwt");
 }

@@ -60,11 +60,31 @@ TEST(test_history_zero_capacity_is_refused)
     CHECK(history_new(0) == NULL);
 }
 
+TEST(test_history_grows_on_demand_up_to_its_bound_keeping_order)
+{
+    struct history *h = history_new(1000);
+    CHECK(h->cap < 16); /* one publication does not cost history_size entries */
+    for (uint64_t i = 1; i <= 2500; i++) {
+        struct history_entry e = entry(i, 0);
+        history_push(h, &e);
+        if (i == 3) {
+            /* wrap the small ring before it grows */
+            CHECK_EQ(history_expire(h, 1, 1), 0);
+        }
+    }
+    CHECK_EQ(h->cap, 1000);
+    CHECK_EQ(h->count, 1000);
+    for (uint32_t i = 0; i < 1000; i++)
+        CHECK_EQ(history_at(h, i)->offset, 1501 + i);
+    history_free(h);
+}
+
 int main(void)
 {
     RUN(test_history_keeps_at_most_cap_newest_entries);
     RUN(test_history_expire_drops_only_old_entries);
     RUN(test_history_clear_empties_and_ring_reuses_slots);
     RUN(test_history_zero_capacity_is_refused);
+    RUN(test_history_grows_on_demand_up_to_its_bound_keeping_order);
     return test_summary("hub_history");
 }
