@@ -1,14 +1,146 @@
-/* herald command line: serve (default), genconfig, gentoken, version. */
+/* herald command line: serve (default), genconfig, gentoken, version; and the wiring
+ * of a server process: the loops, the engine, the hub, the HTTP and WebSocket sides,
+ * signals. */
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
+#include <uv.h>
 
 #include "auth/jwt.h"
 #include "core/buf.h"
 #include "core/config.h"
 #include "core/log.h"
+#include "core/rand.h"
+#include "engine/engine.h"
+#include "http/api.h"
+#include "http/server.h"
+#include "hub/hub.h"
+#include "metrics/metrics.h"
 #include "net/loop.h"
+#include "proto/push.h"
+#include "proto/session.h"
+
+/* What one server process is made of. */
+struct server {
+    const struct config *config;
+    struct net *net;
+    struct engine *engine;
+    struct loop *loops[LOOP_MAX];
+    unsigned nloops;
+};
+
+static void on_tick(struct loop *loop, void *ud)
+{
+    struct server *s = ud;
+    /* One loop does the engine's housekeeping: expired history, idle streams. */
+    if (loop_id(loop) == 0)
+        s->engine->ops->sweep(s->engine);
+}
+
+static void on_loop_exit(struct loop *loop, void *ud)
+{
+    session_loop_exit(loop);
+    hub_loop_exit(loop);
+}
+
+static int start_websocket(struct conn *c, void *ud)
+{
+    return session_start(c);
+}
+
+static void on_signal(uv_signal_t *h, int signum)
+{
+    struct server *s = h->data;
+    static int stopping;
+    if (stopping++)
+        return;
+    log_info("signal %d: shutting down", signum);
+    net_stop(s->net); /* every client gets 3001; the loops end once their connections have */
+    uv_stop(h->loop);
+}
+
+/* Run until SIGTERM or SIGINT; then every client gets close code 3001, output is
+ * flushed, and 0 is returned (or -1 if the server could not start: message logged). */
+static int server_run(const struct config *config)
+{
+    struct server s = {.config = config};
+    unsigned n = config->threads;
+    if (n == 0) {
+        long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+        n = cpus > 0 ? (unsigned)cpus : 1;
+    }
+    if (n > LOOP_MAX)
+        n = LOOP_MAX;
+    signal(SIGPIPE, SIG_IGN);
+    if (metrics_init(n) != 0)
+        return -1;
+    struct net_config nc = {
+        .host = config->listen_host,
+        .port = config->listen_port,
+        .nloops = n,
+        .client_queue_max = config->client_queue_max,
+        .accept = http_accept,
+        .tick = on_tick,
+        .loop_exit = on_loop_exit,
+        .ud = &s,
+    };
+    s.net = net_create(&nc);
+    if (s.net == NULL)
+        return -1;
+    s.nloops = net_nloops(s.net);
+    for (unsigned i = 0; i < s.nloops; i++)
+        s.loops[i] = net_loop(s.net, i);
+    struct hub_callbacks hc = {proto_push_publication, proto_push_join_leave, session_slow};
+    if (hub_init(s.nloops, s.loops, config->max_channels, &hc) != 0) {
+        net_join_and_free(s.net);
+        return -1;
+    }
+    char err[160];
+    struct engine_events ev = hub_engine_events();
+    s.engine = engine_open(config, &ev, err, sizeof(err));
+    if (s.engine == NULL) {
+        log_error("%s", err);
+        net_join_and_free(s.net);
+        hub_shutdown();
+        return -1;
+    }
+    hub_set_engine(s.engine);
+    session_init(config);
+    struct api_context ac = {config, s.loops, s.nloops, loop_clock_ms(), ""};
+    rand_uuid(ac.node_uid);
+    api_init(&ac);
+    struct http_server_config hsc = {config, start_websocket, &s};
+    http_init(&hsc);
+
+    uv_loop_t *main_loop = uv_default_loop();
+    uv_signal_t sigterm, sigint;
+    uv_signal_init(main_loop, &sigterm);
+    uv_signal_init(main_loop, &sigint);
+    sigterm.data = sigint.data = &s;
+    uv_signal_start(&sigterm, on_signal, SIGTERM);
+    uv_signal_start(&sigint, on_signal, SIGINT);
+
+    if (net_run(s.net) != 0) {
+        log_error("cannot start the loop threads");
+        return -1;
+    }
+    log_info("herald listening on %s:%u with %u loops", config->listen_host, config->listen_port,
+             s.nloops);
+    /* The main thread only waits for signals. */
+    uv_run(main_loop, UV_RUN_DEFAULT);
+    net_join_and_free(s.net);
+    uv_close((uv_handle_t *)&sigterm, NULL);
+    uv_close((uv_handle_t *)&sigint, NULL);
+    uv_run(main_loop, UV_RUN_NOWAIT);
+    engine_close(s.engine);
+    hub_shutdown();
+    metrics_free();
+    log_info("herald stopped");
+    return 0;
+}
 
 static void usage(FILE *out)
 {

@@ -3,6 +3,8 @@
 
 #include <string.h>
 
+#include "core/config.h"
+
 #include <openssl/crypto.h>
 #include <openssl/sha.h>
 
@@ -24,4 +26,42 @@ int auth_origin_allowed(char *const *allowed, size_t n, const uint8_t *origin, s
         if (strlen(allowed[i]) == len && memcmp(allowed[i], origin, len) == 0)
             return 1;
     return 0;
+}
+
+int auth_user_allowed(const uint8_t *ch, size_t len, const char *user)
+{
+    const uint8_t *hash = NULL;
+    for (size_t i = 0; i < len; i++)
+        if (ch[i] == '#')
+            hash = ch + i;
+    if (hash == NULL)
+        return 1;
+    const uint8_t *p = hash + 1, *end = ch + len;
+    size_t ulen = strlen(user);
+    while (p <= end) {
+        const uint8_t *comma = memchr(p, ',', (size_t)(end - p));
+        const uint8_t *e = comma ? comma : end;
+        if ((size_t)(e - p) == ulen && ulen > 0 && memcmp(p, user, ulen) == 0)
+            return 1;
+        if (comma == NULL)
+            break;
+        p = comma + 1;
+    }
+    return 0;
+}
+
+int auth_subscribe_needs_token(const struct ns_opts *ns)
+{
+    return ns->private_;
+}
+
+int auth_client_may_publish(const struct ns_opts *ns, const uint8_t *ch, size_t len,
+                            const char *user, int subscribed)
+{
+    return ns->client_publish && auth_user_allowed(ch, len, user) && (!ns->private_ || subscribed);
+}
+
+int auth_client_may_read(int subscribed)
+{
+    return subscribed;
 }

@@ -1,51 +1,170 @@
-/* The engine: the seam between one node and many. It owns channel streams
- * (offsets, epochs, history), presence, and node-to-node delivery of publications.
- * `memory` (engine/memory.c) is the embedded default: one node, streams in this
- * process, delivery straight into the hub. A `redis` engine implements the same
- * operations and runs the same tests (tests/unit/test_engine.c). */
+/* The engine: the seam between one node and many. It owns channel streams (offsets,
+ * epochs, history), presence, and the delivery of what happens in a channel to every
+ * node. `memory` (engine/memory.c) is the embedded default: one node, everything in
+ * this process. A `redis` engine implements the same operations and runs the same
+ * contract (tests/unit/test_engine.c). Not fan-out to connections (hub/hub.h): the
+ * engine knows no hub, no client protocol and no transport.
+ *
+ * Asynchronous in the hiredis style: every request takes a completion callback and
+ * its private data, called exactly once on the thread that made the request (the
+ * memory engine calls it before the request returns; a networked engine later, from
+ * the requesting loop). What the callback is handed is borrowed for the duration of
+ * the call. Strings passed in are borrowed for the duration of the request call. */
 #ifndef HERALD_ENGINE_ENGINE_H
 #define HERALD_ENGINE_ENGINE_H
 
 #include <stddef.h>
 #include <stdint.h>
 
-#include "hub/hub.h"
-
 struct config;
-struct ns_opts;
-struct buf;
 struct engine;
+
+#define ENGINE_EPOCH_LEN 8
+
+/* Result codes: 0, or one of these (negated client-protocol error numbers, so that
+ * callers turn them into the protocol's error without a table). */
+enum engine_status {
+    ENGINE_OK = 0,
+    ENGINE_ERR_INTERNAL = -100,      /* out of memory, engine failure */
+    ENGINE_ERR_LIMIT = -106,         /* a new channel past max_channels */
+    ENGINE_ERR_NOT_AVAILABLE = -108, /* no history / no presence in this namespace */
+    ENGINE_ERR_UNRECOVERABLE = -112, /* since: another epoch */
+};
+
+/* A stream's position: the offset of its newest publication and its epoch. */
+struct engine_pos {
+    uint64_t offset;
+    char epoch[ENGINE_EPOCH_LEN + 1]; /* "" when the channel keeps no history */
+};
+
+/* A publication as engines store and deliver it: neutral bytes, no framing. */
+struct engine_pub {
+    const uint8_t *data; /* raw JSON, byte for byte as published */
+    size_t data_len;
+    const uint8_t *info; /* raw JSON ClientInfo of a client publisher, or NULL */
+    size_t info_len;
+    uint64_t offset; /* 0 when the channel keeps no history */
+};
+
+/* The stream options of a channel's namespace. */
+struct engine_stream_opts {
+    uint32_t history_size; /* 0: no history, no offsets */
+    uint32_t history_ttl;  /* seconds */
+};
+
+/* What happens in channels, handed to the node's fan-out (the hub) for every channel,
+ * from this node or another, in offset order per channel. Called from any thread; the
+ * memory engine calls them under the channel's lock, so that a subscriber's recovery
+ * and the deliveries after it neither miss nor repeat a publication. */
+struct engine_events {
+    void (*publication)(void *ud, const uint8_t *ch, size_t len, const struct engine_pub *pub);
+    /* join (1) or leave (0) of the ClientInfo info in a channel with join_leave */
+    void (*join_leave)(void *ud, const uint8_t *ch, size_t len, int join, const uint8_t *info,
+                       size_t info_len);
+    void *ud;
+};
+
+struct engine_history_query {
+    int64_t limit; /* -1: all, 0: none (only the position), n: at most n */
+    int has_since;
+    uint64_t since_offset;
+    const uint8_t *since_epoch;
+    size_t since_epoch_len;
+    int reverse; /* newest first (with since: those before it) */
+};
+
+/* Subscribe's recovery: what the client saw last. */
+struct engine_recovery {
+    int recover;
+    uint64_t offset;
+    const uint8_t *epoch;
+    size_t epoch_len;
+    unsigned max_pubs; /* more missed than this: not recovered */
+};
+
+/* One member of a channel's presence. */
+struct engine_presence {
+    const char *client;  /* NUL-terminated */
+    const uint8_t *info; /* raw JSON ClientInfo */
+    size_t info_len;
+};
+
+typedef void (*engine_publish_cb)(void *ud, int status, const struct engine_pos *pos);
+typedef void (*engine_history_cb)(void *ud, int status, const struct engine_pos *pos,
+                                  const struct engine_pub *pubs, size_t n);
+/* recovered: the missed publications pubs[0..n) (oldest first) cover the gap. */
+typedef void (*engine_subscribe_cb)(void *ud, int status, const struct engine_pos *pos,
+                                    int recovered, const struct engine_pub *pubs, size_t n);
+typedef void (*engine_presence_cb)(void *ud, int status, const struct engine_presence *members,
+                                   size_t n);
+typedef void (*engine_stats_cb)(void *ud, int status, uint64_t num_clients, uint64_t num_users);
+typedef void (*engine_done_cb)(void *ud, int status);
+/* Once per channel holding state, then once with ch == NULL at the end. */
+typedef void (*engine_channel_cb)(void *ud, const uint8_t *ch, size_t len);
 
 struct engine_ops {
     const char *name;
-    /* Publish raw JSON data (borrowed) with the publisher's ClientInfo (or NULL).
-     * Returns 1 with pos filled when the namespace keeps history, 0 when it does not,
-     * -1 on failure. Every subscriber on every node receives it, in offset order. */
-    int (*publish)(struct engine *e, const uint8_t *ch, size_t len, const struct ns_opts *ns,
-                   const uint8_t *data, size_t data_len, const uint8_t *info, size_t info_len,
-                   struct hub_stream_pos *pos);
-    /* History query; see hub_history for the arguments. 0, -108, -112 or -100. */
-    int (*history)(struct engine *e, const uint8_t *ch, size_t len, const struct ns_opts *ns,
-                   int64_t limit, int has_since, uint64_t since_offset, const uint8_t *since_epoch,
-                   size_t since_epoch_len, int reverse, struct buf *out,
-                   struct hub_stream_pos *pos);
-    void (*history_remove)(struct engine *e, const uint8_t *ch, size_t len);
-    /* Presence members ({"client":ClientInfo,...} without braces) and counts. 0 or -108. */
-    int (*presence)(struct engine *e, const uint8_t *ch, size_t len, const struct ns_opts *ns,
-                    struct buf *out, uint64_t *num_clients, uint64_t *num_users);
+    /* Publish: assign the next offset (with history), keep it, hand it to every node's
+     * events.publication. idempotency_key (or NULL): a repeat within 5 minutes is not
+     * published again and completes with the first one's position. pos->epoch is ""
+     * without history. */
+    void (*publish)(struct engine *e, const uint8_t *ch, size_t len,
+                    const struct engine_stream_opts *opts, const struct engine_pub *pub,
+                    const uint8_t *idempotency_key, size_t key_len, engine_publish_cb cb,
+                    void *ud);
+    /* History of a channel whose namespace keeps it (opts->history_size > 0). */
+    void (*history)(struct engine *e, const uint8_t *ch, size_t len,
+                    const struct engine_stream_opts *opts, const struct engine_history_query *q,
+                    engine_history_cb cb, void *ud);
+    /* Drop a channel's history; the position stays. */
+    void (*history_remove)(struct engine *e, const uint8_t *ch, size_t len, engine_done_cb cb,
+                           void *ud);
+    /* A subscriber of this node joins ch: from now on the channel's events reach this
+     * node (a networked engine follows local interest), then the position and, when
+     * rec->recover, the publications after rec->offset are read with no gap between
+     * them and the deliveries that follow (a caller drops deliveries at or below
+     * pos->offset). Counted once per call; unsubscribe undoes one. */
+    void (*subscribe)(struct engine *e, const uint8_t *ch, size_t len,
+                      const struct engine_stream_opts *opts, const struct engine_recovery *rec,
+                      engine_subscribe_cb cb, void *ud);
+    void (*unsubscribe)(struct engine *e, const uint8_t *ch, size_t len);
+    /* A subscriber joins ch: with presence, client (NUL-terminated id) of user with its
+     * ClientInfo becomes a member; with join_leave, events.join_leave(join) goes to
+     * every node. cb may be NULL. */
+    void (*presence_add)(struct engine *e, const uint8_t *ch, size_t len, const char *client,
+                         const uint8_t *user, size_t user_len, const uint8_t *info,
+                         size_t info_len, int presence, int join_leave, engine_done_cb cb,
+                         void *ud);
+    /* It leaves: the member goes (with presence), events.join_leave(leave) with its info
+     * (with join_leave). */
+    void (*presence_remove)(struct engine *e, const uint8_t *ch, size_t len, const char *client,
+                            const uint8_t *info, size_t info_len, int presence, int join_leave);
+    void (*presence)(struct engine *e, const uint8_t *ch, size_t len, engine_presence_cb cb,
+                     void *ud);
+    void (*presence_stats)(struct engine *e, const uint8_t *ch, size_t len, engine_stats_cb cb,
+                           void *ud);
+    /* Every channel that holds engine state (a stream or presence). */
+    void (*channels)(struct engine *e, engine_channel_cb cb, void *ud);
+    /* Housekeeping, about once a second from one thread: expire history, forget idle
+     * streams. */
+    void (*sweep)(struct engine *e);
     void (*close)(struct engine *e);
 };
 
 struct engine {
     const struct engine_ops *ops;
+    struct engine_events events;
     void *state;
 };
 
-/* Open the engine the config names ("memory"). Returns NULL with a message in err. */
-struct engine *engine_open(const struct config *config, char *err, size_t errlen);
+/* Open the engine the config names ("memory"), delivering to events (copied). Returns
+ * NULL with a message in err. */
+struct engine *engine_open(const struct config *config, const struct engine_events *events,
+                           char *err, size_t errlen);
 void engine_close(struct engine *e);
 
-/* The engine of this process (set by server_run). */
-extern struct engine *engine_current;
+/* The memory engine's constructor (engine_open picks by name). */
+struct engine *engine_memory_open(const struct config *config, const struct engine_events *events,
+                                  char *err, size_t errlen);
 
 #endif

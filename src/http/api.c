@@ -1,7 +1,10 @@
-/* Server API handlers (see api.h): same request and reply shapes as Centrifugo's
- * HTTP API, so its server SDKs work with herald. `data` is passed byte for byte. */
+/* Server API handlers (see api.h): same request and reply shapes as Centrifugo's HTTP
+ * API, so its server SDKs work with herald. `data` is passed byte for byte. Each call
+ * owns a struct call that gathers its answer; hub and engine requests complete into it
+ * through callbacks, and the last completion hands the answer to the transport. */
 #include "http/api.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
@@ -9,32 +12,72 @@
 
 #include "core/buf.h"
 #include "core/config.h"
-#include "core/frame.h"
 #include "core/json.h"
-#include "engine/engine.h"
 #include "hub/hub.h"
+#include "metrics/metrics.h"
 #include "net/loop.h"
+#include "proto/codes.h"
 #include "proto/command.h"
+#include "proto/reply.h"
 #include "proto/session.h"
 #include "ws/utf8.h"
 
 #define API_MAX_TOKENS 65536
 
-struct req {
+static struct api_context ctx;
+
+void api_init(const struct api_context *c)
+{
+    ctx = *c;
+}
+
+/* One API call: its parsed body and its answer. */
+struct call {
     uint8_t *js;
     jsmntok_t *t;
     int n;
-    const struct config *cfg;
-    struct loop *loop;
+    struct buf out;
+    int status;
+    api_done_cb done;
+    void *ud;
 };
 
-static void error(struct buf *out, int code, const char *message)
+/* The answer when even the answer could not be built: from the stack. */
+static void answer_oom(api_done_cb done, void *ud)
 {
-    buf_appendf(out, "{\"error\":{\"code\":%d,\"message\":\"%s\"}}", code, message);
+    char body[96];
+    int n = snprintf(body, sizeof(body), "{\"error\":{\"code\":%d,\"message\":\"%s\"}}",
+                     PROTO_ERR_INTERNAL, proto_error_message(PROTO_ERR_INTERNAL));
+    done(ud, 500, (const uint8_t *)body, (size_t)n);
 }
 
-/* A string member, unescaped in place; NULL span when absent or not a string. */
-static int get_string(struct req *r, int obj, const char *key, struct json_span *out)
+static void finish(struct call *r)
+{
+    if (r->out.oom) {
+        answer_oom(r->done, r->ud);
+    } else {
+        r->done(r->ud, r->status, r->out.p, r->out.len);
+    }
+    buf_free(&r->out);
+    free(r->t);
+    free(r);
+}
+
+static void error(struct buf *out, int code)
+{
+    buf_appendf(out, "{\"error\":{\"code\":%d,\"message\":\"%s\"}}", code,
+                proto_error_message(code));
+}
+
+/* Answer now with an error object (HTTP 200, as Centrifugo's API does). */
+static void fail(struct call *r, int code)
+{
+    error(&r->out, code);
+    finish(r);
+}
+
+/* A string member, unescaped in place; NULL span when absent. -1 when not a string. */
+static int get_string(struct call *r, int obj, const char *key, struct json_span *out)
 {
     out->p = NULL;
     out->len = 0;
@@ -54,7 +97,7 @@ static int get_string(struct req *r, int obj, const char *key, struct json_span 
 
 static int valid_channel(struct json_span ch)
 {
-    if (ch.len == 0 || ch.len > PROTO_MAX_CHANNEL)
+    if (ch.p == NULL || ch.len == 0 || ch.len > PROTO_MAX_CHANNEL)
         return 0;
     for (size_t i = 0; i < ch.len; i++)
         if (ch.p[i] < 0x20)
@@ -62,46 +105,20 @@ static int valid_channel(struct json_span ch)
     return 1;
 }
 
-/* The "channel" member and its namespace; NULL after answering 107 or 102. */
-static const struct ns_opts *get_channel_ns(struct req *r, struct buf *out, struct json_span *ch)
+/* The "channel" member and its namespace; NULL with *code 107 or 102. */
+static const struct ns_opts *get_channel_ns(struct call *r, struct json_span *ch, int *code)
 {
     if (get_string(r, 0, "channel", ch) != 0 || !valid_channel(*ch)) {
-        error(out, 107, "bad request");
+        *code = PROTO_ERR_BAD_REQUEST;
         return NULL;
     }
-    const struct ns_opts *ns = config_namespace(r->cfg, ch->p, ch->len);
+    const struct ns_opts *ns = config_namespace(ctx.config, ch->p, ch->len);
     if (ns == NULL)
-        error(out, 102, "unknown channel");
+        *code = PROTO_ERR_UNKNOWN_CHANNEL;
     return ns;
 }
 
-/* Publish data on one channel, appending {"result":...} or {"error":...}. */
-static void publish_one(struct req *r, struct json_span ch, struct json_span data, struct buf *out)
-{
-    if (!valid_channel(ch)) {
-        error(out, 107, "bad request");
-        return;
-    }
-    const struct ns_opts *ns = config_namespace(r->cfg, ch.p, ch.len);
-    if (ns == NULL) {
-        error(out, 102, "unknown channel");
-        return;
-    }
-    struct hub_stream_pos pos;
-    int rc = engine_current->ops->publish(engine_current, ch.p, ch.len, ns, data.p, data.len, NULL,
-                                          0, &pos);
-    if (rc == HUB_LIMIT)
-        error(out, 106, "limit exceeded");
-    else if (rc < 0)
-        error(out, 100, "internal server error");
-    else if (rc == 1)
-        buf_appendf(out, "{\"result\":{\"offset\":%llu,\"epoch\":\"%s\"}}",
-                    (unsigned long long)pos.offset, pos.epoch);
-    else
-        buf_append_str(out, "{\"result\":{}}");
-}
-
-static int get_data(struct req *r, struct json_span *data)
+static int get_data(struct call *r, struct json_span *data)
 {
     int i = json_obj_get(r->js, r->t, r->n, 0, "data");
     if (i < 0)
@@ -110,41 +127,136 @@ static int get_data(struct req *r, struct json_span *data)
     return 0;
 }
 
-static void api_publish(struct req *r, struct buf *out)
+/* {"result":{"offset":N,"epoch":"E"}}, {"result":{}} or {"error":...} */
+static void publish_result(struct buf *out, int status, const struct engine_pos *pos)
 {
-    struct json_span ch, data;
-    if (get_string(r, 0, "channel", &ch) != 0 || ch.p == NULL || get_data(r, &data) != 0) {
-        error(out, 107, "bad request");
-        return;
-    }
-    publish_one(r, ch, data, out);
+    if (status != 0)
+        error(out, -status);
+    else if (pos->epoch[0])
+        buf_appendf(out, "{\"result\":{\"offset\":%llu,\"epoch\":\"%s\"}}",
+                    (unsigned long long)pos->offset, pos->epoch);
+    else
+        buf_append_str(out, "{\"result\":{}}");
 }
 
-static void api_broadcast(struct req *r, struct buf *out)
+/* ---- publish, broadcast ---- */
+
+static void on_published(void *ud, int status, const struct engine_pos *pos)
+{
+    struct call *r = ud;
+    publish_result(&r->out, status, pos);
+    finish(r);
+}
+
+static void api_publish(struct call *r)
+{
+    struct json_span ch, data, key = {NULL, 0};
+    if (get_string(r, 0, "channel", &ch) != 0 || ch.p == NULL || get_data(r, &data) != 0 ||
+        get_string(r, 0, "idempotency_key", &key) != 0 || key.len > 64) {
+        fail(r, PROTO_ERR_BAD_REQUEST);
+        return;
+    }
+    int code;
+    const struct ns_opts *ns = get_channel_ns(r, &ch, &code);
+    if (ns == NULL) {
+        fail(r, code);
+        return;
+    }
+    hub_publish(ch.p, ch.len, ns, data.p, data.len, NULL, 0, key.p, key.len, on_published, r);
+}
+
+/* A broadcast's answers, one per channel in request order, whatever order the
+ * publications complete in. */
+struct broadcast {
+    struct call *r;
+    size_t n, remaining;
+    struct slot {
+        int status;
+        struct engine_pos pos;
+    } slots[];
+};
+
+struct broadcast_one {
+    struct broadcast *b;
+    size_t i;
+};
+
+static void broadcast_done(struct broadcast *b)
+{
+    struct buf *out = &b->r->out;
+    buf_append_str(out, "{\"result\":{\"responses\":[");
+    for (size_t i = 0; i < b->n; i++) {
+        if (i)
+            buf_append_char(out, ',');
+        publish_result(out, b->slots[i].status, &b->slots[i].pos);
+    }
+    buf_append_str(out, "]}}");
+    finish(b->r);
+    free(b);
+}
+
+static void on_broadcast_one(void *ud, int status, const struct engine_pos *pos)
+{
+    struct broadcast_one *one = ud;
+    struct broadcast *b = one->b;
+    b->slots[one->i].status = status;
+    b->slots[one->i].pos = *pos;
+    free(one);
+    if (--b->remaining == 0)
+        broadcast_done(b);
+}
+
+static void api_broadcast(struct call *r)
 {
     struct json_span data;
     int chs = json_obj_get(r->js, r->t, r->n, 0, "channels");
     if (chs < 0 || r->t[chs].type != JSMN_ARRAY || get_data(r, &data) != 0) {
-        error(out, 107, "bad request");
+        fail(r, PROTO_ERR_BAD_REQUEST);
         return;
     }
-    buf_append_str(out, "{\"result\":{\"responses\":[");
-    int first = 1;
-    for (int i = chs + 1, k = 0; k < r->t[chs].size; k++, i = json_skip(r->t, r->n, i)) {
-        if (!first)
-            buf_append_char(out, ',');
-        first = 0;
-        if (r->t[i].type != JSMN_STRING) {
-            error(out, 107, "bad request");
+    size_t n = (size_t)r->t[chs].size;
+    struct broadcast *b = malloc(sizeof(*b) + n * sizeof(b->slots[0]));
+    if (b == NULL) {
+        fail(r, PROTO_ERR_INTERNAL);
+        return;
+    }
+    b->r = r;
+    b->n = n;
+    b->remaining = n + 1; /* one for this function: nothing completes the call under it */
+    struct engine_pos none = {0, ""};
+    for (int i = chs + 1, k = 0; (size_t)k < n; k++, i = json_skip(r->t, r->n, i)) {
+        struct slot *sl = &b->slots[k];
+        sl->pos = none;
+        struct json_span ch = {NULL, 0};
+        const struct ns_opts *ns = NULL;
+        sl->status = -PROTO_ERR_BAD_REQUEST;
+        if (r->t[i].type == JSMN_STRING) {
+            uint8_t *p = r->js + r->t[i].start;
+            ssize_t len = json_unescape(p, (size_t)(r->t[i].end - r->t[i].start));
+            ch.p = p;
+            ch.len = len < 0 ? 0 : (size_t)len;
+            if (valid_channel(ch)) {
+                ns = config_namespace(ctx.config, ch.p, ch.len);
+                if (ns == NULL)
+                    sl->status = -PROTO_ERR_UNKNOWN_CHANNEL;
+            }
+        }
+        struct broadcast_one *one = ns ? malloc(sizeof(*one)) : NULL;
+        if (ns && one == NULL)
+            sl->status = -PROTO_ERR_INTERNAL;
+        if (one == NULL) {
+            b->remaining--;
             continue;
         }
-        uint8_t *p = r->js + r->t[i].start;
-        ssize_t len = json_unescape(p, (size_t)(r->t[i].end - r->t[i].start));
-        struct json_span ch = {p, len < 0 ? 0 : (size_t)len};
-        publish_one(r, ch, data, out);
+        one->b = b;
+        one->i = (size_t)k;
+        hub_publish(ch.p, ch.len, ns, data.p, data.len, NULL, 0, NULL, 0, on_broadcast_one, one);
     }
-    buf_append_str(out, "]}}");
+    if (--b->remaining == 0)
+        broadcast_done(b);
 }
+
+/* ---- info, channels ---- */
 
 static long rss_bytes(void)
 {
@@ -158,14 +270,9 @@ static long rss_bytes(void)
     return resident * sysconf(_SC_PAGESIZE);
 }
 
-static void api_info(struct req *r, struct buf *out)
+static void api_info(struct call *r)
 {
-    struct server *s = r->loop->server;
-    uint64_t clients = 0, conns = 0, channels, subs;
-    for (unsigned i = 0; i < s->nloops; i++) {
-        clients += atomic_load_explicit(&s->loops[i]->stats.clients, memory_order_relaxed);
-        conns += atomic_load_explicit(&s->loops[i]->stats.connections, memory_order_relaxed);
-    }
+    uint64_t channels, subs;
     hub_counts(&channels, &subs);
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
@@ -173,128 +280,191 @@ static void api_info(struct req *r, struct buf *out)
                  (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6;
     char host[64] = "herald";
     gethostname(host, sizeof(host) - 1);
-    buf_appendf(out, "{\"result\":{\"nodes\":[{\"uid\":\"%s\",\"name\":", s->node_uid);
+    struct buf *out = &r->out;
+    buf_appendf(out, "{\"result\":{\"nodes\":[{\"uid\":\"%s\",\"name\":", ctx.node_uid);
     buf_append_json_str(out, (const uint8_t *)host, strlen(host));
     buf_appendf(out,
                 ",\"version\":\"0.1.0\",\"num_clients\":%llu,\"num_users\":%llu,"
                 "\"num_channels\":%llu,\"num_subs\":%llu,\"num_connections\":%llu,"
                 "\"uptime\":%llu,\"process\":{\"cpu\":%.3f,\"rss\":%ld}}]}}",
-                (unsigned long long)clients, (unsigned long long)session_num_users(),
-                (unsigned long long)channels, (unsigned long long)subs, (unsigned long long)conns,
-                (unsigned long long)((server_now_ms() - s->start_ms) / 1000), cpu, rss_bytes());
+                (unsigned long long)metrics_sum(METRIC_CLIENTS),
+                (unsigned long long)session_num_users(), (unsigned long long)channels,
+                (unsigned long long)subs, (unsigned long long)metrics_sum(METRIC_CONNECTIONS),
+                (unsigned long long)((loop_clock_ms() - ctx.start_ms) / 1000), cpu, rss_bytes());
+    finish(r);
 }
 
-static void api_channels(struct req *r, struct buf *out)
+struct channel_list {
+    struct buf *out;
+    int first;
+};
+
+static void on_channel(void *ud, const uint8_t *ch, size_t len, uint32_t num_clients)
+{
+    struct channel_list *l = ud;
+    if (!l->first)
+        buf_append_char(l->out, ',');
+    l->first = 0;
+    buf_append_json_str(l->out, ch, len);
+    buf_appendf(l->out, ":{\"num_clients\":%u}", num_clients);
+}
+
+static void api_channels(struct call *r)
 {
     struct json_span pattern = {NULL, 0};
     if (r->n > 0 && get_string(r, 0, "pattern", &pattern) != 0) {
-        error(out, 107, "bad request");
+        fail(r, PROTO_ERR_BAD_REQUEST);
         return;
     }
-    buf_append_str(out, "{\"result\":{\"channels\":{");
-    hub_channels_json(out, pattern.p, pattern.len);
-    buf_append_str(out, "}}}");
+    buf_append_str(&r->out, "{\"result\":{\"channels\":{");
+    struct channel_list l = {&r->out, 1};
+    hub_channels(pattern.p, pattern.len, on_channel, &l);
+    buf_append_str(&r->out, "}}}");
+    finish(r);
 }
 
-static void api_history(struct req *r, struct buf *out)
+/* ---- history ---- */
+
+static void on_history(void *ud, int status, const struct engine_pos *pos,
+                       const struct engine_pub *pubs, size_t n)
+{
+    struct call *r = ud;
+    struct buf *out = &r->out;
+    if (status != 0) {
+        error(out, -status);
+    } else {
+        buf_append_str(out, "{\"result\":{\"publications\":[");
+        proto_render_publications(out, pubs, n);
+        buf_append_str(out, "],");
+        proto_render_position(out, pos);
+        buf_append_str(out, "}}");
+    }
+    finish(r);
+}
+
+static void api_history(struct call *r)
 {
     struct json_span ch, epoch = {NULL, 0};
-    const struct ns_opts *ns = get_channel_ns(r, out, &ch);
-    if (ns == NULL)
+    int code;
+    const struct ns_opts *ns = get_channel_ns(r, &ch, &code);
+    if (ns == NULL) {
+        fail(r, code);
         return;
-    int64_t limit = 0;
-    int reverse = 0, has_since = 0;
-    uint64_t since = 0;
+    }
+    struct engine_history_query q = {0, 0, 0, NULL, 0, 0};
     int i = json_obj_get(r->js, r->t, r->n, 0, "limit");
-    if (i >= 0 && json_tok_i64(r->js, &r->t[i], &limit) != 0) {
-        error(out, 107, "bad request");
+    if (i >= 0 && json_tok_i64(r->js, &r->t[i], &q.limit) != 0) {
+        fail(r, PROTO_ERR_BAD_REQUEST);
         return;
     }
     i = json_obj_get(r->js, r->t, r->n, 0, "reverse");
-    if (i >= 0 && json_tok_bool(r->js, &r->t[i], &reverse) != 0) {
-        error(out, 107, "bad request");
+    if (i >= 0 && json_tok_bool(r->js, &r->t[i], &q.reverse) != 0) {
+        fail(r, PROTO_ERR_BAD_REQUEST);
         return;
     }
     i = json_obj_get(r->js, r->t, r->n, 0, "since");
     if (i >= 0 && r->t[i].type == JSMN_OBJECT) {
-        has_since = 1;
+        q.has_since = 1;
         int o = json_obj_get(r->js, r->t, r->n, i, "offset");
-        if ((o >= 0 && json_tok_u64(r->js, &r->t[o], &since) != 0) ||
+        if ((o >= 0 && json_tok_u64(r->js, &r->t[o], &q.since_offset) != 0) ||
             get_string(r, i, "epoch", &epoch) != 0) {
-            error(out, 107, "bad request");
+            fail(r, PROTO_ERR_BAD_REQUEST);
             return;
         }
+        q.since_epoch = epoch.p;
+        q.since_epoch_len = epoch.len;
     }
-    struct buf pubs = BUF_INIT;
-    struct hub_stream_pos pos;
-    int rc = engine_current->ops->history(engine_current, ch.p, ch.len, ns, limit, has_since, since,
-                                          epoch.p, epoch.len, reverse, &pubs, &pos);
-    if (rc == -108)
-        error(out, 108, "not available");
-    else if (rc == -112)
-        error(out, 112, "unrecoverable position");
-    else if (rc == -106)
-        error(out, 106, "limit exceeded");
-    else if (rc < 0)
-        error(out, 100, "internal server error");
-    else {
-        buf_append_str(out, "{\"result\":{\"publications\":[");
-        buf_append(out, pubs.p, pubs.len);
-        buf_appendf(out, "],\"epoch\":\"%s\",\"offset\":%llu}}", pos.epoch,
-                    (unsigned long long)pos.offset);
-    }
-    buf_free(&pubs);
+    hub_history(ch.p, ch.len, ns, &q, on_history, r);
 }
 
-static void api_history_remove(struct req *r, struct buf *out)
+static void on_removed(void *ud, int status)
+{
+    struct call *r = ud;
+    if (status != 0)
+        error(&r->out, -status);
+    else
+        buf_append_str(&r->out, "{\"result\":{}}");
+    finish(r);
+}
+
+static void api_history_remove(struct call *r)
 {
     struct json_span ch;
     if (get_string(r, 0, "channel", &ch) != 0 || !valid_channel(ch)) {
-        error(out, 107, "bad request");
+        fail(r, PROTO_ERR_BAD_REQUEST);
         return;
     }
-    engine_current->ops->history_remove(engine_current, ch.p, ch.len);
-    buf_append_str(out, "{\"result\":{}}");
+    hub_history_remove(ch.p, ch.len, on_removed, r);
 }
 
-static void api_presence(struct req *r, struct buf *out, int stats)
+/* ---- presence ---- */
+
+static void on_presence(void *ud, int status, const struct engine_presence *m, size_t n)
+{
+    struct call *r = ud;
+    if (status != 0) {
+        error(&r->out, -status);
+    } else {
+        buf_append_str(&r->out, "{\"result\":{\"presence\":{");
+        proto_render_presence(&r->out, m, n);
+        buf_append_str(&r->out, "}}}");
+    }
+    finish(r);
+}
+
+static void on_presence_stats(void *ud, int status, uint64_t clients, uint64_t users)
+{
+    struct call *r = ud;
+    if (status != 0)
+        error(&r->out, -status);
+    else
+        buf_appendf(&r->out, "{\"result\":{\"num_clients\":%llu,\"num_users\":%llu}}",
+                    (unsigned long long)clients, (unsigned long long)users);
+    finish(r);
+}
+
+static void api_presence(struct call *r, int stats)
 {
     struct json_span ch;
-    const struct ns_opts *ns = get_channel_ns(r, out, &ch);
-    if (ns == NULL)
+    int code;
+    const struct ns_opts *ns = get_channel_ns(r, &ch, &code);
+    if (ns == NULL) {
+        fail(r, code);
         return;
-    struct buf members = BUF_INIT;
-    uint64_t clients, users;
-    if (engine_current->ops->presence(engine_current, ch.p, ch.len, ns, stats ? NULL : &members,
-                                      &clients, &users) != 0) {
-        error(out, 108, "not available");
-    } else if (stats) {
-        buf_appendf(out, "{\"result\":{\"num_clients\":%llu,\"num_users\":%llu}}",
-                    (unsigned long long)clients, (unsigned long long)users);
-    } else {
-        buf_append_str(out, "{\"result\":{\"presence\":{");
-        buf_append(out, members.p, members.len);
-        buf_append_str(out, "}}}");
     }
-    buf_free(&members);
+    if (stats)
+        hub_presence_stats(ch.p, ch.len, ns, on_presence_stats, r);
+    else
+        hub_presence(ch.p, ch.len, ns, on_presence, r);
 }
 
-/* subscribe / unsubscribe / disconnect a user on every loop. */
-static void api_user_control(struct req *r, struct buf *out, enum loop_msg_type type)
+static void api_presence_members(struct call *r)
+{
+    api_presence(r, 0);
+}
+
+static void api_presence_stats(struct call *r)
+{
+    api_presence(r, 1);
+}
+
+/* ---- a user's connections ---- */
+
+static void api_user_control(struct call *r, enum session_control kind)
 {
     struct json_span user, ch = {NULL, 0}, reason = {NULL, 0};
-    uint64_t code = 3503;
+    uint64_t code = PROTO_DISC_FORCE_NO_RECONNECT;
     if (get_string(r, 0, "user", &user) != 0 || user.p == NULL) {
-        error(out, 107, "bad request");
+        fail(r, PROTO_ERR_BAD_REQUEST);
         return;
     }
-    if (type != LOOP_MSG_DISCONNECT) {
+    if (kind != SESSION_DISCONNECT) {
         if (get_string(r, 0, "channel", &ch) != 0 || !valid_channel(ch)) {
-            error(out, 107, "bad request");
+            fail(r, PROTO_ERR_BAD_REQUEST);
             return;
         }
-        if (type == LOOP_MSG_SUBSCRIBE && config_namespace(r->cfg, ch.p, ch.len) == NULL) {
-            error(out, 102, "unknown channel");
+        if (kind == SESSION_SUBSCRIBE && config_namespace(ctx.config, ch.p, ch.len) == NULL) {
+            fail(r, PROTO_ERR_UNKNOWN_CHANNEL);
             return;
         }
     } else {
@@ -304,73 +474,50 @@ static void api_user_control(struct req *r, struct buf *out, enum loop_msg_type 
             if ((c >= 0 &&
                  (json_tok_u64(r->js, &r->t[c], &code) != 0 || code < 3000 || code > 4999)) ||
                 get_string(r, d, "reason", &reason) != 0 || reason.len > 120) {
-                error(out, 107, "bad request");
+                fail(r, PROTO_ERR_BAD_REQUEST);
                 return;
             }
         }
     }
     if (memchr(user.p, 0, user.len) || (ch.p && memchr(ch.p, 0, ch.len)) ||
         (reason.p && memchr(reason.p, 0, reason.len))) {
-        error(out, 107, "bad request");
+        fail(r, PROTO_ERR_BAD_REQUEST);
         return;
     }
-    const char *default_reason = "force disconnect";
+    static const char default_reason[] = "force disconnect";
     if (reason.p == NULL) {
         reason.p = (const uint8_t *)default_reason;
-        reason.len = strlen(default_reason);
+        reason.len = sizeof(default_reason) - 1;
     }
-    struct server *s = r->loop->server;
-    for (unsigned i = 0; i < s->nloops; i++) {
-        struct frame *f = frame_new(user.len + ch.len + reason.len + 3);
-        if (f == NULL)
-            break;
-        uint8_t *w = f->data;
-        memcpy(w, user.p, user.len);
-        w += user.len;
-        *w++ = 0;
-        if (ch.len)
-            memcpy(w, ch.p, ch.len);
-        w += ch.len;
-        *w++ = 0;
-        memcpy(w, reason.p, reason.len);
-        w += reason.len;
-        *w++ = 0;
-        f->len = (uint32_t)(w - f->data);
-        struct loop_msg m = {type, (uint32_t)code, 0, f};
-        if (loop_post(s->loops[i], &m) != 0)
-            frame_unref(f);
+    if (session_control(ctx.loops, ctx.nloops, kind, user.p, user.len, ch.p, ch.len,
+                        (unsigned)code, reason.p, reason.len) != 0) {
+        fail(r, PROTO_ERR_INTERNAL);
+        return;
     }
-    buf_append_str(out, "{\"result\":{}}");
+    buf_append_str(&r->out, "{\"result\":{}}");
+    finish(r);
 }
 
-static void api_subscribe(struct req *r, struct buf *out)
+static void api_subscribe(struct call *r)
 {
-    api_user_control(r, out, LOOP_MSG_SUBSCRIBE);
+    api_user_control(r, SESSION_SUBSCRIBE);
 }
 
-static void api_unsubscribe(struct req *r, struct buf *out)
+static void api_unsubscribe(struct call *r)
 {
-    api_user_control(r, out, LOOP_MSG_UNSUBSCRIBE);
+    api_user_control(r, SESSION_UNSUBSCRIBE);
 }
 
-static void api_disconnect(struct req *r, struct buf *out)
+static void api_disconnect(struct call *r)
 {
-    api_user_control(r, out, LOOP_MSG_DISCONNECT);
+    api_user_control(r, SESSION_DISCONNECT);
 }
 
-static void api_presence_members(struct req *r, struct buf *out)
-{
-    api_presence(r, out, 0);
-}
-
-static void api_presence_stats(struct req *r, struct buf *out)
-{
-    api_presence(r, out, 1);
-}
+/* ---- dispatch ---- */
 
 static const struct method {
     const char *name;
-    void (*handle)(struct req *r, struct buf *out);
+    void (*handle)(struct call *r);
     int body_optional; /* an empty body means {} */
 } methods[] = {
     {"publish", api_publish, 0},
@@ -400,50 +547,58 @@ int api_method_known(const uint8_t *name, size_t name_len)
     return find_method(name, name_len) != NULL;
 }
 
-int api_handle(struct loop *loop, const uint8_t *name, size_t name_len, uint8_t *body,
-               size_t body_len, struct buf *out)
+void api_handle(const uint8_t *name, size_t name_len, uint8_t *body, size_t body_len,
+                api_done_cb done, void *ud)
 {
+    struct call *r = calloc(1, sizeof(*r));
+    if (r == NULL) {
+        answer_oom(done, ud);
+        return;
+    }
+    r->js = body;
+    r->status = 200;
+    r->done = done;
+    r->ud = ud;
     const struct method *m = find_method(name, name_len);
     if (m == NULL) {
-        error(out, 104, "method not found");
-        return 404;
+        r->status = 404;
+        fail(r, PROTO_ERR_METHOD_NOT_FOUND);
+        return;
     }
-    struct req r = {body, NULL, 0, loop->server->config, loop};
     int empty = 1;
     for (size_t i = 0; i < body_len && empty; i++)
         if (body[i] != ' ' && body[i] != '\t' && body[i] != '\r' && body[i] != '\n')
             empty = 0;
     if (empty && !m->body_optional) {
-        error(out, 107, "bad request");
-        return 200;
-    }
-    /* RFC 8259 section 8.1: JSON text exchanged between systems is UTF-8. Checked on
-     * the whole body, so that nothing taken from it (data, channel, user, reason)
-     * reaches a client's text frame invalid (RFC 6455 section 8.1 would fail it). */
-    if (!empty && !ws_utf8_valid(body, body_len)) {
-        error(out, 107, "bad request: invalid UTF-8");
-        return 400;
+        fail(r, PROTO_ERR_BAD_REQUEST);
+        return;
     }
     if (!empty) {
+        /* RFC 8259 section 8.1: JSON text exchanged between systems is UTF-8. Checked on
+         * the whole body, so that nothing taken from it (data, channel, user, reason)
+         * reaches a client's text frame invalid (RFC 6455 section 8.1 would fail it). */
+        if (!ws_utf8_valid(body, body_len)) {
+            r->status = 400;
+            fail(r, PROTO_ERR_BAD_REQUEST);
+            return;
+        }
         /* jsmn needs at most one token per two bytes of input, plus the root. */
         size_t ntok = body_len / 2 + 16;
         if (ntok > API_MAX_TOKENS)
             ntok = API_MAX_TOKENS;
-        r.t = malloc(ntok * sizeof(jsmntok_t));
-        if (r.t == NULL) {
-            error(out, 100, "internal server error");
-            return 200;
+        r->t = malloc(ntok * sizeof(jsmntok_t));
+        if (r->t == NULL) {
+            fail(r, PROTO_ERR_INTERNAL);
+            return;
         }
-        r.n = json_tokenize(body, body_len, r.t, (unsigned)ntok);
-        if (r.n <= 0 || r.t[0].type != JSMN_OBJECT) {
+        r->n = json_tokenize(body, body_len, r->t, (unsigned)ntok);
+        if (r->n <= 0 || r->t[0].type != JSMN_OBJECT) {
             /* Not a JSON object (malformed, nested deeper than JSON_MAX_DEPTH, too
              * many tokens): the body cannot be decoded, as Centrifugo answers 400. */
-            free(r.t);
-            error(out, 107, "bad request");
-            return 400;
+            r->status = 400;
+            fail(r, PROTO_ERR_BAD_REQUEST);
+            return;
         }
     }
-    m->handle(&r, out);
-    free(r.t);
-    return 200;
+    m->handle(r);
 }

@@ -1,20 +1,38 @@
-/* Server API handlers: POST /api/<method> with a JSON body, as Centrifugo's HTTP
- * API (publish, broadcast, info, channels, ...). Not the HTTP transport (server.h). */
+/* Server API handlers: POST /api/<method> with a JSON body, as Centrifugo's HTTP API
+ * (publish, broadcast, info, channels, history, presence, ...). Not the HTTP
+ * transport (http/server.h). */
 #ifndef HERALD_HTTP_API_H
 #define HERALD_HTTP_API_H
 
 #include <stddef.h>
 #include <stdint.h>
 
-struct buf;
+struct config;
 struct loop;
+
+/* What the handlers need of the process (borrowed for its life). */
+struct api_context {
+    const struct config *config;
+    struct loop *const *loops; /* every loop, for a user's connections */
+    unsigned nloops;
+    uint64_t start_ms; /* loop_clock_ms() at start, for uptime */
+    char node_uid[37];
+};
+
+/* Once, before the loops run. The context is copied (its loops array is borrowed). */
+void api_init(const struct api_context *ctx);
 
 /* Is method[0..len) one of the server API's methods? */
 int api_method_known(const uint8_t *method, size_t len);
 
-/* Run method on body (modifiable, borrowed) and append the JSON reply to out.
- * Returns the HTTP status (200, or 404 for an unknown method). */
-int api_handle(struct loop *loop, const uint8_t *method, size_t method_len, uint8_t *body,
-               size_t body_len, struct buf *out);
+/* The answer: HTTP status and a JSON body, borrowed for the call. */
+typedef void (*api_done_cb)(void *ud, int status, const uint8_t *body, size_t len);
+
+/* Run method on body (modifiable, borrowed for the call). done is called exactly once,
+ * on this thread (before api_handle returns with the memory engine): 200 with a result
+ * or an error object, 400 when the body is not UTF-8 JSON (nested deeper than
+ * JSON_MAX_DEPTH included), 404 for an unknown method. */
+void api_handle(const uint8_t *method, size_t method_len, uint8_t *body, size_t body_len,
+                api_done_cb done, void *ud);
 
 #endif

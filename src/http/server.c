@@ -1,23 +1,43 @@
-/* HTTP/1.1 transport for herald's endpoints (see server.h). */
+/* HTTP/1.1 transport for herald's endpoints (see server.h): the connection handler
+ * every accepted connection starts with. */
 #include "http/server.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 #include "auth/rules.h"
 #include "core/buf.h"
 #include "core/config.h"
+#include "core/frame.h"
 #include "http/api.h"
 #include "http/parser.h"
 #include "net/conn.h"
 #include "net/loop.h"
-#include "proto/session.h"
 #include "ws/handshake.h"
 
 #define HTTP_KEEPALIVE_SEC 30
+#define HTTP_CLOSE_SEC 3
 
 /* Embedded by the Makefile from web/ (ld -r -b binary). */
 extern const uint8_t _binary_index_html_start[], _binary_index_html_end[];
 extern const uint8_t _binary_centrifuge_js_start[], _binary_centrifuge_js_end[];
+
+static struct http_server_config server;
+
+void http_init(const struct http_server_config *cfg)
+{
+    server = *cfg;
+}
+
+/* A connection's HTTP state, until it upgrades or closes. */
+struct http_conn {
+    struct conn *c;
+    uint64_t skip_body;   /* bytes of a request body still to discard unread */
+    uint8_t pending;      /* an API call is answering: later requests wait */
+    uint8_t pending_ka;   /* its keep-alive */
+    uint8_t dead;         /* the connection is gone while the call is pending */
+    uint8_t in_call;      /* inside api_handle: the answer came before it returned */
+};
 
 static void respond_head(struct buf *b, int status, const char *content_type, size_t body_len,
                          int keep_alive, const char *extra)
@@ -33,29 +53,32 @@ static void respond_head(struct buf *b, int status, const char *content_type, si
     buf_append_str(b, "\r\n");
 }
 
+/* One response, whole or not at all: one frame holding the head and the body (one
+ * copy of the body), queued as a reply (it may exceed client_queue_max: the
+ * connection is then not read until the peer has read it). */
 static void respond_full(struct conn *c, int status, const char *content_type, const uint8_t *body,
                          size_t body_len, int keep_alive, const char *extra, int head_only)
 {
-    if (c->closed)
+    if (conn_closing(c))
         return;
-    struct buf *b = &c->loop->reply;
-    buf_reset(b);
-    respond_head(b, status, content_type, body_len, keep_alive, extra);
-    if (!head_only)
-        buf_append(b, body, body_len);
-    /* Whole or not at all: a response that cannot be queued closes the connection
-     * rather than leave a gap in a pipelined stream. */
-    if (b->oom || conn_send_bytes(c, b->p, b->len) != 0) {
-        buf_shrink(b, LOOP_REPLY_KEEP);
+    struct buf head = BUF_INIT;
+    respond_head(&head, status, content_type, body_len, keep_alive, extra);
+    size_t n = head_only ? 0 : body_len;
+    struct frame *f = head.oom ? NULL : frame_new(head.len + n);
+    if (f == NULL) {
+        buf_free(&head);
         conn_abort(c);
         return;
     }
-    buf_shrink(b, LOOP_REPLY_KEEP);
-    if (!keep_alive) {
-        c->state = CONN_CLOSING;
-        c->close_after = 1;
-        loop_timer_set(c->loop, c, 3);
-    }
+    memcpy(f->data, head.p, head.len);
+    if (n)
+        memcpy(f->data + head.len, body, n);
+    f->len = (uint32_t)(head.len + n);
+    buf_free(&head);
+    if (conn_reply_frame(c, f) != 0)
+        return;
+    if (!keep_alive)
+        conn_close_after_flush(c, HTTP_CLOSE_SEC);
 }
 
 void http_respond(struct conn *c, int status, const char *content_type, const uint8_t *body,
@@ -86,32 +109,6 @@ static int origin_allowed(const struct config *cfg, const struct http_request *r
                                h->value_len);
 }
 
-static void upgrade(struct conn *c, const struct http_request *r)
-{
-    const struct config *cfg = c->loop->server->config;
-    if (!origin_allowed(cfg, r)) {
-        respond_error(c, 403, 0, NULL);
-        return;
-    }
-    char accept[29];
-    int status = ws_handshake_check(r, accept);
-    if (status != 0) {
-        respond_error(c, status, 0, status == 426 ? "Sec-WebSocket-Version: 13\r\n" : NULL);
-        return;
-    }
-    struct buf *b = &c->loop->reply;
-    buf_reset(b);
-    buf_append_str(b, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
-                      "Connection: Upgrade\r\nSec-WebSocket-Accept: ");
-    buf_append(b, accept, 28);
-    buf_append_str(b, "\r\n\r\n");
-    if (b->oom || conn_send_bytes(c, b->p, b->len) != 0 || session_new(c) != 0) {
-        conn_abort(c);
-        return;
-    }
-    c->state = CONN_WS;
-}
-
 static int api_authorized(const struct config *cfg, const struct http_request *r)
 {
     const struct http_header *h = http_find_header(r, "authorization");
@@ -131,9 +128,56 @@ static int wants_body(const struct config *cfg, const struct http_request *r)
            api_method_known(r->path + 5, r->path_len - 5) && api_authorized(cfg, r);
 }
 
-static void route(struct conn *c, const struct http_request *r, uint8_t *body, size_t body_len)
+static void upgrade(struct http_conn *h, const struct http_request *r)
 {
-    const struct config *cfg = c->loop->server->config;
+    struct conn *c = h->c;
+    if (!origin_allowed(server.config, r)) {
+        respond_error(c, 403, 0, NULL);
+        return;
+    }
+    struct ws_header hs[HTTP_MAX_HEADERS];
+    for (size_t i = 0; i < r->num_headers; i++)
+        hs[i] = (struct ws_header){r->headers[i].name, r->headers[i].name_len,
+                                   r->headers[i].value, r->headers[i].value_len};
+    char accept[29];
+    int status = ws_handshake_check(r->minor_version, hs, r->num_headers, accept);
+    if (status != 0) {
+        respond_error(c, status, 0, status == 426 ? "Sec-WebSocket-Version: 13\r\n" : NULL);
+        return;
+    }
+    struct buf b = BUF_INIT;
+    buf_append_str(&b, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                       "Connection: Upgrade\r\nSec-WebSocket-Accept: ");
+    buf_append(&b, accept, 28);
+    buf_append_str(&b, "\r\n\r\n");
+    int failed = b.oom || conn_send_bytes(c, b.p, b.len) != 0;
+    buf_free(&b);
+    /* The WebSocket side takes the connection over: this state goes. */
+    conn_set_handler(c, NULL, NULL);
+    free(h);
+    if (failed || server.websocket(c, server.ud) != 0)
+        conn_abort(c);
+}
+
+static void on_api_done(void *ud, int status, const uint8_t *body, size_t len)
+{
+    struct http_conn *h = ud;
+    h->pending = 0;
+    if (h->dead) {
+        free(h);
+        return;
+    }
+    respond_full(h->c, status, "application/json", body, len, h->pending_ka, NULL, 0);
+    /* An answer that came later: the requests that waited behind it go on. */
+    if (!h->in_call)
+        conn_continue(h->c);
+}
+
+static void route(struct http_conn *h, const struct http_request *r, uint8_t *body,
+                  size_t body_len)
+{
+    struct conn *c = h->c;
+    const struct config *cfg = server.config;
     int ka = r->keep_alive;
     int get = r->method == HTTP_GET || r->method == HTTP_HEAD;
     int head = r->method == HTTP_HEAD;
@@ -141,7 +185,7 @@ static void route(struct conn *c, const struct http_request *r, uint8_t *body, s
         if (r->method != HTTP_GET)
             respond_error(c, 405, ka, "Allow: GET\r\n");
         else
-            upgrade(c, r);
+            upgrade(h, r);
         return;
     }
     if (r->path_len > 5 && memcmp(r->path, "/api/", 5) == 0) {
@@ -153,13 +197,11 @@ static void route(struct conn *c, const struct http_request *r, uint8_t *body, s
             respond_error(c, 401, ka, NULL);
             return;
         }
-        struct buf out = BUF_INIT;
-        int status = api_handle(c->loop, r->path + 5, r->path_len - 5, body, body_len, &out);
-        if (out.oom)
-            respond_error(c, 500, 0, NULL);
-        else
-            respond_full(c, status, "application/json", out.p, out.len, ka, NULL, 0);
-        buf_free(&out);
+        h->pending = 1;
+        h->pending_ka = (uint8_t)ka;
+        h->in_call = 1;
+        api_handle(r->path + 5, r->path_len - 5, body, body_len, on_api_done, h);
+        h->in_call = 0;
         return;
     }
     if (path_is(r, "/health")) {
@@ -193,18 +235,20 @@ static void route(struct conn *c, const struct http_request *r, uint8_t *body, s
     respond_error(c, 404, ka, NULL);
 }
 
-size_t http_serve(struct conn *c, uint8_t *p, size_t len)
+static size_t on_data(struct conn *c, uint8_t *p, size_t len)
 {
-    const struct config *cfg = c->loop->server->config;
+    struct http_conn *h = conn_ud(c);
+    const struct config *cfg = server.config;
     struct http_limits lim = {HTTP_MAX_HEAD, HTTP_MAX_HEADERS};
     size_t used = 0;
-    /* One request at a time, and none while the output is full: a peer that pipelines
-     * without reading gets every response, whole and in order, as it reads them. */
-    while (used < len && c->state == CONN_HTTP && !c->closed && !conn_output_full(c)) {
-        if (c->skip_body) {
-            size_t n = len - used < c->skip_body ? len - used : (size_t)c->skip_body;
+    /* One request at a time, and none while the output is full or an answer is still
+     * coming: a peer that pipelines without reading gets every response, whole and in
+     * order, as it reads them. */
+    while (used < len && !conn_closing(c) && !conn_output_full(c) && !h->pending) {
+        if (h->skip_body) {
+            size_t n = len - used < h->skip_body ? len - used : (size_t)h->skip_body;
             used += n;
-            c->skip_body -= n;
+            h->skip_body -= n;
             continue;
         }
         struct http_request req;
@@ -231,19 +275,56 @@ size_t http_serve(struct conn *c, uint8_t *p, size_t len)
                 respond_error(c, 400, 0, NULL); /* the body would be read as frames */
                 return len;
             }
-            route(c, &req, NULL, 0);
             used += head;
-            c->skip_body = body_len;
+            h->skip_body = body_len;
+            route(h, &req, NULL, 0);
         } else {
             if (len - used - head < body_len)
                 return used; /* wait for the rest of the body */
-            route(c, &req, p + used + head, (size_t)body_len);
+            route(h, &req, p + used + head, (size_t)body_len);
             used += head + (size_t)body_len;
         }
-        if (c->closed)
-            return len;
-        if (c->state == CONN_HTTP)
-            loop_timer_set(c->loop, c, HTTP_KEEPALIVE_SEC);
+        if (conn_ud(c) != h)
+            return used; /* upgraded: the WebSocket side reads the rest */
+        if (!conn_closing(c))
+            conn_timer_set(c, HTTP_KEEPALIVE_SEC);
     }
-    return c->state == CONN_CLOSING ? len : used;
+    return conn_closing(c) ? len : used;
+}
+
+static void on_timer(struct conn *c)
+{
+    conn_abort(c); /* idle */
+}
+
+static void on_shutdown(struct conn *c)
+{
+    if (conn_queued_bytes(c) == 0)
+        conn_abort(c);
+    else
+        conn_close_after_flush(c, HTTP_CLOSE_SEC);
+}
+
+static void on_gone(struct conn *c)
+{
+    struct http_conn *h = conn_ud(c);
+    if (h == NULL)
+        return;
+    if (h->pending)
+        h->dead = 1; /* freed by the answer */
+    else
+        free(h);
+}
+
+static const struct conn_handler http_handler = {on_data, on_timer, on_shutdown, on_gone};
+
+void http_accept(struct conn *c, void *ud)
+{
+    struct http_conn *h = calloc(1, sizeof(*h));
+    if (h == NULL) {
+        conn_abort(c);
+        return;
+    }
+    h->c = c;
+    conn_set_handler(c, &http_handler, h);
 }

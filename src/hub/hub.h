@@ -1,121 +1,126 @@
-/* Channels and their subscribers. Global part: a sharded table of channels
- * (routing mask of loops with local subscribers, subscriber count, and the memory
- * engine's stream: offset, epoch, history), each shard under its own mutex, taken
- * once per publication and per subscribe, never per delivery. Local part: each
- * loop's own table channel -> its connections, touched only by that loop. */
+/* Channels and their local subscribers, and the fan-out of opaque frames. Global part:
+ * a sharded routing table, channel -> mask of the loops with local subscribers and
+ * their count, each shard under its own mutex, taken once per publication and per
+ * subscribe, never per delivery. Local part: each loop's own table channel -> its
+ * subscribers, touched only by that loop. Streams, history and presence are the
+ * engine's (engine/engine.h): the hub calls the engine, and the engine hands the hub
+ * what happens in channels through the events it was opened with. What a frame says
+ * is the client protocol's business (proto/push.h), given to hub_init as encoders. */
 #ifndef HERALD_HUB_HUB_H
 #define HERALD_HUB_HUB_H
 
 #include <stddef.h>
 #include <stdint.h>
 
-#include "core/buf.h"
+#include "engine/engine.h"
 
-struct loop;
 struct conn;
-struct loop_msg;
+struct frame;
+struct loop;
 struct ns_opts;
-struct hub_local;
 struct local_channel;
 
-#define HUB_EPOCH_LEN 8
-/* hub_publish's return when a new channel would pass max_channels (error 106). */
-#define HUB_LIMIT (-2)
+/* How the hub turns what the engine delivers into frames, and tells the owner of a
+ * subscription that it cannot keep up. Set once by hub_init. */
+struct hub_callbacks {
+    /* One frame for a publication of channel ch, with tail spare bytes of capacity
+     * after f->len (the hub keeps the channel name there). One reference for the
+     * hub, or NULL out of memory. Any thread, under the engine's channel lock. */
+    struct frame *(*encode_publication)(const uint8_t *ch, size_t len,
+                                        const struct engine_pub *pub, size_t tail);
+    /* Likewise for a join (1) or leave (0) of the ClientInfo info. */
+    struct frame *(*encode_join_leave)(const uint8_t *ch, size_t len, int join,
+                                       const uint8_t *info, size_t info_len, size_t tail);
+    /* A local subscriber's queue is full: the owner disconnects it (3008) now. Loop
+     * thread of the subscriber, during a delivery: the owner may unsubscribe it. */
+    void (*slow)(void *owner);
+};
 
-struct presence;
-
-/* A connection's subscription to a channel. Owned by the session (list via next),
- * indexed from the loop's channel entry. */
+/* A local subscription. The hub owns it (hub_subscribe creates it, hub_unsubscribe
+ * frees it); the owner reads it and uses its two fields. */
 struct hub_sub {
+    /* the owner's */
+    struct hub_sub *next; /* the owner's list of its subscriptions */
+    uint32_t expire_at;   /* loop second its subscription token expires (+grace), 0 never */
+    /* the hub's, read-only for the owner */
+    void *owner;
     struct conn *conn;
     struct local_channel *lc;
     uint32_t index;      /* position in lc's subscriber array */
     uint64_t min_offset; /* publications with offset <= this were already sent (recovery) */
     const struct ns_opts *ns;
-    struct hub_sub *next;
-    uint32_t
-        expire_at; /* session's: loop second its subscription token expires (+grace), 0 = never */
-    uint8_t *info; /* ClientInfo JSON for presence and join/leave, malloc'd, or NULL */
-    struct presence *presence; /* this subscriber's presence entry (hub-owned), or NULL */
+    const char *client; /* the owner's client id (borrowed), for presence */
+    uint8_t *info;      /* ClientInfo JSON for presence and join/leave, malloc'd, or NULL */
     uint32_t info_len;
     uint16_t name_len;
     char name[]; /* NUL-terminated */
 };
 
-struct hub_stream_pos {
-    uint64_t offset;
-    char epoch[HUB_EPOCH_LEN + 1];
-};
-
-/* What subscribe asks for and gets back about history. */
-struct hub_recovery {
-    int recover;          /* in: client asks for recovery */
-    uint64_t offset;      /* in: last offset the client saw */
-    const uint8_t *epoch; /* in: borrowed */
-    size_t epoch_len;
-    int has_history;           /* out: the namespace keeps history (offset/epoch valid) */
-    struct hub_stream_pos pos; /* out: the stream's current top */
-    int recovered;             /* out */
-    struct buf *pubs;          /* in: where to append recovered publications as JSON array
-                                  elements ({"data":..,"offset":N},...), borrowed */
-    unsigned max_pubs;         /* in: recovery limit */
-    const char *client;        /* in: client id (presence key) */
-    const uint8_t *info;       /* in: ClientInfo JSON {"user":..,"client":..,...}, borrowed */
-    size_t info_len;
-    int limited; /* out: hub_subscribe returned NULL because max_channels is reached */
-};
-
-/* max_channels: channels that may hold state at once (config max_channels). */
-int hub_init(unsigned nloops, struct loop **loops, size_t max_channels);
+/* Before the engine is opened: the loops (borrowed), max_channels, the callbacks. */
+int hub_init(unsigned nloops, struct loop *const *loops, size_t max_channels,
+             const struct hub_callbacks *cb);
+/* The events to open the engine with (they deliver into the hub). */
+struct engine_events hub_engine_events(void);
+/* The engine the hub calls (borrowed until hub_shutdown). */
+void hub_set_engine(struct engine *e);
+struct engine *hub_engine(void);
 void hub_shutdown(void);
-struct hub_local *hub_local_new(void);
-void hub_local_free(struct hub_local *h);
+/* A loop thread's local table goes at its end. */
+void hub_loop_exit(struct loop *loop);
 
-/* Loop thread of c. Subscribe c to channel (borrowed name). Returns the subscription
- * (caller links it into the session) or NULL when out of memory or, with rec->limited
- * set, when the channel is new and max_channels is reached. Recovery (when
- * rec->recover) appends the missed publications to rec->pubs under the channel's lock,
- * so that nothing published meanwhile is lost or sent twice. */
-struct hub_sub *hub_subscribe(struct loop *loop, struct conn *c, const uint8_t *name, size_t len,
-                              const struct ns_opts *ns, struct hub_recovery *rec);
+/* What a subscribe needs. Everything is borrowed for the call, except client, which
+ * must live as long as the subscription. */
+struct hub_subscribe_req {
+    const uint8_t *channel;
+    size_t len;
+    const struct ns_opts *ns;
+    struct conn *conn; /* where deliveries go */
+    void *owner;       /* handed back to callbacks.slow */
+    struct engine_recovery rec;
+    const char *client; /* presence key */
+    const uint8_t *user;
+    size_t user_len;
+    const uint8_t *info; /* ClientInfo for presence and join/leave, or NULL */
+    size_t info_len;
+};
+
+/* status 0: sub is the new subscription (the owner links it); otherwise sub is NULL
+ * and status an engine status (-106 past max_channels). pos/pubs as the engine's
+ * subscribe gives them (borrowed for the call). */
+typedef void (*hub_subscribe_cb)(void *ud, int status, struct hub_sub *sub,
+                                 const struct engine_pos *pos, int recovered,
+                                 const struct engine_pub *pubs, size_t n);
+
+/* Loop thread of r->conn: subscribe, with recovery when r->rec.recover. Deliveries
+ * that the recovered publications already hold are not sent twice, none after them
+ * is missed. cb is called once (before this returns with the memory engine). */
+void hub_subscribe(struct loop *loop, const struct hub_subscribe_req *r, hub_subscribe_cb cb,
+                   void *ud);
 /* Loop thread. Remove and free the subscription. */
 void hub_unsubscribe(struct loop *loop, struct hub_sub *s);
 
-/* Any thread. Publish raw JSON data (borrowed, passed byte for byte) on channel.
- * info: raw JSON ClientInfo of the publisher or NULL. pos gets offset/epoch when
- * the namespace keeps history (returns 1 then), else returns 0. -1 out of memory,
- * HUB_LIMIT when the channel's stream would be new and max_channels is reached. */
-int hub_publish(const uint8_t *name, size_t len, const struct ns_opts *ns, const uint8_t *data,
-                size_t data_len, const uint8_t *info, size_t info_len, struct hub_stream_pos *pos);
+/* Any thread. Publish raw JSON data (borrowed, byte for byte) with the publisher's
+ * ClientInfo (or NULL) on channel ch of namespace ns; cb gets the stream position. */
+void hub_publish(const uint8_t *ch, size_t len, const struct ns_opts *ns, const uint8_t *data,
+                 size_t data_len, const uint8_t *info, size_t info_len, const uint8_t *key,
+                 size_t key_len, engine_publish_cb cb, void *ud);
+/* Queries, passed to the engine with the namespace's stream options. */
+void hub_history(const uint8_t *ch, size_t len, const struct ns_opts *ns,
+                 const struct engine_history_query *q, engine_history_cb cb, void *ud);
+void hub_history_remove(const uint8_t *ch, size_t len, engine_done_cb cb, void *ud);
+/* ENGINE_ERR_NOT_AVAILABLE when the namespace keeps no presence. */
+void hub_presence(const uint8_t *ch, size_t len, const struct ns_opts *ns, engine_presence_cb cb,
+                  void *ud);
+void hub_presence_stats(const uint8_t *ch, size_t len, const struct ns_opts *ns,
+                        engine_stats_cb cb, void *ud);
 
-/* Loop thread: deliver n LOOP_MSG_PUBLICATIONs of one channel, in offset order, to this
- * loop's subscribers (takes the messages' frame references). */
-void hub_deliver(struct loop *loop, struct loop_msg *msgs, size_t n);
-
-/* Presence of a channel (any thread): appends {"<client>":ClientInfo,...} members
- * (without braces) to out when out != NULL, counts clients and distinct users.
- * Returns 0, or -108 when the namespace keeps no presence. */
-int hub_presence(const uint8_t *name, size_t len, const struct ns_opts *ns, struct buf *out,
-                 uint64_t *num_clients, uint64_t *num_users);
-
-/* Totals for /api/info (any thread): every channel holding state, and subscribers. */
+/* Any thread: every channel holding state (local subscribers, a stream or presence),
+ * and the local subscriptions. */
 void hub_counts(uint64_t *channels, uint64_t *subscriptions);
-/* Append {"name":{"num_clients":N},...} members (without braces) for the channels
- * holding state (subscribers or history) whose name contains pattern (NULL/empty:
- * all). Any thread. */
-void hub_channels_json(struct buf *out, const uint8_t *pattern, size_t pattern_len);
-
-/* History query (any thread): publications after `since` (when has_since; the epoch
- * must match, else -112), at most limit (-1: all, 0: none, only the position), oldest
- * first, or with reverse newest first (and, with since, those before it), appended to out as JSON
- * array elements. Fills pos. Returns 0, -108 when the namespace keeps no history, -112 on an epoch
- * mismatch, -106 when the channel would be new and max_channels is reached. */
-int hub_history(const uint8_t *name, size_t len, const struct ns_opts *ns, int64_t limit,
-                int has_since, uint64_t since_offset, const uint8_t *since_epoch,
-                size_t since_epoch_len, int reverse, struct buf *out, struct hub_stream_pos *pos);
-/* Drop a channel's history (the stream position stays). */
-void hub_history_remove(const uint8_t *name, size_t len);
-/* Loop 0 calls this about once a second: expire history, free idle channels. */
-void hub_sweep(uint64_t now_ms);
+/* Any thread: for each channel holding state whose name contains pattern (NULL or
+ * empty: all), cb(ud, name, len, local subscribers). */
+void hub_channels(const uint8_t *pattern, size_t pattern_len,
+                  void (*cb)(void *ud, const uint8_t *ch, size_t len, uint32_t num_clients),
+                  void *ud);
 
 #endif

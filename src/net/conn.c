@@ -1,64 +1,75 @@
-/* Connection lifecycle, input buffering and the outbound queue (see conn.h).
- * Hot path: conn_send_frame (one pointer and one reference per delivery, no
- * copy) and conn_flush (one sendmsg per connection per loop iteration). */
+/* Connection lifecycle, input buffering, back-pressure and the outbound queue (see
+ * conn.h). Hot path: conn_send_frame_owned (one pointer and one reference per
+ * delivery, no copy) and conn_flush (one sendmsg per connection per loop iteration). */
 #include "net/conn.h"
 
 #include <errno.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <sys/uio.h>
 #include <unistd.h>
 
-#include "core/config.h"
 #include "core/frame.h"
 #include "core/log.h"
-#include "http/server.h"
-#include "net/loop.h"
-#include "proto/session.h"
+#include "metrics/metrics.h"
+#include "net/internal.h"
 
 /* Outbound queue: a ring of frame references. Exists only while output is pending;
- * small ones are recycled through a per-loop free list. */
+ * small ones are recycled through a per-loop pool. */
 #define OUTQ_SMALL 16
-#define OUTQ_FREE_MAX 256
+#define OUTQ_POOL_MAX 256
+#define CONN_POOL_MAX 1024
 #define CLOSE_GRACE_SEC 2
 #define HTTP_IDLE_SEC 30
 
 struct outq {
-    struct outq *next_free;
     uint32_t head, count, cap;
     uint32_t off;   /* bytes of the head frame already written */
     uint64_t bytes; /* bytes queued, minus off */
     struct frame *items[];
 };
 
-/* Per-loop free lists: outbound queues, and connection structs (they churn). */
-#define CONN_FREE_MAX 1024
+/* ---- plain socket I/O ---- */
 
-struct outq_pool {
-    struct outq *free;
-    size_t n;
-    struct conn *free_conns; /* linked through next */
-    size_t n_conns;
-};
-
-static struct outq_pool *pool_of(struct loop *l)
+static ssize_t plain_read(struct conn *c, void *buf, size_t len)
 {
-    if (l->outq_free == NULL)
-        l->outq_free = calloc(1, sizeof(struct outq_pool));
-    return l->outq_free;
+    return read(c->fd, buf, len);
+}
+
+static ssize_t plain_writev(struct conn *c, const struct iovec *iov, int n)
+{
+    /* sendmsg rather than writev: the socket path skips the VFS layer (file position
+     * lock, iovec import through vfs_writev), a few percent per call. */
+    struct msghdr msg = {.msg_iov = (struct iovec *)iov, .msg_iovlen = (size_t)n};
+    return sendmsg(c->fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
+}
+
+static int plain_shutdown(struct conn *c)
+{
+    return shutdown(c->fd, SHUT_WR);
+}
+
+static const struct conn_io plain_io = {plain_read, plain_writev, plain_shutdown};
+
+/* ---- pools ---- */
+
+void conn_pools_init(struct loop *l)
+{
+    pool_init(&l->conn_pool, sizeof(struct conn), CONN_POOL_MAX);
+    pool_init(&l->outq_pool, sizeof(struct outq) + OUTQ_SMALL * sizeof(struct frame *),
+              OUTQ_POOL_MAX);
+}
+
+void conn_pools_free(struct loop *l)
+{
+    pool_drain(&l->conn_pool);
+    pool_drain(&l->outq_pool);
 }
 
 static struct outq *outq_get(struct loop *l)
 {
-    struct outq_pool *pool = l->outq_free;
-    if (pool && pool->free) {
-        struct outq *q = pool->free;
-        pool->free = q->next_free;
-        pool->n--;
-        return q;
-    }
-    struct outq *q = malloc(sizeof(*q) + OUTQ_SMALL * sizeof(struct frame *));
+    struct outq *q = pool_get(&l->outq_pool);
     if (q == NULL)
         return NULL;
     q->cap = OUTQ_SMALL;
@@ -69,39 +80,78 @@ static struct outq *outq_get(struct loop *l)
 
 static void outq_put(struct loop *l, struct outq *q)
 {
-    struct outq_pool *pool = pool_of(l);
-    if (pool && q->cap == OUTQ_SMALL && pool->n < OUTQ_FREE_MAX) {
-        q->head = q->count = q->off = 0;
-        q->bytes = 0;
-        q->next_free = pool->free;
-        pool->free = q;
-        pool->n++;
-        return;
-    }
-    free(q);
-}
-
-void conn_pool_free(struct loop *l)
-{
-    struct outq_pool *pool = l->outq_free;
-    if (pool == NULL)
-        return;
-    while (pool->free) {
-        struct outq *q = pool->free;
-        pool->free = q->next_free;
+    if (q->cap == OUTQ_SMALL)
+        pool_put(&l->outq_pool, q);
+    else
         free(q);
-    }
-    while (pool->free_conns) {
-        struct conn *c = pool->free_conns;
-        pool->free_conns = c->next;
-        free(c);
-    }
-    free(pool);
-    l->outq_free = NULL;
 }
 
-/* Nothing is linked into the loop's lists once a connection is aborted: the struct
- * is recycled after uv_close, and a stale link would outlive it. */
+/* ---- accessors ---- */
+
+void conn_set_handler(struct conn *c, const struct conn_handler *h, void *ud)
+{
+    c->h = h;
+    c->ud = ud;
+}
+
+void *conn_ud(const struct conn *c)
+{
+    return c->ud;
+}
+
+void conn_set_io(struct conn *c, const struct conn_io *io)
+{
+    c->io = io;
+}
+
+int conn_fd(const struct conn *c)
+{
+    return c->fd;
+}
+
+struct loop *conn_loop(const struct conn *c)
+{
+    return c->loop;
+}
+
+int conn_closing(const struct conn *c)
+{
+    return c->closed || c->closing;
+}
+
+static void on_timer(struct loop_timer *t)
+{
+    struct conn *c = (struct conn *)((char *)t - offsetof(struct conn, timer));
+    if (c->closing || c->h == NULL || c->h->timer == NULL)
+        conn_abort(c); /* the close grace, or an idle connection, is over */
+    else
+        c->h->timer(c);
+}
+
+void conn_timer_set(struct conn *c, uint32_t seconds)
+{
+    /* An aborted connection is recycled after uv_close: never link it anywhere. */
+    if (!c->closed)
+        loop_timer_set(c->loop, &c->timer, seconds);
+}
+
+/* ---- output ---- */
+
+static uint64_t queue_bound(const struct conn *c)
+{
+    return c->loop->net->cfg.client_queue_max;
+}
+
+uint64_t conn_queued_bytes(const struct conn *c)
+{
+    return c->out ? c->out->bytes : 0;
+}
+
+int conn_output_full(const struct conn *c)
+{
+    return c->out && c->out->bytes >= queue_bound(c);
+}
+
 static void mark_dirty(struct conn *c)
 {
     if (c->dirty || c->closed)
@@ -112,7 +162,8 @@ static void mark_dirty(struct conn *c)
     c->loop->ndirty++;
 }
 
-static int outq_push(struct conn *c, struct frame *f, int force)
+/* Queue f, taking over one reference. check: refuse past client_queue_max. */
+static int outq_push(struct conn *c, struct frame *f, int check)
 {
     struct outq *q = c->out;
     if (q == NULL) {
@@ -120,7 +171,7 @@ static int outq_push(struct conn *c, struct frame *f, int force)
         if (q == NULL)
             return -1;
     }
-    if (!force && q->bytes + f->len > c->loop->server->config->client_queue_max)
+    if (check && q->bytes + f->len > queue_bound(c))
         return -1;
     if (q->count == q->cap) {
         /* Grow the ring, unwrapping it. */
@@ -133,7 +184,7 @@ static int outq_push(struct conn *c, struct frame *f, int force)
             nq->items[i] = q->items[(q->head + i) % q->cap];
         nq->head = 0;
         nq->cap = cap;
-        free(q);
+        outq_put(c->loop, q);
         q = c->out = nq;
     }
     q->items[(q->head + q->count) % q->cap] = f;
@@ -145,10 +196,10 @@ static int outq_push(struct conn *c, struct frame *f, int force)
 
 int conn_send_frame(struct conn *c, struct frame *f)
 {
-    if (c->closed || c->close_sent)
-        return 0;
+    if (c->closed || c->closing)
+        return 1;
     frame_ref(f);
-    if (outq_push(c, f, 0) != 0) {
+    if (outq_push(c, f, 1) != 0) {
         frame_unref(f);
         return -1;
     }
@@ -157,18 +208,20 @@ int conn_send_frame(struct conn *c, struct frame *f)
 
 int conn_send_frame_owned(struct conn *c, struct frame *f)
 {
-    if (c->closed || c->close_sent)
+    if (c->closed || c->closing)
         return 1;
-    return outq_push(c, f, 0);
+    return outq_push(c, f, 1);
 }
 
-static int send_bytes(struct conn *c, const void *p, size_t len, int force)
+int conn_reply_frame(struct conn *c, struct frame *f)
 {
-    struct frame *f = frame_from(p, len);
-    if (f == NULL)
-        return -1;
-    if (outq_push(c, f, force) != 0) {
+    if (c->closed || c->closing) {
         frame_unref(f);
+        return 1;
+    }
+    if (outq_push(c, f, 0) != 0) {
+        frame_unref(f);
+        conn_abort(c); /* out of memory: a reply cannot be half-sent */
         return -1;
     }
     return 0;
@@ -176,65 +229,21 @@ static int send_bytes(struct conn *c, const void *p, size_t len, int force)
 
 int conn_send_bytes(struct conn *c, const void *p, size_t len)
 {
-    if (c->closed || c->close_sent)
-        return 0;
-    return send_bytes(c, p, len, 1);
-}
-
-static int send_text(struct conn *c, const void *p, size_t len, int force)
-{
-    if (c->closed || c->close_sent)
-        return 0;
-    struct frame *f = frame_new(len + WS_FRAME_HEAD_MAX);
+    if (c->closed || c->closing)
+        return 1;
+    struct frame *f = frame_from(p, len);
     if (f == NULL)
         return -1;
-    size_t h = ws_frame_head_encode(f->data, WS_OP_TEXT, len);
-    memcpy(f->data + h, p, len);
-    f->len = (uint32_t)(h + len);
-    if (outq_push(c, f, force) != 0) {
-        frame_unref(f);
-        return -1;
-    }
-    return 0;
+    return conn_reply_frame(c, f);
 }
 
-int conn_send_text(struct conn *c, const void *p, size_t len)
-{
-    return send_text(c, p, len, 0);
-}
-
-int conn_reply_text(struct conn *c, const void *p, size_t len)
-{
-    return send_text(c, p, len, 1);
-}
-
-uint64_t conn_queued_bytes(const struct conn *c)
-{
-    return c->out ? c->out->bytes : 0;
-}
-
-static uint64_t queue_bound(const struct conn *c)
-{
-    return c->loop->server->config->client_queue_max;
-}
-
-int conn_output_full(const struct conn *c)
-{
-    return c->out && c->out->bytes >= queue_bound(c);
-}
+/* ---- closing ---- */
 
 static void on_closed(uv_handle_t *h)
 {
     struct conn *c = h->data;
     struct loop *l = c->loop;
-    struct outq_pool *pool = pool_of(l);
-    if (pool && pool->n_conns < CONN_FREE_MAX) {
-        c->next = pool->free_conns;
-        pool->free_conns = c;
-        pool->n_conns++;
-    } else {
-        free(c);
-    }
+    pool_put(&l->conn_pool, c);
     loop_conn_gone(l);
 }
 
@@ -244,9 +253,10 @@ void conn_abort(struct conn *c)
         return;
     c->closed = 1;
     struct loop *l = c->loop;
-    loop_timer_clear(l, c);
-    if (c->session)
-        session_free(c);
+    loop_timer_clear(l, &c->timer);
+    if (c->h && c->h->gone)
+        c->h->gone(c);
+    c->h = NULL;
     if (c->out) {
         struct outq *q = c->out;
         for (uint32_t i = 0; i < q->count; i++)
@@ -254,7 +264,6 @@ void conn_abort(struct conn *c)
         c->out = NULL;
         outq_put(l, q);
     }
-    ws_reader_free(&c->ws);
     free(c->in);
     c->in = NULL;
     /* Unlink from the loop's lists; the dirty list is singly linked, so walk it
@@ -275,7 +284,7 @@ void conn_abort(struct conn *c)
         l->conns = c->next;
     if (c->next)
         c->next->prev = c->prev;
-    atomic_fetch_sub_explicit(&l->stats.connections, 1, memory_order_relaxed);
+    metrics_add(l->id, METRIC_CONNECTIONS, -1);
     uv_poll_stop(&c->poll);
     close(c->fd);
     uv_close((uv_handle_t *)&c->poll, on_closed);
@@ -300,6 +309,33 @@ static void update_poll(struct conn *c, int want_write)
         uv_poll_stop(&c->poll);
 }
 
+void conn_close_after_flush(struct conn *c, uint32_t seconds)
+{
+    if (c->closed || c->closing)
+        return;
+    c->closing = 1;
+    c->close_after = 1;
+    /* Closing: input is read again, and discarded, until the peer closes. */
+    if (c->paused) {
+        c->paused = 0;
+        update_poll(c, c->want_write);
+    }
+    mark_dirty(c);
+    conn_timer_set(c, seconds);
+}
+
+void conn_shutdown(struct conn *c)
+{
+    if (c->closing)
+        return;
+    if (c->h && c->h->shutdown)
+        c->h->shutdown(c);
+    else
+        conn_abort(c);
+}
+
+/* ---- input ---- */
+
 static void consume(struct conn *c, uint8_t *p, size_t len);
 
 /* Back-pressure: a connection whose output is over client_queue_max is not read
@@ -307,7 +343,7 @@ static void consume(struct conn *c, uint8_t *p, size_t len);
  * read half of it; what it had already sent waits in c->in. */
 static void pause_input(struct conn *c)
 {
-    if (c->paused || c->state == CONN_CLOSING)
+    if (c->paused || c->closing)
         return;
     c->paused = 1;
     update_poll(c, c->want_write);
@@ -340,10 +376,7 @@ void conn_flush(struct conn *c)
             total += iov[n].iov_len;
             n++;
         }
-        /* sendmsg rather than writev: the socket path skips the VFS layer (file
-         * position lock, iovec import through vfs_writev), a few percent per call. */
-        struct msghdr msg = {.msg_iov = iov, .msg_iovlen = (size_t)n};
-        ssize_t w = sendmsg(c->fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
+        ssize_t w = c->io->writev(c, iov, n);
         if (w < 0) {
             if (errno == EAGAIN || errno == EWOULDBLOCK) {
                 update_poll(c, 1);
@@ -387,109 +420,29 @@ void conn_flush(struct conn *c)
         return;
     if (c->out == NULL && c->close_after) {
         c->close_after = 0;
-        shutdown(c->fd, SHUT_WR);
+        c->io->shutdown(c);
         if (c->peer_closed)
             conn_abort(c);
         else
-            loop_timer_set(c->loop, c, CLOSE_GRACE_SEC);
+            conn_timer_set(c, CLOSE_GRACE_SEC);
     }
 }
 
-void conn_close_ws(struct conn *c, unsigned code, const char *reason)
-{
-    if (c->closed || c->close_sent)
-        return;
-    uint8_t fr[2 + 2 + 123];
-    size_t rlen = reason ? strlen(reason) : 0;
-    if (rlen > 123)
-        rlen = 123;
-    size_t plen = code ? 2 + rlen : 0;
-    size_t h = ws_frame_head_encode(fr, WS_OP_CLOSE, plen);
-    if (code) {
-        fr[h] = (uint8_t)(code >> 8);
-        fr[h + 1] = (uint8_t)code;
-        if (rlen)
-            memcpy(fr + h + 2, reason, rlen);
-    }
-    send_bytes(c, fr, h + plen, 1);
-    c->close_sent = 1;
-    c->state = CONN_CLOSING;
-    c->close_after = 1;
-    /* Closing: input is read again, and discarded, until the peer closes. */
-    if (c->paused) {
-        c->paused = 0;
-        update_poll(c, c->want_write);
-    }
-    mark_dirty(c);
-    loop_timer_set(c->loop, c, CLOSE_GRACE_SEC + 1);
-}
-
-static int on_ws_message(void *ud, int opcode, uint8_t *p, size_t len)
-{
-    struct conn *c = ud;
-    switch (opcode) {
-    case WS_OP_TEXT:
-        session_on_text(c, p, len);
-        return c->close_sent || c->closed || conn_output_full(c);
-    case WS_OP_BINARY:
-        conn_close_ws(c, WS_CLOSE_UNSUPPORTED, "binary frames are not supported");
-        return 1;
-    case WS_OP_PING: {
-        uint8_t fr[WS_FRAME_HEAD_MAX + 125];
-        size_t h = ws_frame_head_encode(fr, WS_OP_PONG, len);
-        memcpy(fr + h, p, len);
-        send_bytes(c, fr, h + len, 1);
-        return conn_output_full(c);
-    }
-    case WS_OP_PONG:
-        return 0;
-    case WS_OP_CLOSE: {
-        /* RFC 6455 §5.5.1: answer with a close frame echoing the status code. */
-        unsigned code = len >= 2 ? ((unsigned)p[0] << 8 | p[1]) : 0;
-        conn_close_ws(c, code, NULL);
-        return 1;
-    }
-    }
-    return 0;
-}
-
-static const char *close_reason(int code)
-{
-    switch (code) {
-    case WS_CLOSE_PROTOCOL:
-        return "protocol error";
-    case WS_CLOSE_INVALID_DATA:
-        return "invalid UTF-8";
-    case WS_CLOSE_TOO_BIG:
-        return "message too big";
-    default:
-        return "";
-    }
-}
-
-/* Process input; returns bytes consumed. */
+/* Hand input to the handler; returns bytes consumed. Closing: drained and discarded. */
 static size_t process(struct conn *c, uint8_t *p, size_t len)
 {
+    if (c->closing || c->h == NULL)
+        return len;
     size_t used = 0;
-    if (c->state == CONN_HTTP) {
-        used = http_serve(c, p, len);
-        if (c->closed || c->state != CONN_WS)
-            return c->state == CONN_CLOSING ? len : used;
+    while (used < len && !c->closed && !c->closing && !conn_output_full(c)) {
+        const struct conn_handler *h = c->h;
+        size_t n = h->data(c, p + used, len - used);
+        used += n;
+        /* A handler that installed the next one (an upgrade) hands it the rest. */
+        if (c->h == h || n == 0)
+            break;
     }
-    if (c->state == CONN_WS) {
-        const struct config *cfg = c->loop->server->config;
-        struct ws_limits lim = {cfg->max_message_size, cfg->max_message_size};
-        ssize_t r = ws_reader_feed(&c->ws, p + used, len - used, &lim, on_ws_message, c);
-        if (r < 0) {
-            conn_close_ws(c, (unsigned)-r, close_reason((int)-r));
-            return len;
-        }
-        used += (size_t)r;
-        if (c->state == CONN_CLOSING)
-            return len;
-        return used;
-    }
-    return len; /* CONN_CLOSING: input is drained and discarded */
+    return c->closing ? len : used;
 }
 
 /* Process p[0..len) (c->in or the loop's read buffer) and keep the unconsumed tail
@@ -549,7 +502,7 @@ static void conn_read(struct conn *c)
         dst = l->read_buf;
         room = LOOP_READ_BUF;
     }
-    ssize_t n = read(c->fd, dst, room);
+    ssize_t n = c->io->read(c, dst, room);
     if (n <= 0) {
         if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
             return;
@@ -567,6 +520,12 @@ void conn_read_now(struct conn *c)
     conn_read(c);
 }
 
+void conn_continue(struct conn *c)
+{
+    if (!c->closed && !c->paused && c->in_len)
+        consume(c, c->in, c->in_len);
+}
+
 void conn_on_io(uv_poll_t *h, int status, int events)
 {
     struct conn *c = h->data;
@@ -582,45 +541,30 @@ void conn_on_io(uv_poll_t *h, int status, int events)
 
 struct conn *conn_new(struct loop *l, int fd)
 {
-    struct outq_pool *pool = pool_of(l);
-    struct conn *c;
-    if (pool && pool->free_conns) {
-        c = pool->free_conns;
-        pool->free_conns = c->next;
-        pool->n_conns--;
-        memset(c, 0, sizeof(*c));
-    } else {
-        c = calloc(1, sizeof(*c));
+    struct conn *c = pool_get(&l->conn_pool);
+    if (c == NULL) {
+        close(fd);
+        return NULL;
     }
-    if (c == NULL || uv_poll_init(&l->uv, &c->poll, fd) != 0) {
-        free(c);
+    memset(c, 0, sizeof(*c));
+    if (uv_poll_init(&l->uv, &c->poll, fd) != 0) {
+        pool_put(&l->conn_pool, c);
         close(fd);
         return NULL;
     }
     c->poll.data = c;
     c->fd = fd;
     c->loop = l;
-    c->state = CONN_HTTP;
-    ws_reader_init(&c->ws, 0);
+    c->io = &plain_io;
+    c->timer.fire = on_timer;
     c->next = l->conns;
     if (l->conns)
         l->conns->prev = c;
     l->conns = c;
-    atomic_fetch_add_explicit(&l->stats.connections, 1, memory_order_relaxed);
+    metrics_add(l->id, METRIC_CONNECTIONS, 1);
     c->events = UV_READABLE;
     uv_poll_start(&c->poll, UV_READABLE, conn_on_io);
-    loop_timer_set(l, c, HTTP_IDLE_SEC);
+    /* Until its handler says otherwise, an idle connection is closed after a while. */
+    conn_timer_set(c, HTTP_IDLE_SEC);
     return c;
-}
-
-void conn_on_timer(struct conn *c)
-{
-    switch (c->state) {
-    case CONN_WS:
-        session_on_timer(c);
-        break;
-    default:
-        conn_abort(c);
-        break;
-    }
 }

@@ -1,94 +1,92 @@
-/* One client connection: socket readiness, input buffering, the HTTP/1.1 phase,
- * the WebSocket phase, the outbound queue of refcounted frames (allocated only
- * while output is pending) and the close sequence. Owned by its loop thread. */
+/* One client connection: socket readiness and I/O (through a replaceable seam, so TLS
+ * can slot in), input buffering, the outbound queue of refcounted frames (allocated
+ * only while output is pending), back-pressure, its timer and the close sequence.
+ * What the bytes mean is the business of the handler table installed on it (HTTP
+ * first, then the WebSocket phase). Owned by its loop thread; the struct is private
+ * to net. */
 #ifndef HERALD_NET_CONN_H
 #define HERALD_NET_CONN_H
 
 #include <stddef.h>
 #include <stdint.h>
-#include <uv.h>
+#include <sys/types.h>
+#include <sys/uio.h>
 
-#include "ws/frame.h"
-
-struct loop;
+struct conn;
 struct frame;
-struct session;
-struct outq;
+struct loop;
 
-enum conn_state {
-    CONN_HTTP,    /* reading request heads (keep-alive) */
-    CONN_WS,      /* WebSocket open */
-    CONN_CLOSING, /* close frame sent or HTTP answered with close: flushing, then draining input */
+/* What runs on a connection. Every callback runs on the connection's loop thread. */
+struct conn_handler {
+    /* Input p[0..len) (modifiable, borrowed for the call): returns the bytes consumed;
+     * the rest is kept and presented again, followed by what arrives next. Not called
+     * while the output is over client_queue_max (back-pressure) nor once closing. */
+    size_t (*data)(struct conn *c, uint8_t *p, size_t len);
+    /* The connection's timer (conn_timer_set) fired. */
+    void (*timer)(struct conn *c);
+    /* The server is shutting down: close gracefully (or conn_abort). */
+    void (*shutdown)(struct conn *c);
+    /* The connection is being aborted: free the handler's state. c is still valid
+     * during the call, but nothing may be sent on it. May be NULL. */
+    void (*gone)(struct conn *c);
 };
 
-struct conn {
-    uv_poll_t poll; /* poll.data == this */
-    int fd;
-    uint8_t state;
-    uint8_t dirty;       /* on loop->dirty */
-    uint8_t want_write;  /* UV_WRITABLE requested */
-    uint8_t close_after; /* shutdown(SHUT_WR) once the queue drains */
-    uint8_t closed;      /* uv_close called */
-    uint8_t close_sent;  /* WebSocket close frame queued */
-    uint8_t peer_closed; /* read EOF */
-    uint8_t paused;      /* output over client_queue_max: input not read (back-pressure) */
-    uint8_t events;      /* UV_READABLE | UV_WRITABLE being polled */
-    uint64_t skip_body;  /* HTTP: bytes of a request body still to discard unread */
-    uint32_t timer_at;   /* wheel deadline (loop->now_sec), 0 = none */
-    struct conn *timer_next, *timer_prev;
-    struct conn *dirty_next;
-    struct conn *next, *prev; /* loop->conns */
-    struct loop *loop;
-    uint8_t *in; /* unconsumed input (partial frame or request), malloc'd, or NULL */
-    uint32_t in_len, in_cap;
-    struct outq *out;        /* pending output or NULL */
-    struct session *session; /* client protocol state, after the WebSocket upgrade */
-    struct ws_reader ws;
+/* Socket I/O, plain by default; a TLS layer would install its own. */
+struct conn_io {
+    ssize_t (*read)(struct conn *c, void *buf, size_t len);
+    ssize_t (*writev)(struct conn *c, const struct iovec *iov, int n);
+    int (*shutdown)(struct conn *c); /* shut the write side */
 };
 
-/* Take over an accepted, nonblocking socket. Returns NULL (and closes fd) on failure. */
-struct conn *conn_new(struct loop *loop, int fd);
+/* Install h with its state ud (borrowed: the handler frees it in gone). The loop's
+ * accept callback installs the first handler; a handler may install the next one
+ * (the HTTP handler installs the WebSocket phase on upgrade). */
+void conn_set_handler(struct conn *c, const struct conn_handler *h, void *ud);
+void *conn_ud(const struct conn *c);
+void conn_set_io(struct conn *c, const struct conn_io *io);
+int conn_fd(const struct conn *c);
+struct loop *conn_loop(const struct conn *c);
 
-/* Queue a frame (the queue takes a new reference; the caller keeps its own). Returns
- * 0, or -1 when the client's queue is over client_queue_max (the caller disconnects
- * it with 3008). */
+/* Aborted, or closing (conn_close_after_flush): no more output is taken. */
+int conn_closing(const struct conn *c);
+
+/* Run the handler's timer seconds from now (one timer per connection). */
+void conn_timer_set(struct conn *c, uint32_t seconds);
+
+/* Queue a frame for a delivery the peer did not ask for (a publication, a push).
+ * conn_send_frame takes a new reference (the caller keeps its own); the owned
+ * variant takes over one the caller already holds (see frame_ref_n). Returns 0 when
+ * queued; -1 when the queue is over client_queue_max (the caller disconnects the
+ * peer as slow) or out of memory; 1 when the connection is closing. On -1 and 1 the
+ * owned variant leaves the reference with the caller. */
 int conn_send_frame(struct conn *c, struct frame *f);
-/* Hot path: queue a frame, taking over one reference the caller already holds (see
- * frame_ref_n). Returns 0 when queued; -1 over client_queue_max and 1 when the
- * connection is closing: then the reference stays with the caller. */
 int conn_send_frame_owned(struct conn *c, struct frame *f);
-/* Queue a copy of p[0..len) (bytes already framed): a reply to the peer's own input
- * (HTTP response, 101, ping). Always queued, whatever its size (it goes out whole):
- * it counts against client_queue_max, and a connection over it is not read until the
- * peer has read (back-pressure). 0, or -1 out of memory. */
+/* Queue a reply to the peer's own input, taking over the caller's reference: always
+ * queued, whatever its size, so that it goes out whole. It counts against
+ * client_queue_max, and a connection over it is not read until the peer has read
+ * half of it. 0, or 1 closing (the reference is dropped then). */
+int conn_reply_frame(struct conn *c, struct frame *f);
+/* conn_reply_frame of a copy of p[0..len). 0, 1 closing, -1 out of memory. */
 int conn_send_bytes(struct conn *c, const void *p, size_t len);
-/* Queue one WebSocket text frame holding p[0..len), a push the peer did not ask for:
- * -1 over client_queue_max (the caller disconnects with 3008), as conn_send_frame. */
-int conn_send_text(struct conn *c, const void *p, size_t len);
-/* Queue one WebSocket text frame of replies to the peer's commands: always queued, as
- * conn_send_bytes. 0, or -1 out of memory. */
-int conn_reply_text(struct conn *c, const void *p, size_t len);
+
 /* Is the output at or over client_queue_max? Input processing stops there. */
 int conn_output_full(const struct conn *c);
+uint64_t conn_queued_bytes(const struct conn *c);
 /* Read and process what the peer has already sent, now (before judging it on input
- * it may have sent while the loop was busy). The connection may be closed after. */
+ * it may have sent while the loop was busy). The connection may be aborted after. */
 void conn_read_now(struct conn *c);
 
-/* Start the close sequence: WebSocket close frame with code and reason (reason <= 123
- * bytes), flush, shutdown the write side, drain input until EOF or a timeout.
- * Safe to call more than once; later calls do nothing. */
-void conn_close_ws(struct conn *c, unsigned code, const char *reason);
-/* Close now, discarding pending output (I/O error, timeout). */
+/* Process the input kept in c->in now: for a handler that stopped consuming (an
+ * answer it waited for has come). */
+void conn_continue(struct conn *c);
+
+/* Finish: take no more output, flush what is queued, shut down the write side, then
+ * drain and discard input until the peer closes (closing at once could turn into a
+ * reset that destroys the last bytes before the peer reads them) or until seconds
+ * have passed. Safe to call more than once. */
+void conn_close_after_flush(struct conn *c, uint32_t seconds);
+/* Close now, discarding pending output (I/O error, timeout). Calls the handler's
+ * gone. Safe to call more than once; the struct lives until the loop's next turn. */
 void conn_abort(struct conn *c);
-/* Flush pending output (called by the loop once per iteration for dirty connections). */
-void conn_flush(struct conn *c);
-/* Wheel timer fired (ping, pong timeout, token expiry, close timeout, idle HTTP). */
-void conn_on_timer(struct conn *c);
-
-/* Free the loop's pool of recycled outbound queues (at loop teardown). */
-void conn_pool_free(struct loop *loop);
-
-/* Queued bytes, for the 3008 check and stats. */
-uint64_t conn_queued_bytes(const struct conn *c);
 
 #endif

@@ -2,25 +2,19 @@
  * connections and the timer wheel (see loop.h). */
 #include "net/loop.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
-#include <arpa/inet.h>
-#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
-#include "core/config.h"
-#include "core/frame.h"
 #include "core/log.h"
-#include "core/rand.h"
-#include "engine/engine.h"
-#include "hub/hub.h"
-#include "net/conn.h"
-#include "proto/session.h"
+#include "metrics/metrics.h"
+#include "net/internal.h"
 
 static _Thread_local struct loop *current_loop;
 
@@ -29,11 +23,26 @@ struct loop *loop_current(void)
     return current_loop;
 }
 
-uint64_t server_now_ms(void)
+unsigned loop_id(const struct loop *l)
+{
+    return l->id;
+}
+
+struct buf *loop_reply_buf(struct loop *l)
+{
+    return &l->reply;
+}
+
+uint64_t loop_clock_ms(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+uint32_t loop_now_sec(const struct loop *l)
+{
+    return (uint32_t)((loop_clock_ms() - l->net->start_ms) / 1000) + 1;
 }
 
 /* One listening socket per loop with SO_REUSEPORT: the kernel spreads new
@@ -75,7 +84,7 @@ static void on_accept(uv_poll_t *h, int status, int events)
                  * listener stays readable, so a level-triggered poll would spin. Stop
                  * accepting until the next tick (one second). */
                 log_warn("accept: %s (connections: %lu); pausing accepts for a second",
-                         strerror(errno), (unsigned long)atomic_load(&l->stats.connections));
+                         strerror(errno), (unsigned long)metrics_sum(METRIC_CONNECTIONS));
                 uv_poll_stop(&l->listen_poll);
                 l->accept_paused = 1;
             }
@@ -83,7 +92,9 @@ static void on_accept(uv_poll_t *h, int status, int events)
         }
         int one = 1;
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-        conn_new(l, fd);
+        struct conn *c = conn_new(l, fd);
+        if (c)
+            l->net->cfg.accept(c, l->net->cfg.ud);
     }
 }
 
@@ -109,14 +120,6 @@ int loop_post(struct loop *l, const struct loop_msg *msg)
     return 0;
 }
 
-static void loop_begin_shutdown(struct loop *l);
-
-static int same_channel(const struct loop_msg *a, const struct loop_msg *b)
-{
-    return b->type == LOOP_MSG_PUBLICATION && a->arg == b->arg &&
-           memcmp(a->frame->data + a->frame->len, b->frame->data + b->frame->len, a->arg) == 0;
-}
-
 static void on_wake(uv_async_t *h)
 {
     struct loop *l = h->data;
@@ -133,25 +136,13 @@ static void on_wake(uv_async_t *h)
         pthread_mutex_unlock(&l->inbox_lock);
         if (n == 0)
             return;
-        for (size_t i = 0; i < n; i++) {
-            struct loop_msg *m = &batch[i];
-            switch (m->type) {
-            case LOOP_MSG_PUBLICATION: {
-                /* A run of publications of one channel is delivered as one. */
-                size_t run = 1;
-                while (i + run < n && run < 1024 && same_channel(m, &batch[i + run]))
-                    run++;
-                hub_deliver(l, m, run);
-                i += run - 1;
-                break;
-            }
-            case LOOP_MSG_SHUTDOWN:
-                loop_begin_shutdown(l);
-                break;
-            default:
-                session_on_control(l, m);
-                break;
-            }
+        /* Runs of one handler go together. */
+        for (size_t i = 0; i < n;) {
+            size_t run = 1;
+            while (i + run < n && batch[i + run].handle == batch[i].handle)
+                run++;
+            batch[i].handle(l, &batch[i], run);
+            i += run;
         }
     }
 }
@@ -198,30 +189,35 @@ static void on_flush(uv_prepare_t *h)
     flush_dirty(l);
 }
 
-void loop_timer_clear(struct loop *l, struct conn *c)
+/* ---- the timer wheel ---- */
+
+static void wheel_link(struct loop *l, struct loop_timer *t)
 {
-    if (c->timer_at == 0)
+    struct loop_timer **slot = &l->wheel[t->at % WHEEL_SLOTS];
+    t->prev = NULL;
+    t->next = *slot;
+    if (*slot)
+        (*slot)->prev = t;
+    *slot = t;
+}
+
+void loop_timer_clear(struct loop *l, struct loop_timer *t)
+{
+    if (t->at == 0)
         return;
-    if (c->timer_prev)
-        c->timer_prev->timer_next = c->timer_next;
+    if (t->prev)
+        t->prev->next = t->next;
     else
-        l->wheel[c->timer_at % WHEEL_SLOTS] = c->timer_next;
-    if (c->timer_next)
-        c->timer_next->timer_prev = c->timer_prev;
-    c->timer_next = c->timer_prev = NULL;
-    c->timer_at = 0;
+        l->wheel[t->at % WHEEL_SLOTS] = t->next;
+    if (t->next)
+        t->next->prev = t->prev;
+    t->next = t->prev = NULL;
+    t->at = 0;
 }
 
-uint32_t loop_now_sec(const struct loop *l)
+void loop_timer_set(struct loop *l, struct loop_timer *t, uint32_t seconds)
 {
-    return (uint32_t)((server_now_ms() - l->server->start_ms) / 1000) + 1;
-}
-
-void loop_timer_set(struct loop *l, struct conn *c, uint32_t seconds)
-{
-    loop_timer_clear(l, c);
-    if (c->closed)
-        return; /* an aborted connection is freed after uv_close: never link it */
+    loop_timer_clear(l, t);
     if (seconds == 0)
         seconds = 1;
     /* From the clock, not from the wheel's position: after a stall the wheel lags
@@ -229,58 +225,49 @@ void loop_timer_set(struct loop *l, struct conn *c, uint32_t seconds)
     uint32_t now = loop_now_sec(l);
     if (now < l->now_sec)
         now = l->now_sec;
-    c->timer_at = now + seconds;
-    struct conn **slot = &l->wheel[c->timer_at % WHEEL_SLOTS];
-    c->timer_prev = NULL;
-    c->timer_next = *slot;
-    if (*slot)
-        (*slot)->timer_prev = c;
-    *slot = c;
+    t->at = now + seconds;
+    wheel_link(l, t);
 }
 
 static void on_tick(uv_timer_t *h)
 {
     struct loop *l = h->data;
     uint32_t now = loop_now_sec(l);
-    uint32_t t = l->now_sec;
-    while (t < now) {
-        t++;
-        l->now_sec = t;
-        struct conn *list = l->wheel[t % WHEEL_SLOTS];
-        l->wheel[t % WHEEL_SLOTS] = NULL;
+    uint32_t s = l->now_sec;
+    while (s < now) {
+        s++;
+        l->now_sec = s;
+        struct loop_timer *list = l->wheel[s % WHEEL_SLOTS];
+        l->wheel[s % WHEEL_SLOTS] = NULL;
         while (list) {
-            struct conn *c = list;
-            list = c->timer_next;
+            struct loop_timer *t = list;
+            list = t->next;
             if (list)
-                list->timer_prev = NULL;
-            c->timer_next = c->timer_prev = NULL;
-            uint32_t at = c->timer_at;
-            c->timer_at = 0;
-            if (at > t) { /* a later lap of the wheel */
-                c->timer_at = at;
-                struct conn **slot = &l->wheel[at % WHEEL_SLOTS];
-                c->timer_next = *slot;
-                if (*slot)
-                    (*slot)->timer_prev = c;
-                *slot = c;
+                list->prev = NULL;
+            t->next = t->prev = NULL;
+            uint32_t at = t->at;
+            if (at > s) { /* a later lap of the wheel */
+                wheel_link(l, t);
                 continue;
             }
-            conn_on_timer(c);
+            t->at = 0;
+            t->fire(t);
         }
     }
     if (l->accept_paused && !l->shutting_down) {
         l->accept_paused = 0;
         uv_poll_start(&l->listen_poll, UV_READABLE, on_accept);
     }
-    /* One loop sweeps the streams: expired history, idle channels. */
-    if (l->id == 0)
-        hub_sweep(server_now_ms());
+    if (l->net->cfg.tick)
+        l->net->cfg.tick(l, l->net->cfg.ud);
     if (l->shutting_down && ++l->shutting_down > 4) {
         /* Grace period over: whoever has not closed yet is cut off. */
         while (l->conns)
             conn_abort(l->conns);
     }
 }
+
+/* ---- start and stop ---- */
 
 static void on_handle_closed(uv_handle_t *h)
 {
@@ -298,14 +285,12 @@ static void loop_maybe_finish(struct loop *l)
     }
 }
 
-/* Called by conn when a connection is freed; ends the loop once shutdown has
- * closed every connection. */
 void loop_conn_gone(struct loop *l)
 {
     loop_maybe_finish(l);
 }
 
-static void loop_begin_shutdown(struct loop *l)
+static void on_shutdown(struct loop *l, struct loop_msg *msgs, size_t n)
 {
     if (l->shutting_down)
         return;
@@ -318,10 +303,7 @@ static void loop_begin_shutdown(struct loop *l)
     }
     for (struct conn *c = l->conns, *next; c; c = next) {
         next = c->next;
-        if (c->state == CONN_WS)
-            conn_close_ws(c, 3001, "shutdown");
-        else if (c->state == CONN_HTTP && c->out == NULL)
-            conn_abort(c);
+        conn_shutdown(c);
     }
     loop_maybe_finish(l);
 }
@@ -333,25 +315,38 @@ static void *loop_thread(void *arg)
     uv_run(&l->uv, UV_RUN_DEFAULT);
     /* Drain handles closed in the last iteration. */
     uv_run(&l->uv, UV_RUN_NOWAIT);
-    session_loop_free(l); /* the session's scratch buffers are this thread's own */
+    if (l->net->cfg.loop_exit)
+        l->net->cfg.loop_exit(l, l->net->cfg.ud);
     return NULL;
 }
 
-static struct loop *loop_new(struct server *s, unsigned id, int fd)
+static void loop_free(struct loop *l)
+{
+    uv_loop_close(&l->uv);
+    free(l->read_buf);
+    free(l->inbox);
+    free(l->work);
+    buf_free(&l->reply);
+    conn_pools_free(l);
+    pthread_mutex_destroy(&l->inbox_lock);
+    free(l);
+}
+
+static struct loop *loop_new(struct net *net, unsigned id, int fd)
 {
     struct loop *l = calloc(1, sizeof(*l));
     if (l == NULL)
         return NULL;
     l->id = id;
-    l->server = s;
+    l->net = net;
     l->listen_fd = fd;
     l->read_buf = malloc(LOOP_READ_BUF);
-    l->hub = hub_local_new();
-    if (l->read_buf == NULL || l->hub == NULL || uv_loop_init(&l->uv) != 0) {
+    if (l->read_buf == NULL || uv_loop_init(&l->uv) != 0) {
         free(l->read_buf);
         free(l);
         return NULL;
     }
+    conn_pools_init(l);
     pthread_mutex_init(&l->inbox_lock, NULL);
     uv_async_init(&l->uv, &l->wake, on_wake);
     l->wake.data = l;
@@ -370,89 +365,78 @@ static struct loop *loop_new(struct server *s, unsigned id, int fd)
     return l;
 }
 
-static struct server *signal_server;
-
-static void on_signal(uv_signal_t *h, int signum)
+struct net *net_create(const struct net_config *cfg)
 {
-    struct server *s = h->data;
-    if (atomic_exchange(&s->stopping, 1))
-        return;
-    log_info("signal %d: shutting down", signum);
-    for (unsigned i = 0; i < s->nloops; i++) {
-        struct loop_msg m = {.type = LOOP_MSG_SHUTDOWN};
-        loop_post(s->loops[i], &m);
-    }
-    uv_stop(h->loop); /* server_run joins the loops once they have closed every connection */
-}
-
-int server_run(const struct config *config)
-{
-    static struct server s;
-    s.config = config;
-    s.start_ms = server_now_ms();
-    rand_uuid(s.node_uid);
-    unsigned n = config->threads;
-    if (n == 0) {
-        long cpus = sysconf(_SC_NPROCESSORS_ONLN);
-        n = cpus > 0 ? (unsigned)cpus : 1;
-    }
+    struct net *net = calloc(1, sizeof(*net));
+    if (net == NULL)
+        return NULL;
+    net->cfg = *cfg;
+    net->start_ms = loop_clock_ms();
+    unsigned n = cfg->nloops ? cfg->nloops : 1;
     if (n > LOOP_MAX)
         n = LOOP_MAX;
-    signal(SIGPIPE, SIG_IGN);
     for (unsigned i = 0; i < n; i++) {
-        int fd = listen_socket(config->listen_host, config->listen_port);
-        if (fd < 0)
-            return -1;
-        s.loops[i] = loop_new(&s, i, fd);
-        if (s.loops[i] == NULL)
-            return -1;
+        int fd = listen_socket(cfg->host, cfg->port);
+        struct loop *l = fd < 0 ? NULL : loop_new(net, i, fd);
+        if (l == NULL) {
+            if (fd >= 0)
+                close(fd);
+            net->nloops = i;
+            net_join_and_free(net);
+            return NULL;
+        }
+        net->loops[i] = l;
     }
-    s.nloops = n;
-    if (hub_init(n, s.loops, config->max_channels) != 0)
-        return -1;
-    char err[160];
-    engine_current = engine_open(config, err, sizeof(err));
-    if (engine_current == NULL) {
-        log_error("%s", err);
-        return -1;
-    }
-    session_global_init(&s);
-    signal_server = &s;
+    net->nloops = n;
+    return net;
+}
 
-    uv_loop_t *main_loop = uv_default_loop();
-    uv_signal_t sigterm, sigint;
-    uv_signal_init(main_loop, &sigterm);
-    uv_signal_init(main_loop, &sigint);
-    sigterm.data = sigint.data = &s;
-    uv_signal_start(&sigterm, on_signal, SIGTERM);
-    uv_signal_start(&sigint, on_signal, SIGINT);
+unsigned net_nloops(const struct net *net)
+{
+    return net->nloops;
+}
 
-    for (unsigned i = 0; i < n; i++)
-        pthread_create(&s.loops[i]->thread, NULL, loop_thread, s.loops[i]);
-    log_info("herald listening on %s:%u with %u loops", config->listen_host, config->listen_port,
-             n);
-    /* The main thread only waits for signals. */
-    uv_run(main_loop, UV_RUN_DEFAULT);
-    for (unsigned i = 0; i < n; i++)
-        pthread_join(s.loops[i]->thread, NULL);
-    uv_close((uv_handle_t *)&sigterm, NULL);
-    uv_close((uv_handle_t *)&sigint, NULL);
-    uv_run(main_loop, UV_RUN_NOWAIT);
-    for (unsigned i = 0; i < n; i++) {
-        struct loop *l = s.loops[i];
-        uv_loop_close(&l->uv);
-        hub_local_free(l->hub);
-        free(l->read_buf);
-        free(l->inbox);
-        free(l->work);
-        buf_free(&l->reply);
-        conn_pool_free(l);
-        pthread_mutex_destroy(&l->inbox_lock);
-        free(l);
+struct loop *net_loop(const struct net *net, unsigned i)
+{
+    return net->loops[i];
+}
+
+int net_run(struct net *net)
+{
+    for (unsigned i = 0; i < net->nloops; i++) {
+        if (pthread_create(&net->loops[i]->thread, NULL, loop_thread, net->loops[i]) != 0)
+            return -1;
     }
-    engine_close(engine_current);
-    engine_current = NULL;
-    hub_shutdown();
-    log_info("herald stopped");
     return 0;
+}
+
+void net_stop(struct net *net)
+{
+    for (unsigned i = 0; i < net->nloops; i++) {
+        struct loop_msg m = {.handle = on_shutdown};
+        loop_post(net->loops[i], &m);
+    }
+}
+
+void net_join_and_free(struct net *net)
+{
+    for (unsigned i = 0; i < net->nloops; i++)
+        if (net->loops[i]->thread)
+            pthread_join(net->loops[i]->thread, NULL);
+    for (unsigned i = 0; i < net->nloops; i++) {
+        struct loop *l = net->loops[i];
+        if (!l->thread) {
+            /* never ran: close what loop_new opened */
+            uv_close((uv_handle_t *)&l->listen_poll, NULL);
+            uv_close((uv_handle_t *)&l->tick, NULL);
+            uv_close((uv_handle_t *)&l->flush_timer, NULL);
+            uv_close((uv_handle_t *)&l->flush, NULL);
+            uv_close((uv_handle_t *)&l->wake, NULL);
+            uv_run(&l->uv, UV_RUN_NOWAIT);
+            if (l->listen_fd >= 0)
+                close(l->listen_fd);
+        }
+        loop_free(l);
+    }
+    free(net);
 }

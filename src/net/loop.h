@@ -1,122 +1,92 @@
 /* Event-loop threads: one libuv loop per thread, each with its own SO_REUSEPORT
- * listener, owning the connections it accepted; a mutex-guarded inbox with a
- * uv_async wake-up for messages from other threads; a per-iteration flush of every
- * connection with pending output; a coarse one-second timer wheel. Not the
- * connection protocol logic (net/conn.h). */
+ * listener, owning the connections it accepted; typed messages between threads
+ * (a mutex-guarded inbox and a uv_async wake-up per loop); a per-iteration flush of
+ * every connection with pending output; a coarse one-second timer wheel that any
+ * module can put its own entries on. A foundation: it knows no protocol, no channel,
+ * no HTTP; what runs on a connection is a handler table installed by whoever accepts
+ * it (net/conn.h). The struct is private to net. */
 #ifndef HERALD_NET_LOOP_H
 #define HERALD_NET_LOOP_H
 
-#include <pthread.h>
-#include <stdatomic.h>
+#include <stddef.h>
 #include <stdint.h>
-#include <uv.h>
 
-#include "core/buf.h"
-
+struct buf;
 struct conn;
-struct frame;
-struct hub_local;
-struct server;
+struct loop;
+struct net;
 
 #define LOOP_MAX 64
 #define LOOP_READ_BUF (64 * 1024)
 /* Scratch buffers grown past this by one large reply are given back afterwards. */
 #define LOOP_REPLY_KEEP (256 * 1024)
-#define WHEEL_SLOTS 256 /* seconds; timers further out wait in the slot and are re-checked */
 
-/* Messages between threads. Publications dominate; the rest are rare controls. */
-enum loop_msg_type {
-    LOOP_MSG_PUBLICATION, /* frame: a framed push for channel (name stored after f->len) */
-    LOOP_MSG_DISCONNECT,  /* disconnect user's connections: code, reason */
-    LOOP_MSG_SUBSCRIBE,   /* server-side subscribe user to channel */
-    LOOP_MSG_UNSUBSCRIBE, /* server-side unsubscribe user from channel */
-    LOOP_MSG_SHUTDOWN,
-};
-
+/* A message to a loop: handle runs on that loop's thread. Consecutive messages of one
+ * batch with the same handle are passed together (msgs[0..n)), so a handler can treat
+ * a run at once (the hub concatenates a channel's publications). The fields are the
+ * sender's and the handler's to agree on; ptr and what it owns pass to the handler. */
+struct loop_msg;
+typedef void (*loop_msg_fn)(struct loop *loop, struct loop_msg *msgs, size_t n);
 struct loop_msg {
-    enum loop_msg_type type;
-    uint32_t arg;        /* publication: name length; disconnect: code */
-    uint64_t offset;     /* publication offset (0 without history) */
-    struct frame *frame; /* publication: refcounted (the message holds one reference);
-                            controls: malloc'd payload (user \0 channel \0 reason) */
+    loop_msg_fn handle;
+    void *ptr;
+    uint64_t u64;
+    uint32_t u32;
 };
 
-/* Per-loop counters: written by the loop thread only, read by any (relaxed). */
-struct loop_stats {
-    atomic_uint_fast64_t connections;   /* current connections (any state) */
-    atomic_uint_fast64_t clients;       /* current connected clients (after connect) */
-    atomic_uint_fast64_t subscriptions; /* current subscriptions */
-    atomic_uint_fast64_t messages_out;  /* frames queued to clients */
-    atomic_uint_fast64_t publications;  /* publications received for local delivery */
-};
-
-struct loop {
-    uv_loop_t uv;
-    unsigned id;
-    struct server *server;
-    pthread_t thread;
-    int listen_fd;
-    uv_poll_t listen_poll;
-    uv_async_t wake;
-    uv_prepare_t flush;
-    uv_timer_t tick;
-    uint32_t now_sec; /* the timer wheel's position: the last second it has run */
-
-    /* inbox: other threads append under lock; the loop swaps it out */
-    pthread_mutex_t inbox_lock;
-    struct loop_msg *inbox;
-    size_t inbox_len, inbox_cap;
-    struct loop_msg *work; /* the swapped-out batch being processed */
-    size_t work_cap;
-
-    uint8_t *read_buf;  /* shared by every connection of this loop */
-    struct buf reply;   /* scratch for building replies */
-    struct conn *dirty; /* connections with output to flush this iteration */
-    uint32_t ndirty;
-    uint64_t last_flush_ns; /* uv_hrtime() of the last flush */
-    uv_timer_t flush_timer; /* a deferred (coalesced) flush */
-    struct conn *conns;     /* every connection, for shutdown and stats */
-    struct conn *wheel[WHEEL_SLOTS];
-    struct hub_local *hub; /* this loop's channel table */
-    void *outq_free;       /* free list of small outbound queues */
-    int shutting_down;
-    int accept_paused; /* out of descriptors: accepting again at the next tick */
-    struct loop_stats stats;
-};
-
-struct config;
-
-struct server {
-    const struct config *config;
-    unsigned nloops;
-    struct loop *loops[LOOP_MAX];
-    uint64_t start_ms;
-    char node_uid[37];
-    atomic_int stopping;
-};
-
-/* Create the listeners and loops, run them in threads, and block until SIGTERM or
- * SIGINT; then every client gets close code 3001, output is flushed, and the
- * function returns 0 (or -1 if the server could not start: message logged). */
-int server_run(const struct config *config);
-
-/* Append a message to loop's inbox and wake it. Any thread. The loop takes over the
- * message's frame reference. Returns 0 or -1 (out of memory: the caller keeps it). */
+/* Append a message to loop's inbox and wake it. Any thread. Returns 0, or -1 out of
+ * memory (the message and what it owns stay with the caller). */
 int loop_post(struct loop *loop, const struct loop_msg *msg);
 
-/* Seconds since server start, from the clock (1 at start): what deadlines count from. */
+/* A timer-wheel entry, embedded in whatever it times (a connection, a rate limit, a
+ * reconnect backoff). Second resolution. Zero-initialised means "not set". */
+struct loop_timer {
+    struct loop_timer *next, *prev;
+    uint32_t at; /* loop second it fires at, 0 = not set */
+    void (*fire)(struct loop_timer *t);
+};
+
+/* Loop thread: fire t->fire seconds from now (from the clock, not from the wheel's
+ * position, which lags after a stall). Replaces an earlier setting. */
+void loop_timer_set(struct loop *loop, struct loop_timer *t, uint32_t seconds);
+void loop_timer_clear(struct loop *loop, struct loop_timer *t);
+/* Seconds since the server started, from the clock (1 at start). */
 uint32_t loop_now_sec(const struct loop *loop);
-/* Put c on the wheel to be woken (conn_on_timer) seconds from now (by the clock, not
- * the wheel's position, which lags after a stall). No-op on an aborted connection. */
-void loop_timer_set(struct loop *loop, struct conn *c, uint32_t seconds);
-void loop_timer_clear(struct loop *loop, struct conn *c);
+/* CLOCK_MONOTONIC milliseconds. */
+uint64_t loop_clock_ms(void);
 
-/* conn.c tells the loop a connection was freed (ends a shutting-down loop). */
-void loop_conn_gone(struct loop *loop);
-
-/* The loop thread of the calling code (NULL on other threads). */
+unsigned loop_id(const struct loop *loop);
+/* The loop of the calling thread, or NULL on other threads. */
 struct loop *loop_current(void);
+/* This loop's scratch buffer for building replies (loop thread only; give it back
+ * with buf_shrink(b, LOOP_REPLY_KEEP) after a large one). */
+struct buf *loop_reply_buf(struct loop *loop);
 
-uint64_t server_now_ms(void); /* CLOCK_MONOTONIC milliseconds */
+/* The loops of a server. */
+struct net_config {
+    const char *host; /* IPv4 address to listen on */
+    uint16_t port;
+    unsigned nloops;           /* 1 to LOOP_MAX */
+    uint64_t client_queue_max; /* output a connection may queue: past it, back-pressure */
+    /* A connection was accepted: install its handler (net/conn.h). */
+    void (*accept)(struct conn *c, void *ud);
+    /* About once a second on every loop thread (housekeeping). May be NULL. */
+    void (*tick)(struct loop *loop, void *ud);
+    /* On each loop thread just before it ends (free per-thread state). May be NULL. */
+    void (*loop_exit)(struct loop *loop, void *ud);
+    void *ud;
+};
+
+/* Create the listeners and loops (not running yet). NULL with a message logged. */
+struct net *net_create(const struct net_config *cfg);
+unsigned net_nloops(const struct net *net);
+struct loop *net_loop(const struct net *net, unsigned i);
+/* Start a thread per loop. 0 or -1. */
+int net_run(struct net *net);
+/* Any thread: stop accepting, ask every connection to close (its handler's shutdown),
+ * and end each loop once its connections are gone or after a few seconds. */
+void net_stop(struct net *net);
+/* Wait for every loop thread to end, then free everything. */
+void net_join_and_free(struct net *net);
 
 #endif

@@ -1,33 +1,46 @@
 /* Client protocol session (see session.h): Centrifugo's JSON protocol v2 as the
  * official centrifuge-js v5 client speaks it (centrifugal/protocol client.proto,
- * centrifuge-js src/centrifuge.ts and src/subscription.ts). */
+ * centrifuge-js src/centrifuge.ts and src/subscription.ts).
+ *
+ * Replies to the commands of one message are gathered in one buffer and sent as one
+ * frame. Hub and engine requests complete through callbacks; with the memory engine
+ * they run before the request returns, so their replies join the same frame. A
+ * completion that comes later (a networked engine) sends its reply on its own; a
+ * session gone meanwhile lives on, marked dead, until its last request completes. */
 #include "proto/session.h"
 
-#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
 #include "auth/jwt.h"
+#include "auth/rules.h"
 #include "core/buf.h"
 #include "core/config.h"
-#include "core/frame.h"
 #include "core/log.h"
 #include "core/rand.h"
-#include "engine/engine.h"
 #include "hub/hub.h"
+#include "metrics/metrics.h"
 #include "net/conn.h"
 #include "net/loop.h"
 #include "proto/command.h"
+#include "proto/push.h"
+#include "proto/reply.h"
+#include "proto/users.h"
+#include "ws/conn.h"
 
 #define HERALD_VERSION "0.1.0"
 #define CONNECT_TIMEOUT_SEC 10
 #define MAX_SUBS_PER_CLIENT 512
 
 struct session {
+    struct ws_conn ws; /* first: the WebSocket phase hands it back */
+    struct loop *loop;
     char client[37];
     uint8_t connected;
     uint8_t awaiting_pong;
+    uint8_t dead; /* the connection is gone; freed when pending reaches 0 */
+    uint32_t pending;  /* hub/engine requests not completed yet */
     uint32_t nsubs;
     uint32_t ping_at;   /* loop second (loop_now_sec) of the next ping */
     uint32_t expire_at; /* loop second when an expired token closes us, 0 = never */
@@ -36,195 +49,65 @@ struct session {
     uint8_t *info;      /* conn_info from the token (raw JSON) or NULL */
     uint32_t info_len;
     struct hub_sub *subs;
+    struct user_link users; /* this loop's index of the user's sessions */
+    struct buf *out;        /* the replies being gathered for the current message */
 };
 
-static struct server *server;
+static const struct config *config;
 
-/* Distinct connected users, for /api/info: user -> number of connections. One lock
- * per connect and disconnect, never on the delivery path. */
-struct user_entry {
-    struct user_entry *next;
-    uint32_t conns;
-    char name[];
-};
-
-#define USER_BUCKETS 4096
-static pthread_mutex_t users_lock = PTHREAD_MUTEX_INITIALIZER;
-static struct user_entry *user_table[USER_BUCKETS];
-static uint64_t users_count;
-
-static struct user_entry **user_slot(const char *name)
+void session_init(const struct config *c)
 {
-    uint32_t h = 2166136261u;
-    for (const char *p = name; *p; p++)
-        h = (h ^ (uint8_t)*p) * 16777619u;
-    struct user_entry **pp = &user_table[h % USER_BUCKETS];
-    while (*pp && strcmp((*pp)->name, name) != 0)
-        pp = &(*pp)->next;
-    return pp;
-}
-
-static void user_online(const char *name)
-{
-    pthread_mutex_lock(&users_lock);
-    struct user_entry **pp = user_slot(name);
-    if (*pp == NULL) {
-        size_t len = strlen(name);
-        struct user_entry *u = malloc(sizeof(*u) + len + 1);
-        if (u) {
-            u->next = NULL;
-            u->conns = 0;
-            memcpy(u->name, name, len + 1);
-            *pp = u;
-            users_count++;
-        }
-    }
-    if (*pp)
-        (*pp)->conns++;
-    pthread_mutex_unlock(&users_lock);
-}
-
-static void user_offline(const char *name)
-{
-    pthread_mutex_lock(&users_lock);
-    struct user_entry **pp = user_slot(name);
-    if (*pp && --(*pp)->conns == 0) {
-        struct user_entry *u = *pp;
-        *pp = u->next;
-        free(u);
-        users_count--;
-    }
-    pthread_mutex_unlock(&users_lock);
+    config = c;
 }
 
 uint64_t session_num_users(void)
 {
-    pthread_mutex_lock(&users_lock);
-    uint64_t n = users_count;
-    pthread_mutex_unlock(&users_lock);
-    return n;
+    return users_count();
 }
 
-void session_global_init(struct server *s)
-{
-    server = s;
-}
-
-static const struct config *cfg(void)
-{
-    return server->config;
-}
-
-/* Scratch buffers of the loop thread for recovered publications and client info. */
-static _Thread_local struct buf scratch_pubs;
+/* Scratch of the loop thread for client info. */
 static _Thread_local struct buf scratch_info;
 
-void session_loop_free(struct loop *loop)
+void session_loop_exit(struct loop *loop)
 {
-    buf_free(&scratch_pubs);
     buf_free(&scratch_info);
+    users_loop_exit(loop_id(loop));
 }
 
-int session_new(struct conn *c)
+static struct session *of(struct ws_conn *w)
 {
-    struct session *s = calloc(1, sizeof(*s));
-    if (s == NULL)
-        return -1;
-    c->session = s;
-    loop_timer_set(c->loop, c, CONNECT_TIMEOUT_SEC);
-    return 0;
+    return (struct session *)w;
 }
 
-static void drop_subs(struct conn *c)
+static struct conn *conn_of(const struct session *s)
 {
-    struct session *s = c->session;
-    while (s->subs) {
-        struct hub_sub *sub = s->subs;
-        s->subs = sub->next;
-        hub_unsubscribe(c->loop, sub);
-    }
-    s->nsubs = 0;
-}
-
-void session_free(struct conn *c)
-{
-    struct session *s = c->session;
-    if (s == NULL)
-        return;
-    drop_subs(c);
-    if (s->connected) {
-        atomic_fetch_sub_explicit(&c->loop->stats.clients, 1, memory_order_relaxed);
-        user_offline(s->user);
-    }
-    free(s->user);
-    free(s->info);
-    free(s);
-    c->session = NULL;
-}
-
-void session_disconnect(struct conn *c, unsigned code, const char *reason)
-{
-    if (c->closed)
-        return;
-    if (c->session)
-        drop_subs(c);
-    conn_close_ws(c, code, reason);
+    return s->ws.conn;
 }
 
 /* ---- replies ---- */
 
-static void reply_begin(struct buf *out, uint32_t id, const char *method)
+/* Where a reply goes: the message's gathered replies, or, for a completion that comes
+ * after its message, a buffer of its own sent by reply_done. */
+static struct buf *reply_to(struct session *s, struct buf *own)
 {
-    if (out->len)
-        buf_append_char(out, '\n');
-    buf_appendf(out, "{\"id\":%u,\"%s\":{", id, method);
+    if (s->out)
+        return s->out;
+    *own = (struct buf)BUF_INIT;
+    return own;
 }
 
-static void reply_end(struct buf *out)
+static void reply_done(struct session *s, struct buf *out)
 {
-    buf_append_str(out, "}}");
-}
-
-static void reply_error(struct buf *out, uint32_t id, int code, const char *message)
-{
-    if (out->len)
-        buf_append_char(out, '\n');
-    buf_appendf(out, "{\"id\":%u,\"error\":{\"code\":%d,\"message\":\"%s\"}}", id, code, message);
-}
-
-static const char *error_message(int code)
-{
-    switch (code) {
-    case PROTO_ERR_UNAUTHORIZED:
-        return "unauthorized";
-    case PROTO_ERR_UNKNOWN_CHANNEL:
-        return "unknown channel";
-    case PROTO_ERR_PERMISSION_DENIED:
-        return "permission denied";
-    case PROTO_ERR_METHOD_NOT_FOUND:
-        return "method not found";
-    case PROTO_ERR_ALREADY_SUBSCRIBED:
-        return "already subscribed";
-    case PROTO_ERR_LIMIT_EXCEEDED:
-        return "limit exceeded";
-    case PROTO_ERR_BAD_REQUEST:
-        return "bad request";
-    case PROTO_ERR_NOT_AVAILABLE:
-        return "not available";
-    case PROTO_ERR_TOKEN_EXPIRED:
-        return "token expired";
-    case PROTO_ERR_EXPIRED:
-        return "expired";
-    case PROTO_ERR_UNRECOVERABLE_POSITION:
-        return "unrecoverable position";
-    default:
-        return "internal server error";
-    }
+    if (out == s->out)
+        return;
+    if (!s->dead && out->len && !out->oom)
+        ws_conn_reply_text(&s->ws, out->p, out->len);
+    buf_free(out);
 }
 
 static void fail(struct buf *out, uint32_t id, int code)
 {
-    reply_error(out, id, code, error_message(code));
+    proto_reply_error(out, id, code);
 }
 
 /* The ClientInfo object of this session
@@ -248,48 +131,108 @@ static void client_info(struct buf *b, const struct session *s, const uint8_t *c
     buf_append_char(b, '}');
 }
 
+/* ---- lifetime ---- */
+
+static void drop_subs(struct session *s)
+{
+    while (s->subs) {
+        struct hub_sub *sub = s->subs;
+        s->subs = sub->next;
+        hub_unsubscribe(s->loop, sub);
+    }
+    s->nsubs = 0;
+}
+
+static void session_free(struct session *s)
+{
+    free(s->user);
+    free(s->info);
+    free(s);
+}
+
+/* A request completed: 1 when the session is gone (the caller only cleans up). */
+static int request_done(struct session *s)
+{
+    s->pending--;
+    if (!s->dead)
+        return 0;
+    if (s->pending == 0)
+        session_free(s);
+    return 1;
+}
+
+static void disconnect(struct session *s, unsigned code, const char *reason)
+{
+    if (s->dead || conn_closing(conn_of(s)))
+        return;
+    drop_subs(s);
+    ws_conn_close(&s->ws, code, reason);
+}
+
+void session_slow(void *owner)
+{
+    disconnect(owner, PROTO_DISC_SLOW, "slow");
+}
+
+static void on_gone(struct ws_conn *w)
+{
+    struct session *s = of(w);
+    drop_subs(s);
+    if (s->connected) {
+        metrics_add(loop_id(s->loop), METRIC_CLIENTS, -1);
+        users_remove(loop_id(s->loop), s->user, &s->users);
+    }
+    s->dead = 1;
+    s->out = NULL;
+    if (s->pending == 0)
+        session_free(s);
+}
+
+static void on_shutdown(struct ws_conn *w)
+{
+    disconnect(of(w), PROTO_DISC_SHUTDOWN, "shutdown");
+}
+
 /* ---- timers ---- */
 
 /* Loop second at which a token expiring at exp (Unix seconds) closes its holder. */
-static uint32_t grace_deadline(struct conn *c, int64_t exp)
+static uint32_t grace_deadline(struct session *s, int64_t exp)
 {
     int64_t left = exp - (int64_t)time(NULL);
     if (left < 0)
         left = 0;
-    return loop_now_sec(c->loop) + (uint32_t)left + cfg()->expired_close_delay;
+    return loop_now_sec(s->loop) + (uint32_t)left + config->expired_close_delay;
 }
 
-static void schedule(struct conn *c)
+static void schedule(struct session *s)
 {
-    struct session *s = c->session;
-    uint32_t now = loop_now_sec(c->loop);
+    uint32_t now = loop_now_sec(s->loop);
     uint32_t at = s->ping_at;
     if (s->expire_at && s->expire_at < at)
         at = s->expire_at;
     for (struct hub_sub *sub = s->subs; sub; sub = sub->next)
         if (sub->expire_at && sub->expire_at < at)
             at = sub->expire_at;
-    loop_timer_set(c->loop, c, at > now ? at - now : 1);
+    conn_timer_set(conn_of(s), at > now ? at - now : 1);
 }
 
-void session_on_timer(struct conn *c)
+static void on_timer(struct ws_conn *w)
 {
-    struct session *s = c->session;
-    if (s == NULL)
-        return;
+    struct session *s = of(w);
+    struct conn *c = conn_of(s);
     if (!s->connected) {
-        session_disconnect(c, 3502, "stale");
+        disconnect(s, PROTO_DISC_STALE, "stale");
         return;
     }
-    uint32_t now = loop_now_sec(c->loop);
+    uint32_t now = loop_now_sec(s->loop);
     if (s->expire_at && now >= s->expire_at) {
-        session_disconnect(c, PROTO_DISC_EXPIRED, "connection expired");
+        disconnect(s, PROTO_DISC_EXPIRED, "connection expired");
         return;
     }
     /* A subscription token not renewed with sub_refresh (as Centrifugo: 3006). */
     for (struct hub_sub *sub = s->subs; sub; sub = sub->next) {
         if (sub->expire_at && now >= sub->expire_at) {
-            session_disconnect(c, PROTO_DISC_SUB_EXPIRED, "subscription expired");
+            disconnect(s, PROTO_DISC_SUB_EXPIRED, "subscription expired");
             return;
         }
     }
@@ -297,27 +240,27 @@ void session_on_timer(struct conn *c)
         if (s->awaiting_pong) {
             /* Judge the client on the pongs it sent, not on how late this loop is: a
              * stall may have kept its pong unread in the socket. */
+            s->pending++; /* keeps s alive if the read ends the connection */
             conn_read_now(c);
-            if (c->closed || c->close_sent || c->session != s)
+            if (request_done(s) || conn_closing(c))
                 return;
         }
         if (s->awaiting_pong) {
-            session_disconnect(c, PROTO_DISC_NO_PONG, "no pong");
+            disconnect(s, PROTO_DISC_NO_PONG, "no pong");
             return;
         }
         static const uint8_t ping[] = {0x81, 0x02, '{', '}'};
         conn_send_bytes(c, ping, sizeof(ping));
         s->awaiting_pong = 1;
-        s->ping_at = now + cfg()->ping_interval;
+        s->ping_at = now + config->ping_interval;
     }
-    schedule(c);
+    schedule(s);
 }
 
-static void set_expiry(struct conn *c, int64_t exp)
+static void set_expiry(struct session *s, int64_t exp)
 {
-    struct session *s = c->session;
     s->exp = exp;
-    s->expire_at = exp ? grace_deadline(c, exp) : 0;
+    s->expire_at = exp ? grace_deadline(s, exp) : 0;
 }
 
 /* ---- tokens ---- */
@@ -326,13 +269,13 @@ enum token_check { TOKEN_OK, TOKEN_EXPIRED, TOKEN_REFUSED };
 
 /* Verify a token (HS256 with token_hmac_secret). After connect, its sub must be the
  * session's user; with channel, its channel claim must be that channel, without, it
- * must have none (a connection token). TOKEN_OK:
- * claims filled, the caller frees them; otherwise nothing to free. A valid token
- * for another user or channel is TOKEN_REFUSED, like a bad signature (3500). */
+ * must have none (a connection token). TOKEN_OK: claims filled, the caller frees them;
+ * otherwise nothing to free. A valid token for another user or channel is
+ * TOKEN_REFUSED, like a bad signature (3500). */
 static enum token_check check_token(const struct session *s, struct json_span token,
                                     const struct json_span *channel, struct jwt_claims *claims)
 {
-    const char *secret = cfg()->token_hmac_secret;
+    const char *secret = config->token_hmac_secret;
     if (secret == NULL)
         return TOKEN_REFUSED;
     int r = jwt_verify_hs256(token.p, token.len, (const uint8_t *)secret, strlen(secret),
@@ -367,30 +310,7 @@ static void append_expiry(struct buf *out, int64_t exp, int first)
                 (long long)(ttl > 0 ? ttl : 0));
 }
 
-/* ---- commands ---- */
-
-static int user_allowed(const struct session *s, const uint8_t *ch, size_t len)
-{
-    /* "chat:dm#42,43": only users 42 and 43. */
-    const uint8_t *hash = NULL;
-    for (size_t i = 0; i < len; i++)
-        if (ch[i] == '#')
-            hash = ch + i;
-    if (hash == NULL)
-        return 1;
-    const uint8_t *p = hash + 1, *end = ch + len;
-    size_t ulen = strlen(s->user);
-    while (p <= end) {
-        const uint8_t *comma = memchr(p, ',', (size_t)(end - p));
-        const uint8_t *e = comma ? comma : end;
-        if ((size_t)(e - p) == ulen && ulen > 0 && memcmp(p, s->user, ulen) == 0)
-            return 1;
-        if (comma == NULL)
-            break;
-        p = comma + 1;
-    }
-    return 0;
-}
+/* ---- subscribe ---- */
 
 static struct hub_sub *find_sub(struct session *s, const uint8_t *ch, size_t len)
 {
@@ -400,8 +320,10 @@ static struct hub_sub *find_sub(struct session *s, const uint8_t *ch, size_t len
     return NULL;
 }
 
-static void subscribe_result(struct buf *out, const struct ns_opts *ns, struct hub_recovery *rec,
-                             int64_t exp)
+/* The SubscribeResult fields (without braces). */
+static void subscribe_result(struct buf *out, const struct ns_opts *ns, int64_t exp,
+                             const struct engine_pos *pos, int was_recovering, int recovered,
+                             const struct engine_pub *pubs, size_t n)
 {
     int comma = 0;
 #define SEP() (comma ? buf_append_char(out, ',') : (void)0, comma = 1)
@@ -410,20 +332,19 @@ static void subscribe_result(struct buf *out, const struct ns_opts *ns, struct h
         int64_t ttl = exp - (int64_t)time(NULL);
         buf_appendf(out, "\"expires\":true,\"ttl\":%lld", (long long)(ttl > 0 ? ttl : 0));
     }
-    if (rec->has_history) {
+    if (pos->epoch[0]) {
         if (ns->recover) {
             SEP();
             buf_append_str(out, "\"recoverable\":true");
         }
         SEP();
-        buf_appendf(out, "\"epoch\":\"%s\",\"offset\":%llu", rec->pos.epoch,
-                    (unsigned long long)rec->pos.offset);
-        if (rec->recover) {
+        proto_render_position(out, pos);
+        if (was_recovering) {
             buf_appendf(out, ",\"was_recovering\":true,\"recovered\":%s",
-                        rec->recovered ? "true" : "false");
-            if (rec->recovered && rec->pubs && rec->pubs->len) {
+                        recovered ? "true" : "false");
+            if (recovered && n) {
                 buf_append_str(out, ",\"publications\":[");
-                buf_append(out, rec->pubs->p, rec->pubs->len);
+                proto_render_publications(out, pubs, n);
                 buf_append_char(out, ']');
             }
         }
@@ -431,37 +352,139 @@ static void subscribe_result(struct buf *out, const struct ns_opts *ns, struct h
 #undef SEP
 }
 
-/* Subscribe (client command, token claim or server API). Returns 0 or an error code. */
-static int do_subscribe(struct conn *c, const uint8_t *ch, size_t len, const struct ns_opts *ns,
-                        struct hub_recovery *rec, struct jwt_claims *sub_claims,
-                        struct hub_sub **out)
+/* Who asked for a subscription and how its result is written. */
+enum sub_origin { SUB_COMMAND, SUB_CLAIM, SUB_SERVER };
+
+struct subscribing {
+    struct session *s;
+    enum sub_origin origin;
+    uint32_t id; /* command id */
+    const struct ns_opts *ns;
+    int64_t exp; /* subscription token exp */
+    int was_recovering;
+    struct connecting *connect; /* SUB_CLAIM: the connect reply gathering them */
+    uint16_t name_len;
+    uint8_t name[];
+};
+
+/* The connect reply, sent once every subscription of the token's channels claim has
+ * completed. */
+struct connecting {
+    struct session *s;
+    uint32_t id;
+    uint32_t remaining;
+    int64_t exp;
+    struct buf subs; /* "name":{SubscribeResult},... */
+};
+
+static void connect_finish(struct connecting *k);
+
+static void on_subscribed(void *ud, int status, struct hub_sub *sub, const struct engine_pos *pos,
+                          int recovered, const struct engine_pub *pubs, size_t n)
 {
-    struct session *s = c->session;
+    struct subscribing *x = ud;
+    struct session *s = x->s;
+    struct connecting *k = x->connect;
+    if (request_done(s)) {
+        if (sub)
+            hub_unsubscribe(s->loop, sub);
+        if (k && --k->remaining == 0)
+            connect_finish(k);
+        free(x);
+        return;
+    }
+    if (sub) {
+        sub->next = s->subs;
+        s->subs = sub;
+        s->nsubs++;
+        if (x->exp) {
+            sub->expire_at = grace_deadline(s, x->exp);
+            schedule(s);
+        }
+    }
+    if (x->origin == SUB_COMMAND) {
+        struct buf own, *out = reply_to(s, &own);
+        if (status != 0) {
+            fail(out, x->id, -status);
+        } else {
+            proto_reply_begin(out, x->id, "subscribe");
+            subscribe_result(out, x->ns, x->exp, pos, x->was_recovering, recovered, pubs, n);
+            proto_reply_end(out);
+        }
+        reply_done(s, out);
+    } else if (x->origin == SUB_CLAIM) {
+        if (status == 0) {
+            struct buf *b = &k->subs;
+            if (b->len)
+                buf_append_char(b, ',');
+            buf_append_json_str(b, x->name, x->name_len);
+            buf_append_str(b, ":{");
+            subscribe_result(b, x->ns, 0, pos, 0, 0, NULL, 0);
+            buf_append_char(b, '}');
+        }
+        if (--k->remaining == 0)
+            connect_finish(k);
+    } else if (status == 0) {
+        /* A server-side subscription: its push. */
+        struct buf b = BUF_INIT;
+        proto_push_subscribe_begin(&b, x->name, x->name_len);
+        subscribe_result(&b, x->ns, 0, pos, 0, 0, NULL, 0);
+        proto_push_end(&b);
+        if (!b.oom)
+            ws_conn_send_text(&s->ws, b.p, b.len);
+        buf_free(&b);
+    }
+    free(x);
+}
+
+/* Start a subscription (client command, token claim or server API). Returns 0 when
+ * the request is on its way (on_subscribed answers), or an error code to answer now. */
+static int subscribe(struct session *s, enum sub_origin origin, uint32_t id, const uint8_t *ch,
+                     size_t len, const struct ns_opts *ns, const struct proto_command *cmd,
+                     const struct jwt_claims *sub_claims, struct connecting *k)
+{
     if (find_sub(s, ch, len))
         return PROTO_ERR_ALREADY_SUBSCRIBED;
     if (s->nsubs >= MAX_SUBS_PER_CLIENT)
         return PROTO_ERR_LIMIT_EXCEEDED;
-    if (!ns->recover)
-        rec->recover = 0;
-    rec->max_pubs = cfg()->recovery_max_publications;
-    buf_reset(&scratch_pubs);
-    rec->pubs = &scratch_pubs;
-    buf_reset(&scratch_info);
+    struct subscribing *x = malloc(sizeof(*x) + len);
+    if (x == NULL)
+        return PROTO_ERR_INTERNAL;
+    *x = (struct subscribing){s, origin, id, ns, sub_claims ? sub_claims->exp : 0, 0, k,
+                              (uint16_t)len};
+    memcpy(x->name, ch, len);
+    struct hub_subscribe_req r;
+    memset(&r, 0, sizeof(r));
+    r.channel = ch;
+    r.len = len;
+    r.ns = ns;
+    r.conn = conn_of(s);
+    r.owner = s;
+    if (cmd && cmd->recover && ns->recover) {
+        r.rec.recover = 1;
+        r.rec.offset = cmd->offset;
+        r.rec.epoch = cmd->epoch.p;
+        r.rec.epoch_len = cmd->epoch.len;
+        x->was_recovering = 1;
+    }
+    r.rec.max_pubs = config->recovery_max_publications;
+    r.client = s->client;
+    r.user = (const uint8_t *)s->user;
+    r.user_len = strlen(s->user);
     if (ns->presence || ns->join_leave) {
         int has = sub_claims && sub_claims->info.len;
+        buf_reset(&scratch_info);
         client_info(&scratch_info, s, has ? sub_claims->info.p : NULL,
                     has ? sub_claims->info.len : 0);
-        rec->info = scratch_info.p;
-        rec->info_len = scratch_info.len;
-        rec->client = s->client;
+        if (scratch_info.oom) {
+            free(x);
+            return PROTO_ERR_INTERNAL;
+        }
+        r.info = scratch_info.p;
+        r.info_len = scratch_info.len;
     }
-    struct hub_sub *sub = hub_subscribe(c->loop, c, ch, len, ns, rec);
-    if (sub == NULL)
-        return rec->limited ? PROTO_ERR_LIMIT_EXCEEDED : PROTO_ERR_INTERNAL;
-    sub->next = s->subs;
-    s->subs = sub;
-    s->nsubs++;
-    *out = sub;
+    s->pending++;
+    hub_subscribe(s->loop, &r, on_subscribed, x);
     return 0;
 }
 
@@ -473,26 +496,24 @@ static const struct ns_opts *command_ns(const struct proto_command *cmd, struct 
         fail(out, cmd->id, PROTO_ERR_BAD_REQUEST);
         return NULL;
     }
-    const struct ns_opts *ns = config_namespace(cfg(), cmd->channel.p, cmd->channel.len);
+    const struct ns_opts *ns = config_namespace(config, cmd->channel.p, cmd->channel.len);
     if (ns == NULL)
         fail(out, cmd->id, PROTO_ERR_UNKNOWN_CHANNEL);
     return ns;
 }
 
-static void handle_subscribe(struct conn *c, struct proto_command *cmd, struct buf *out)
+static void handle_subscribe(struct session *s, struct proto_command *cmd, struct buf *out)
 {
-    struct session *s = c->session;
     const struct ns_opts *ns = command_ns(cmd, out);
     if (ns == NULL)
         return;
-    if (!user_allowed(s, cmd->channel.p, cmd->channel.len)) {
+    if (!auth_user_allowed(cmd->channel.p, cmd->channel.len, s->user)) {
         fail(out, cmd->id, PROTO_ERR_PERMISSION_DENIED);
         return;
     }
     struct jwt_claims claims;
     int have_claims = 0;
-    int64_t exp = 0;
-    if (ns->private_ || cmd->token.len) {
+    if (auth_subscribe_needs_token(ns) || cmd->token.len) {
         if (cmd->token.len == 0) {
             fail(out, cmd->id, PROTO_ERR_PERMISSION_DENIED);
             return;
@@ -503,61 +524,83 @@ static void handle_subscribe(struct conn *c, struct proto_command *cmd, struct b
             return;
         }
         if (t == TOKEN_REFUSED) {
-            session_disconnect(c, PROTO_DISC_INVALID_TOKEN, "invalid token");
+            disconnect(s, PROTO_DISC_INVALID_TOKEN, "invalid token");
             return;
         }
         have_claims = 1;
-        exp = claims.exp;
     }
-    struct hub_recovery rec = {0};
-    rec.recover = cmd->recover;
-    rec.offset = cmd->offset;
-    rec.epoch = cmd->epoch.p;
-    rec.epoch_len = cmd->epoch.len;
-    struct hub_sub *sub;
-    int err = do_subscribe(c, cmd->channel.p, cmd->channel.len, ns, &rec,
-                           have_claims ? &claims : NULL, &sub);
+    int err = subscribe(s, SUB_COMMAND, cmd->id, cmd->channel.p, cmd->channel.len, ns, cmd,
+                        have_claims ? &claims : NULL, NULL);
     if (have_claims)
         jwt_claims_free(&claims);
-    if (err) {
+    if (err)
         fail(out, cmd->id, err);
-        return;
-    }
-    if (exp) {
-        sub->expire_at = grace_deadline(c, exp);
-        schedule(c);
-    }
-    reply_begin(out, cmd->id, "subscribe");
-    subscribe_result(out, ns, &rec, exp);
-    reply_end(out);
 }
 
-/* Drop c's subscription to a channel; 1 if there was one. */
-static int remove_sub(struct conn *c, const uint8_t *ch, size_t len)
+/* Drop s's subscription to a channel; 1 if there was one. */
+static int remove_sub(struct session *s, const uint8_t *ch, size_t len)
 {
-    struct session *s = c->session;
     for (struct hub_sub **pp = &s->subs; *pp; pp = &(*pp)->next) {
         struct hub_sub *sub = *pp;
         if (sub->name_len == len && memcmp(sub->name, ch, len) == 0) {
             *pp = sub->next;
             s->nsubs--;
-            hub_unsubscribe(c->loop, sub);
+            hub_unsubscribe(s->loop, sub);
             return 1;
         }
     }
     return 0;
 }
 
-static void handle_unsubscribe(struct conn *c, struct proto_command *cmd, struct buf *out)
+static void handle_unsubscribe(struct session *s, struct proto_command *cmd, struct buf *out)
 {
-    remove_sub(c, cmd->channel.p, cmd->channel.len);
-    reply_begin(out, cmd->id, "unsubscribe");
-    reply_end(out);
+    remove_sub(s, cmd->channel.p, cmd->channel.len);
+    proto_reply_begin(out, cmd->id, "unsubscribe");
+    proto_reply_end(out);
 }
 
-static void handle_publish(struct conn *c, struct proto_command *cmd, struct buf *out)
+/* ---- publish, history, presence ---- */
+
+struct request {
+    struct session *s;
+    uint32_t id;
+};
+
+static struct request *request_new(struct session *s, uint32_t id)
 {
-    struct session *s = c->session;
+    struct request *q = malloc(sizeof(*q));
+    if (q) {
+        q->s = s;
+        q->id = id;
+        s->pending++;
+    }
+    return q;
+}
+
+static void on_published(void *ud, int status, const struct engine_pos *pos)
+{
+    struct request *q = ud;
+    struct session *s = q->s;
+    if (!request_done(s)) {
+        struct buf own, *out = reply_to(s, &own);
+        if (status != 0) {
+            fail(out, q->id, -status);
+        } else {
+            proto_reply_begin(out, q->id, "publish");
+            /* Not in client.proto's PublishResult (clients ignore it): the stream
+             * position the publication got, as the server API's publish result has it. */
+            if (pos->epoch[0])
+                buf_appendf(out, "\"offset\":%llu,\"epoch\":\"%s\"",
+                            (unsigned long long)pos->offset, pos->epoch);
+            proto_reply_end(out);
+        }
+        reply_done(s, out);
+    }
+    free(q);
+}
+
+static void handle_publish(struct session *s, struct proto_command *cmd, struct buf *out)
+{
     if (cmd->data.p == NULL) {
         fail(out, cmd->id, PROTO_ERR_BAD_REQUEST);
         return;
@@ -565,99 +608,161 @@ static void handle_publish(struct conn *c, struct proto_command *cmd, struct buf
     const struct ns_opts *ns = command_ns(cmd, out);
     if (ns == NULL)
         return;
-    if (!ns->client_publish || !user_allowed(s, cmd->channel.p, cmd->channel.len) ||
-        (ns->private_ && !find_sub(s, cmd->channel.p, cmd->channel.len))) {
+    struct hub_sub *own = find_sub(s, cmd->channel.p, cmd->channel.len);
+    if (!auth_client_may_publish(ns, cmd->channel.p, cmd->channel.len, s->user, own != NULL)) {
         fail(out, cmd->id, PROTO_ERR_PERMISSION_DENIED);
         return;
     }
-    struct hub_sub *own = find_sub(s, cmd->channel.p, cmd->channel.len);
     buf_reset(&scratch_info);
     if (own && own->info)
         buf_append(&scratch_info, own->info, own->info_len); /* includes chan_info */
     else
         client_info(&scratch_info, s, NULL, 0);
-    struct hub_stream_pos pos;
-    int r = engine_current->ops->publish(engine_current, cmd->channel.p, cmd->channel.len, ns,
-                                         cmd->data.p, cmd->data.len, scratch_info.p,
-                                         scratch_info.len, &pos);
-    if (r < 0) {
-        fail(out, cmd->id, r == HUB_LIMIT ? PROTO_ERR_LIMIT_EXCEEDED : PROTO_ERR_INTERNAL);
+    struct request *q = request_new(s, cmd->id);
+    if (q == NULL || scratch_info.oom) {
+        if (q)
+            request_done(s);
+        free(q);
+        fail(out, cmd->id, PROTO_ERR_INTERNAL);
         return;
     }
-    reply_begin(out, cmd->id, "publish");
-    /* Not in client.proto's PublishResult (clients ignore it): the stream position the
-     * publication got, as the server API's publish result has it. */
-    if (r == 1)
-        buf_appendf(out, "\"offset\":%llu,\"epoch\":\"%s\"", (unsigned long long)pos.offset,
-                    pos.epoch);
-    reply_end(out);
+    hub_publish(cmd->channel.p, cmd->channel.len, ns, cmd->data.p, cmd->data.len, scratch_info.p,
+                scratch_info.len, NULL, 0, on_published, q);
 }
 
 /* The namespace of a channel the client reads (history, presence): only its
  * subscribers may. NULL after answering 107, 102 or 103. */
-static const struct ns_opts *subscribed_ns(struct conn *c, const struct proto_command *cmd,
-                                           struct buf *out)
+static const struct ns_opts *readable_ns(struct session *s, const struct proto_command *cmd,
+                                         struct buf *out)
 {
     const struct ns_opts *ns = command_ns(cmd, out);
-    if (ns && !find_sub(c->session, cmd->channel.p, cmd->channel.len)) {
+    if (ns && !auth_client_may_read(find_sub(s, cmd->channel.p, cmd->channel.len) != NULL)) {
         fail(out, cmd->id, PROTO_ERR_PERMISSION_DENIED);
         return NULL;
     }
     return ns;
 }
 
-static void handle_history(struct conn *c, struct proto_command *cmd, struct buf *out)
+static void on_history(void *ud, int status, const struct engine_pos *pos,
+                       const struct engine_pub *pubs, size_t n)
 {
-    const struct ns_opts *ns = subscribed_ns(c, cmd, out);
-    if (ns == NULL)
-        return;
-    buf_reset(&scratch_pubs);
-    struct hub_stream_pos pos;
-    int r = engine_current->ops->history(engine_current, cmd->channel.p, cmd->channel.len, ns,
-                                         cmd->limit, cmd->has_since, cmd->since_offset,
-                                         cmd->since_epoch.p, cmd->since_epoch.len, cmd->reverse,
-                                         &scratch_pubs, &pos);
-    if (r < 0) {
-        fail(out, cmd->id, -r);
-        return;
+    struct request *q = ud;
+    struct session *s = q->s;
+    if (!request_done(s)) {
+        struct buf own, *out = reply_to(s, &own);
+        if (status != 0) {
+            fail(out, q->id, -status);
+        } else {
+            proto_reply_begin(out, q->id, "history");
+            buf_append_str(out, "\"publications\":[");
+            proto_render_publications(out, pubs, n);
+            buf_append_str(out, "],");
+            proto_render_position(out, pos);
+            proto_reply_end(out);
+        }
+        reply_done(s, out);
     }
-    reply_begin(out, cmd->id, "history");
-    buf_append_str(out, "\"publications\":[");
-    buf_append(out, scratch_pubs.p, scratch_pubs.len);
-    buf_appendf(out, "],\"epoch\":\"%s\",\"offset\":%llu", pos.epoch,
-                (unsigned long long)pos.offset);
-    reply_end(out);
+    free(q);
 }
 
-static void handle_presence(struct conn *c, struct proto_command *cmd, struct buf *out, int stats)
+static void handle_history(struct session *s, struct proto_command *cmd, struct buf *out)
 {
-    const struct ns_opts *ns = subscribed_ns(c, cmd, out);
+    const struct ns_opts *ns = readable_ns(s, cmd, out);
     if (ns == NULL)
         return;
-    buf_reset(&scratch_pubs);
-    uint64_t clients, users;
-    int r = engine_current->ops->presence(engine_current, cmd->channel.p, cmd->channel.len, ns,
-                                          stats ? NULL : &scratch_pubs, &clients, &users);
-    if (r < 0) {
-        fail(out, cmd->id, -r);
+    struct request *q = request_new(s, cmd->id);
+    if (q == NULL) {
+        fail(out, cmd->id, PROTO_ERR_INTERNAL);
         return;
     }
-    if (stats) {
-        reply_begin(out, cmd->id, "presence_stats");
-        buf_appendf(out, "\"num_clients\":%llu,\"num_users\":%llu", (unsigned long long)clients,
-                    (unsigned long long)users);
-    } else {
-        reply_begin(out, cmd->id, "presence");
-        buf_append_str(out, "\"presence\":{");
-        buf_append(out, scratch_pubs.p, scratch_pubs.len);
-        buf_append_char(out, '}');
-    }
-    reply_end(out);
+    struct engine_history_query hq = {cmd->limit,         cmd->has_since,       cmd->since_offset,
+                                      cmd->since_epoch.p, cmd->since_epoch.len, cmd->reverse};
+    hub_history(cmd->channel.p, cmd->channel.len, ns, &hq, on_history, q);
 }
 
-/* Server-side subscriptions from the token's "channels" claim, as the connect
- * reply's "subs" map. */
-static void subscribe_claimed(struct conn *c, struct jwt_claims *claims, struct buf *out)
+static void on_presence(void *ud, int status, const struct engine_presence *m, size_t n)
+{
+    struct request *q = ud;
+    struct session *s = q->s;
+    if (!request_done(s)) {
+        struct buf own, *out = reply_to(s, &own);
+        if (status != 0) {
+            fail(out, q->id, -status);
+        } else {
+            proto_reply_begin(out, q->id, "presence");
+            buf_append_str(out, "\"presence\":{");
+            proto_render_presence(out, m, n);
+            buf_append_char(out, '}');
+            proto_reply_end(out);
+        }
+        reply_done(s, out);
+    }
+    free(q);
+}
+
+static void on_presence_stats(void *ud, int status, uint64_t clients, uint64_t users)
+{
+    struct request *q = ud;
+    struct session *s = q->s;
+    if (!request_done(s)) {
+        struct buf own, *out = reply_to(s, &own);
+        if (status != 0) {
+            fail(out, q->id, -status);
+        } else {
+            proto_reply_begin(out, q->id, "presence_stats");
+            buf_appendf(out, "\"num_clients\":%llu,\"num_users\":%llu",
+                        (unsigned long long)clients, (unsigned long long)users);
+            proto_reply_end(out);
+        }
+        reply_done(s, out);
+    }
+    free(q);
+}
+
+static void handle_presence(struct session *s, struct proto_command *cmd, struct buf *out,
+                            int stats)
+{
+    const struct ns_opts *ns = readable_ns(s, cmd, out);
+    if (ns == NULL)
+        return;
+    struct request *q = request_new(s, cmd->id);
+    if (q == NULL) {
+        fail(out, cmd->id, PROTO_ERR_INTERNAL);
+        return;
+    }
+    if (stats)
+        hub_presence_stats(cmd->channel.p, cmd->channel.len, ns, on_presence_stats, q);
+    else
+        hub_presence(cmd->channel.p, cmd->channel.len, ns, on_presence, q);
+}
+
+/* ---- connect and refresh ---- */
+
+static void connect_finish(struct connecting *k)
+{
+    struct session *s = k->s;
+    if (!request_done(s)) {
+        struct buf own, *out = reply_to(s, &own);
+        proto_reply_begin(out, k->id, "connect");
+        buf_appendf(out, "\"client\":\"%s\",\"version\":\"" HERALD_VERSION "\"", s->client);
+        append_expiry(out, k->exp, 0);
+        buf_appendf(out, ",\"ping\":%u,\"pong\":true", config->ping_interval);
+        if (k->subs.len) {
+            buf_append_str(out, ",\"subs\":{");
+            buf_append(out, k->subs.p, k->subs.len);
+            buf_append_char(out, '}');
+        }
+        proto_reply_end(out);
+        reply_done(s, out);
+    }
+    buf_free(&k->subs);
+    free(k);
+}
+
+/* Server-side subscriptions from the token's "channels" claim, gathered into the
+ * connect reply's "subs" map. */
+static void subscribe_claimed(struct session *s, const struct jwt_claims *claims,
+                              struct connecting *k)
 {
     if (claims->channels.len == 0)
         return;
@@ -665,52 +770,31 @@ static void subscribe_claimed(struct conn *c, struct jwt_claims *claims, struct 
     int n = json_tokenize(claims->channels.p, claims->channels.len, t, 128);
     if (n <= 0 || t[0].type != JSMN_ARRAY)
         return;
-    int first = 1;
     for (int i = 1; i < n; i = json_skip(t, n, i)) {
         if (t[i].type != JSMN_STRING)
             continue;
         struct json_span name = json_tok_span(claims->channels.p, &t[i]);
-        const struct ns_opts *ns = config_namespace(cfg(), name.p, name.len);
+        const struct ns_opts *ns = config_namespace(config, name.p, name.len);
         if (ns == NULL || name.len == 0 || name.len > PROTO_MAX_CHANNEL ||
             memchr(name.p, '\\', name.len) != NULL)
             continue;
-        struct hub_recovery rec = {0};
-        struct hub_sub *sub;
-        if (do_subscribe(c, name.p, name.len, ns, &rec, NULL, &sub) != 0)
-            continue;
-        buf_append_str(out, first ? ",\"subs\":{" : ",");
-        first = 0;
-        buf_append_json_str(out, name.p, name.len);
-        buf_append_str(out, ":{");
-        subscribe_result(out, ns, &rec, 0);
-        buf_append_char(out, '}');
+        k->remaining++;
+        if (subscribe(s, SUB_CLAIM, 0, name.p, name.len, ns, NULL, NULL, k) != 0)
+            k->remaining--;
     }
-    if (!first)
-        buf_append_char(out, '}');
 }
 
-static void connect_reply(struct conn *c, uint32_t id, int64_t exp, struct buf *out)
+static void handle_connect(struct session *s, struct proto_command *cmd, struct buf *out)
 {
-    struct session *s = c->session;
-    reply_begin(out, id, "connect");
-    buf_appendf(out, "\"client\":\"%s\",\"version\":\"" HERALD_VERSION "\"", s->client);
-    append_expiry(out, exp, 0);
-    buf_appendf(out, ",\"ping\":%u,\"pong\":true", cfg()->ping_interval);
-}
-
-static void handle_connect(struct conn *c, struct proto_command *cmd, struct buf *out)
-{
-    struct session *s = c->session;
-    const struct config *conf = cfg();
     if (s->connected) {
-        session_disconnect(c, PROTO_DISC_BAD_REQUEST, "bad request");
+        disconnect(s, PROTO_DISC_BAD_REQUEST, "bad request");
         return;
     }
     struct jwt_claims claims;
     int have_claims = 0;
     if (cmd->token.len == 0) {
-        if (!conf->allow_anonymous) {
-            session_disconnect(c, PROTO_DISC_INVALID_TOKEN, "invalid token");
+        if (!config->allow_anonymous) {
+            disconnect(s, PROTO_DISC_INVALID_TOKEN, "invalid token");
             return;
         }
     } else {
@@ -720,16 +804,18 @@ static void handle_connect(struct conn *c, struct proto_command *cmd, struct buf
             return;
         }
         if (t == TOKEN_REFUSED) {
-            session_disconnect(c, PROTO_DISC_INVALID_TOKEN, "invalid token");
+            disconnect(s, PROTO_DISC_INVALID_TOKEN, "invalid token");
             return;
         }
         have_claims = 1;
     }
+    struct connecting *k = calloc(1, sizeof(*k));
     s->user = malloc(have_claims ? claims.sub.len + 1 : 1);
-    if (s->user == NULL) {
+    if (s->user == NULL || k == NULL) {
+        free(k);
         if (have_claims)
             jwt_claims_free(&claims);
-        session_disconnect(c, PROTO_DISC_SERVER_ERROR, "internal server error");
+        disconnect(s, PROTO_DISC_SERVER_ERROR, "internal server error");
         return;
     }
     s->user[0] = 0;
@@ -746,44 +832,44 @@ static void handle_connect(struct conn *c, struct proto_command *cmd, struct buf
     }
     rand_uuid(s->client);
     s->connected = 1;
-    atomic_fetch_add_explicit(&c->loop->stats.clients, 1, memory_order_relaxed);
-    user_online(s->user);
-    set_expiry(c, have_claims ? claims.exp : 0);
-    s->ping_at = loop_now_sec(c->loop) + conf->ping_interval;
-    schedule(c);
-    connect_reply(c, cmd->id, s->exp, out);
+    metrics_add(loop_id(s->loop), METRIC_CLIENTS, 1);
+    users_add(loop_id(s->loop), s->user, &s->users);
+    set_expiry(s, have_claims ? claims.exp : 0);
+    s->ping_at = loop_now_sec(s->loop) + config->ping_interval;
+    schedule(s);
+    *k = (struct connecting){s, cmd->id, 1, s->exp, BUF_INIT};
+    s->pending++;
     if (have_claims) {
-        subscribe_claimed(c, &claims, out);
+        subscribe_claimed(s, &claims, k);
         jwt_claims_free(&claims);
     }
-    reply_end(out);
+    if (--k->remaining == 0)
+        connect_finish(k);
 }
 
-static void handle_refresh(struct conn *c, struct proto_command *cmd, struct buf *out)
+static void handle_refresh(struct session *s, struct proto_command *cmd, struct buf *out)
 {
-    struct session *s = c->session;
     struct jwt_claims claims;
     enum token_check t = check_token(s, cmd->token, NULL, &claims);
     if (t == TOKEN_EXPIRED) {
-        session_disconnect(c, PROTO_DISC_EXPIRED, "connection expired");
+        disconnect(s, PROTO_DISC_EXPIRED, "connection expired");
         return;
     }
     if (t == TOKEN_REFUSED) {
-        session_disconnect(c, PROTO_DISC_INVALID_TOKEN, "invalid token");
+        disconnect(s, PROTO_DISC_INVALID_TOKEN, "invalid token");
         return;
     }
-    set_expiry(c, claims.exp);
-    schedule(c);
-    reply_begin(out, cmd->id, "refresh");
+    set_expiry(s, claims.exp);
+    schedule(s);
+    proto_reply_begin(out, cmd->id, "refresh");
     buf_appendf(out, "\"client\":\"%s\",\"version\":\"" HERALD_VERSION "\"", s->client);
     append_expiry(out, claims.exp, 0);
-    reply_end(out);
+    proto_reply_end(out);
     jwt_claims_free(&claims);
 }
 
-static void handle_sub_refresh(struct conn *c, struct proto_command *cmd, struct buf *out)
+static void handle_sub_refresh(struct session *s, struct proto_command *cmd, struct buf *out)
 {
-    struct session *s = c->session;
     struct hub_sub *sub = find_sub(s, cmd->channel.p, cmd->channel.len);
     if (sub == NULL) {
         fail(out, cmd->id, PROTO_ERR_PERMISSION_DENIED);
@@ -796,61 +882,60 @@ static void handle_sub_refresh(struct conn *c, struct proto_command *cmd, struct
         return;
     }
     if (t == TOKEN_REFUSED) {
-        session_disconnect(c, PROTO_DISC_INVALID_TOKEN, "invalid token");
+        disconnect(s, PROTO_DISC_INVALID_TOKEN, "invalid token");
         return;
     }
-    sub->expire_at = claims.exp ? grace_deadline(c, claims.exp) : 0;
-    schedule(c);
-    reply_begin(out, cmd->id, "sub_refresh");
+    sub->expire_at = claims.exp ? grace_deadline(s, claims.exp) : 0;
+    schedule(s);
+    proto_reply_begin(out, cmd->id, "sub_refresh");
     append_expiry(out, claims.exp, 1);
-    reply_end(out);
+    proto_reply_end(out);
     jwt_claims_free(&claims);
 }
 
-static void handle_command(struct conn *c, struct proto_command *cmd, struct buf *out)
+static void handle_command(struct session *s, struct proto_command *cmd, struct buf *out)
 {
-    struct session *s = c->session;
     if (cmd->method == PROTO_EMPTY) {
         s->awaiting_pong = 0; /* pong */
         return;
     }
     if (cmd->method == PROTO_CONNECT) {
-        handle_connect(c, cmd, out);
+        handle_connect(s, cmd, out);
         return;
     }
     if (!s->connected) {
         /* Anything before connect is a protocol violation (Centrifugo: bad request). */
-        session_disconnect(c, PROTO_DISC_BAD_REQUEST, "bad request");
+        disconnect(s, PROTO_DISC_BAD_REQUEST, "bad request");
         return;
     }
     switch (cmd->method) {
     case PROTO_SUBSCRIBE:
-        handle_subscribe(c, cmd, out);
+        handle_subscribe(s, cmd, out);
         break;
     case PROTO_UNSUBSCRIBE:
-        handle_unsubscribe(c, cmd, out);
+        handle_unsubscribe(s, cmd, out);
         break;
     case PROTO_PUBLISH:
-        handle_publish(c, cmd, out);
+        handle_publish(s, cmd, out);
         break;
     case PROTO_HISTORY:
-        handle_history(c, cmd, out);
+        handle_history(s, cmd, out);
         break;
     case PROTO_PRESENCE:
-        handle_presence(c, cmd, out, 0);
+        handle_presence(s, cmd, out, 0);
         break;
     case PROTO_PRESENCE_STATS:
-        handle_presence(c, cmd, out, 1);
+        handle_presence(s, cmd, out, 1);
         break;
     case PROTO_REFRESH:
-        handle_refresh(c, cmd, out);
+        handle_refresh(s, cmd, out);
         break;
     case PROTO_SUB_REFRESH:
-        handle_sub_refresh(c, cmd, out);
+        handle_sub_refresh(s, cmd, out);
         break;
     case PROTO_PING:
-        reply_begin(out, cmd->id, "ping");
-        reply_end(out);
+        proto_reply_begin(out, cmd->id, "ping");
+        proto_reply_end(out);
         break;
     case PROTO_SEND:
         break; /* no reply, no handler yet */
@@ -860,26 +945,30 @@ static void handle_command(struct conn *c, struct proto_command *cmd, struct buf
     }
 }
 
-/* The replies to one message are bounded: once they reach client_queue_max, the
- * remaining commands of the message are answered with 106 (limit exceeded) instead
- * of being run, so one small message cannot make us build an unbounded reply. */
-static void flush_replies(struct conn *c, struct buf *out)
+/* The replies of one message are bounded: once they reach client_queue_max, the
+ * remaining commands of the message are answered with 106 (limit exceeded) instead of
+ * being run, so one small message cannot make us build an unbounded reply. */
+static void flush_replies(struct session *s, struct buf *out)
 {
+    s->out = NULL;
     if (out->oom)
-        session_disconnect(c, PROTO_DISC_SERVER_ERROR, "internal server error");
-    else if (out->len && conn_reply_text(c, out->p, out->len) != 0)
-        session_disconnect(c, PROTO_DISC_SERVER_ERROR, "internal server error");
+        disconnect(s, PROTO_DISC_SERVER_ERROR, "internal server error");
+    else if (out->len && ws_conn_reply_text(&s->ws, out->p, out->len) < 0)
+        disconnect(s, PROTO_DISC_SERVER_ERROR, "internal server error");
     buf_shrink(out, LOOP_REPLY_KEEP);
-    buf_shrink(&scratch_pubs, LOOP_REPLY_KEEP);
 }
 
-void session_on_text(struct conn *c, uint8_t *p, size_t len)
+static void on_text(struct ws_conn *w, uint8_t *p, size_t len)
 {
-    struct buf *out = &c->loop->reply;
-    const uint64_t budget = cfg()->client_queue_max;
+    struct session *s = of(w);
+    struct conn *c = conn_of(s);
+    struct buf *out = loop_reply_buf(s->loop);
+    const uint64_t budget = config->client_queue_max;
     buf_reset(out);
+    s->out = out;
+    s->pending++; /* a disconnect inside the message must not free s under us */
     size_t start = 0;
-    while (start < len && !c->close_sent && !c->closed) {
+    while (start < len && !conn_closing(c)) {
         uint8_t *nl = memchr(p + start, '\n', len - start);
         size_t end = nl ? (size_t)(nl - p) : len;
         size_t n = end - start;
@@ -888,67 +977,123 @@ void session_on_text(struct conn *c, uint8_t *p, size_t len)
             continue;
         struct proto_command cmd;
         if (proto_command_decode(p + end - n, n, &cmd) != 0) {
-            flush_replies(c, out);
-            session_disconnect(c, PROTO_DISC_BAD_REQUEST, "bad request");
-            return;
+            flush_replies(s, out);
+            disconnect(s, PROTO_DISC_BAD_REQUEST, "bad request");
+            break;
         }
-        if (out->len >= budget && cmd.id != 0 && c->session->connected)
+        if (out->len >= budget && cmd.id != 0 && s->connected)
             fail(out, cmd.id, PROTO_ERR_LIMIT_EXCEEDED);
         else
-            handle_command(c, &cmd, out);
-        if (c->close_sent || c->closed) {
-            buf_shrink(out, LOOP_REPLY_KEEP);
-            return; /* a disconnect: replies of this batch after it are moot */
-        }
+            handle_command(s, &cmd, out);
     }
-    flush_replies(c, out);
+    if (request_done(s))
+        return;
+    if (s->out == NULL)
+        return; /* flushed before a disconnect */
+    if (conn_closing(c)) {
+        /* a disconnect: replies of this message after it are moot */
+        s->out = NULL;
+        buf_shrink(out, LOOP_REPLY_KEEP);
+        return;
+    }
+    flush_replies(s, out);
 }
 
-/* ---- control messages from the server API (any loop) ---- */
-
-void session_on_control(struct loop *loop, struct loop_msg *m)
+void session_on_text(struct conn *c, uint8_t *p, size_t len)
 {
-    /* payload: user \0 channel \0 reason \0 (malloc'd frame) */
-    struct frame *f = m->frame;
-    const char *user = (const char *)f->data;
-    const char *channel = user + strlen(user) + 1;
-    const char *reason = channel + strlen(channel) + 1;
-    size_t chlen = strlen(channel);
-    for (struct conn *c = loop->conns, *next; c; c = next) {
-        next = c->next;
-        struct session *s = c->session;
-        if (s == NULL || !s->connected || c->close_sent || strcmp(s->user, user) != 0)
-            continue;
-        if (m->type == LOOP_MSG_DISCONNECT) {
-            session_disconnect(c, m->arg, reason);
-        } else if (m->type == LOOP_MSG_UNSUBSCRIBE) {
-            if (!remove_sub(c, (const uint8_t *)channel, chlen))
-                continue;
-            struct buf b = BUF_INIT;
-            buf_append_str(&b, "{\"push\":{\"channel\":");
-            buf_append_json_str(&b, (const uint8_t *)channel, chlen);
-            buf_append_str(&b,
-                           ",\"unsubscribe\":{\"code\":2000,\"reason\":\"server unsubscribe\"}}}");
-            if (!b.oom)
-                conn_send_text(c, b.p, b.len);
-            buf_free(&b);
-        } else if (m->type == LOOP_MSG_SUBSCRIBE) {
-            const struct ns_opts *ns = config_namespace(cfg(), (const uint8_t *)channel, chlen);
-            struct hub_recovery rec = {0};
-            struct hub_sub *sub;
-            if (ns == NULL ||
-                do_subscribe(c, (const uint8_t *)channel, chlen, ns, &rec, NULL, &sub) != 0)
-                continue;
-            struct buf b = BUF_INIT;
-            buf_append_str(&b, "{\"push\":{\"channel\":");
-            buf_append_json_str(&b, (const uint8_t *)channel, chlen);
-            buf_append_str(&b, ",\"subscribe\":{");
-            subscribe_result(&b, ns, &rec, 0);
-            buf_append_str(&b, "}}}");
-            if (!b.oom)
-                conn_send_text(c, b.p, b.len);
-            buf_free(&b);
+    on_text(conn_ud(c), p, len);
+}
+
+static const struct ws_conn_handler handler = {on_text, on_timer, on_shutdown, on_gone};
+
+int session_start(struct conn *c)
+{
+    struct session *s = calloc(1, sizeof(*s));
+    if (s == NULL)
+        return -1;
+    s->loop = conn_loop(c);
+    ws_conn_start(&s->ws, c, &handler, (uint32_t)config->max_message_size);
+    conn_timer_set(c, CONNECT_TIMEOUT_SEC);
+    return 0;
+}
+
+/* ---- the server API's controls of a user's connections ---- */
+
+struct control {
+    enum session_control kind;
+    unsigned code;
+    size_t user_len, channel_len, reason_len;
+    uint8_t bytes[]; /* user, channel, reason, each NUL-terminated */
+};
+
+static void control_one(struct session *s, const struct control *m)
+{
+    const uint8_t *channel = m->bytes + m->user_len + 1;
+    const char *reason = (const char *)channel + m->channel_len + 1;
+    if (m->kind == SESSION_DISCONNECT) {
+        disconnect(s, m->code, reason);
+    } else if (m->kind == SESSION_UNSUBSCRIBE) {
+        if (!remove_sub(s, channel, m->channel_len))
+            return;
+        struct buf b = BUF_INIT;
+        proto_push_unsubscribe(&b, channel, m->channel_len);
+        if (!b.oom)
+            ws_conn_send_text(&s->ws, b.p, b.len);
+        buf_free(&b);
+    } else {
+        const struct ns_opts *ns = config_namespace(config, channel, m->channel_len);
+        if (ns)
+            subscribe(s, SUB_SERVER, 0, channel, m->channel_len, ns, NULL, NULL, NULL);
+    }
+}
+
+static void on_control(struct loop *loop, struct loop_msg *msgs, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        struct control *m = msgs[i].ptr;
+        unsigned slot = loop_id(loop);
+        /* The user's sessions here; the list changes as they disconnect, so walk a
+         * snapshot of it taken one link ahead. */
+        for (struct user_link *l = users_find(slot, m->bytes, m->user_len), *next; l; l = next) {
+            next = l->next;
+            struct session *s =
+                (struct session *)((char *)l - offsetof(struct session, users));
+            if (!s->dead && !conn_closing(conn_of(s)))
+                control_one(s, m);
+        }
+        free(m);
+    }
+}
+
+int session_control(struct loop *const *loops, unsigned n, enum session_control kind,
+                    const uint8_t *user, size_t user_len, const uint8_t *channel,
+                    size_t channel_len, unsigned code, const uint8_t *reason, size_t reason_len)
+{
+    for (unsigned i = 0; i < n; i++) {
+        struct control *m = malloc(sizeof(*m) + user_len + channel_len + reason_len + 3);
+        if (m == NULL)
+            return -1;
+        m->kind = kind;
+        m->code = code;
+        m->user_len = user_len;
+        m->channel_len = channel_len;
+        m->reason_len = reason_len;
+        uint8_t *w = m->bytes;
+        memcpy(w, user, user_len);
+        w += user_len;
+        *w++ = 0;
+        if (channel_len)
+            memcpy(w, channel, channel_len);
+        w += channel_len;
+        *w++ = 0;
+        if (reason_len)
+            memcpy(w, reason, reason_len);
+        w[reason_len] = 0;
+        struct loop_msg msg = {.handle = on_control, .ptr = m};
+        if (loop_post(loops[i], &msg) != 0) {
+            free(m);
+            return -1;
         }
     }
-    frame_unref(f);
+    return 0;
 }

@@ -1,8 +1,8 @@
 /* Fuzz target: the client protocol session (proto/session.c) with hostile text
- * messages, on a real connection object over a socketpair and the memory engine.
- * Input: text messages separated by 0xFF bytes (0xFF never occurs in UTF-8), each
- * handed to session_on_text as a WebSocket text message would be. Anonymous connect
- * is allowed so that every command is reachable. */
+ * messages, on a real connection object over a socketpair, the hub and the memory
+ * engine. Input: text messages separated by 0xFF bytes (0xFF never occurs in UTF-8),
+ * each handed to session_on_text as a WebSocket text message would be. Anonymous
+ * connect is allowed so that every command is reachable. */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -10,18 +10,20 @@
 #include <unistd.h>
 
 #include "core/config.h"
-#include "core/frame.h"
 #include "engine/engine.h"
 #include "hub/hub.h"
+#include "metrics/metrics.h"
 #include "net/conn.h"
+#include "net/internal.h"
 #include "net/loop.h"
+#include "proto/push.h"
 #include "proto/session.h"
 
 static struct config config;
-static struct server server;
+static struct net *net;
 static struct loop *lp;
 
-static void on_wake(uv_async_t *h)
+static void accept_nothing(struct conn *c, void *ud)
 {
 }
 
@@ -29,45 +31,29 @@ static void setup(void)
 {
     static const char json[] =
         "{\"allow_anonymous\":true,\"token_hmac_secret\":\"fuzz\",\"client_queue_max\":65536,"
-        "\"namespaces\":{\"\":{\"client_publish\":true},"
+        "\"max_channels\":64,\"namespaces\":{\"\":{\"client_publish\":true},"
         "\"h\":{\"history_size\":8,\"history_ttl\":60,\"recover\":true,\"presence\":true,"
         "\"join_leave\":true,\"client_publish\":true},\"p\":{\"private\":true}}}";
     char err[200];
     if (config_load_json(&config, (const uint8_t *)json, sizeof(json) - 1, err, sizeof(err)) != 0)
         abort();
-    lp = calloc(1, sizeof(*lp));
-    lp->server = &server;
-    lp->now_sec = 1;
-    lp->hub = hub_local_new();
-    uv_loop_init(&lp->uv);
-    uv_async_init(&lp->uv, &lp->wake, on_wake);
-    pthread_mutex_init(&lp->inbox_lock, NULL);
-    server.config = &config;
-    server.nloops = 1;
-    server.loops[0] = lp;
-    hub_init(1, server.loops, 1000000);
-    session_global_init(&server);
-    engine_current = engine_open(&config, err, sizeof(err));
-    if (engine_current == NULL)
+    if (metrics_init(1) != 0)
         abort();
-}
-
-/* What the loop's wake-up does: deliver what the session posted to this loop. */
-static void drain_inbox(void)
-{
-    pthread_mutex_lock(&lp->inbox_lock);
-    struct loop_msg *batch = lp->inbox;
-    size_t n = lp->inbox_len;
-    lp->inbox = NULL;
-    lp->inbox_len = lp->inbox_cap = 0;
-    pthread_mutex_unlock(&lp->inbox_lock);
-    for (size_t i = 0; i < n; i++) {
-        if (batch[i].type == LOOP_MSG_PUBLICATION)
-            hub_deliver(lp, &batch[i], 1);
-        else
-            session_on_control(lp, &batch[i]);
-    }
-    free(batch);
+    /* One loop that is never run as a thread: the fuzzer drives it. */
+    struct net_config nc = {"127.0.0.1", 0, 1, config.client_queue_max, accept_nothing,
+                            NULL, NULL, NULL};
+    net = net_create(&nc);
+    if (net == NULL)
+        abort();
+    lp = net_loop(net, 0);
+    struct hub_callbacks hc = {proto_push_publication, proto_push_join_leave, session_slow};
+    hub_init(1, &lp, config.max_channels, &hc);
+    struct engine_events ev = hub_engine_events();
+    struct engine *e = engine_open(&config, &ev, err, sizeof(err));
+    if (e == NULL)
+        abort();
+    hub_set_engine(e);
+    session_init(&config);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
@@ -81,25 +67,22 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, fds) != 0)
         return 0;
     struct conn *c = conn_new(lp, fds[0]);
-    if (c == NULL || session_new(c) != 0)
+    if (c == NULL || session_start(c) != 0)
         abort();
-    c->state = CONN_WS;
     uint8_t *copy = malloc(size ? size : 1);
     memcpy(copy, data, size);
     size_t start = 0;
-    while (start <= size && !c->closed) {
+    while (start <= size && !conn_closing(c)) {
         uint8_t *sep = memchr(copy + start, 0xFF, size - start);
         size_t end = sep ? (size_t)(sep - copy) : size;
-        if (c->state == CONN_WS)
-            session_on_text(c, copy + start, end - start);
-        drain_inbox();
+        session_on_text(c, copy + start, end - start);
+        /* What the loop's wake-up does: deliver what was posted to this loop. */
+        uv_run(&lp->uv, UV_RUN_NOWAIT);
         start = end + 1;
     }
     free(copy);
-    if (!c->closed)
-        conn_abort(c);
-    drain_inbox();
-    uv_run(&lp->uv, UV_RUN_NOWAIT); /* the close callback frees the connection */
+    conn_abort(c);
+    uv_run(&lp->uv, UV_RUN_NOWAIT); /* deliveries, and the close callback frees c */
     close(fds[1]);
     return 0;
 }

@@ -1,6 +1,9 @@
 /* Engine contract, written against engine.h only, so that every engine (memory
  * now, redis later) runs the same cases: offsets, epochs, history bounds, since,
- * reverse, TTL, removal, presence availability, byte-exact data. */
+ * reverse, TTL, removal, byte-exact data, the delivery events, recovery on
+ * subscribe, presence and its counts, join/leave, idempotent publishing, the channel
+ * listing and max_channels. Each request waits for its completion (the memory engine
+ * completes before returning; a networked engine's test runs its loop in wait()). */
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -12,29 +15,134 @@
 
 static struct engine *e;
 
-static struct ns_opts ns_history(uint32_t size, uint32_t ttl)
+/* Stream options of a namespace with history (size, ttl seconds); 0, 0: none. */
+static struct engine_stream_opts ns_history(uint32_t size, uint32_t ttl)
 {
-    struct ns_opts ns;
-    memset(&ns, 0, sizeof(ns));
-    ns.history_size = size;
-    ns.history_ttl = ttl;
-    ns.recover = 1;
-    return ns;
+    struct engine_stream_opts o = {size, ttl};
+    return o;
 }
 
-static int publish(const char *ch, const struct ns_opts *ns, const char *data,
-                   struct hub_stream_pos *pos)
+/* ---- what the engine delivers ---- */
+
+#define MAX_EVENTS 64
+static struct event {
+    char channel[32];
+    int kind; /* 0 publication, 1 join, 2 leave */
+    uint64_t offset;
+    char data[64];
+} events[MAX_EVENTS];
+static int nevents;
+
+static void record(const uint8_t *ch, size_t len, int kind, uint64_t offset, const uint8_t *d,
+                   size_t dlen)
 {
-    return e->ops->publish(e, (const uint8_t *)ch, strlen(ch), ns, (const uint8_t *)data,
-                           strlen(data), NULL, 0, pos);
+    if (nevents == MAX_EVENTS)
+        return;
+    struct event *ev = &events[nevents++];
+    snprintf(ev->channel, sizeof(ev->channel), "%.*s", (int)len, (const char *)ch);
+    ev->kind = kind;
+    ev->offset = offset;
+    snprintf(ev->data, sizeof(ev->data), "%.*s", (int)dlen, (const char *)d);
 }
 
-static int history(const char *ch, const struct ns_opts *ns, int64_t limit, int has_since,
-                   uint64_t since, const char *epoch, int reverse, struct buf *out,
-                   struct hub_stream_pos *pos)
+static void on_publication(void *ud, const uint8_t *ch, size_t len, const struct engine_pub *pub)
 {
-    return e->ops->history(e, (const uint8_t *)ch, strlen(ch), ns, limit, has_since, since,
-                           (const uint8_t *)epoch, epoch ? strlen(epoch) : 0, reverse, out, pos);
+    record(ch, len, 0, pub->offset, pub->data, pub->data_len);
+}
+
+static void on_join_leave(void *ud, const uint8_t *ch, size_t len, int join, const uint8_t *info,
+                          size_t info_len)
+{
+    record(ch, len, join ? 1 : 2, 0, info, info_len);
+}
+
+/* ---- waiting for completions ---- */
+
+static int done;
+
+static void wait(void)
+{
+    /* The memory engine has completed by now; a networked engine runs its loop here. */
+}
+
+struct pos_result {
+    int status;
+    struct engine_pos pos;
+};
+
+static void on_pos(void *ud, int status, const struct engine_pos *pos)
+{
+    struct pos_result *r = ud;
+    r->status = status;
+    r->pos = *pos;
+    done++;
+}
+
+/* 1 with pos when the channel keeps history, 0 without, or a negative status. */
+static int publish_key(const char *ch, const struct engine_stream_opts *o, const char *data,
+                       const char *key, struct engine_pos *pos)
+{
+    struct engine_pub pub = {(const uint8_t *)data, strlen(data), NULL, 0, 0};
+    struct pos_result r = {99, {0, ""}};
+    int before = done;
+    e->ops->publish(e, (const uint8_t *)ch, strlen(ch), o, &pub, (const uint8_t *)key,
+                    key ? strlen(key) : 0, on_pos, &r);
+    wait();
+    CHECK_EQ(done, before + 1);
+    if (pos)
+        *pos = r.pos;
+    if (r.status != 0)
+        return r.status;
+    return r.pos.epoch[0] ? 1 : 0;
+}
+
+static int publish(const char *ch, const struct engine_stream_opts *o, const char *data,
+                   struct engine_pos *pos)
+{
+    return publish_key(ch, o, data, NULL, pos);
+}
+
+/* Publications rendered as {"data":D,"offset":N},... into the caller's buffer. */
+struct hist_result {
+    int status;
+    struct engine_pos pos;
+    struct buf *out;
+};
+
+static void render(struct buf *out, const struct engine_pub *pubs, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (out->len)
+            buf_append_char(out, ',');
+        buf_append_str(out, "{\"data\":");
+        buf_append(out, pubs[i].data, pubs[i].data_len);
+        buf_appendf(out, ",\"offset\":%llu}", (unsigned long long)pubs[i].offset);
+    }
+}
+
+static void on_history(void *ud, int status, const struct engine_pos *pos,
+                       const struct engine_pub *pubs, size_t n)
+{
+    struct hist_result *r = ud;
+    r->status = status;
+    r->pos = *pos;
+    render(r->out, pubs, n);
+    done++;
+}
+
+static int history(const char *ch, const struct engine_stream_opts *o, int64_t limit,
+                   int has_since, uint64_t since, const char *epoch, int reverse, struct buf *out,
+                   struct engine_pos *pos)
+{
+    struct engine_history_query q = {limit,  has_since, since, (const uint8_t *)epoch,
+                                     epoch ? strlen(epoch) : 0, reverse};
+    struct hist_result r = {99, {0, ""}, out};
+    int before = done;
+    e->ops->history(e, (const uint8_t *)ch, strlen(ch), o, &q, on_history, &r);
+    wait();
+    CHECK_EQ(done, before + 1);
+    *pos = r.pos;
+    return r.status;
 }
 
 /* Offsets in a history reply, in order. */
@@ -54,8 +162,8 @@ static int offsets(const struct buf *b, uint64_t *out, int max)
 
 TEST(test_engine_publish_assigns_consecutive_offsets_in_one_epoch)
 {
-    struct ns_opts ns = ns_history(10, 60);
-    struct hub_stream_pos a, b;
+    struct engine_stream_opts ns = ns_history(10, 60);
+    struct engine_pos a, b;
     CHECK_EQ(publish("t1", &ns, "{}", &a), 1);
     CHECK_EQ(publish("t1", &ns, "{}", &b), 1);
     CHECK_EQ(a.offset, 1);
@@ -66,8 +174,8 @@ TEST(test_engine_publish_assigns_consecutive_offsets_in_one_epoch)
 
 TEST(test_engine_channels_have_independent_streams)
 {
-    struct ns_opts ns = ns_history(10, 60);
-    struct hub_stream_pos a, b;
+    struct engine_stream_opts ns = ns_history(10, 60);
+    struct engine_pos a, b;
     publish("t2a", &ns, "1", &a);
     publish("t2b", &ns, "1", &b);
     CHECK_EQ(a.offset, 1);
@@ -77,8 +185,8 @@ TEST(test_engine_channels_have_independent_streams)
 
 TEST(test_engine_publish_without_history_has_no_position)
 {
-    struct ns_opts ns = ns_history(0, 0);
-    struct hub_stream_pos pos;
+    struct engine_stream_opts ns = ns_history(0, 0);
+    struct engine_pos pos;
     CHECK_EQ(publish("t3", &ns, "{}", &pos), 0);
     struct buf out = BUF_INIT;
     CHECK_EQ(history("t3", &ns, -1, 0, 0, NULL, 0, &out, &pos), -108);
@@ -87,8 +195,8 @@ TEST(test_engine_publish_without_history_has_no_position)
 
 TEST(test_engine_history_keeps_only_history_size_newest)
 {
-    struct ns_opts ns = ns_history(3, 60);
-    struct hub_stream_pos pos;
+    struct engine_stream_opts ns = ns_history(3, 60);
+    struct engine_pos pos;
     for (int i = 0; i < 5; i++)
         publish("t4", &ns, "{}", &pos);
     struct buf out = BUF_INIT;
@@ -103,8 +211,8 @@ TEST(test_engine_history_keeps_only_history_size_newest)
 
 TEST(test_engine_history_limit_since_and_reverse)
 {
-    struct ns_opts ns = ns_history(10, 60);
-    struct hub_stream_pos pos;
+    struct engine_stream_opts ns = ns_history(10, 60);
+    struct engine_pos pos;
     for (int i = 0; i < 6; i++)
         publish("t5", &ns, "{}", &pos);
     struct buf out = BUF_INIT;
@@ -130,8 +238,8 @@ TEST(test_engine_history_limit_since_and_reverse)
 
 TEST(test_engine_history_since_other_epoch_is_unrecoverable)
 {
-    struct ns_opts ns = ns_history(10, 60);
-    struct hub_stream_pos pos;
+    struct engine_stream_opts ns = ns_history(10, 60);
+    struct engine_pos pos;
     publish("t6", &ns, "{}", &pos);
     struct buf out = BUF_INIT;
     CHECK_EQ(history("t6", &ns, -1, 1, 0, "deadbeef", 0, &out, &pos), -112);
@@ -140,8 +248,8 @@ TEST(test_engine_history_since_other_epoch_is_unrecoverable)
 
 TEST(test_engine_history_expires_after_ttl)
 {
-    struct ns_opts ns = ns_history(10, 1);
-    struct hub_stream_pos pos;
+    struct engine_stream_opts ns = ns_history(10, 1);
+    struct engine_pos pos;
     publish("t7", &ns, "{}", &pos);
     struct timespec ts = {1, 100 * 1000 * 1000};
     nanosleep(&ts, NULL);
@@ -154,11 +262,11 @@ TEST(test_engine_history_expires_after_ttl)
 
 TEST(test_engine_history_remove_keeps_position)
 {
-    struct ns_opts ns = ns_history(10, 60);
-    struct hub_stream_pos pos;
+    struct engine_stream_opts ns = ns_history(10, 60);
+    struct engine_pos pos;
     publish("t8", &ns, "{}", &pos);
     publish("t8", &ns, "{}", &pos);
-    e->ops->history_remove(e, (const uint8_t *)"t8", 2);
+    e->ops->history_remove(e, (const uint8_t *)"t8", 2, NULL, NULL);
     struct buf out = BUF_INIT;
     CHECK_EQ(history("t8", &ns, -1, 0, 0, NULL, 0, &out, &pos), 0);
     CHECK_EQ(out.len, 0);
@@ -170,8 +278,8 @@ TEST(test_engine_history_remove_keeps_position)
 
 TEST(test_engine_history_returns_data_byte_for_byte)
 {
-    struct ns_opts ns = ns_history(10, 60);
-    struct hub_stream_pos pos;
+    struct engine_stream_opts ns = ns_history(10, 60);
+    struct engine_pos pos;
     const char *data = "{ \"b\" : [1, 2.50e3, \"\\u00e9\\n\"],  \"a\":null }";
     publish("t9", &ns, data, &pos);
     struct buf out = BUF_INIT;
@@ -180,17 +288,260 @@ TEST(test_engine_history_returns_data_byte_for_byte)
     buf_free(&out);
 }
 
-TEST(test_engine_presence_needs_a_presence_namespace)
+
+
+TEST(test_engine_delivers_every_publication_in_offset_order)
 {
-    struct ns_opts ns = ns_history(10, 60);
-    struct buf out = BUF_INIT;
-    uint64_t clients = 9, users = 9;
-    CHECK_EQ(e->ops->presence(e, (const uint8_t *)"t10", 3, &ns, &out, &clients, &users), -108);
-    ns.presence = 1;
-    CHECK_EQ(e->ops->presence(e, (const uint8_t *)"t10", 3, &ns, &out, &clients, &users), 0);
-    CHECK_EQ(clients, 0);
-    CHECK_EQ(users, 0);
-    buf_free(&out);
+    struct engine_stream_opts ns = ns_history(10, 60), none = ns_history(0, 0);
+    struct engine_pos pos;
+    nevents = 0;
+    publish("d1", &ns, "\"a\"", &pos);
+    publish("d1", &ns, "\"b\"", &pos);
+    publish("d2", &none, "\"c\"", &pos);
+    CHECK_EQ(nevents, 3);
+    CHECK(strcmp(events[0].channel, "d1") == 0 && events[0].offset == 1);
+    CHECK(strcmp(events[0].data, "\"a\"") == 0);
+    CHECK(strcmp(events[1].channel, "d1") == 0 && events[1].offset == 2);
+    CHECK(strcmp(events[2].channel, "d2") == 0 && events[2].offset == 0); /* no history */
+    CHECK(strcmp(events[2].data, "\"c\"") == 0);
+}
+
+struct sub_result {
+    int status, recovered;
+    struct engine_pos pos;
+    uint64_t offsets[16];
+    size_t n;
+};
+
+static void on_subscribed(void *ud, int status, const struct engine_pos *pos, int recovered,
+                          const struct engine_pub *pubs, size_t n)
+{
+    struct sub_result *r = ud;
+    r->status = status;
+    r->recovered = recovered;
+    r->pos = *pos;
+    r->n = n;
+    for (size_t i = 0; i < n && i < 16; i++)
+        r->offsets[i] = pubs[i].offset;
+    done++;
+}
+
+static struct sub_result subscribe(const char *ch, const struct engine_stream_opts *o, int recover,
+                                   uint64_t offset, const char *epoch, unsigned max)
+{
+    struct engine_recovery rec = {recover, offset, (const uint8_t *)epoch,
+                                  epoch ? strlen(epoch) : 0, max};
+    struct sub_result r = {99, 0, {0, ""}, {0}, 0};
+    int before = done;
+    e->ops->subscribe(e, (const uint8_t *)ch, strlen(ch), o, &rec, on_subscribed, &r);
+    wait();
+    CHECK_EQ(done, before + 1);
+    return r;
+}
+
+TEST(test_engine_subscribe_recovers_what_was_missed_without_gap)
+{
+    struct engine_stream_opts ns = ns_history(10, 60);
+    struct engine_pos pos;
+    for (int i = 0; i < 5; i++)
+        publish("r1", &ns, "{}", &pos);
+    char epoch[ENGINE_EPOCH_LEN + 1];
+    memcpy(epoch, pos.epoch, sizeof(epoch));
+    /* saw up to 2: gets 3, 4, 5 and the top */
+    struct sub_result r = subscribe("r1", &ns, 1, 2, epoch, 100);
+    CHECK_EQ(r.status, 0);
+    CHECK_EQ(r.recovered, 1);
+    CHECK_EQ(r.pos.offset, 5);
+    CHECK(strcmp(r.pos.epoch, epoch) == 0);
+    CHECK_EQ(r.n, 3);
+    CHECK_EQ(r.offsets[0], 3);
+    CHECK_EQ(r.offsets[2], 5);
+    e->ops->unsubscribe(e, (const uint8_t *)"r1", 2);
+    /* another epoch, a gap past max_pubs or past the history: not recovered */
+    r = subscribe("r1", &ns, 1, 2, "00000000", 100);
+    CHECK_EQ(r.recovered, 0);
+    CHECK_EQ(r.n, 0);
+    e->ops->unsubscribe(e, (const uint8_t *)"r1", 2);
+    r = subscribe("r1", &ns, 1, 1, epoch, 2);
+    CHECK_EQ(r.recovered, 0);
+    e->ops->unsubscribe(e, (const uint8_t *)"r1", 2);
+    struct engine_stream_opts small = ns_history(2, 60);
+    for (int i = 0; i < 5; i++)
+        publish("r2", &small, "{}", &pos);
+    r = subscribe("r2", &small, 1, 1, pos.epoch, 100);
+    CHECK_EQ(r.recovered, 0); /* 2..3 fell out of a 2-entry history */
+    e->ops->unsubscribe(e, (const uint8_t *)"r2", 2);
+    /* nothing missed */
+    r = subscribe("r1", &ns, 1, 5, epoch, 100);
+    CHECK_EQ(r.recovered, 1);
+    CHECK_EQ(r.n, 0);
+    e->ops->unsubscribe(e, (const uint8_t *)"r1", 2);
+    /* without history: no position, nothing to recover */
+    struct engine_stream_opts none = ns_history(0, 0);
+    r = subscribe("r3", &none, 1, 0, NULL, 100);
+    CHECK_EQ(r.status, 0);
+    CHECK_EQ(r.pos.epoch[0], 0);
+}
+
+TEST(test_engine_subscribe_keeps_the_epoch_of_a_channel_with_subscribers)
+{
+    struct engine_stream_opts ns = ns_history(10, 1);
+    struct sub_result a = subscribe("r4", &ns, 0, 0, NULL, 100);
+    CHECK(a.pos.epoch[0] != 0);
+    struct timespec ts = {1, 200 * 1000 * 1000};
+    nanosleep(&ts, NULL);
+    e->ops->sweep(e);
+    struct sub_result b = subscribe("r4", &ns, 0, 0, NULL, 100);
+    CHECK(strcmp(a.pos.epoch, b.pos.epoch) == 0);
+    e->ops->unsubscribe(e, (const uint8_t *)"r4", 2);
+    e->ops->unsubscribe(e, (const uint8_t *)"r4", 2);
+    nanosleep(&ts, NULL);
+    e->ops->sweep(e); /* idle, no subscriber, history expired: forgotten with its epoch */
+    struct sub_result c = subscribe("r4", &ns, 0, 0, NULL, 100);
+    CHECK(strcmp(a.pos.epoch, c.pos.epoch) != 0);
+    e->ops->unsubscribe(e, (const uint8_t *)"r4", 2);
+}
+
+struct presence_result {
+    int status;
+    size_t n;
+    char clients[8][37];
+    uint64_t num_clients, num_users;
+};
+
+static void on_presence(void *ud, int status, const struct engine_presence *m, size_t n)
+{
+    struct presence_result *r = ud;
+    r->status = status;
+    r->n = n;
+    for (size_t i = 0; i < n && i < 8; i++)
+        snprintf(r->clients[i], 37, "%s", m[i].client);
+    done++;
+}
+
+static void on_stats(void *ud, int status, uint64_t clients, uint64_t users)
+{
+    struct presence_result *r = ud;
+    r->status = status;
+    r->num_clients = clients;
+    r->num_users = users;
+    done++;
+}
+
+static void join(const char *ch, const char *client, const char *user, int jl)
+{
+    static const char info[] = "{\"user\":\"u\"}";
+    e->ops->presence_add(e, (const uint8_t *)ch, strlen(ch), client, (const uint8_t *)user,
+                         strlen(user), (const uint8_t *)info, sizeof(info) - 1, 1, jl, NULL, NULL);
+}
+
+static void leave(const char *ch, const char *client, int jl)
+{
+    static const char info[] = "{\"user\":\"u\"}";
+    e->ops->presence_remove(e, (const uint8_t *)ch, strlen(ch), client, (const uint8_t *)info,
+                            sizeof(info) - 1, 1, jl);
+}
+
+static struct presence_result stats(const char *ch)
+{
+    struct presence_result r;
+    memset(&r, 0, sizeof(r));
+    e->ops->presence_stats(e, (const uint8_t *)ch, strlen(ch), on_stats, &r);
+    wait();
+    e->ops->presence(e, (const uint8_t *)ch, strlen(ch), on_presence, &r);
+    wait();
+    return r;
+}
+
+TEST(test_engine_presence_counts_clients_and_distinct_users)
+{
+    struct presence_result r = stats("p1");
+    CHECK_EQ(r.status, 0);
+    CHECK_EQ(r.num_clients, 0);
+    CHECK_EQ(r.num_users, 0);
+    join("p1", "c1", "ann", 0);
+    join("p1", "c2", "ann", 0);
+    join("p1", "c3", "bob", 0);
+    r = stats("p1");
+    CHECK_EQ(r.num_clients, 3);
+    CHECK_EQ(r.num_users, 2);
+    CHECK_EQ(r.n, 3);
+    leave("p1", "c1", 0);
+    r = stats("p1");
+    CHECK_EQ(r.num_clients, 2);
+    CHECK_EQ(r.num_users, 2); /* ann still has c2 */
+    leave("p1", "c2", 0);
+    r = stats("p1");
+    CHECK_EQ(r.num_users, 1);
+    CHECK_EQ(r.n, 1);
+    CHECK(strcmp(r.clients[0], "c3") == 0);
+    leave("p1", "c3", 0);
+    leave("p1", "c3", 0); /* twice: no-op */
+    r = stats("p1");
+    CHECK_EQ(r.num_clients, 0);
+    CHECK_EQ(r.num_users, 0);
+}
+
+TEST(test_engine_join_and_leave_are_delivered)
+{
+    nevents = 0;
+    join("p2", "c1", "ann", 1);
+    leave("p2", "c1", 1);
+    join("p2", "c2", "bob", 0);
+    CHECK_EQ(nevents, 2);
+    CHECK_EQ(events[0].kind, 1);
+    CHECK_EQ(events[1].kind, 2);
+    CHECK(strcmp(events[0].channel, "p2") == 0);
+    CHECK(strcmp(events[0].data, "{\"user\":\"u\"}") == 0);
+    leave("p2", "c2", 0);
+}
+
+TEST(test_engine_idempotency_key_publishes_once)
+{
+    struct engine_stream_opts ns = ns_history(10, 60), none = ns_history(0, 0);
+    struct engine_pos a, b, c;
+    nevents = 0;
+    CHECK_EQ(publish_key("i1", &ns, "1", "k-1", &a), 1);
+    CHECK_EQ(publish_key("i1", &ns, "1", "k-1", &b), 1);
+    CHECK_EQ(publish_key("i1", &ns, "2", "k-2", &c), 1);
+    CHECK_EQ(a.offset, 1);
+    CHECK_EQ(b.offset, 1); /* the first one's position, not published again */
+    CHECK_EQ(c.offset, 2);
+    CHECK_EQ(nevents, 2);
+    CHECK_EQ(publish_key("i2", &none, "1", "k-1", &a), 0);
+    CHECK_EQ(publish_key("i2", &none, "1", "k-1", &a), 0);
+    CHECK_EQ(nevents, 3);
+}
+
+struct listing {
+    int n, found;
+    const char *want;
+};
+
+static void on_channel(void *ud, const uint8_t *ch, size_t len)
+{
+    struct listing *l = ud;
+    if (ch == NULL) {
+        done++;
+        return;
+    }
+    l->n++;
+    if (strlen(l->want) == len && memcmp(ch, l->want, len) == 0)
+        l->found = 1;
+}
+
+TEST(test_engine_lists_channels_holding_state)
+{
+    struct engine_stream_opts ns = ns_history(10, 60);
+    struct engine_pos pos;
+    publish("l1", &ns, "{}", &pos);
+    struct listing l = {0, 0, "l1"};
+    int before = done;
+    e->ops->channels(e, on_channel, &l);
+    wait();
+    CHECK_EQ(done, before + 1);
+    CHECK(l.found);
+    CHECK(l.n >= 1);
 }
 
 int main(void)
@@ -199,9 +550,10 @@ int main(void)
     memset(&c, 0, sizeof(c));
     const char *name = getenv("HERALD_TEST_ENGINE");
     strcpy(c.engine, name ? name : "memory");
+    c.max_channels = 1000;
     char err[160];
-    hub_init(0, NULL, 1000000);
-    e = engine_open(&c, err, sizeof(err));
+    struct engine_events ev = {on_publication, on_join_leave, NULL};
+    e = engine_open(&c, &ev, err, sizeof(err));
     if (e == NULL) {
         fprintf(stderr, "%s\n", err);
         return 1;
@@ -215,8 +567,34 @@ int main(void)
     RUN(test_engine_history_expires_after_ttl);
     RUN(test_engine_history_remove_keeps_position);
     RUN(test_engine_history_returns_data_byte_for_byte);
-    RUN(test_engine_presence_needs_a_presence_namespace);
+    RUN(test_engine_delivers_every_publication_in_offset_order);
+    RUN(test_engine_subscribe_recovers_what_was_missed_without_gap);
+    RUN(test_engine_subscribe_keeps_the_epoch_of_a_channel_with_subscribers);
+    RUN(test_engine_presence_counts_clients_and_distinct_users);
+    RUN(test_engine_join_and_leave_are_delivered);
+    RUN(test_engine_idempotency_key_publishes_once);
+    RUN(test_engine_lists_channels_holding_state);
     engine_close(e);
-    hub_shutdown();
+    /* max_channels: a fresh engine with room for 3 */
+    c.max_channels = 3;
+    e = engine_open(&c, &ev, err, sizeof(err));
+    struct engine_stream_opts ns = ns_history(10, 60);
+    struct engine_pos pos;
+    test_failed_now = 0;
+    CHECK_EQ(publish("m1", &ns, "{}", &pos), 1);
+    CHECK_EQ(publish("m2", &ns, "{}", &pos), 1);
+    CHECK_EQ(publish("m3", &ns, "{}", &pos), 1);
+    CHECK_EQ(publish("m4", &ns, "{}", &pos), ENGINE_ERR_LIMIT);
+    CHECK_EQ(publish("m1", &ns, "{}", &pos), 1); /* existing channels go on */
+    struct buf out = BUF_INIT;
+    CHECK_EQ(history("m5", &ns, -1, 0, 0, NULL, 0, &out, &pos), ENGINE_ERR_LIMIT);
+    buf_free(&out);
+    if (test_failed_now) {
+        test_failed++;
+        fprintf(stderr, "FAIL test_engine_refuses_new_channels_past_max_channels\n");
+    } else {
+        test_passed++;
+    }
+    engine_close(e);
     return test_summary("engine");
 }

@@ -1,9 +1,11 @@
-/* A channel's history: a ring of the latest publications (refcounted frames shared
- * with the deliveries), bounded by size and by age. Offsets and epochs belong to
- * the stream (hub.c); the ring only keeps entries. Not thread-safe: the caller holds
- * the channel's shard lock. */
-#ifndef HERALD_HUB_HISTORY_H
-#define HERALD_HUB_HISTORY_H
+/* A channel's history in the memory engine: a ring of the latest publications, bounded
+ * by size and by age. Each entry holds its publication as a refcounted frame (data
+ * bytes, then info bytes), so that readers take references under the channel's lock
+ * and render after releasing it. Offsets and epochs belong to the stream
+ * (engine/memory.c); the ring only keeps entries. Not thread-safe: the caller holds
+ * the channel's lock. */
+#ifndef HERALD_ENGINE_HISTORY_H
+#define HERALD_ENGINE_HISTORY_H
 
 #include <stdint.h>
 
@@ -12,9 +14,9 @@ struct frame;
 struct history_entry {
     uint64_t offset;
     uint64_t time_ms;
-    struct frame *frame; /* one reference held by the ring */
-    uint32_t pub_off;    /* the publication object {"data":...} inside frame->data */
-    uint32_t pub_len;
+    struct frame *pub;  /* data then info; one reference held by the ring */
+    uint32_t data_len;  /* the rest of pub->len is info */
+    uint32_t info_len;  /* 0: no info */
 };
 
 /* The ring starts small and doubles up to max as publications arrive, so a channel
@@ -27,8 +29,8 @@ struct history {
 /* A ring for up to max entries (max >= 1), or NULL. */
 struct history *history_new(uint32_t max);
 void history_free(struct history *h);
-/* Append (the ring takes over the entry's frame reference); evicts the oldest when it
- * holds max entries (or when it cannot grow: out of memory). */
+/* Append (the ring takes over the entry's reference); evicts the oldest when it holds
+ * max entries (or when it cannot grow: out of memory). */
 void history_push(struct history *h, const struct history_entry *e);
 /* Drop entries with time_ms + ttl_ms <= now_ms (ttl_ms 0: keep). Returns how many remain. */
 uint32_t history_expire(struct history *h, uint64_t now_ms, uint64_t ttl_ms);

@@ -1,5 +1,5 @@
-/* History ring (see history.h). */
-#include "hub/history.h"
+/* History ring of the memory engine (see history.h). */
+#include "engine/history.h"
 
 #include <stdlib.h>
 
@@ -44,7 +44,7 @@ static int grow(struct history *h)
 void history_clear(struct history *h)
 {
     for (uint32_t i = 0; i < h->count; i++)
-        frame_unref(h->e[(h->head + i) % h->cap].frame);
+        frame_unref(h->e[(h->head + i) % h->cap].pub);
     h->count = h->head = 0;
 }
 
@@ -60,7 +60,7 @@ void history_free(struct history *h)
 void history_push(struct history *h, const struct history_entry *e)
 {
     if (h->count == h->cap && (h->cap == h->max || grow(h) != 0)) {
-        frame_unref(h->e[h->head].frame);
+        frame_unref(h->e[h->head].pub);
         h->head = (h->head + 1) % h->cap;
         h->count--;
     }
@@ -73,7 +73,7 @@ uint32_t history_expire(struct history *h, uint64_t now_ms, uint64_t ttl_ms)
     if (ttl_ms == 0)
         return h->count;
     while (h->count && h->e[h->head].time_ms + ttl_ms <= now_ms) {
-        frame_unref(h->e[h->head].frame);
+        frame_unref(h->e[h->head].pub);
         h->head = (h->head + 1) % h->cap;
         h->count--;
     }

@@ -2,12 +2,12 @@
 #include <stdlib.h>
 
 #include "core/frame.h"
-#include "hub/history.h"
+#include "engine/history.h"
 #include "test.h"
 
 static struct history_entry entry(uint64_t offset, uint64_t time_ms)
 {
-    struct history_entry e = {offset, time_ms, frame_from((const uint8_t *)"x", 1), 0, 1};
+    struct history_entry e = {offset, time_ms, frame_from((const uint8_t *)"x", 1), 1, 0};
     return e;
 }
 
@@ -86,5 +86,5 @@ int main(void)
     RUN(test_history_clear_empties_and_ring_reuses_slots);
     RUN(test_history_zero_capacity_is_refused);
     RUN(test_history_grows_on_demand_up_to_its_bound_keeping_order);
-    return test_summary("hub_history");
+    return test_summary("engine_history");
 }

@@ -1,0 +1,39 @@
+/* Counters: one slot per event loop, each written only by its loop thread (relaxed
+ * atomics, one cache line a slot), summed on read by any thread. What /api/info
+ * reports today and /metrics will expose. Not logging, not histograms (yet). */
+#ifndef HERALD_METRICS_METRICS_H
+#define HERALD_METRICS_METRICS_H
+
+#include <stdatomic.h>
+#include <stdint.h>
+
+enum metric {
+    METRIC_CONNECTIONS,  /* gauge: open connections, any state */
+    METRIC_CLIENTS,      /* gauge: connected clients (after connect) */
+    METRIC_SUBSCRIPTIONS, /* gauge: subscriptions */
+    METRIC_MESSAGES_OUT, /* counter: frames queued to clients by fan-out */
+    METRIC_PUBLICATIONS, /* counter: publications received for local delivery */
+    METRIC_COUNT,
+};
+
+struct metrics_slot {
+    _Alignas(64) atomic_int_fast64_t v[METRIC_COUNT];
+};
+
+extern struct metrics_slot *metrics_slots;
+extern unsigned metrics_nslots;
+
+/* Slots for nslots loops (at least one). 0, or -1 out of memory. Before any thread runs. */
+int metrics_init(unsigned nslots);
+void metrics_free(void);
+
+/* Loop thread of slot: add d (negative for a gauge going down). */
+static inline void metrics_add(unsigned slot, enum metric m, int64_t d)
+{
+    atomic_fetch_add_explicit(&metrics_slots[slot].v[m], d, memory_order_relaxed);
+}
+
+/* Any thread: the sum over every slot. */
+uint64_t metrics_sum(enum metric m);
+
+#endif

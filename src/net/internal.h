@@ -1,0 +1,91 @@
+/* What net's own files share: the loop and connection structs, opaque to every other
+ * module. Not an interface: include only from src/net/. */
+#ifndef HERALD_NET_INTERNAL_H
+#define HERALD_NET_INTERNAL_H
+
+#include <pthread.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "core/buf.h"
+#include "core/pool.h"
+#include "net/conn.h"
+#include "net/loop.h"
+
+#define WHEEL_SLOTS 256 /* seconds; entries further out wait in their slot and are re-checked */
+
+struct outq;
+
+struct conn {
+    uv_poll_t poll; /* poll.data == this */
+    int fd;
+    uint8_t dirty;       /* on loop->dirty */
+    uint8_t want_write;  /* UV_WRITABLE requested */
+    uint8_t close_after; /* shutdown(SHUT_WR) once the queue drains */
+    uint8_t closed;      /* aborted: uv_close called, nothing may link it anywhere */
+    uint8_t closing;     /* closing: no more output taken, input drained and discarded */
+    uint8_t peer_closed; /* read EOF */
+    uint8_t paused;      /* output over client_queue_max: input not read (back-pressure) */
+    uint8_t events;      /* UV_READABLE | UV_WRITABLE being polled */
+    struct loop_timer timer;
+    struct conn *dirty_next;
+    struct conn *next, *prev; /* loop->conns */
+    struct loop *loop;
+    uint8_t *in; /* unconsumed input (partial frame or request), malloc'd, or NULL */
+    uint32_t in_len, in_cap;
+    struct outq *out; /* pending output or NULL */
+    const struct conn_handler *h;
+    void *ud;
+    const struct conn_io *io;
+};
+
+struct loop {
+    uv_loop_t uv;
+    unsigned id;
+    struct net *net;
+    pthread_t thread;
+    int listen_fd;
+    uv_poll_t listen_poll;
+    uv_async_t wake;
+    uv_prepare_t flush;
+    uv_timer_t tick;
+    uint32_t now_sec; /* the timer wheel's position: the last second it has run */
+
+    /* inbox: other threads append under lock; the loop swaps it out */
+    pthread_mutex_t inbox_lock;
+    struct loop_msg *inbox;
+    size_t inbox_len, inbox_cap;
+    struct loop_msg *work; /* the swapped-out batch being processed */
+    size_t work_cap;
+
+    uint8_t *read_buf;  /* shared by every connection of this loop */
+    struct buf reply;   /* scratch for building replies */
+    struct conn *dirty; /* connections with output to flush this iteration */
+    uint32_t ndirty;
+    uint64_t last_flush_ns; /* uv_hrtime() of the last flush */
+    uv_timer_t flush_timer; /* a deferred (coalesced) flush */
+    struct conn *conns;     /* every connection, for shutdown */
+    struct loop_timer *wheel[WHEEL_SLOTS];
+    struct pool conn_pool; /* connection structs (they churn) */
+    struct pool outq_pool; /* small outbound queues */
+    int shutting_down;
+    int accept_paused; /* out of descriptors: accepting again at the next tick */
+};
+
+struct net {
+    struct net_config cfg;
+    unsigned nloops;
+    struct loop *loops[LOOP_MAX];
+    uint64_t start_ms;
+};
+
+/* conn.c, for loop.c */
+struct conn *conn_new(struct loop *loop, int fd);
+void conn_flush(struct conn *c);
+void conn_shutdown(struct conn *c); /* server shutdown: the handler's, or abort */
+void conn_pools_init(struct loop *loop);
+void conn_pools_free(struct loop *loop);
+/* loop.c, for conn.c */
+void loop_conn_gone(struct loop *loop);
+
+#endif
