@@ -13,7 +13,11 @@ export const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '
 export const DEFAULT_SECRET = 'e2e-hmac-secret-0123456789abcdef';
 export const DEFAULT_API_KEY = 'e2e-api-key';
 
-export function heraldBin() {
+// bin: 'release' (build/herald) or 'asan' (build/herald-asan) picks a build regardless of
+// HERALD_BIN; without it, HERALD_BIN or the ASan build when present.
+export function heraldBin(bin = null) {
+    if (bin === 'release') return path.join(REPO, 'build', 'herald');
+    if (bin === 'asan') return path.join(REPO, 'build', 'herald-asan');
     if (process.env.HERALD_BIN) return path.resolve(process.env.HERALD_BIN);
     const asan = path.join(REPO, 'build', 'herald-asan');
     return existsSync(asan) ? asan : path.join(REPO, 'build', 'herald');
@@ -163,8 +167,8 @@ async function waitHealthy(port, child, getStderr, timeoutMs) {
  * opts: args (extra argv), env (extra environment), config (object written to herald.json and
  * passed with --config) or configText (the file's exact text), secret / apiKey (null: do not
  * pass the flag; keys present in the config file are never passed), threads, noListen,
- * readyTimeout (ms).
- * handle: {port, url, wsUrl, dir, secret, apiKey, api(method, body, {key, raw}),
+ * readyTimeout (ms), bin ('release' | 'asan': which build, see heraldBin).
+ * handle: {port, url, wsUrl, dir, bin (the binary's path), secret, apiKey, api(method, body, {key, raw}),
  *          token(sub, opts), stop(signal, timeoutMs) -> {code, signal, ms}, stderr(), alive()}
  */
 export async function start(opts = {}) {
@@ -179,7 +183,8 @@ export async function start(opts = {}) {
         }
         const args = buildArgs(port, opts, configPath);
         if (opts.threads) args.push('--threads', String(opts.threads));
-        const child = spawn(heraldBin(), args, {
+        const bin = heraldBin(opts.bin ?? null);
+        const child = spawn(bin, args, {
             cwd: dir, env: childEnv(opts.env || {}), stdio: ['ignore', 'pipe', 'pipe'],
         });
         live.add(child);
@@ -192,10 +197,10 @@ export async function start(opts = {}) {
         exited.then(() => live.delete(child));
         const ready = await Promise.race([
             waitHealthy(port, child, () => stderr, opts.readyTimeout ?? 15000),
-            spawnError.then((err) => ({ exited: true, reason: `spawn ${heraldBin()}: ${err.message}` })),
+            spawnError.then((err) => ({ exited: true, reason: `spawn ${bin}: ${err.message}` })),
         ]);
         if (ready.ok) {
-            return makeHandle({ child, port, dir, args, opts, exited, getStderr: () => stderr,
+            return makeHandle({ child, bin, port, dir, args, opts, exited, getStderr: () => stderr,
                 getStdout: () => stdout });
         }
         child.kill('SIGKILL');
@@ -208,13 +213,13 @@ export async function start(opts = {}) {
     throw new Error(`herald did not start: ${lastFailure}`);
 }
 
-function makeHandle({ child, port, dir, args, opts, exited, getStderr, getStdout }) {
+function makeHandle({ child, bin, port, dir, args, opts, exited, getStderr, getStdout }) {
     const cfg = configObject(opts);
     const secret = opts.secret ?? cfg.token_hmac_secret ?? DEFAULT_SECRET;
     const apiKey = opts.apiKey ?? cfg.api_key ?? DEFAULT_API_KEY;
     let stopped = null;
     const h = {
-        port, dir, args, secret, apiKey, child,
+        port, dir, args, secret, apiKey, child, bin,
         url: `http://127.0.0.1:${port}`,
         wsUrl: `ws://127.0.0.1:${port}/connection/websocket`,
         stderr: getStderr,
