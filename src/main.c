@@ -1,6 +1,7 @@
 /* herald command line: serve (default), genconfig, gentoken, version; and the wiring
  * of a server process: the loops, the engine, the hub, the HTTP and WebSocket sides,
  * signals. */
+#include <malloc.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -35,9 +36,14 @@ struct server {
 static void on_tick(struct loop *loop, void *ud)
 {
     struct server *s = ud;
-    /* One loop does the engine's housekeeping: expired history, idle streams. */
-    if (loop_id(loop) == 0)
+    /* One loop does the engine's housekeeping: expired history, idle streams; then
+     * hands the free memory of every malloc arena back to the system, so that a burst
+     * (a large history answer, a flood that back-pressure stopped) does not stay in
+     * herald's RSS for good. */
+    if (loop_id(loop) == 0) {
         s->engine->ops->sweep(s->engine);
+        malloc_trim(0);
+    }
 }
 
 static void on_loop_exit(struct loop *loop, void *ud)
@@ -75,6 +81,10 @@ static int server_run(const struct config *config)
     if (n > LOOP_MAX)
         n = LOOP_MAX;
     signal(SIGPIPE, SIG_IGN);
+    /* Large buffers (a big reply, a history answer) come from mmap and go back to the
+     * system when freed: a fixed threshold stops glibc from raising it after the first
+     * one and serving the next from the heap, where freed memory stays resident. */
+    mallopt(M_MMAP_THRESHOLD, 128 * 1024);
     if (metrics_init(n) != 0)
         return -1;
     struct net_config nc = {

@@ -3,8 +3,8 @@
 // whole, quadratic work, a stale clock, a use after free, inputs that are passed on unchecked)
 // and asserts the bounded behaviour. Memory is measured from /proc/<pid>/status on the release
 // build (ASan's quarantine makes RSS meaningless); the use-after-free case runs the ASan build.
-// Every case ends with assertHealthy: a normal client still works and herald's RSS is back near
-// where it was before the hostile phase.
+// Every case ends with assertHealthy: a normal client still works and herald's RSS is back within
+// 20% of where it was before the hostile phase.
 import assert from 'node:assert/strict';
 import { once as eventOnce } from 'node:events';
 import { writeFileSync, readFileSync } from 'node:fs';
@@ -393,11 +393,11 @@ async function baseline(h) {
 // about 6 MB, and malloc keeps what it was given back: after a flood that peaked at ~16 MB
 // herald settles at 9-12 MB however often the flood is repeated (free lists, not a leak).
 function rssLimitKB(rss0) {
-    return Math.max(rss0 * 1.2, rss0 + 8 * MB);
+    return rss0 * 1.2;
 }
 
 // herald is alive, without a sanitizer report; a normal client connects, subscribes and receives
-// a publication made through the API; and (release build) RSS settles back near rss0.
+// a publication made through the API; and (release build) RSS settles back within 20% of rss0.
 async function assertHealthy(h, rss0, { channel = 'healthcheck' } = {}) {
     assert.ok(h.alive(), `herald is not running (exit ${h.child.exitCode}, signal ${h.child.signalCode})`);
     assert.equal(sanitizerReport(h.stderr()), '', 'sanitizer report in herald\'s stderr');
