@@ -81,12 +81,6 @@ static void respond_full(struct conn *c, int status, const char *content_type, c
         conn_close_after_flush(c, HTTP_CLOSE_SEC);
 }
 
-void http_respond(struct conn *c, int status, const char *content_type, const uint8_t *body,
-                  size_t body_len, int keep_alive)
-{
-    respond_full(c, status, content_type, body, body_len, keep_alive, NULL, 0);
-}
-
 static void respond_error(struct conn *c, int status, int keep_alive, const char *extra)
 {
     char body[96];

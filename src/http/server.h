@@ -28,8 +28,4 @@ void http_init(const struct http_server_config *cfg);
 /* The loops' accept callback: c starts with the HTTP handler. */
 void http_accept(struct conn *c, void *ud);
 
-/* Queue a complete response with a body on c (Content-Length, keep-alive or close). */
-void http_respond(struct conn *c, int status, const char *content_type, const uint8_t *body,
-                  size_t body_len, int keep_alive);
-
 #endif

@@ -90,11 +90,6 @@ void hub_set_engine(struct engine *e)
     hub.engine = e;
 }
 
-struct engine *hub_engine(void)
-{
-    return hub.engine;
-}
-
 static void local_free(struct table *t)
 {
     if (t == NULL)

@@ -63,7 +63,6 @@ int hub_init(unsigned nloops, struct loop *const *loops, size_t max_channels,
 struct engine_events hub_engine_events(void);
 /* The engine the hub calls (borrowed until hub_shutdown). */
 void hub_set_engine(struct engine *e);
-struct engine *hub_engine(void);
 void hub_shutdown(void);
 /* A loop thread's local table goes at its end. */
 void hub_loop_exit(struct loop *loop);

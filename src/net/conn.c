@@ -99,6 +99,11 @@ void *conn_ud(const struct conn *c)
     return c->ud;
 }
 
+const struct conn_handler *conn_handler_of(const struct conn *c)
+{
+    return c->h;
+}
+
 void conn_set_io(struct conn *c, const struct conn_io *io)
 {
     c->io = io;

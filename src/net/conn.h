@@ -43,6 +43,7 @@ struct conn_io {
  * (the HTTP handler installs the WebSocket phase on upgrade). */
 void conn_set_handler(struct conn *c, const struct conn_handler *h, void *ud);
 void *conn_ud(const struct conn *c);
+const struct conn_handler *conn_handler_of(const struct conn *c);
 void conn_set_io(struct conn *c, const struct conn_io *io);
 int conn_fd(const struct conn *c);
 struct loop *conn_loop(const struct conn *c);

@@ -16,16 +16,17 @@
 #include "metrics/metrics.h"
 #include "net/internal.h"
 
-static _Thread_local struct loop *current_loop;
-
-struct loop *loop_current(void)
-{
-    return current_loop;
-}
-
 unsigned loop_id(const struct loop *l)
 {
     return l->id;
+}
+
+void loop_each_conn(struct loop *l, void (*fn)(struct conn *c, void *ud), void *ud)
+{
+    for (struct conn *c = l->conns, *next; c; c = next) {
+        next = c->next;
+        fn(c, ud);
+    }
 }
 
 struct buf *loop_reply_buf(struct loop *l)
@@ -311,7 +312,6 @@ static void on_shutdown(struct loop *l, struct loop_msg *msgs, size_t n)
 static void *loop_thread(void *arg)
 {
     struct loop *l = arg;
-    current_loop = l;
     uv_run(&l->uv, UV_RUN_DEFAULT);
     /* Drain handles closed in the last iteration. */
     uv_run(&l->uv, UV_RUN_NOWAIT);

@@ -56,8 +56,9 @@ uint32_t loop_now_sec(const struct loop *loop);
 uint64_t loop_clock_ms(void);
 
 unsigned loop_id(const struct loop *loop);
-/* The loop of the calling thread, or NULL on other threads. */
-struct loop *loop_current(void);
+/* Loop thread: fn for every connection of the loop (fn may close or abort the one it is
+ * given, no other). */
+void loop_each_conn(struct loop *loop, void (*fn)(struct conn *c, void *ud), void *ud);
 /* This loop's scratch buffer for building replies (loop thread only; give it back
  * with buf_shrink(b, LOOP_REPLY_KEEP) after a large one). */
 struct buf *loop_reply_buf(struct loop *loop);

@@ -49,9 +49,12 @@ struct session {
     uint8_t *info;      /* conn_info from the token (raw JSON) or NULL */
     uint32_t info_len;
     struct hub_sub *subs;
-    struct user_link users; /* this loop's index of the user's sessions */
-    struct buf *out;        /* the replies being gathered for the current message */
 };
+
+/* The replies being gathered for the message being handled on this loop thread, and
+ * whose they are (kept here, not in every session: an idle session is small). */
+static _Thread_local struct session *batch_owner;
+static _Thread_local struct buf *batch_out;
 
 static const struct config *config;
 
@@ -71,7 +74,6 @@ static _Thread_local struct buf scratch_info;
 void session_loop_exit(struct loop *loop)
 {
     buf_free(&scratch_info);
-    users_loop_exit(loop_id(loop));
 }
 
 static struct session *of(struct ws_conn *w)
@@ -90,15 +92,15 @@ static struct conn *conn_of(const struct session *s)
  * after its message, a buffer of its own sent by reply_done. */
 static struct buf *reply_to(struct session *s, struct buf *own)
 {
-    if (s->out)
-        return s->out;
+    if (batch_owner == s)
+        return batch_out;
     *own = (struct buf)BUF_INIT;
     return own;
 }
 
 static void reply_done(struct session *s, struct buf *out)
 {
-    if (out == s->out)
+    if (batch_owner == s && out == batch_out)
         return;
     if (!s->dead && out->len && !out->oom)
         ws_conn_reply_text(&s->ws, out->p, out->len);
@@ -180,10 +182,11 @@ static void on_gone(struct ws_conn *w)
     drop_subs(s);
     if (s->connected) {
         metrics_add(loop_id(s->loop), METRIC_CLIENTS, -1);
-        users_remove(loop_id(s->loop), s->user, &s->users);
+        users_offline(s->user);
     }
     s->dead = 1;
-    s->out = NULL;
+    if (batch_owner == s)
+        batch_owner = NULL;
     if (s->pending == 0)
         session_free(s);
 }
@@ -833,7 +836,7 @@ static void handle_connect(struct session *s, struct proto_command *cmd, struct 
     rand_uuid(s->client);
     s->connected = 1;
     metrics_add(loop_id(s->loop), METRIC_CLIENTS, 1);
-    users_add(loop_id(s->loop), s->user, &s->users);
+    users_online(s->user);
     set_expiry(s, have_claims ? claims.exp : 0);
     s->ping_at = loop_now_sec(s->loop) + config->ping_interval;
     schedule(s);
@@ -950,7 +953,7 @@ static void handle_command(struct session *s, struct proto_command *cmd, struct 
  * being run, so one small message cannot make us build an unbounded reply. */
 static void flush_replies(struct session *s, struct buf *out)
 {
-    s->out = NULL;
+    batch_owner = NULL;
     if (out->oom)
         disconnect(s, PROTO_DISC_SERVER_ERROR, "internal server error");
     else if (out->len && ws_conn_reply_text(&s->ws, out->p, out->len) < 0)
@@ -965,7 +968,8 @@ static void on_text(struct ws_conn *w, uint8_t *p, size_t len)
     struct buf *out = loop_reply_buf(s->loop);
     const uint64_t budget = config->client_queue_max;
     buf_reset(out);
-    s->out = out;
+    batch_owner = s;
+    batch_out = out;
     s->pending++; /* a disconnect inside the message must not free s under us */
     size_t start = 0;
     while (start < len && !conn_closing(c)) {
@@ -988,11 +992,11 @@ static void on_text(struct ws_conn *w, uint8_t *p, size_t len)
     }
     if (request_done(s))
         return;
-    if (s->out == NULL)
+    if (batch_owner != s)
         return; /* flushed before a disconnect */
     if (conn_closing(c)) {
         /* a disconnect: replies of this message after it are moot */
-        s->out = NULL;
+        batch_owner = NULL;
         buf_shrink(out, LOOP_REPLY_KEEP);
         return;
     }
@@ -1047,21 +1051,29 @@ static void control_one(struct session *s, const struct control *m)
     }
 }
 
+static const struct ws_conn_handler handler;
+
+/* One connection of the loop: the control's user's sessions take it. */
+static void control_conn(struct conn *c, void *ud)
+{
+    const struct control *m = ud;
+    struct ws_conn *w = ws_conn_of(c);
+    if (w == NULL || w->h != &handler || conn_closing(c))
+        return;
+    struct session *s = of(w);
+    if (!s->connected || strlen(s->user) != m->user_len ||
+        memcmp(s->user, m->bytes, m->user_len) != 0)
+        return;
+    control_one(s, m);
+}
+
+/* The user's connections are found by walking the loop's (as rare as the API calls that
+ * ask): an index by user would cost every idle connection its entry. */
 static void on_control(struct loop *loop, struct loop_msg *msgs, size_t n)
 {
     for (size_t i = 0; i < n; i++) {
-        struct control *m = msgs[i].ptr;
-        unsigned slot = loop_id(loop);
-        /* The user's sessions here; the list changes as they disconnect, so walk a
-         * snapshot of it taken one link ahead. */
-        for (struct user_link *l = users_find(slot, m->bytes, m->user_len), *next; l; l = next) {
-            next = l->next;
-            struct session *s =
-                (struct session *)((char *)l - offsetof(struct session, users));
-            if (!s->dead && !conn_closing(conn_of(s)))
-                control_one(s, m);
-        }
-        free(m);
+        loop_each_conn(loop, control_conn, msgs[i].ptr);
+        free(msgs[i].ptr);
     }
 }
 

@@ -146,6 +146,11 @@ static void on_gone(struct conn *c)
 
 static const struct conn_handler ws_handler = {on_data, on_timer, on_shutdown, on_gone};
 
+struct ws_conn *ws_conn_of(struct conn *c)
+{
+    return conn_handler_of(c) == &ws_handler ? conn_ud(c) : NULL;
+}
+
 void ws_conn_start(struct ws_conn *w, struct conn *c, const struct ws_conn_handler *h,
                    uint32_t max_message)
 {

@@ -39,6 +39,9 @@ struct ws_conn {
 void ws_conn_start(struct ws_conn *w, struct conn *c, const struct ws_conn_handler *h,
                    uint32_t max_message);
 
+/* The WebSocket phase running on c, or NULL (c is still HTTP, or something else). */
+struct ws_conn *ws_conn_of(struct conn *c);
+
 /* A text frame holding p[0..len) (one reference for the caller), or NULL. */
 struct frame *ws_text_frame(const void *p, size_t len);
 
