@@ -6,28 +6,42 @@
 #include <stdlib.h>
 #include <string.h>
 
-int buf_reserve(struct buf *b, size_t n)
+#define BUF_MAX 0x7fffffffu
+
+static int grow(struct buf *b, size_t n, size_t max, size_t first)
 {
     if (b->oom)
         return -1;
     if (b->cap - b->len >= n)
         return 0;
-    size_t cap = b->cap ? b->cap : 256;
-    while (cap - b->len < n) {
-        if (cap > SIZE_MAX / 2) {
-            b->oom = 1;
-            return -1;
-        }
+    if (n > max - b->len)
+        return -1;
+    size_t cap = b->cap ? b->cap : first;
+    while (cap - b->len < n)
         cap *= 2;
-    }
+    if (cap > max)
+        cap = max;
     uint8_t *p = realloc(b->p, cap);
     if (p == NULL) {
         b->oom = 1;
         return -1;
     }
     b->p = p;
-    b->cap = cap;
+    b->cap = (uint32_t)cap;
     return 0;
+}
+
+int buf_reserve(struct buf *b, size_t n)
+{
+    if (grow(b, n, BUF_MAX, 256) == 0)
+        return 0;
+    b->oom = 1;
+    return -1;
+}
+
+int buf_reserve_max(struct buf *b, size_t n, size_t max)
+{
+    return grow(b, n, max < BUF_MAX ? max : BUF_MAX, 4096);
 }
 
 void buf_append(struct buf *b, const void *p, size_t n)

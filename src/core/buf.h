@@ -1,5 +1,7 @@
-/* Growable byte buffer for building replies, requests and JSON. Not shared
- * between threads and not refcounted (see core/frame.h for that). */
+/* Growable byte buffer: the one every module uses for replies, requests, JSON, a
+ * connection's pending input and a WebSocket message being reassembled. 16 bytes, so
+ * that it can sit in every connection; at most 2 GiB. Not shared between threads and
+ * not refcounted (see core/frame.h for that). */
 #ifndef HERALD_CORE_BUF_H
 #define HERALD_CORE_BUF_H
 
@@ -8,9 +10,9 @@
 
 struct buf {
     uint8_t *p;
-    size_t len;
-    size_t cap;
-    int oom; /* set once an append failed; later appends are no-ops */
+    uint32_t len;
+    uint32_t cap : 31;
+    uint32_t oom : 1; /* set once an append failed; later appends are no-ops */
 };
 
 #define BUF_INIT                                                                                   \
@@ -20,6 +22,9 @@ struct buf {
 
 /* Make room for n more bytes; returns 0 or -1 (and sets oom). */
 int buf_reserve(struct buf *b, size_t n);
+/* Likewise, but never beyond max bytes in all (room grows by doubling, capped at max):
+ * -1 without setting oom when len + n > max. */
+int buf_reserve_max(struct buf *b, size_t n, size_t max);
 void buf_append(struct buf *b, const void *p, size_t n);
 void buf_append_str(struct buf *b, const char *s);
 void buf_append_char(struct buf *b, char c);

@@ -269,8 +269,7 @@ void conn_abort(struct conn *c)
         c->out = NULL;
         outq_put(l, q);
     }
-    free(c->in);
-    c->in = NULL;
+    buf_free(&c->in);
     /* Unlink from the loop's lists; the dirty list is singly linked, so walk it
      * (rare: only connections aborted with output pending are on it). */
     if (c->dirty) {
@@ -360,8 +359,8 @@ static void resume_input(struct conn *c)
         return;
     c->paused = 0;
     update_poll(c, c->want_write);
-    if (c->in_len)
-        consume(c, c->in, c->in_len);
+    if (c->in.len)
+        consume(c, c->in.p, c->in.len);
 }
 
 void conn_flush(struct conn *c)
@@ -460,24 +459,17 @@ static void consume(struct conn *c, uint8_t *p, size_t len)
         return;
     size_t rest = len - used;
     if (rest == 0) {
-        free(c->in);
-        c->in = NULL;
-        c->in_len = c->in_cap = 0;
-    } else if (p == c->in) {
-        memmove(c->in, c->in + used, rest);
-        c->in_len = (uint32_t)rest;
+        buf_shrink(&c->in, 0); /* an idle connection holds no input buffer */
+    } else if (p == c->in.p) {
+        memmove(c->in.p, c->in.p + used, rest);
+        c->in.len = (uint32_t)rest;
     } else {
-        uint32_t cap = 4096;
-        while (cap < rest + 4096)
-            cap *= 2;
-        c->in = malloc(cap);
-        if (c->in == NULL) {
+        buf_reset(&c->in);
+        buf_append(&c->in, p + used, rest);
+        if (c->in.oom) {
             conn_abort(c);
             return;
         }
-        memcpy(c->in, p + used, rest);
-        c->in_len = (uint32_t)rest;
-        c->in_cap = cap;
     }
     if (conn_output_full(c))
         pause_input(c);
@@ -490,19 +482,14 @@ static void conn_read(struct conn *c)
     size_t room;
     if (c->paused || c->closed)
         return;
-    if (c->in_len) {
-        if (c->in_cap - c->in_len < 4096) {
-            uint32_t cap = c->in_cap * 2;
-            uint8_t *p = realloc(c->in, cap);
-            if (p == NULL) {
-                conn_abort(c);
-                return;
-            }
-            c->in = p;
-            c->in_cap = cap;
+    if (c->in.len) {
+        /* The parsers' limits bound what is kept; read at least 4 KB more at a time. */
+        if (buf_reserve(&c->in, 4096) != 0) {
+            conn_abort(c);
+            return;
         }
-        dst = c->in + c->in_len;
-        room = c->in_cap - c->in_len;
+        dst = c->in.p + c->in.len;
+        room = c->in.cap - c->in.len;
     } else {
         dst = l->read_buf;
         room = LOOP_READ_BUF;
@@ -515,9 +502,12 @@ static void conn_read(struct conn *c)
         conn_abort(c);
         return;
     }
-    uint8_t *p = c->in_len ? c->in : l->read_buf;
-    size_t len = c->in_len ? c->in_len + (size_t)n : (size_t)n;
-    consume(c, p, len);
+    if (c->in.len) {
+        c->in.len += (uint32_t)n;
+        consume(c, c->in.p, c->in.len);
+    } else {
+        consume(c, l->read_buf, (size_t)n);
+    }
 }
 
 void conn_read_now(struct conn *c)
@@ -527,8 +517,8 @@ void conn_read_now(struct conn *c)
 
 void conn_continue(struct conn *c)
 {
-    if (!c->closed && !c->paused && c->in_len)
-        consume(c, c->in, c->in_len);
+    if (!c->closed && !c->paused && c->in.len)
+        consume(c, c->in.p, c->in.len);
 }
 
 void conn_on_io(uv_poll_t *h, int status, int events)

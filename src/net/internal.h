@@ -31,8 +31,7 @@ struct conn {
     struct conn *dirty_next;
     struct conn *next, *prev; /* loop->conns */
     struct loop *loop;
-    uint8_t *in; /* unconsumed input (partial frame or request), malloc'd, or NULL */
-    uint32_t in_len, in_cap;
+    struct buf in; /* unconsumed input (partial frame or request), empty when none */
     struct outq *out; /* pending output or NULL */
     const struct conn_handler *h;
     void *ud;

@@ -18,10 +18,7 @@ void ws_reader_init(struct ws_reader *r, int client_side)
 
 static void message_reset(struct ws_reader *r)
 {
-    free(r->msg);
-    r->msg = NULL;
-    r->msg_len = 0;
-    r->msg_cap = 0;
+    buf_free(&r->msg);
     r->msg_opcode = 0;
     r->utf8 = WS_UTF8_ACCEPT;
 }
@@ -59,27 +56,16 @@ static int close_payload_check(const uint8_t *p, size_t len)
 }
 
 /* Append one fragment to the message being reassembled. The caller checked that
- * msg_len + len <= limit <= UINT32_MAX. The buffer doubles, capped at the limit, so a
- * message of n bytes costs O(log n) reallocations and never more than the limit. */
+ * msg.len + len <= limit. The buffer doubles, capped at the limit, so a message of n
+ * bytes costs O(log n) reallocations and never more than the limit. */
 static int message_append(struct ws_reader *r, const uint8_t *p, size_t len, uint64_t limit)
 {
     if (len == 0)
         return 0;
-    uint64_t need = (uint64_t)r->msg_len + len;
-    if (need > r->msg_cap) {
-        uint64_t cap = r->msg_cap ? r->msg_cap : 4096;
-        while (cap < need)
-            cap *= 2;
-        if (cap > limit)
-            cap = limit;
-        uint8_t *m = realloc(r->msg, (size_t)cap);
-        if (m == NULL)
-            return -WS_CLOSE_INTERNAL;
-        r->msg = m;
-        r->msg_cap = (uint32_t)cap;
-    }
-    memcpy(r->msg + r->msg_len, p, len);
-    r->msg_len = (uint32_t)need;
+    if (buf_reserve_max(&r->msg, len, (size_t)limit) != 0)
+        return -WS_CLOSE_INTERNAL;
+    memcpy(r->msg.p + r->msg.len, p, len);
+    r->msg.len += (uint32_t)len;
     return 0;
 }
 
@@ -88,8 +74,8 @@ ssize_t ws_reader_feed(struct ws_reader *r, uint8_t *p, size_t len, const struct
 {
     uint64_t max_frame = lim ? lim->max_frame : UINT64_MAX;
     uint64_t max_message = lim ? lim->max_message : UINT64_MAX;
-    /* msg_len is 32 bits: a reassembled message is capped at 4 GiB whatever the limit. */
-    uint64_t max_reassembled = max_message < UINT32_MAX ? max_message : UINT32_MAX;
+    /* A reassembled message lives in a struct buf: at most 2 GiB whatever the limit. */
+    uint64_t max_reassembled = max_message < 0x7fffffff ? max_message : 0x7fffffff;
     size_t off = 0;
 
     while (len - off >= 2) {
@@ -130,7 +116,7 @@ ssize_t ws_reader_feed(struct ws_reader *r, uint8_t *p, size_t len, const struct
          * before we buffer any of it. Control frames are bounded at 125 by §5.5. */
         int fragmented = op == WS_OP_CONT || !fin;
         if (!control) {
-            uint64_t total = (op == WS_OP_CONT ? r->msg_len : 0) + plen;
+            uint64_t total = (op == WS_OP_CONT ? r->msg.len : 0) + plen;
             if (plen > max_frame || total > max_message)
                 return -WS_CLOSE_TOO_BIG;
             if (fragmented && total > max_reassembled)
@@ -174,8 +160,8 @@ ssize_t ws_reader_feed(struct ws_reader *r, uint8_t *p, size_t len, const struct
                 continue;
             if (r->msg_opcode == WS_OP_TEXT && r->utf8 != WS_UTF8_ACCEPT)
                 return -WS_CLOSE_INVALID_DATA; /* ends inside a character */
-            uint8_t *msg = r->msg ? r->msg : empty_message;
-            stop = cb(ud, r->msg_opcode, msg, r->msg_len);
+            uint8_t *msg = r->msg.p ? r->msg.p : empty_message;
+            stop = cb(ud, r->msg_opcode, msg, r->msg.len);
             message_reset(r);
         }
         if (stop)

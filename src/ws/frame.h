@@ -8,6 +8,8 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include "core/buf.h"
+
 enum ws_opcode {
     WS_OP_CONT = 0x0,
     WS_OP_TEXT = 0x1,
@@ -50,9 +52,7 @@ typedef int (*ws_message_cb)(void *ud, int opcode, uint8_t *payload, size_t len)
  * the payload of a fragmented message is kept in msg (malloc'd), freed when the
  * message completes or by ws_reader_free. */
 struct ws_reader {
-    uint8_t *msg; /* fragments of the current message, or NULL */
-    uint32_t msg_len;
-    uint32_t msg_cap;
+    struct buf msg; /* fragments of the current message, empty when none */
     uint32_t utf8;      /* UTF-8 validator state across fragments (ws/utf8.h) */
     uint8_t msg_opcode; /* opcode of the fragmented message in progress, 0 if none */
     uint8_t client;     /* 1: we are the client, frames must be unmasked; 0: server, frames must be

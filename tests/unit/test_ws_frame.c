@@ -322,7 +322,7 @@ TEST(test_ws_frame_chunked_feeding_with_kept_tail_yields_same_messages)
             CHECK(tl == 0 || s.m[k].data[s.m[k].len - 1] == 'a' + i);
             k++;
         }
-        CHECK(r.msg == NULL);
+        CHECK(r.msg.p == NULL);
         sink_free(&s);
         ws_reader_free(&r);
     }
@@ -358,7 +358,7 @@ TEST(test_ws_frame_callback_stop_on_fragmented_message_resets_reassembly)
     struct sink s = {0};
     s.stop_at = 1;
     CHECK_EQ(feed(&r, buf, n + m, &big, &s), n);
-    CHECK(r.msg == NULL);
+    CHECK(r.msg.p == NULL);
     CHECK_EQ(r.msg_opcode, 0);
     CHECK_EQ(feed(&r, buf + n, m, &big, &s), m); /* a new TEXT is legal now */
     CHECK_EQ(s.n, 2);
@@ -530,7 +530,7 @@ TEST(test_ws_frame_reassembles_fragmented_text_with_ping_interleaved)
     CHECK_MEM(s.m[2].data, s.m[2].len, "fragmented");
     /* Reassembled into the reader's buffer, not the input, then freed. */
     CHECK(s.m[2].at < buf || s.m[2].at >= buf + sizeof(buf));
-    CHECK(r.msg == NULL);
+    CHECK(r.msg.p == NULL);
     CHECK_EQ(r.msg_opcode, 0);
     sink_free(&s);
     ws_reader_free(&r);
@@ -595,7 +595,7 @@ TEST(test_ws_frame_reassembles_many_fragments_growing_buffer)
     for (size_t i = 0; i < 100000; i++)
         same &= s.m[0].data[i] == '0' + (i / 100) % 10;
     CHECK(same);
-    CHECK(r.msg == NULL);
+    CHECK(r.msg.p == NULL);
     sink_free(&s);
     ws_reader_free(&r);
     free(buf);
@@ -659,7 +659,7 @@ TEST(test_ws_frame_rejects_fragmented_message_over_max_message_at_fragment_heade
     n += frame(buf + n, FIN | WS_OP_CONT, frag, 50, 1);
     ws_reader_init(&r, 0);
     CHECK_EQ(feed(&r, buf, ok, &lim, &s), ok);
-    CHECK(r.msg_cap <= 250);
+    CHECK(r.msg.cap <= 250);
     CHECK_EQ(feed(&r, buf + ok, n - ok, &lim, &s), n - ok);
     CHECK_EQ(s.n, 1);
     CHECK_EQ(s.m[0].len, 250);
@@ -852,10 +852,10 @@ TEST(test_ws_frame_delivers_close_between_fragments)
     CHECK_EQ(feed(&r, buf, n, &big, &s), n);
     CHECK_EQ(s.n, 1);
     CHECK_EQ(s.m[0].op, WS_OP_CLOSE);
-    CHECK(r.msg != NULL); /* still pending; freed by ws_reader_free (ASan checks) */
+    CHECK(r.msg.p != NULL); /* still pending; freed by ws_reader_free (ASan checks) */
     sink_free(&s);
     ws_reader_free(&r);
-    CHECK(r.msg == NULL);
+    CHECK(r.msg.p == NULL);
 }
 
 int main(void)
