@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <stdint.h>
 #include <unistd.h>
 #include <uv.h>
 
@@ -44,6 +45,36 @@ static void on_tick(struct loop *loop, void *ud)
         s->engine->ops->sweep(s->engine);
         malloc_trim(0);
     }
+}
+
+/* The engine's host: completions of a networked engine run on the loop that asked. */
+static _Thread_local int current_slot = -1;
+
+static void on_loop_start(struct loop *loop, void *ud)
+{
+    current_slot = (int)loop_id(loop);
+}
+
+static int host_current(void *ud)
+{
+    return current_slot;
+}
+
+static void run_posted(struct loop *loop, struct loop_msg *msgs, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        void (*fn)(void *) = (void (*)(void *))(uintptr_t)msgs[i].u64;
+        fn(msgs[i].ptr);
+    }
+}
+
+static int host_post(void *ud, int slot, void (*fn)(void *arg), void *arg)
+{
+    struct server *s = ud;
+    if (slot < 0 || (unsigned)slot >= s->nloops)
+        return -1;
+    struct loop_msg m = {.handle = run_posted, .ptr = arg, .u64 = (uint64_t)(uintptr_t)fn};
+    return loop_post(s->loops[slot], &m);
 }
 
 static void on_loop_exit(struct loop *loop, void *ud)
@@ -94,6 +125,7 @@ static int server_run(const struct config *config)
         .client_queue_max = config->client_queue_max,
         .accept = http_accept,
         .tick = on_tick,
+        .loop_start = on_loop_start,
         .loop_exit = on_loop_exit,
         .ud = &s,
     };
@@ -110,7 +142,8 @@ static int server_run(const struct config *config)
     }
     char err[160];
     struct engine_events ev = hub_engine_events();
-    s.engine = engine_open(config, &ev, err, sizeof(err));
+    struct engine_host host = {host_current, host_post, &s};
+    s.engine = engine_open(config, &ev, &host, err, sizeof(err));
     if (s.engine == NULL) {
         log_error("%s", err);
         net_join_and_free(s.net);
@@ -141,11 +174,12 @@ static int server_run(const struct config *config)
              s.nloops);
     /* The main thread only waits for signals. */
     uv_run(main_loop, UV_RUN_DEFAULT);
-    net_join_and_free(s.net);
+    net_join(s.net);
     uv_close((uv_handle_t *)&sigterm, NULL);
     uv_close((uv_handle_t *)&sigint, NULL);
     uv_run(main_loop, UV_RUN_NOWAIT);
-    engine_close(s.engine);
+    engine_close(s.engine); /* its last completions wait in the loops' inboxes */
+    net_free(s.net);
     hub_shutdown();
     metrics_free();
     log_info("herald stopped");

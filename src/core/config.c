@@ -23,7 +23,7 @@ extern char **environ;
 
 int config_load_json(struct config *c, const uint8_t *p, size_t len, char *err, size_t errlen);
 
-enum key_type { KEY_LISTEN, KEY_STRING, KEY_BOOL, KEY_UINT, KEY_ORIGINS, KEY_ENGINE, KEY_NS };
+enum key_type { KEY_LISTEN, KEY_STRING, KEY_BOOL, KEY_UINT, KEY_LIST, KEY_ENGINE, KEY_NS };
 
 struct key {
     const char *name;
@@ -41,7 +41,14 @@ static const struct key keys[] = {
     {"api_key", KEY_STRING, FIELD(api_key), 0, 0},
     {"allow_anonymous", KEY_BOOL, FIELD(allow_anonymous), 0, 0},
     {"client_publish", KEY_BOOL, FIELD(client_publish), 0, 0},
-    {"allowed_origins", KEY_ORIGINS, 0, 0, 0, 0},
+    /* Lists: offset of the char ** field, min the offset of its count. */
+    {"allowed_origins", KEY_LIST, offsetof(struct config, allowed_origins), 0,
+     offsetof(struct config, n_allowed_origins), 0},
+    {"redis_urls", KEY_LIST, offsetof(struct config, redis_urls), 0,
+     offsetof(struct config, n_redis_urls), 0},
+    {"redis_prefix", KEY_STRING, FIELD(redis_prefix), 0, 0},
+    {"redis_cluster_urls", KEY_LIST, offsetof(struct config, redis_cluster_urls), 0,
+     offsetof(struct config, n_redis_cluster_urls), 0},
     /* Limits keep a typo (an extra zero or three) from turning into unbounded memory. */
     {"max_message_size", KEY_UINT, FIELD(max_message_size), 1, 1u << 30},
     {"max_request_body", KEY_UINT, FIELD(max_request_body), 1, 1u << 30},
@@ -133,6 +140,9 @@ void config_free(struct config *c)
     free_secret(c->token_hmac_secret);
     free_secret(c->api_key);
     free_origins(c->allowed_origins, c->n_allowed_origins);
+    free_origins(c->redis_urls, c->n_redis_urls);
+    free_origins(c->redis_cluster_urls, c->n_redis_cluster_urls);
+    free(c->redis_prefix);
     free(c->namespaces);
     memset(c, 0, sizeof(*c));
 }
@@ -285,51 +295,54 @@ static int set_engine(struct load *l, const struct value *v)
     if (strcmp(s, "memory") == 0)
         strcpy(l->c->engine, s);
     else if (strcmp(s, "redis") == 0)
-        rc = fail(l, "engine: redis is not available in this build yet");
+        strcpy(l->c->engine, s);
     else
-        rc = fail(l, "engine: expected \"memory\"");
+        rc = fail(l, "engine: expected \"memory\" or \"redis\"");
     free(s);
     return rc;
 }
 
-static void replace_origins(struct config *c, char **o, size_t n)
+static void replace_list(struct config *c, const struct key *k, char **o, size_t n)
 {
-    free_origins(c->allowed_origins, c->n_allowed_origins);
-    c->allowed_origins = o;
-    c->n_allowed_origins = n;
+    char ***field = (char ***)((char *)c + k->offset);
+    size_t *count = (size_t *)((char *)c + k->min);
+    free_origins(*field, *count);
+    *field = o;
+    *count = n;
 }
 
-static int origins_from_json(struct load *l, const uint8_t *js, const jsmntok_t *t, int ntok, int i)
+static int list_from_json(struct load *l, const struct key *k, const uint8_t *js,
+                          const jsmntok_t *t, int ntok, int i)
 {
     if (t[i].type != JSMN_ARRAY)
-        return fail(l, "allowed_origins: expected an array of strings");
+        return fail(l, "%s: expected an array of strings", k->name);
     size_t n = (size_t)t[i].size;
     char **o = calloc(n ? n : 1, sizeof(*o));
     if (o == NULL)
-        return fail(l, "allowed_origins: out of memory");
-    int k = i + 1;
+        return fail(l, "%s: out of memory", k->name);
+    int j0 = i + 1;
     for (size_t j = 0; j < n; j++) {
         int bad;
-        o[j] = k < ntok ? tok_strdup(js, &t[k], &bad) : NULL;
+        o[j] = j0 < ntok ? tok_strdup(js, &t[j0], &bad) : NULL;
         if (o[j] == NULL || o[j][0] == '\0') {
             free_origins(o, n);
-            return fail(l, "allowed_origins: expected an array of non-empty strings");
+            return fail(l, "%s: expected an array of non-empty strings", k->name);
         }
-        k = json_skip(t, ntok, k);
+        j0 = json_skip(t, ntok, j0);
     }
-    replace_origins(l->c, o, n);
+    replace_list(l->c, k, o, n);
     return 0;
 }
 
 /* "https://a.example, https://b.example": the form that is easy to write in a shell. */
-static int origins_from_list(struct load *l, const char *s)
+static int list_from_text(struct load *l, const struct key *k, const char *s)
 {
     size_t cap = 1;
     for (const char *q = s; *q; q++)
         cap += *q == ',';
     char **o = calloc(cap, sizeof(*o));
     if (o == NULL)
-        return fail(l, "allowed_origins: out of memory");
+        return fail(l, "%s: out of memory", k->name);
     size_t n = 0;
     const char *p = s;
     for (;;) {
@@ -345,7 +358,7 @@ static int origins_from_list(struct load *l, const char *s)
             o[n] = strndup(a, (size_t)(b - a));
             if (o[n] == NULL) {
                 free_origins(o, n);
-                return fail(l, "allowed_origins: out of memory");
+                return fail(l, "%s: out of memory", k->name);
             }
             n++;
         }
@@ -353,7 +366,7 @@ static int origins_from_list(struct load *l, const char *s)
             break;
         p = end + 1;
     }
-    replace_origins(l->c, o, n);
+    replace_list(l->c, k, o, n);
     return 0;
 }
 
@@ -504,7 +517,7 @@ static int json_text(struct load *l, const struct key *k, const char *s)
     else if (k->type == KEY_NS)
         rc = namespaces_from_json(l, (const uint8_t *)s, t, ntok, 0);
     else
-        rc = origins_from_json(l, (const uint8_t *)s, t, ntok, 0);
+        rc = list_from_json(l, k, (const uint8_t *)s, t, ntok, 0);
     free(t);
     return rc;
 }
@@ -533,13 +546,13 @@ static int set_key(struct load *l, const struct key *k, const struct value *v)
         else
             *(unsigned *)((char *)l->c + k->offset) = (unsigned)u;
         return 0;
-    case KEY_ORIGINS:
+    case KEY_LIST:
         if (v->t != NULL)
-            return origins_from_json(l, v->js, v->t, v->ntok, v->i);
+            return list_from_json(l, k, v->js, v->t, v->ntok, v->i);
         const char *s = v->text;
         while (*s == ' ' || *s == '\t' || *s == '\n')
             s++;
-        return *s == '[' ? json_text(l, k, s) : origins_from_list(l, s);
+        return *s == '[' ? json_text(l, k, s) : list_from_text(l, k, s);
     case KEY_NS:
         if (v->t != NULL)
             return namespaces_from_json(l, v->js, v->t, v->ntok, v->i);
@@ -739,6 +752,19 @@ static int finish(struct load *l)
         l->client_publish_level > l->ns_client_publish_level)
         c->namespaces[0].client_publish = c->client_publish;
     c->client_publish = c->namespaces[0].client_publish;
+    if (c->n_redis_cluster_urls)
+        return fail(l, "redis_cluster_urls: Redis Cluster is not supported by this build yet "
+                       "(use redis_urls: independent instances, channels split by hash)");
+    for (size_t i = 0; i < c->n_redis_urls; i++) {
+        if (strncmp(c->redis_urls[i], "redis://", 8) != 0)
+            return fail(l, "redis_urls: %s: expected redis://[user:password@]host:port[/db]%s",
+                        c->redis_urls[i],
+                        strncmp(c->redis_urls[i], "rediss://", 9) == 0
+                            ? " (rediss://, TLS, is not supported by this build yet)"
+                            : "");
+    }
+    if (strcmp(c->engine, "redis") == 0 && c->n_redis_urls == 0)
+        return fail(l, "redis_urls: engine redis needs at least one redis:// URL");
     return 0;
 }
 

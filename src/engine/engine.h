@@ -151,20 +151,34 @@ struct engine_ops {
     void (*close)(struct engine *e);
 };
 
+/* How an engine that completes later (a networked one) hands a completion to the
+ * thread that asked: given by whoever opens it. The memory engine never needs it. */
+struct engine_host {
+    /* The calling thread's slot (its loop's id), or -1 on a thread that is no loop. */
+    int (*current)(void *ud);
+    /* Run fn(arg) on the thread of slot, soon; from any thread. 0, or -1. */
+    int (*post)(void *ud, int slot, void (*fn)(void *arg), void *arg);
+    void *ud;
+};
+
 struct engine {
     const struct engine_ops *ops;
     struct engine_events events;
+    struct engine_host host;
     void *state;
 };
 
-/* Open the engine the config names ("memory"), delivering to events (copied). Returns
- * NULL with a message in err. */
+/* Open the engine the config names ("memory", "redis"), delivering to events and
+ * completing through host (both copied; host may be NULL for the memory engine).
+ * Returns NULL with a message in err (naming the config key at fault). */
 struct engine *engine_open(const struct config *config, const struct engine_events *events,
-                           char *err, size_t errlen);
+                           const struct engine_host *host, char *err, size_t errlen);
 void engine_close(struct engine *e);
 
-/* The memory engine's constructor (engine_open picks by name). */
+/* The engines' constructors (engine_open picks by name). */
 struct engine *engine_memory_open(const struct config *config, const struct engine_events *events,
                                   char *err, size_t errlen);
+struct engine *engine_redis_open(const struct config *config, const struct engine_events *events,
+                                 const struct engine_host *host, char *err, size_t errlen);
 
 #endif

@@ -761,10 +761,17 @@ struct engine *engine_memory_open(const struct config *config, const struct engi
 }
 
 struct engine *engine_open(const struct config *config, const struct engine_events *events,
-                           char *err, size_t errlen)
+                           const struct engine_host *host, char *err, size_t errlen)
 {
     if (strcmp(config->engine, "memory") == 0)
         return engine_memory_open(config, events, err, errlen);
+    if (strcmp(config->engine, "redis") == 0) {
+        if (host == NULL) {
+            snprintf(err, errlen, "engine: redis needs a host to complete on");
+            return NULL;
+        }
+        return engine_redis_open(config, events, host, err, errlen);
+    }
     snprintf(err, errlen, "engine: %s is not available in this build", config->engine);
     return NULL;
 }

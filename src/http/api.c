@@ -272,6 +272,10 @@ static long rss_bytes(void)
 
 static void api_info(struct call *r)
 {
+    /* Clients before subscriptions: a client that goes meanwhile drops its
+     * subscriptions first, so the two never disagree the other way round. */
+    uint64_t clients = metrics_sum(METRIC_CLIENTS);
+    uint64_t connections = metrics_sum(METRIC_CONNECTIONS);
     uint64_t channels, subs;
     hub_counts(&channels, &subs);
     struct rusage ru;
@@ -287,9 +291,9 @@ static void api_info(struct call *r)
                 ",\"version\":\"0.1.0\",\"num_clients\":%llu,\"num_users\":%llu,"
                 "\"num_channels\":%llu,\"num_subs\":%llu,\"num_connections\":%llu,"
                 "\"uptime\":%llu,\"process\":{\"cpu\":%.3f,\"rss\":%ld}}]}}",
-                (unsigned long long)metrics_sum(METRIC_CLIENTS),
-                (unsigned long long)session_num_users(), (unsigned long long)channels,
-                (unsigned long long)subs, (unsigned long long)metrics_sum(METRIC_CONNECTIONS),
+                (unsigned long long)clients, (unsigned long long)session_num_users(),
+                (unsigned long long)channels, (unsigned long long)subs,
+                (unsigned long long)connections,
                 (unsigned long long)((loop_clock_ms() - ctx.start_ms) / 1000), cpu, rss_bytes());
     finish(r);
 }

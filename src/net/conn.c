@@ -289,9 +289,11 @@ void conn_abort(struct conn *c)
     if (c->next)
         c->next->prev = c->prev;
     metrics_add(l->id, METRIC_CONNECTIONS, -1);
+    /* libuv takes the descriptor out of epoll in uv_close: close it after, or another
+     * loop's accept may already have been given the same number. */
     uv_poll_stop(&c->poll);
-    close(c->fd);
     uv_close((uv_handle_t *)&c->poll, on_closed);
+    close(c->fd);
 }
 
 void conn_on_io(uv_poll_t *h, int status, int events);

@@ -68,6 +68,7 @@ struct loop {
     struct pool conn_pool; /* connection structs (they churn) */
     struct pool outq_pool; /* small outbound queues */
     int shutting_down;
+    int joined;        /* its thread ran and was joined */
     int accept_paused; /* out of descriptors: accepting again at the next tick */
 };
 

@@ -312,6 +312,8 @@ static void on_shutdown(struct loop *l, struct loop_msg *msgs, size_t n)
 static void *loop_thread(void *arg)
 {
     struct loop *l = arg;
+    if (l->net->cfg.loop_start)
+        l->net->cfg.loop_start(l, l->net->cfg.ud);
     uv_run(&l->uv, UV_RUN_DEFAULT);
     /* Drain handles closed in the last iteration. */
     uv_run(&l->uv, UV_RUN_NOWAIT);
@@ -418,14 +420,38 @@ void net_stop(struct net *net)
     }
 }
 
-void net_join_and_free(struct net *net)
+void net_join(struct net *net)
 {
-    for (unsigned i = 0; i < net->nloops; i++)
-        if (net->loops[i]->thread)
+    for (unsigned i = 0; i < net->nloops; i++) {
+        if (net->loops[i]->thread) {
             pthread_join(net->loops[i]->thread, NULL);
+            net->loops[i]->joined = 1;
+        }
+    }
+}
+
+void net_free(struct net *net)
+{
     for (unsigned i = 0; i < net->nloops; i++) {
         struct loop *l = net->loops[i];
-        if (!l->thread) {
+        /* What was posted after the loop ended (an engine's late completions). */
+        for (;;) {
+            struct loop_msg *batch = l->inbox;
+            size_t n = l->inbox_len;
+            l->inbox = NULL;
+            l->inbox_len = l->inbox_cap = 0;
+            if (n == 0) {
+                free(batch);
+                break;
+            }
+            for (size_t k = 0; k < n; k++)
+                batch[k].handle(l, &batch[k], 1);
+            free(batch);
+        }
+    }
+    for (unsigned i = 0; i < net->nloops; i++) {
+        struct loop *l = net->loops[i];
+        if (!l->joined) {
             /* never ran: close what loop_new opened */
             uv_close((uv_handle_t *)&l->listen_poll, NULL);
             uv_close((uv_handle_t *)&l->tick, NULL);
@@ -439,4 +465,10 @@ void net_join_and_free(struct net *net)
         loop_free(l);
     }
     free(net);
+}
+
+void net_join_and_free(struct net *net)
+{
+    net_join(net);
+    net_free(net);
 }

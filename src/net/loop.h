@@ -73,6 +73,8 @@ struct net_config {
     void (*accept)(struct conn *c, void *ud);
     /* About once a second on every loop thread (housekeeping). May be NULL. */
     void (*tick)(struct loop *loop, void *ud);
+    /* On each loop thread as it starts (per-thread state). May be NULL. */
+    void (*loop_start)(struct loop *loop, void *ud);
     /* On each loop thread just before it ends (free per-thread state). May be NULL. */
     void (*loop_exit)(struct loop *loop, void *ud);
     void *ud;
@@ -87,7 +89,12 @@ int net_run(struct net *net);
 /* Any thread: stop accepting, ask every connection to close (its handler's shutdown),
  * and end each loop once its connections are gone or after a few seconds. */
 void net_stop(struct net *net);
-/* Wait for every loop thread to end, then free everything. */
+/* Wait for every loop thread to end. */
+void net_join(struct net *net);
+/* Free everything (after net_join): messages still in the inboxes are run first, on the
+ * calling thread, so that what they own is released. */
+void net_free(struct net *net);
+/* Both. */
 void net_join_and_free(struct net *net);
 
 #endif

@@ -49,7 +49,7 @@ static void setup(void)
     struct hub_callbacks hc = {proto_push_publication, proto_push_join_leave, session_slow};
     hub_init(1, &lp, config.max_channels, &hc);
     struct engine_events ev = hub_engine_events();
-    struct engine *e = engine_open(&config, &ev, err, sizeof(err));
+    struct engine *e = engine_open(&config, &ev, NULL, err, sizeof(err));
     if (e == NULL)
         abort();
     hub_set_engine(e);

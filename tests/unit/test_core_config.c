@@ -349,15 +349,31 @@ TEST(test_config_bad_bools_and_strings_are_refused_naming_the_key)
     CHECK(has("unexpected argument \"listen\""));
 }
 
-TEST(test_config_engine_accepts_memory_only)
+TEST(test_config_engine_is_memory_or_redis_with_urls)
 {
     struct config c;
     clear_env();
     CHECK_EQ(load(&c, "--engine", "redis", NULL), -1);
-    CHECK(has("engine: redis is not available in this build yet"));
+    CHECK(has("redis_urls: engine redis needs at least one redis:// URL"));
     CHECK_EQ(load_file(&c, "{\"engine\": \"nats\"}"), -1);
-    CHECK(has("engine: expected \"memory\""));
+    CHECK(has("engine: expected \"memory\" or \"redis\""));
     CHECK_EQ(load(&c, "--engine", "memory", NULL), 0);
+    config_free(&c);
+    CHECK_EQ(load(&c, "--engine", "redis", "--redis_urls",
+                  "redis://127.0.0.1:6379, redis://u:p@127.0.0.1:6380/2", NULL),
+             0);
+    CHECK_EQ(c.n_redis_urls, 2);
+    if (c.n_redis_urls == 2)
+        CHECK(strcmp(c.redis_urls[1], "redis://u:p@127.0.0.1:6380/2") == 0);
+    config_free(&c);
+    CHECK_EQ(load_file(&c, "{\"engine\":\"redis\",\"redis_urls\":[\"rediss://h:1\"]}"), -1);
+    CHECK(has("rediss://, TLS, is not supported by this build yet"));
+    CHECK_EQ(load_file(&c, "{\"engine\":\"redis\",\"redis_urls\":[\"http://h:1\"]}"), -1);
+    CHECK(has("redis_urls: http://h:1: expected redis://"));
+    CHECK_EQ(load_file(&c, "{\"redis_cluster_urls\":[\"redis://h:1\"]}"), -1);
+    CHECK(has("redis_cluster_urls: Redis Cluster is not supported by this build yet"));
+    CHECK_EQ(load_file(&c, "{\"redis_prefix\":\"app1\",\"redis_urls\":[\"redis://h:1\"]}"), 0);
+    CHECK(c.redis_prefix && strcmp(c.redis_prefix, "app1") == 0);
     config_free(&c);
 }
 
@@ -580,7 +596,7 @@ int main(void)
     RUN(test_config_bad_listen_values_are_refused);
     RUN(test_config_bad_numbers_are_refused_naming_the_key);
     RUN(test_config_bad_bools_and_strings_are_refused_naming_the_key);
-    RUN(test_config_engine_accepts_memory_only);
+    RUN(test_config_engine_is_memory_or_redis_with_urls);
     RUN(test_config_file_errors_are_reported);
     RUN(test_config_herald_config_env_names_the_file);
     RUN(test_config_namespaces_are_parsed_with_default_first);

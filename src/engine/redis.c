@@ -1,0 +1,1597 @@
+/* The Redis engine (see engine.h): channels, history and presence in Redis, shared by
+ * every herald node that names the same Redis and redis_prefix.
+ *
+ * One engine thread owns every Redis connection: per shard (one per redis_urls entry,
+ * a channel's shard picked by a jump consistent hash of its name) a command connection,
+ * pipelined, and a pub/sub connection on which this node subscribes once per channel
+ * that has local subscribers. Requests from the loops come through a mutex-guarded
+ * queue and a uv_async wake-up; completions go back to the asking loop through the
+ * engine host. Owning all Redis state on one thread keeps it free of locks, and keeps
+ * a channel's deliveries and the reads of a subscribe in one order: while a subscribe
+ * reads the stream position (and what the client missed), the channel's pub/sub
+ * messages are held back and delivered after it, so that nothing is missed or sent
+ * twice. (A departure from "hiredis on every loop": one thread makes the merge exact.)
+ *
+ * The connections speak RESP with hiredis' reader (redisReader, redisFormatCommandArgv)
+ * over libuv TCP handles of our own: no blocking call, and the socket layer is ours.
+ * Publishing is one Lua script per publication (offset, stream, TTLs, epoch,
+ * idempotency key, pub/sub message); a channel's keys share the hash tag {channel}. */
+#include <netdb.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <uv.h>
+
+#include <hiredis/hiredis.h>
+
+#include "core/config.h"
+#include "core/log.h"
+#include "core/rand.h"
+#include "core/table.h"
+#include "engine/engine.h"
+
+#define RETRY_MIN_MS 100
+#define RETRY_MAX_MS 5000
+#define META_TTL_SEC (30 * 24 * 3600) /* a stream's epoch and offset, as Centrifugo's default */
+#define IDEMPOTENCY_TTL_SEC 300
+
+/* KEYS: stream, meta, idempotency key. ARGV: history_size, history_ttl, data, info, epoch
+ * candidate, pub/sub channel, use idempotency ('1'/'0'), meta ttl. Returns {offset, epoch}. */
+static const char publish_lua[] =
+    "if ARGV[7] == '1' then local p = redis.call('get', KEYS[3]) "
+    "if p then local s = string.find(p, ' ') "
+    "return {tonumber(string.sub(p, 1, s - 1)), string.sub(p, s + 1)} end end "
+    "local size, offset, epoch = tonumber(ARGV[1]), 0, '' "
+    "if size > 0 then epoch = redis.call('hget', KEYS[2], 'e') "
+    "if not epoch then epoch = ARGV[5] redis.call('hset', KEYS[2], 'e', epoch) end "
+    "offset = redis.call('hincrby', KEYS[2], 'o', 1) "
+    "local t = redis.call('time') "
+    "redis.call('xadd', KEYS[1], 'MAXLEN', size, '0-' .. offset, 'd', ARGV[3], 'i', ARGV[4], "
+    "'t', t[1] * 1000 + math.floor(t[2] / 1000)) "
+    "redis.call('expire', KEYS[1], ARGV[2]) redis.call('expire', KEYS[2], ARGV[8]) end "
+    "redis.call('publish', ARGV[6], 'p' .. offset .. ' ' .. #ARGV[4] .. ' ' .. ARGV[4] .. ARGV[3]) "
+    "if ARGV[7] == '1' then redis.call('set', KEYS[3], offset .. ' ' .. epoch, 'EX', 300) end "
+    "return {offset, epoch}";
+
+/* KEYS: stream, meta. ARGV: history_ttl (s), epoch candidate, limit (-1 all), since
+ * (-1 none), reverse ('1'/'0'), meta ttl. Returns {epoch, top, {offset, data, info}...}. */
+static const char history_lua[] =
+    "local epoch = redis.call('hget', KEYS[2], 'e') "
+    "if not epoch then epoch = ARGV[2] redis.call('hset', KEYS[2], 'e', epoch) "
+    "redis.call('expire', KEYS[2], ARGV[6]) end "
+    "local top = tonumber(redis.call('hget', KEYS[2], 'o') or '0') "
+    "local out = {epoch, top} local limit, since = tonumber(ARGV[3]), tonumber(ARGV[4]) "
+    "if limit == 0 then return out end "
+    "local t = redis.call('time') local now = t[1] * 1000 + math.floor(t[2] / 1000) "
+    "local ttl = tonumber(ARGV[1]) * 1000 local e "
+    "if ARGV[5] == '1' then e = redis.call('xrevrange', KEYS[1], "
+    "since >= 0 and ('(0-' .. since) or '+', '-') "
+    "else e = redis.call('xrange', KEYS[1], since >= 0 and ('(0-' .. since) or '-', '+') end "
+    "local n = 0 for _, x in ipairs(e) do local f = x[2] local ts = 0 local d, i = '', '' "
+    "for k = 1, #f, 2 do if f[k] == 'd' then d = f[k + 1] elseif f[k] == 'i' then i = f[k + 1] "
+    "elseif f[k] == 't' then ts = tonumber(f[k + 1]) end end "
+    "if ttl == 0 or ts + ttl > now then "
+    "if limit > 0 and n >= limit then break end n = n + 1 "
+    "table.insert(out, tonumber(string.sub(x[1], 3))) table.insert(out, d) "
+    "table.insert(out, i) end end return out";
+
+/* KEYS: presence, users. ARGV: client, user, info, join ('1'), pub/sub channel, presence
+ * ('1'), ttl. Members are stored as "<user length>:<user><info>". */
+static const char presence_add_lua[] =
+    "if ARGV[6] == '1' then "
+    "if redis.call('hset', KEYS[1], ARGV[1], #ARGV[2] .. ':' .. ARGV[2] .. ARGV[3]) == 1 then "
+    "redis.call('hincrby', KEYS[2], ARGV[2], 1) end "
+    "redis.call('expire', KEYS[1], ARGV[7]) redis.call('expire', KEYS[2], ARGV[7]) end "
+    "if ARGV[4] == '1' then redis.call('publish', ARGV[5], 'j' .. ARGV[3]) end return 1";
+
+/* KEYS: presence, users. ARGV: client, leave ('1'), pub/sub channel, info. */
+static const char presence_remove_lua[] =
+    "local v = redis.call('hget', KEYS[1], ARGV[1]) "
+    "if v then redis.call('hdel', KEYS[1], ARGV[1]) local c = string.find(v, ':') "
+    "local u = string.sub(v, c + 1, c + tonumber(string.sub(v, 1, c - 1))) "
+    "if redis.call('hincrby', KEYS[2], u, -1) <= 0 then redis.call('hdel', KEYS[2], u) end end "
+    "if ARGV[2] == '1' then redis.call('publish', ARGV[3], 'l' .. ARGV[4]) end return 1";
+
+enum script { SCRIPT_PUBLISH, SCRIPT_HISTORY, SCRIPT_PRESENCE_ADD, SCRIPT_PRESENCE_REMOVE, NSCRIPTS };
+static const char *const scripts[NSCRIPTS] = {publish_lua, history_lua, presence_add_lua,
+                                              presence_remove_lua};
+
+struct redis;
+struct rconn;
+
+/* A command awaiting its reply, in the order sent. */
+struct pending {
+    struct pending *next;
+    void (*done)(struct redis *r, void *arg, redisReply *reply); /* reply NULL: connection lost */
+    void *arg;
+};
+
+/* One RESP connection (command or pub/sub) of a shard, on the engine thread. */
+struct rconn {
+    struct redis *r;
+    struct shard *sh;
+    int pubsub;
+    uv_tcp_t tcp;
+    uv_connect_t creq;
+    uv_timer_t retry;
+    redisReader *reader;
+    int up, connecting, closing;
+    unsigned backoff_ms;
+    struct pending *head, *tail;
+    char *outbox; /* commands formatted while down, sent on connect */
+    size_t outbox_len;
+};
+
+struct shard {
+    struct sockaddr_storage addr;
+    char *user, *password;
+    int db;
+    struct rconn cmd, sub;
+    char sha[NSCRIPTS][41];
+};
+
+/* A channel this node follows on pub/sub: its local subscribe calls, and the deliveries
+ * held back while a subscribe reads the stream. */
+struct held {
+    struct held *next;
+    size_t len;
+    char msg[];
+};
+
+struct rchan {
+    struct table_node node;
+    uint32_t refs;
+    uint8_t subscribed; /* SUBSCRIBE confirmed */
+    uint32_t reading;   /* subscribes reading the stream: deliveries held meanwhile */
+    struct held *held, **held_tail;
+    struct request *waiting; /* subscribes waiting for the SUBSCRIBE confirmation */
+    uint16_t name_len;
+    uint8_t name[];
+};
+
+/* A request from a loop, with copies of everything it needs. */
+enum req_kind {
+    REQ_PUBLISH,
+    REQ_HISTORY,
+    REQ_HISTORY_REMOVE,
+    REQ_SUBSCRIBE,
+    REQ_UNSUBSCRIBE,
+    REQ_PRESENCE_ADD,
+    REQ_PRESENCE_REMOVE,
+    REQ_PRESENCE,
+    REQ_PRESENCE_STATS,
+};
+
+struct request {
+    struct request *next;
+    enum req_kind kind;
+    int slot;
+    void *cb, *ud;
+    struct engine_stream_opts opts;
+    struct engine_history_query q; /* since_epoch points into bytes */
+    struct engine_recovery rec;    /* epoch points into bytes */
+    int flag_a, flag_b;            /* presence, join_leave */
+    /* results */
+    int status;
+    struct engine_pos pos;
+    int recovered;
+    size_t n;
+    void *items;       /* engine_pub[] or engine_presence[] */
+    redisReply *reply; /* kept for the pubs' bytes */
+    uint64_t num_a, num_b;
+    /* copied arguments: channel, then the others, NUL-separated */
+    size_t ch_len, a_len, b_len, c_len, d_len;
+    char *ch, *a, *b, *c, *d;
+    char bytes[];
+};
+
+struct redis {
+    struct engine e;
+    char *prefix;
+    unsigned nshards;
+    struct shard *shards;
+    uv_loop_t loop;
+    uv_async_t wake;
+    pthread_t thread;
+    pthread_mutex_t lock; /* the request queue, and chans for channels() */
+    struct request *queue, **queue_tail;
+    int stopping;
+    struct table chans; /* struct rchan, under lock when changed */
+};
+
+static struct redis *of(struct engine *e)
+{
+    return (struct redis *)e;
+}
+
+/* ---- keys ---- */
+
+/* prefix:{channel}:suffix into buf (malloc'd); *len its length. */
+static char *key(const struct redis *r, const char *ch, size_t len, const char *suffix,
+                 const char *extra, size_t extra_len, size_t *out_len)
+{
+    size_t n = strlen(r->prefix) + len + strlen(suffix) + extra_len + 8;
+    char *k = malloc(n);
+    if (k == NULL)
+        return NULL;
+    int w = snprintf(k, n, "%s:{", r->prefix);
+    memcpy(k + w, ch, len);
+    w += (int)len;
+    w += snprintf(k + w, n - (size_t)w, "}:%s", suffix);
+    if (extra_len) {
+        memcpy(k + w, extra, extra_len);
+        w += (int)extra_len;
+    }
+    k[w] = 0;
+    *out_len = (size_t)w;
+    return k;
+}
+
+/* Jump consistent hash (Lamping and Veach, 2014): adding a shard moves 1/n of the
+ * channels. */
+static unsigned shard_of(const struct redis *r, const char *ch, size_t len)
+{
+    uint64_t k = table_hash(ch, len);
+    int64_t b = -1, j = 0;
+    while (j < (int64_t)r->nshards) {
+        b = j;
+        k = k * 2862933555777941757ULL + 1;
+        j = (int64_t)((double)(b + 1) * ((double)(1LL << 31) / (double)((k >> 33) + 1)));
+    }
+    return (unsigned)b;
+}
+
+/* ---- connections ---- */
+
+static void conn_start(struct rconn *c);
+
+static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+{
+    static _Thread_local char chunk[64 * 1024];
+    buf->base = chunk;
+    buf->len = sizeof(chunk);
+}
+
+static void on_written(uv_write_t *w, int status)
+{
+    free(w->data);
+    free(w);
+}
+
+/* Send a formatted command (taking cmd), its reply to done(r, arg, reply). */
+static void send_raw(struct rconn *c, char *cmd, size_t len)
+{
+    if (!c->up) {
+        char *o = realloc(c->outbox, c->outbox_len + len);
+        if (o) {
+            memcpy(o + c->outbox_len, cmd, len);
+            c->outbox = o;
+            c->outbox_len += len;
+        }
+        free(cmd);
+        return;
+    }
+    uv_write_t *w = malloc(sizeof(*w));
+    if (w == NULL) {
+        free(cmd);
+        return;
+    }
+    w->data = cmd;
+    uv_buf_t b = uv_buf_init(cmd, (unsigned)len);
+    if (uv_write(w, (uv_stream_t *)&c->tcp, &b, 1, on_written) != 0) {
+        free(cmd);
+        free(w);
+    }
+}
+
+static void expect(struct rconn *c, void (*done)(struct redis *, void *, redisReply *), void *arg)
+{
+    struct pending *p = malloc(sizeof(*p));
+    if (p == NULL) {
+        done(c->r, arg, NULL);
+        return;
+    }
+    p->next = NULL;
+    p->done = done;
+    p->arg = arg;
+    if (c->tail)
+        c->tail->next = p;
+    else
+        c->head = p;
+    c->tail = p;
+}
+
+/* Send argv[0..argc) with its reply to done (NULL: no reply expected, pub/sub). */
+static void command(struct rconn *c, int argc, const char **argv, const size_t *lens,
+                    void (*done)(struct redis *, void *, redisReply *), void *arg)
+{
+    char *cmd;
+    int len = redisFormatCommandArgv(&cmd, argc, argv, lens);
+    if (len < 0) {
+        if (done)
+            done(c->r, arg, NULL);
+        return;
+    }
+    if (done)
+        expect(c, done, arg);
+    send_raw(c, cmd, (size_t)len);
+}
+
+static void fail_pending(struct rconn *c)
+{
+    struct pending *p = c->head;
+    c->head = c->tail = NULL;
+    while (p) {
+        struct pending *next = p->next;
+        p->done(c->r, p->arg, NULL);
+        free(p);
+        p = next;
+    }
+}
+
+static void on_retry(uv_timer_t *t)
+{
+    conn_start(t->data);
+}
+
+static void on_tcp_closed(uv_handle_t *h)
+{
+    struct rconn *c = h->data;
+    if (c->closing || c->r->stopping)
+        return;
+    /* Capped, jittered backoff. */
+    unsigned ms = c->backoff_ms ? c->backoff_ms * 2 : RETRY_MIN_MS;
+    if (ms > RETRY_MAX_MS)
+        ms = RETRY_MAX_MS;
+    c->backoff_ms = ms;
+    char hex[9];
+    rand_hex(hex, 4);
+    uint32_t jitter = (uint32_t)strtoul(hex, NULL, 16);
+    uv_timer_start(&c->retry, on_retry, ms / 2 + jitter % (ms / 2 + 1), 0);
+}
+
+static void resubscribe(struct redis *r, struct shard *sh);
+
+static void conn_lost(struct rconn *c)
+{
+    if (c->up || c->connecting)
+        log_warn("redis: connection lost; reconnecting");
+    c->up = c->connecting = 0;
+    if (c->reader) {
+        redisReaderFree(c->reader);
+        c->reader = NULL;
+    }
+    fail_pending(c);
+    if (!uv_is_closing((uv_handle_t *)&c->tcp))
+        uv_close((uv_handle_t *)&c->tcp, on_tcp_closed);
+}
+
+static void on_pubsub(struct redis *r, struct shard *sh, redisReply *m);
+static void on_subscribed(struct redis *r, const char *name, size_t len);
+
+static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
+{
+    struct rconn *c = s->data;
+    if (n < 0) {
+        conn_lost(c);
+        return;
+    }
+    if (n == 0)
+        return;
+    if (redisReaderFeed(c->reader, buf->base, (size_t)n) != REDIS_OK) {
+        conn_lost(c);
+        return;
+    }
+    for (;;) {
+        void *reply = NULL;
+        if (redisReaderGetReply(c->reader, &reply) != REDIS_OK) {
+            conn_lost(c);
+            return;
+        }
+        if (reply == NULL)
+            return;
+        redisReply *rep = reply;
+        if (c->pubsub && rep->type == REDIS_REPLY_ARRAY && rep->elements >= 3 &&
+            rep->element[0]->type == REDIS_REPLY_STRING &&
+            strcmp(rep->element[0]->str, "message") == 0) {
+            on_pubsub(c->r, c->sh, rep);
+            freeReplyObject(rep);
+            continue;
+        }
+        if (c->pubsub && rep->type == REDIS_REPLY_ARRAY && rep->elements >= 3 &&
+            rep->element[0]->type == REDIS_REPLY_STRING &&
+            (strcmp(rep->element[0]->str, "subscribe") == 0 ||
+             strcmp(rep->element[0]->str, "unsubscribe") == 0)) {
+            if (rep->element[0]->str[0] == 's' && rep->element[1]->type == REDIS_REPLY_STRING)
+                on_subscribed(c->r, rep->element[1]->str, rep->element[1]->len);
+            freeReplyObject(rep);
+            continue;
+        }
+        struct pending *p = c->head;
+        if (p) {
+            c->head = p->next;
+            if (c->head == NULL)
+                c->tail = NULL;
+            p->done(c->r, p->arg, rep);
+            free(p);
+        }
+        freeReplyObject(rep);
+        if (c->reader == NULL)
+            return; /* the callback lost the connection */
+    }
+}
+
+static void ignore_reply(struct redis *r, void *arg, redisReply *reply)
+{
+    if (reply && reply->type == REDIS_REPLY_ERROR)
+        log_warn("redis: %s", reply->str);
+}
+
+static void on_script_loaded(struct redis *r, void *arg, redisReply *reply)
+{
+    char *sha = arg;
+    if (reply && reply->type == REDIS_REPLY_STRING && reply->len == 40)
+        memcpy(sha, reply->str, 41);
+    else if (reply)
+        log_warn("redis: SCRIPT LOAD: %s", reply->type == REDIS_REPLY_ERROR ? reply->str : "?");
+}
+
+static void on_connected(uv_connect_t *req, int status)
+{
+    struct rconn *c = req->data;
+    c->connecting = 0;
+    if (status != 0) {
+        conn_lost(c);
+        return;
+    }
+    c->reader = redisReaderCreate();
+    if (c->reader == NULL) {
+        conn_lost(c);
+        return;
+    }
+    int one = 1;
+    uv_tcp_nodelay(&c->tcp, one);
+    uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
+    c->up = 1;
+    c->backoff_ms = 0;
+    struct shard *sh = c->sh;
+    /* Before anything queued: AUTH, SELECT, the scripts. */
+    char *held = c->outbox;
+    size_t held_len = c->outbox_len;
+    c->outbox = NULL;
+    c->outbox_len = 0;
+    struct pending *queued = c->head, *queued_tail = c->tail;
+    c->head = c->tail = NULL;
+    if (sh->password) {
+        const char *argv[3] = {"AUTH", sh->user ? sh->user : sh->password, sh->password};
+        size_t lens[3] = {4, strlen(argv[1]), strlen(sh->password)};
+        command(c, sh->user ? 3 : 2, argv, lens, ignore_reply, NULL);
+    }
+    if (sh->db) {
+        char db[16];
+        snprintf(db, sizeof(db), "%d", sh->db);
+        const char *argv[2] = {"SELECT", db};
+        size_t lens[2] = {6, strlen(db)};
+        command(c, 2, argv, lens, ignore_reply, NULL);
+    }
+    if (!c->pubsub) {
+        for (int i = 0; i < NSCRIPTS; i++) {
+            const char *argv[3] = {"SCRIPT", "LOAD", scripts[i]};
+            size_t lens[3] = {6, 4, strlen(scripts[i])};
+            command(c, 3, argv, lens, on_script_loaded, sh->sha[i]);
+        }
+    }
+    /* then what was waiting, in order */
+    if (queued) {
+        if (c->tail)
+            c->tail->next = queued;
+        else
+            c->head = queued;
+        c->tail = queued_tail;
+    }
+    if (held) {
+        send_raw(c, held, held_len);
+    }
+    if (c->pubsub)
+        resubscribe(c->r, sh);
+}
+
+static void conn_start(struct rconn *c)
+{
+    if (c->r->stopping)
+        return;
+    uv_tcp_init(&c->r->loop, &c->tcp);
+    c->tcp.data = c;
+    c->creq.data = c;
+    c->connecting = 1;
+    if (uv_tcp_connect(&c->creq, &c->tcp, (const struct sockaddr *)&c->sh->addr, on_connected) !=
+        0) {
+        c->connecting = 0;
+        uv_close((uv_handle_t *)&c->tcp, on_tcp_closed);
+    }
+}
+
+/* ---- completing on the asking loop ---- */
+
+static void complete(void *arg);
+
+static void finish(struct redis *r, struct request *q)
+{
+    if (r->e.host.post(r->e.host.ud, q->slot, complete, q) != 0)
+        complete(q); /* no loop to go back to (shutting down): answer here */
+}
+
+static void request_free(struct request *q)
+{
+    if (q->reply)
+        freeReplyObject(q->reply);
+    free(q->items);
+    free(q);
+}
+
+static void complete(void *arg)
+{
+    struct request *q = arg;
+    switch (q->kind) {
+    case REQ_PUBLISH:
+        ((engine_publish_cb)q->cb)(q->ud, q->status, &q->pos);
+        break;
+    case REQ_HISTORY:
+        ((engine_history_cb)q->cb)(q->ud, q->status, &q->pos, q->items, q->n);
+        break;
+    case REQ_SUBSCRIBE:
+        ((engine_subscribe_cb)q->cb)(q->ud, q->status, &q->pos, q->recovered, q->items, q->n);
+        break;
+    case REQ_PRESENCE:
+        ((engine_presence_cb)q->cb)(q->ud, q->status, q->items, q->n);
+        break;
+    case REQ_PRESENCE_STATS:
+        ((engine_stats_cb)q->cb)(q->ud, q->status, q->num_a, q->num_b);
+        break;
+    case REQ_HISTORY_REMOVE:
+    case REQ_PRESENCE_ADD:
+        if (q->cb)
+            ((engine_done_cb)q->cb)(q->ud, q->status);
+        break;
+    default:
+        break;
+    }
+    request_free(q);
+}
+
+/* ---- requests ---- */
+
+static struct request *request_new(struct redis *r, enum req_kind kind, const uint8_t *ch,
+                                   size_t ch_len, const void *a, size_t a_len, const void *b,
+                                   size_t b_len, const void *c, size_t c_len, const void *d,
+                                   size_t d_len, void *cb, void *ud)
+{
+    struct request *q = calloc(1, sizeof(*q) + ch_len + a_len + b_len + c_len + d_len + 5);
+    if (q == NULL)
+        return NULL;
+    q->kind = kind;
+    q->slot = r->e.host.current(r->e.host.ud);
+    q->cb = cb;
+    q->ud = ud;
+    char *w = q->bytes;
+#define COPY(field, src, n)                                                                        \
+    q->field = w;                                                                                  \
+    q->field##_len = n;                                                                            \
+    if (n)                                                                                         \
+        memcpy(w, src, n);                                                                         \
+    w += n;                                                                                        \
+    *w++ = 0;
+    COPY(ch, ch, ch_len)
+    COPY(a, a, a_len)
+    COPY(b, b, b_len)
+    COPY(c, c, c_len)
+    COPY(d, d, d_len)
+#undef COPY
+    return q;
+}
+
+static void submit(struct redis *r, struct request *q)
+{
+    pthread_mutex_lock(&r->lock);
+    q->next = NULL;
+    *r->queue_tail = q;
+    r->queue_tail = &q->next;
+    pthread_mutex_unlock(&r->lock);
+    uv_async_send(&r->wake);
+}
+
+static void evalsha(struct redis *r, struct shard *sh, enum script s, int nkeys, int argc,
+                    const char **argv, const size_t *lens,
+                    void (*done)(struct redis *, void *, redisReply *), void *arg)
+{
+    /* EVALSHA sha nkeys keys... args... ; the script text when the SHA is unknown yet. */
+    const char *av[24];
+    size_t al[24];
+    char nk[8];
+    snprintf(nk, sizeof(nk), "%d", nkeys);
+    int known = sh->sha[s][0] != 0;
+    av[0] = known ? "EVALSHA" : "EVAL";
+    al[0] = strlen(av[0]);
+    av[1] = known ? sh->sha[s] : scripts[s];
+    al[1] = strlen(av[1]);
+    av[2] = nk;
+    al[2] = strlen(nk);
+    for (int i = 0; i < argc && i < 21; i++) {
+        av[3 + i] = argv[i];
+        al[3 + i] = lens[i];
+    }
+    command(&sh->cmd, 3 + argc, av, al, done, arg);
+}
+
+static int reply_error(redisReply *reply)
+{
+    return reply == NULL || reply->type == REDIS_REPLY_ERROR;
+}
+
+static void log_reply_error(redisReply *reply)
+{
+    if (reply && reply->type == REDIS_REPLY_ERROR)
+        log_warn("redis: %s", reply->str);
+}
+
+static long long reply_int(const redisReply *x)
+{
+    if (x->type == REDIS_REPLY_INTEGER)
+        return x->integer;
+    if (x->type == REDIS_REPLY_STRING)
+        return strtoll(x->str, NULL, 10);
+    return 0;
+}
+
+/* -- publish -- */
+
+static void on_published(struct redis *r, void *arg, redisReply *reply)
+{
+    struct request *q = arg;
+    if (reply_error(reply) || reply->type != REDIS_REPLY_ARRAY || reply->elements != 2) {
+        log_reply_error(reply);
+        q->status = ENGINE_ERR_INTERNAL;
+    } else {
+        q->pos.offset = (uint64_t)reply_int(reply->element[0]);
+        snprintf(q->pos.epoch, sizeof(q->pos.epoch), "%s",
+                 reply->element[1]->type == REDIS_REPLY_STRING ? reply->element[1]->str : "");
+    }
+    finish(r, q);
+}
+
+static void on_published_plain(struct redis *r, void *arg, redisReply *reply)
+{
+    struct request *q = arg;
+    if (reply_error(reply)) {
+        log_reply_error(reply);
+        q->status = ENGINE_ERR_INTERNAL;
+    }
+    finish(r, q);
+}
+
+static void do_publish(struct redis *r, struct request *q)
+{
+    struct shard *sh = &r->shards[shard_of(r, q->ch, q->ch_len)];
+    size_t cl;
+    char *pubch = key(r, q->ch, q->ch_len, "c", NULL, 0, &cl);
+    if (q->opts.history_size == 0 && q->c_len == 0) {
+        /* No stream, no key: one PUBLISH. */
+        size_t ml = q->a_len + q->b_len + 32;
+        char *msg = malloc(ml);
+        if (pubch == NULL || msg == NULL) {
+            free(pubch);
+            free(msg);
+            q->status = ENGINE_ERR_INTERNAL;
+            finish(r, q);
+            return;
+        }
+        int h = snprintf(msg, ml, "p0 %zu ", q->b_len);
+        memcpy(msg + h, q->b, q->b_len);
+        memcpy(msg + h + q->b_len, q->a, q->a_len);
+        const char *argv[3] = {"PUBLISH", pubch, msg};
+        size_t lens[3] = {7, cl, (size_t)h + q->b_len + q->a_len};
+        command(&sh->cmd, 3, argv, lens, on_published_plain, q);
+        free(pubch);
+        free(msg);
+        return;
+    }
+    size_t sl, ml, il;
+    char *stream = key(r, q->ch, q->ch_len, "s", NULL, 0, &sl);
+    char *meta = key(r, q->ch, q->ch_len, "m", NULL, 0, &ml);
+    char *idem = key(r, q->ch, q->ch_len, "i:", q->c, q->c_len, &il);
+    char size[16], ttl[16], mttl[16], epoch[ENGINE_EPOCH_LEN + 1];
+    snprintf(size, sizeof(size), "%u", q->opts.history_size);
+    snprintf(ttl, sizeof(ttl), "%u", q->opts.history_ttl ? q->opts.history_ttl : 1);
+    snprintf(mttl, sizeof(mttl), "%u", META_TTL_SEC);
+    rand_hex(epoch, ENGINE_EPOCH_LEN / 2);
+    if (stream == NULL || meta == NULL || idem == NULL || pubch == NULL) {
+        q->status = ENGINE_ERR_INTERNAL;
+        finish(r, q);
+    } else {
+        const char *argv[11] = {stream, meta, idem, size, ttl, q->a, q->b, epoch, pubch,
+                                q->c_len ? "1" : "0", mttl};
+        size_t lens[11] = {sl, ml, il, strlen(size), strlen(ttl), q->a_len, q->b_len,
+                           strlen(epoch), cl, 1, strlen(mttl)};
+        evalsha(r, sh, SCRIPT_PUBLISH, 3, 11, argv, lens, on_published, q);
+    }
+    free(stream);
+    free(meta);
+    free(idem);
+    free(pubch);
+}
+
+/* -- history, and the subscribe's read -- */
+
+/* Parse {epoch, top, offset, data, info, ...} into q (keeping the reply for the bytes). */
+static int parse_history(struct request *q, redisReply *reply)
+{
+    if (reply->type != REDIS_REPLY_ARRAY || reply->elements < 2 || (reply->elements - 2) % 3)
+        return -1;
+    snprintf(q->pos.epoch, sizeof(q->pos.epoch), "%s",
+             reply->element[0]->type == REDIS_REPLY_STRING ? reply->element[0]->str : "");
+    q->pos.offset = (uint64_t)reply_int(reply->element[1]);
+    size_t n = (reply->elements - 2) / 3;
+    struct engine_pub *pubs = n ? malloc(n * sizeof(*pubs)) : NULL;
+    if (n && pubs == NULL)
+        return -1;
+    for (size_t i = 0; i < n; i++) {
+        redisReply **x = &reply->element[2 + 3 * i];
+        pubs[i].offset = (uint64_t)reply_int(x[0]);
+        pubs[i].data = (const uint8_t *)x[1]->str;
+        pubs[i].data_len = x[1]->len;
+        pubs[i].info = x[2]->len ? (const uint8_t *)x[2]->str : NULL;
+        pubs[i].info_len = x[2]->len;
+    }
+    q->items = pubs;
+    q->n = n;
+    return 0;
+}
+
+static redisReply *steal(redisReply *reply);
+
+static void on_history(struct redis *r, void *arg, redisReply *reply)
+{
+    struct request *q = arg;
+    if (reply_error(reply) || parse_history(q, reply) != 0) {
+        log_reply_error(reply);
+        q->status = ENGINE_ERR_INTERNAL;
+    } else if (q->q.has_since && (q->q.since_epoch_len != ENGINE_EPOCH_LEN ||
+                                  memcmp(q->q.since_epoch, q->pos.epoch, ENGINE_EPOCH_LEN) != 0)) {
+        q->status = ENGINE_ERR_UNRECOVERABLE;
+        free(q->items);
+        q->items = NULL;
+        q->n = 0;
+    } else {
+        q->reply = steal(reply);
+    }
+    finish(r, q);
+}
+
+static void read_stream(struct redis *r, struct request *q, int64_t limit, int64_t since,
+                        int reverse, void (*done)(struct redis *, void *, redisReply *))
+{
+    struct shard *sh = &r->shards[shard_of(r, q->ch, q->ch_len)];
+    size_t sl, ml;
+    char *stream = key(r, q->ch, q->ch_len, "s", NULL, 0, &sl);
+    char *meta = key(r, q->ch, q->ch_len, "m", NULL, 0, &ml);
+    char ttl[16], lim[24], sin[24], mttl[16], epoch[ENGINE_EPOCH_LEN + 1];
+    snprintf(ttl, sizeof(ttl), "%u", q->opts.history_ttl);
+    snprintf(lim, sizeof(lim), "%lld", (long long)limit);
+    snprintf(sin, sizeof(sin), "%lld", (long long)since);
+    snprintf(mttl, sizeof(mttl), "%u", META_TTL_SEC);
+    rand_hex(epoch, ENGINE_EPOCH_LEN / 2);
+    if (stream == NULL || meta == NULL) {
+        free(stream);
+        free(meta);
+        done(r, q, NULL);
+        return;
+    }
+    const char *argv[8] = {stream, meta, ttl, epoch, lim, sin, reverse ? "1" : "0", mttl};
+    size_t lens[8] = {sl, ml, strlen(ttl), strlen(epoch), strlen(lim), strlen(sin), 1,
+                      strlen(mttl)};
+    evalsha(r, sh, SCRIPT_HISTORY, 2, 8, argv, lens, done, q);
+    free(stream);
+    free(meta);
+}
+
+static void do_history(struct redis *r, struct request *q)
+{
+    if (q->opts.history_size == 0) {
+        q->status = ENGINE_ERR_NOT_AVAILABLE;
+        finish(r, q);
+        return;
+    }
+    q->q.since_epoch = (const uint8_t *)q->a;
+    q->q.since_epoch_len = q->a_len;
+    int64_t since = q->q.has_since ? (int64_t)q->q.since_offset : -1;
+    read_stream(r, q, q->q.limit, since, q->q.reverse, on_history);
+}
+
+static void on_removed(struct redis *r, void *arg, redisReply *reply)
+{
+    struct request *q = arg;
+    if (reply_error(reply))
+        q->status = ENGINE_ERR_INTERNAL;
+    finish(r, q);
+}
+
+static void do_history_remove(struct redis *r, struct request *q)
+{
+    struct shard *sh = &r->shards[shard_of(r, q->ch, q->ch_len)];
+    size_t sl;
+    char *stream = key(r, q->ch, q->ch_len, "s", NULL, 0, &sl);
+    if (stream == NULL) {
+        q->status = ENGINE_ERR_INTERNAL;
+        finish(r, q);
+        return;
+    }
+    const char *argv[2] = {"DEL", stream};
+    size_t lens[2] = {3, sl};
+    command(&sh->cmd, 2, argv, lens, on_removed, q);
+    free(stream);
+}
+
+/* -- pub/sub interest and the held-back deliveries -- */
+
+static struct rchan *chan_find(struct redis *r, const char *ch, size_t len, uint64_t hash)
+{
+    for (struct table_node *n = table_bucket(&r->chans, hash); n; n = n->next) {
+        struct rchan *c = (struct rchan *)n;
+        if (n->hash == hash && c->name_len == len && memcmp(c->name, ch, len) == 0)
+            return c;
+    }
+    return NULL;
+}
+
+static void send_subscribe(struct redis *r, struct shard *sh, const char *verb, const char *ch,
+                           size_t len)
+{
+    size_t cl;
+    char *pubch = key(r, ch, len, "c", NULL, 0, &cl);
+    if (pubch == NULL)
+        return;
+    const char *argv[2] = {verb, pubch};
+    size_t lens[2] = {strlen(verb), cl};
+    command(&sh->sub, 2, argv, lens, NULL, NULL);
+    free(pubch);
+}
+
+static void resubscribe(struct redis *r, struct shard *sh)
+{
+    for (size_t b = 0; b < r->chans.nbuckets; b++) {
+        for (struct table_node *n = r->chans.buckets[b]; n; n = n->next) {
+            struct rchan *c = (struct rchan *)n;
+            if (&r->shards[shard_of(r, (const char *)c->name, c->name_len)] == sh)
+                send_subscribe(r, sh, "SUBSCRIBE", (const char *)c->name, c->name_len);
+        }
+    }
+}
+
+/* Hand one pub/sub message (type byte, then its fields) to the hub. */
+static void deliver(struct redis *r, const char *ch, size_t ch_len, const char *m, size_t len)
+{
+    if (len < 1)
+        return;
+    if (m[0] == 'j' || m[0] == 'l') {
+        if (r->e.events.join_leave)
+            r->e.events.join_leave(r->e.events.ud, (const uint8_t *)ch, ch_len, m[0] == 'j',
+                                   (const uint8_t *)m + 1, len - 1);
+        return;
+    }
+    if (m[0] != 'p')
+        return;
+    /* p<offset> <info length> <info><data> */
+    char *end;
+    unsigned long long offset = strtoull(m + 1, &end, 10);
+    if (*end != ' ')
+        return;
+    unsigned long long il = strtoull(end + 1, &end, 10);
+    if (*end != ' ')
+        return;
+    const char *info = end + 1;
+    if ((size_t)(info - m) + il > len)
+        return;
+    const char *data = info + il;
+    struct engine_pub pub = {(const uint8_t *)data, len - (size_t)(data - m),
+                             il ? (const uint8_t *)info : NULL, (size_t)il, offset};
+    r->e.events.publication(r->e.events.ud, (const uint8_t *)ch, ch_len, &pub);
+}
+
+static void flush_held(struct redis *r, struct rchan *c)
+{
+    while (c->held) {
+        struct held *h = c->held;
+        c->held = h->next;
+        deliver(r, (const char *)c->name, c->name_len, h->msg, h->len);
+        free(h);
+    }
+    c->held_tail = &c->held;
+}
+
+static void on_pubsub(struct redis *r, struct shard *sh, redisReply *m)
+{
+    redisReply *name = m->element[1], *payload = m->element[2];
+    size_t plen = strlen(r->prefix) + 2; /* "prefix:{" */
+    if (name->type != REDIS_REPLY_STRING || payload->type != REDIS_REPLY_STRING ||
+        name->len < plen + 3)
+        return;
+    const char *ch = name->str + plen;
+    size_t ch_len = name->len - plen - 3; /* "}:c" */
+    struct rchan *c = chan_find(r, ch, ch_len, table_hash(ch, ch_len));
+    if (c == NULL)
+        return;
+    if (c->reading) {
+        struct held *h = malloc(sizeof(*h) + payload->len);
+        if (h) {
+            h->next = NULL;
+            h->len = payload->len;
+            memcpy(h->msg, payload->str, payload->len);
+            *c->held_tail = h;
+            c->held_tail = &h->next;
+        }
+        return;
+    }
+    deliver(r, ch, ch_len, payload->str, payload->len);
+}
+
+static void on_subscribe_read(struct redis *r, void *arg, redisReply *reply);
+
+/* The channel's pub/sub messages reach this node: read the position (and what the
+ * client missed), holding deliveries back meanwhile. */
+static void subscribe_read(struct redis *r, struct request *q, struct rchan *c)
+{
+    if (q->opts.history_size == 0) {
+        finish(r, q);
+        return;
+    }
+    c->reading++;
+    int64_t since = q->rec.recover ? (int64_t)q->rec.offset : -1;
+    read_stream(r, q, q->rec.recover ? -1 : 0, since, 0, on_subscribe_read);
+}
+
+static void on_subscribe_read(struct redis *r, void *arg, redisReply *reply)
+{
+    struct request *q = arg;
+    struct rchan *c = chan_find(r, q->ch, q->ch_len, table_hash(q->ch, q->ch_len));
+    if (reply_error(reply) || parse_history(q, reply) != 0) {
+        log_reply_error(reply);
+        q->status = ENGINE_ERR_INTERNAL;
+    } else if (q->rec.recover) {
+        /* Recovered: the same epoch, and the publications after offset all held. */
+        uint64_t missed = q->pos.offset >= q->rec.offset ? q->pos.offset - q->rec.offset : 0;
+        const struct engine_pub *pubs = q->items;
+        q->recovered = q->rec.epoch_len == ENGINE_EPOCH_LEN &&
+                       memcmp(q->rec.epoch, q->pos.epoch, ENGINE_EPOCH_LEN) == 0 &&
+                       q->rec.offset <= q->pos.offset && missed <= q->rec.max_pubs &&
+                       q->n == missed && (missed == 0 || pubs[0].offset == q->rec.offset + 1);
+        if (!q->recovered) {
+            free(q->items);
+            q->items = NULL;
+            q->n = 0;
+        } else {
+            q->reply = steal(reply);
+        }
+    } else {
+        free(q->items);
+        q->items = NULL;
+        q->n = 0;
+    }
+    if (q->status != ENGINE_OK && c && c->refs)
+        c->refs--; /* the caller will not unsubscribe what failed */
+    /* The completion goes to the loop's queue before the held deliveries: the loop
+     * learns the position first, then drops what the reply already holds. */
+    finish(r, q);
+    if (c && c->reading && --c->reading == 0)
+        flush_held(r, c);
+}
+
+static void chan_remove(struct redis *r, struct rchan *c)
+{
+    pthread_mutex_lock(&r->lock);
+    table_remove(&r->chans, &c->node);
+    pthread_mutex_unlock(&r->lock);
+    while (c->held) {
+        struct held *h = c->held;
+        c->held = h->next;
+        free(h);
+    }
+    free(c);
+}
+
+static void do_subscribe(struct redis *r, struct request *q)
+{
+    q->rec.epoch = (const uint8_t *)q->a;
+    q->rec.epoch_len = q->a_len;
+    uint64_t hash = table_hash(q->ch, q->ch_len);
+    struct rchan *c = chan_find(r, q->ch, q->ch_len, hash);
+    if (c == NULL) {
+        c = calloc(1, sizeof(*c) + q->ch_len);
+        if (c == NULL) {
+            q->status = ENGINE_ERR_INTERNAL;
+            finish(r, q);
+            return;
+        }
+        c->node.hash = hash;
+        c->name_len = (uint16_t)q->ch_len;
+        memcpy(c->name, q->ch, q->ch_len);
+        c->held_tail = &c->held;
+        pthread_mutex_lock(&r->lock);
+        table_insert(&r->chans, &c->node);
+        pthread_mutex_unlock(&r->lock);
+        send_subscribe(r, &r->shards[shard_of(r, q->ch, q->ch_len)], "SUBSCRIBE", q->ch,
+                       q->ch_len);
+    }
+    c->refs++;
+    if (!c->subscribed) {
+        q->next = c->waiting;
+        c->waiting = q;
+        return;
+    }
+    subscribe_read(r, q, c);
+}
+
+/* A SUBSCRIBE confirmation on a shard's pub/sub connection. */
+static void on_subscribed(struct redis *r, const char *name, size_t len)
+{
+    size_t plen = strlen(r->prefix) + 2;
+    if (len < plen + 3)
+        return;
+    const char *ch = name + plen;
+    size_t ch_len = len - plen - 3;
+    struct rchan *c = chan_find(r, ch, ch_len, table_hash(ch, ch_len));
+    if (c == NULL)
+        return;
+    c->subscribed = 1;
+    struct request *w = c->waiting;
+    c->waiting = NULL;
+    while (w) {
+        struct request *next = w->next;
+        subscribe_read(r, w, c);
+        w = next;
+    }
+}
+
+static void do_unsubscribe(struct redis *r, struct request *q)
+{
+    struct rchan *c = chan_find(r, q->ch, q->ch_len, table_hash(q->ch, q->ch_len));
+    if (c && c->refs && --c->refs == 0 && c->waiting == NULL && c->reading == 0) {
+        send_subscribe(r, &r->shards[shard_of(r, q->ch, q->ch_len)], "UNSUBSCRIBE", q->ch,
+                       q->ch_len);
+        chan_remove(r, c);
+    }
+    request_free(q);
+}
+
+/* -- presence -- */
+
+static void on_presence_done(struct redis *r, void *arg, redisReply *reply)
+{
+    struct request *q = arg;
+    if (reply_error(reply)) {
+        log_reply_error(reply);
+        q->status = ENGINE_ERR_INTERNAL;
+    }
+    if (q->kind == REQ_PRESENCE_REMOVE)
+        request_free(q);
+    else
+        finish(r, q);
+}
+
+static void do_presence_change(struct redis *r, struct request *q)
+{
+    struct shard *sh = &r->shards[shard_of(r, q->ch, q->ch_len)];
+    size_t pl, ul, cl;
+    char *pk = key(r, q->ch, q->ch_len, "p", NULL, 0, &pl);
+    char *uk = key(r, q->ch, q->ch_len, "u", NULL, 0, &ul);
+    char *pubch = key(r, q->ch, q->ch_len, "c", NULL, 0, &cl);
+    if (pk && uk && pubch) {
+        if (q->kind == REQ_PRESENCE_ADD) {
+            char ttl[16];
+            snprintf(ttl, sizeof(ttl), "%u", META_TTL_SEC);
+            const char *argv[9] = {pk,    uk,    q->a, q->b, q->c, q->flag_b ? "1" : "0",
+                                   pubch, q->flag_a ? "1" : "0", ttl};
+            size_t lens[9] = {pl, ul, q->a_len, q->b_len, q->c_len, 1, cl, 1, strlen(ttl)};
+            evalsha(r, sh, SCRIPT_PRESENCE_ADD, 2, 9, argv, lens, on_presence_done, q);
+        } else {
+            const char *argv[6] = {pk, uk, q->a, q->flag_b ? "1" : "0", pubch, q->c};
+            size_t lens[6] = {pl, ul, q->a_len, 1, cl, q->c_len};
+            evalsha(r, sh, SCRIPT_PRESENCE_REMOVE, 2, 6, argv, lens, on_presence_done, q);
+        }
+    } else {
+        q->status = ENGINE_ERR_INTERNAL;
+        on_presence_done(r, q, NULL);
+    }
+    free(pk);
+    free(uk);
+    free(pubch);
+}
+
+static void on_presence_members(struct redis *r, void *arg, redisReply *reply)
+{
+    struct request *q = arg;
+    if (reply_error(reply) || reply->type != REDIS_REPLY_ARRAY || reply->elements % 2) {
+        log_reply_error(reply);
+        q->status = ENGINE_ERR_INTERNAL;
+        finish(r, q);
+        return;
+    }
+    size_t n = reply->elements / 2;
+    struct engine_presence *m = n ? calloc(n, sizeof(*m)) : NULL;
+    if (n && m == NULL) {
+        q->status = ENGINE_ERR_INTERNAL;
+        finish(r, q);
+        return;
+    }
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++) {
+        redisReply *client = reply->element[2 * i], *v = reply->element[2 * i + 1];
+        char *colon = memchr(v->str, ':', v->len);
+        if (colon == NULL)
+            continue;
+        size_t ul = strtoul(v->str, NULL, 10);
+        size_t info_at = (size_t)(colon - v->str) + 1 + ul;
+        if (info_at > v->len)
+            continue;
+        m[k].client = client->str;
+        m[k].info = (const uint8_t *)v->str + info_at;
+        m[k].info_len = v->len - info_at;
+        k++;
+    }
+    q->items = m;
+    q->n = k;
+    q->reply = steal(reply);
+    finish(r, q);
+}
+
+static void on_presence_counts(struct redis *r, void *arg, redisReply *reply)
+{
+    struct request *q = arg;
+    if (reply_error(reply) || reply->type != REDIS_REPLY_ARRAY || reply->elements != 2) {
+        q->status = ENGINE_ERR_INTERNAL;
+    } else {
+        q->num_a = (uint64_t)reply_int(reply->element[0]);
+        q->num_b = (uint64_t)reply_int(reply->element[1]);
+    }
+    finish(r, q);
+}
+
+static void do_presence_query(struct redis *r, struct request *q)
+{
+    struct shard *sh = &r->shards[shard_of(r, q->ch, q->ch_len)];
+    size_t pl, ul;
+    char *pk = key(r, q->ch, q->ch_len, "p", NULL, 0, &pl);
+    char *uk = key(r, q->ch, q->ch_len, "u", NULL, 0, &ul);
+    if (pk == NULL || uk == NULL) {
+        q->status = ENGINE_ERR_INTERNAL;
+        finish(r, q);
+    } else if (q->kind == REQ_PRESENCE) {
+        const char *argv[2] = {"HGETALL", pk};
+        size_t lens[2] = {7, pl};
+        command(&sh->cmd, 2, argv, lens, on_presence_members, q);
+    } else {
+        /* Both counts at once, from one server-side call. */
+        static const char lua[] =
+            "return {redis.call('hlen', KEYS[1]), redis.call('hlen', KEYS[2])}";
+        const char *argv[5] = {"EVAL", lua, "2", pk, uk};
+        size_t lens[5] = {4, sizeof(lua) - 1, 1, pl, ul};
+        command(&sh->cmd, 5, argv, lens, on_presence_counts, q);
+    }
+    free(pk);
+    free(uk);
+}
+
+/* ---- the engine thread ---- */
+
+/* on_read frees each reply after its callback; a callback that keeps it (pointers into
+ * its bytes go back to the loop) steals it: on_read then frees a placeholder. */
+static redisReply *steal(redisReply *reply)
+{
+    redisReply *keep = malloc(sizeof(*keep));
+    if (keep == NULL)
+        return NULL;
+    *keep = *reply;
+    /* The original is left empty, so that freeReplyObject frees only its shell. */
+    reply->type = REDIS_REPLY_NIL;
+    reply->element = NULL;
+    reply->elements = 0;
+    reply->str = NULL;
+    reply->len = 0;
+    return keep;
+}
+
+static void on_wake(uv_async_t *h)
+{
+    struct redis *r = h->data;
+    pthread_mutex_lock(&r->lock);
+    struct request *q = r->queue;
+    r->queue = NULL;
+    r->queue_tail = &r->queue;
+    int stopping = r->stopping;
+    pthread_mutex_unlock(&r->lock);
+    while (q) {
+        struct request *next = q->next;
+        switch (q->kind) {
+        case REQ_PUBLISH:
+            do_publish(r, q);
+            break;
+        case REQ_HISTORY:
+            do_history(r, q);
+            break;
+        case REQ_HISTORY_REMOVE:
+            do_history_remove(r, q);
+            break;
+        case REQ_SUBSCRIBE:
+            do_subscribe(r, q);
+            break;
+        case REQ_UNSUBSCRIBE:
+            do_unsubscribe(r, q);
+            break;
+        case REQ_PRESENCE_ADD:
+        case REQ_PRESENCE_REMOVE:
+            do_presence_change(r, q);
+            break;
+        case REQ_PRESENCE:
+        case REQ_PRESENCE_STATS:
+            do_presence_query(r, q);
+            break;
+        }
+        q = next;
+    }
+    if (stopping) {
+        for (unsigned i = 0; i < r->nshards; i++) {
+            struct rconn *cs[2] = {&r->shards[i].cmd, &r->shards[i].sub};
+            for (int k = 0; k < 2; k++) {
+                struct rconn *c = cs[k];
+                c->closing = 1;
+                uv_timer_stop(&c->retry);
+                uv_close((uv_handle_t *)&c->retry, NULL);
+                if (!uv_is_closing((uv_handle_t *)&c->tcp))
+                    uv_close((uv_handle_t *)&c->tcp, NULL);
+            }
+        }
+        uv_close((uv_handle_t *)&r->wake, NULL);
+    }
+}
+
+static void *engine_thread(void *arg)
+{
+    struct redis *r = arg;
+    uv_run(&r->loop, UV_RUN_DEFAULT);
+    return NULL;
+}
+
+/* ---- the interface ---- */
+
+static void redis_publish(struct engine *e, const uint8_t *ch, size_t len,
+                          const struct engine_stream_opts *opts, const struct engine_pub *pub,
+                          const uint8_t *key_, size_t key_len, engine_publish_cb cb, void *ud)
+{
+    struct redis *r = of(e);
+    struct request *q = request_new(r, REQ_PUBLISH, ch, len, pub->data, pub->data_len, pub->info,
+                                    pub->info ? pub->info_len : 0, key_, key_len, NULL, 0,
+                                    (void *)cb, ud);
+    if (q == NULL) {
+        struct engine_pos none = {0, ""};
+        cb(ud, ENGINE_ERR_INTERNAL, &none);
+        return;
+    }
+    q->opts = *opts;
+    submit(r, q);
+}
+
+static void redis_history(struct engine *e, const uint8_t *ch, size_t len,
+                          const struct engine_stream_opts *opts,
+                          const struct engine_history_query *hq, engine_history_cb cb, void *ud)
+{
+    struct redis *r = of(e);
+    struct request *q = request_new(r, REQ_HISTORY, ch, len, hq->since_epoch, hq->since_epoch_len,
+                                    NULL, 0, NULL, 0, NULL, 0, (void *)cb, ud);
+    if (q == NULL) {
+        struct engine_pos none = {0, ""};
+        cb(ud, ENGINE_ERR_INTERNAL, &none, NULL, 0);
+        return;
+    }
+    q->opts = *opts;
+    q->q = *hq;
+    submit(r, q);
+}
+
+static void redis_history_remove(struct engine *e, const uint8_t *ch, size_t len,
+                                 engine_done_cb cb, void *ud)
+{
+    struct redis *r = of(e);
+    struct request *q = request_new(r, REQ_HISTORY_REMOVE, ch, len, NULL, 0, NULL, 0, NULL, 0,
+                                    NULL, 0, (void *)cb, ud);
+    if (q == NULL) {
+        if (cb)
+            cb(ud, ENGINE_ERR_INTERNAL);
+        return;
+    }
+    submit(r, q);
+}
+
+static void redis_subscribe(struct engine *e, const uint8_t *ch, size_t len,
+                            const struct engine_stream_opts *opts,
+                            const struct engine_recovery *rec, engine_subscribe_cb cb, void *ud)
+{
+    struct redis *r = of(e);
+    struct request *q = request_new(r, REQ_SUBSCRIBE, ch, len, rec ? rec->epoch : NULL,
+                                    rec ? rec->epoch_len : 0, NULL, 0, NULL, 0, NULL, 0,
+                                    (void *)cb, ud);
+    if (q == NULL) {
+        struct engine_pos none = {0, ""};
+        cb(ud, ENGINE_ERR_INTERNAL, &none, 0, NULL, 0);
+        return;
+    }
+    q->opts = *opts;
+    if (rec)
+        q->rec = *rec;
+    submit(r, q);
+}
+
+static void redis_unsubscribe(struct engine *e, const uint8_t *ch, size_t len)
+{
+    struct redis *r = of(e);
+    struct request *q =
+        request_new(r, REQ_UNSUBSCRIBE, ch, len, NULL, 0, NULL, 0, NULL, 0, NULL, 0, NULL, NULL);
+    if (q)
+        submit(r, q);
+}
+
+static void redis_presence_add(struct engine *e, const uint8_t *ch, size_t len, const char *client,
+                               const uint8_t *user, size_t user_len, const uint8_t *info,
+                               size_t info_len, int presence, int join_leave, engine_done_cb cb,
+                               void *ud)
+{
+    struct redis *r = of(e);
+    struct request *q =
+        request_new(r, REQ_PRESENCE_ADD, ch, len, client, strlen(client), user, user_len, info,
+                    info_len, NULL, 0, (void *)cb, ud);
+    if (q == NULL) {
+        if (cb)
+            cb(ud, ENGINE_ERR_INTERNAL);
+        return;
+    }
+    q->flag_a = presence;
+    q->flag_b = join_leave;
+    submit(r, q);
+}
+
+static void redis_presence_remove(struct engine *e, const uint8_t *ch, size_t len,
+                                  const char *client, const uint8_t *info, size_t info_len,
+                                  int presence, int join_leave)
+{
+    struct redis *r = of(e);
+    struct request *q = request_new(r, REQ_PRESENCE_REMOVE, ch, len, client, strlen(client), NULL,
+                                    0, info, info_len, NULL, 0, NULL, NULL);
+    if (q == NULL)
+        return;
+    q->flag_a = presence;
+    q->flag_b = join_leave;
+    submit(r, q);
+}
+
+static void redis_presence(struct engine *e, const uint8_t *ch, size_t len, engine_presence_cb cb,
+                           void *ud)
+{
+    struct redis *r = of(e);
+    struct request *q = request_new(r, REQ_PRESENCE, ch, len, NULL, 0, NULL, 0, NULL, 0, NULL, 0,
+                                    (void *)cb, ud);
+    if (q == NULL) {
+        cb(ud, ENGINE_ERR_INTERNAL, NULL, 0);
+        return;
+    }
+    submit(r, q);
+}
+
+static void redis_presence_stats(struct engine *e, const uint8_t *ch, size_t len,
+                                 engine_stats_cb cb, void *ud)
+{
+    struct redis *r = of(e);
+    struct request *q = request_new(r, REQ_PRESENCE_STATS, ch, len, NULL, 0, NULL, 0, NULL, 0,
+                                    NULL, 0, (void *)cb, ud);
+    if (q == NULL) {
+        cb(ud, ENGINE_ERR_INTERNAL, 0, 0);
+        return;
+    }
+    submit(r, q);
+}
+
+/* The channels this node follows (streams in Redis are not enumerated). */
+static void redis_channels(struct engine *e, engine_channel_cb cb, void *ud)
+{
+    struct redis *r = of(e);
+    pthread_mutex_lock(&r->lock);
+    for (size_t b = 0; b < r->chans.nbuckets; b++)
+        for (struct table_node *n = r->chans.buckets[b]; n; n = n->next)
+            cb(ud, ((struct rchan *)n)->name, ((struct rchan *)n)->name_len);
+    pthread_mutex_unlock(&r->lock);
+    cb(ud, NULL, 0);
+}
+
+static void redis_sweep(struct engine *e)
+{
+    /* Redis expires history and streams itself (EXPIRE, MAXLEN). */
+}
+
+static void redis_close(struct engine *e)
+{
+    struct redis *r = of(e);
+    pthread_mutex_lock(&r->lock);
+    r->stopping = 1;
+    pthread_mutex_unlock(&r->lock);
+    uv_async_send(&r->wake);
+    pthread_join(r->thread, NULL);
+    uv_run(&r->loop, UV_RUN_NOWAIT);
+    uv_loop_close(&r->loop);
+    for (unsigned i = 0; i < r->nshards; i++) {
+        struct shard *sh = &r->shards[i];
+        struct rconn *cs[2] = {&sh->cmd, &sh->sub};
+        for (int k = 0; k < 2; k++) {
+            if (cs[k]->reader)
+                redisReaderFree(cs[k]->reader);
+            struct pending *p = cs[k]->head;
+            while (p) {
+                struct pending *next = p->next;
+                free(p);
+                p = next;
+            }
+            free(cs[k]->outbox);
+        }
+        free(sh->user);
+        free(sh->password);
+    }
+    for (size_t b = 0; b < r->chans.nbuckets; b++) {
+        for (struct table_node *n = r->chans.buckets[b], *next; n; n = next) {
+            next = n->next;
+            struct rchan *c = (struct rchan *)n;
+            while (c->held) {
+                struct held *h = c->held;
+                c->held = h->next;
+                free(h);
+            }
+            free(c);
+        }
+    }
+    table_destroy(&r->chans);
+    pthread_mutex_destroy(&r->lock);
+    free(r->shards);
+    free(r->prefix);
+    free(r);
+}
+
+static const struct engine_ops redis_ops = {
+    .name = "redis",
+    .publish = redis_publish,
+    .history = redis_history,
+    .history_remove = redis_history_remove,
+    .subscribe = redis_subscribe,
+    .unsubscribe = redis_unsubscribe,
+    .presence_add = redis_presence_add,
+    .presence_remove = redis_presence_remove,
+    .presence = redis_presence,
+    .presence_stats = redis_presence_stats,
+    .channels = redis_channels,
+    .sweep = redis_sweep,
+    .close = redis_close,
+};
+
+/* redis://[user:password@]host:port[/db] (a password alone: redis://:password@...). */
+static int parse_url(const char *url, struct shard *sh, char *err, size_t errlen)
+{
+    const char *p = url + 8; /* "redis://", checked by the config */
+    const char *at = strrchr(p, '@');
+    if (at) {
+        const char *colon = memchr(p, ':', (size_t)(at - p));
+        if (colon == NULL) {
+            snprintf(err, errlen, "redis_urls: %s: expected user:password@ before the host", url);
+            return -1;
+        }
+        if (colon > p)
+            sh->user = strndup(p, (size_t)(colon - p));
+        sh->password = strndup(colon + 1, (size_t)(at - colon - 1));
+        p = at + 1;
+    }
+    const char *slash = strchr(p, '/');
+    const char *hostend = slash ? slash : p + strlen(p);
+    const char *colon = NULL;
+    for (const char *q = hostend; q > p; q--)
+        if (q[-1] == ':') {
+            colon = q - 1;
+            break;
+        }
+    char host[256], port[16] = "6379";
+    size_t hl = (size_t)((colon ? colon : hostend) - p);
+    if (hl == 0 || hl >= sizeof(host)) {
+        snprintf(err, errlen, "redis_urls: %s: expected a host", url);
+        return -1;
+    }
+    memcpy(host, p, hl);
+    host[hl] = 0;
+    if (colon) {
+        size_t pl = (size_t)(hostend - colon - 1);
+        if (pl == 0 || pl >= sizeof(port)) {
+            snprintf(err, errlen, "redis_urls: %s: expected a port", url);
+            return -1;
+        }
+        memcpy(port, colon + 1, pl);
+        port[pl] = 0;
+    }
+    sh->db = slash && slash[1] ? atoi(slash + 1) : 0;
+    struct addrinfo hints, *res = NULL;
+    memset(&hints, 0, sizeof(hints));
+    hints.ai_socktype = SOCK_STREAM;
+    if (getaddrinfo(host, port, &hints, &res) != 0 || res == NULL) {
+        snprintf(err, errlen, "redis_urls: %s: cannot resolve %s", url, host);
+        return -1;
+    }
+    memcpy(&sh->addr, res->ai_addr, res->ai_addrlen);
+    freeaddrinfo(res);
+    return 0;
+}
+
+static void init_conn(struct redis *r, struct shard *sh, struct rconn *c, int pubsub)
+{
+    c->r = r;
+    c->sh = sh;
+    c->pubsub = pubsub;
+    uv_timer_init(&r->loop, &c->retry);
+    c->retry.data = c;
+}
+
+struct engine *engine_redis_open(const struct config *config, const struct engine_events *events,
+                                 const struct engine_host *host, char *err, size_t errlen)
+{
+    struct redis *r = calloc(1, sizeof(*r));
+    if (r == NULL) {
+        snprintf(err, errlen, "engine: out of memory");
+        return NULL;
+    }
+    r->e.ops = &redis_ops;
+    r->e.events = *events;
+    r->e.host = *host;
+    r->prefix = strdup(config->redis_prefix ? config->redis_prefix : "herald");
+    r->nshards = (unsigned)config->n_redis_urls;
+    r->shards = calloc(r->nshards ? r->nshards : 1, sizeof(*r->shards));
+    r->queue_tail = &r->queue;
+    pthread_mutex_init(&r->lock, NULL);
+    if (r->prefix == NULL || r->shards == NULL || table_init(&r->chans, 256) != 0 ||
+        uv_loop_init(&r->loop) != 0) {
+        snprintf(err, errlen, "engine: out of memory");
+        free(r->prefix);
+        free(r->shards);
+        free(r);
+        return NULL;
+    }
+    for (unsigned i = 0; i < r->nshards; i++) {
+        if (parse_url(config->redis_urls[i], &r->shards[i], err, errlen) != 0) {
+            uv_loop_close(&r->loop);
+            for (unsigned k = 0; k <= i; k++) {
+                free(r->shards[k].user);
+                free(r->shards[k].password);
+            }
+            table_destroy(&r->chans);
+            free(r->prefix);
+            free(r->shards);
+            free(r);
+            return NULL;
+        }
+    }
+    uv_async_init(&r->loop, &r->wake, on_wake);
+    r->wake.data = r;
+    for (unsigned i = 0; i < r->nshards; i++) {
+        struct shard *sh = &r->shards[i];
+        init_conn(r, sh, &sh->cmd, 0);
+        init_conn(r, sh, &sh->sub, 1);
+        conn_start(&sh->cmd);
+        conn_start(&sh->sub);
+    }
+    if (pthread_create(&r->thread, NULL, engine_thread, r) != 0) {
+        snprintf(err, errlen, "engine: cannot start the redis thread");
+        return NULL;
+    }
+    return &r->e;
+}
