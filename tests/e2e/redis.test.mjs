@@ -1,0 +1,148 @@
+// Several herald nodes on one real Redis (engine "redis"): a publication on any node reaches
+// the subscribers of every node in order; history, presence and recovery are the same from
+// every node; an idempotency key holds across nodes.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+
+import { start, sleep } from './lib/herald.mjs';
+import { makeClient, once } from './lib/centrifuge.mjs';
+import { apiResult, waitFor } from './lib/proxy.mjs';
+import { wsOpen } from './lib/raw.mjs';
+import { startRedis } from './lib/redis.mjs';
+
+const T = { timeout: 60000 };
+
+function config(redis, prefix) {
+    return {
+        engine: 'redis',
+        redis_urls: [redis.url],
+        redis_prefix: prefix,
+        namespaces: {
+            '': {},
+            rec: { history_size: 100, history_ttl: 300, recover: true },
+            room: { presence: true, join_leave: true },
+        },
+    };
+}
+
+// Redis and n herald nodes sharing it; fn(nodes, redis); everything stopped after.
+async function withNodes(n, fn) {
+    const redis = await startRedis();
+    const prefix = `e2e${Math.floor(Math.random() * 1e9)}`;
+    const nodes = [];
+    try {
+        for (let i = 0; i < n; i++) nodes.push(await start({ config: config(redis, prefix), threads: 2 }));
+        return await fn(nodes, redis);
+    } finally {
+        for (const h of nodes) await h.stop('SIGTERM', 3000);
+        await redis.stop();
+    }
+}
+
+async function subscribed(h, channel, user = 'u') {
+    const m = makeClient(h, { token: h.token(user) });
+    const sub = m.client.newSubscription(channel);
+    const got = [];
+    sub.on('publication', (ctx) => got.push(ctx));
+    m.client.connect();
+    await once(m.client, 'connected');
+    const ok = once(sub, 'subscribed');
+    sub.subscribe();
+    await ok;
+    return { ...m, sub, got };
+}
+
+test('a publication on any node reaches the subscribers of every node, in the same order', T, async () => {
+    await withNodes(2, async ([a, b]) => {
+        const subs = [await subscribed(a, 'rec:feed'), await subscribed(b, 'rec:feed'),
+            await subscribed(a, 'news'), await subscribed(b, 'news')];
+        try {
+            for (let i = 1; i <= 40; i++) {
+                const node = i % 2 ? a : b;
+                await apiResult(node, 'publish', { channel: 'rec:feed', data: { i } });
+                await apiResult(node, 'publish', { channel: 'news', data: { i } });
+            }
+            await waitFor(() => subs.every((s) => s.got.length === 40), 10000,
+                () => `received: ${subs.map((s) => s.got.length).join(', ')}`);
+            for (const s of subs.slice(0, 2)) {
+                assert.deepEqual(s.got.map((p) => p.data.i), Array.from({ length: 40 }, (_, k) => k + 1));
+                assert.deepEqual(s.got.map((p) => p.offset), Array.from({ length: 40 }, (_, k) => k + 1));
+            }
+            for (const s of subs.slice(2))
+                assert.deepEqual(s.got.map((p) => p.data.i), Array.from({ length: 40 }, (_, k) => k + 1));
+        } finally {
+            for (const s of subs) s.client.disconnect();
+        }
+    });
+});
+
+test('history, presence and an idempotency key are the same from every node', T, async () => {
+    await withNodes(2, async ([a, b]) => {
+        for (let i = 1; i <= 5; i++) await apiResult(i % 2 ? a : b, 'publish', { channel: 'rec:h', data: { i } });
+        const ha = await apiResult(a, 'history', { channel: 'rec:h', limit: -1 });
+        const hb = await apiResult(b, 'history', { channel: 'rec:h', limit: -1 });
+        assert.deepEqual(ha, hb);
+        assert.equal(ha.publications.length, 5);
+        assert.equal(ha.offset, 5);
+
+        const k1 = await apiResult(a, 'publish', { channel: 'rec:h', data: { k: 1 }, idempotency_key: 'once' });
+        const k2 = await apiResult(b, 'publish', { channel: 'rec:h', data: { k: 1 }, idempotency_key: 'once' });
+        assert.deepEqual(k2, k1);
+        assert.equal((await apiResult(b, 'history', { channel: 'rec:h', limit: -1 })).offset, 6);
+
+        const pa = await subscribed(a, 'room:1', 'ann');
+        const pb = await subscribed(b, 'room:1', 'bob');
+        const pb2 = await subscribed(b, 'room:1', 'bob');
+        try {
+            const sa = await apiResult(a, 'presence_stats', { channel: 'room:1' });
+            const sb = await apiResult(b, 'presence_stats', { channel: 'room:1' });
+            assert.deepEqual(sa, { num_clients: 3, num_users: 2 });
+            assert.deepEqual(sb, sa);
+            const members = await apiResult(b, 'presence', { channel: 'room:1' });
+            assert.equal(Object.keys(members.presence).length, 3);
+            // join/leave reach every node: ann (on a) sees bob's second connection leave
+            const leaves = [];
+            pa.sub.on('leave', (ctx) => leaves.push(ctx.info.user));
+            pb2.client.disconnect();
+            await waitFor(() => leaves.includes('bob'), 5000, () => 'a leave push for bob on node a');
+            await waitFor(async () => (await apiResult(a, 'presence_stats', { channel: 'room:1' })).num_clients === 2,
+                5000, () => 'presence after the leave');
+        } finally {
+            for (const s of [pa, pb, pb2]) s.client.disconnect();
+        }
+    });
+});
+
+// A raw client's subscribe with recovery (what centrifuge-js sends after a reconnect).
+async function rawSubscribe(h, channel, rec) {
+    const conn = await wsOpen(h.port);
+    conn.sendText(JSON.stringify({ id: 1, connect: { token: h.token('mover') } }) + '\n' +
+        JSON.stringify({ id: 2, subscribe: { channel, ...rec } }));
+    let reply = null;
+    while (!reply) {
+        const f = await conn.readFrame(5000);
+        assert.ok(f && f.opcode !== 8, 'closed before the subscribe reply');
+        for (const line of f.payload.toString().split('\n')) {
+            if (line.includes('"id":2')) reply = JSON.parse(line);
+        }
+    }
+    conn.destroy();
+    return reply.subscribe;
+}
+
+test('a client that moves to another node recovers exactly what it missed', T, async () => {
+    await withNodes(2, async ([a, b]) => {
+        for (let i = 1; i <= 3; i++) await apiResult(a, 'publish', { channel: 'rec:move', data: { i } });
+        const first = await rawSubscribe(a, 'rec:move', {});
+        assert.equal(first.offset, 3);
+        for (let i = 4; i <= 10; i++) await apiResult(b, 'publish', { channel: 'rec:move', data: { i } });
+        const back = await rawSubscribe(b, 'rec:move', { recover: true, offset: 3, epoch: first.epoch });
+        assert.equal(back.recovered, true);
+        assert.deepEqual(back.publications.map((p) => p.data.i), [4, 5, 6, 7, 8, 9, 10]);
+        assert.deepEqual(back.publications.map((p) => p.offset), [4, 5, 6, 7, 8, 9, 10]);
+        const wrong = await rawSubscribe(b, 'rec:move', { recover: true, offset: 3, epoch: 'deadbeef' });
+        assert.equal(wrong.recovered, false);
+        assert.equal(wrong.publications, undefined);
+        await sleep(10);
+    });
+});
