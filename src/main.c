@@ -135,7 +135,8 @@ static int server_run(const struct config *config)
     s.nloops = net_nloops(s.net);
     for (unsigned i = 0; i < s.nloops; i++)
         s.loops[i] = net_loop(s.net, i);
-    struct hub_callbacks hc = {proto_push_publication, proto_push_join_leave, session_slow};
+    struct hub_callbacks hc = {proto_push_publication, proto_push_join_leave, session_slow,
+                               session_lost};
     if (hub_init(s.nloops, s.loops, config->max_channels, &hc) != 0) {
         net_join_and_free(s.net);
         return -1;

@@ -61,6 +61,10 @@ struct engine_events {
     /* join (1) or leave (0) of the ClientInfo info in a channel with join_leave */
     void (*join_leave)(void *ud, const uint8_t *ch, size_t len, int join, const uint8_t *info,
                        size_t info_len);
+    /* The channel's stream went on without this node and what it missed is no longer
+     * held (or its epoch changed): its subscribers must resubscribe (and will learn
+     * they did not recover). A networked engine's only; may be NULL. */
+    void (*lost)(void *ud, const uint8_t *ch, size_t len);
     void *ud;
 };
 

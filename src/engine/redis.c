@@ -37,6 +37,7 @@
 #define RETRY_MAX_MS 5000
 #define META_TTL_SEC (30 * 24 * 3600) /* a stream's epoch and offset, as Centrifugo's default */
 #define IDEMPOTENCY_TTL_SEC 300
+#define CHECK_INTERVAL_MS 5000 /* how often a followed stream's position is checked */
 
 /* KEYS: stream, meta, idempotency key. ARGV: history_size, history_ttl, data, info, epoch
  * candidate, pub/sub channel, use idempotency ('1'/'0'), meta ttl. Returns {offset, epoch}. */
@@ -145,6 +146,10 @@ struct rchan {
     struct table_node node;
     uint32_t refs;
     uint8_t subscribed; /* SUBSCRIBE confirmed */
+    uint8_t check;      /* read the stream once subscribed again (after a reconnect) */
+    struct engine_stream_opts opts;
+    uint64_t last;                    /* with history: the last offset handed to the hub */
+    char epoch[ENGINE_EPOCH_LEN + 1]; /* the stream's epoch as this node knows it */
     uint32_t reading;   /* subscribes reading the stream: deliveries held meanwhile */
     struct held *held, **held_tail;
     struct request *waiting; /* subscribes waiting for the SUBSCRIBE confirmation */
@@ -163,6 +168,7 @@ enum req_kind {
     REQ_PRESENCE_REMOVE,
     REQ_PRESENCE,
     REQ_PRESENCE_STATS,
+    REQ_FILL, /* the engine's own: read what a followed stream's deliveries missed */
 };
 
 struct request {
@@ -195,6 +201,7 @@ struct redis {
     struct shard *shards;
     uv_loop_t loop;
     uv_async_t wake;
+    uv_timer_t check; /* the periodic position check */
     pthread_t thread;
     pthread_mutex_t lock; /* the request queue, and chans for channels() */
     struct request *queue, **queue_tail;
@@ -864,15 +871,24 @@ static void resubscribe(struct redis *r, struct shard *sh)
     for (size_t b = 0; b < r->chans.nbuckets; b++) {
         for (struct table_node *n = r->chans.buckets[b]; n; n = n->next) {
             struct rchan *c = (struct rchan *)n;
-            if (&r->shards[shard_of(r, (const char *)c->name, c->name_len)] == sh)
+            if (&r->shards[shard_of(r, (const char *)c->name, c->name_len)] == sh) {
+                c->check = c->last != 0;
                 send_subscribe(r, sh, "SUBSCRIBE", (const char *)c->name, c->name_len);
+            }
         }
     }
 }
 
-/* Hand one pub/sub message (type byte, then its fields) to the hub. */
-static void deliver(struct redis *r, const char *ch, size_t ch_len, const char *m, size_t len)
+static void start_fill(struct redis *r, struct rchan *c);
+static void hold(struct rchan *c, const char *m, size_t len);
+
+/* Hand one pub/sub message (type byte, then its fields) to the hub. A channel with
+ * history gets its publications in offset order with none twice: what this node
+ * already handed on is dropped, and a jump is first filled from the stream. */
+static void deliver(struct redis *r, struct rchan *c, const char *m, size_t len)
 {
+    const char *ch = (const char *)c->name;
+    size_t ch_len = c->name_len;
     if (len < 1)
         return;
     if (m[0] == 'j' || m[0] == 'l') {
@@ -894,21 +910,45 @@ static void deliver(struct redis *r, const char *ch, size_t ch_len, const char *
     const char *info = end + 1;
     if ((size_t)(info - m) + il > len)
         return;
+    if (offset && c->opts.history_size) {
+        if (offset <= c->last)
+            return; /* already handed on (a fill, a recovery) */
+        if (c->last && offset != c->last + 1) {
+            /* A jump: what lies between is read from the stream first. */
+            hold(c, m, len);
+            start_fill(r, c);
+            return;
+        }
+        c->last = offset;
+    }
     const char *data = info + il;
     struct engine_pub pub = {(const uint8_t *)data, len - (size_t)(data - m),
                              il ? (const uint8_t *)info : NULL, (size_t)il, offset};
     r->e.events.publication(r->e.events.ud, (const uint8_t *)ch, ch_len, &pub);
 }
 
+static void hold(struct rchan *c, const char *m, size_t len)
+{
+    struct held *h = malloc(sizeof(*h) + len);
+    if (h == NULL)
+        return;
+    h->next = NULL;
+    h->len = len;
+    memcpy(h->msg, m, len);
+    *c->held_tail = h;
+    c->held_tail = &h->next;
+}
+
 static void flush_held(struct redis *r, struct rchan *c)
 {
-    while (c->held) {
+    while (c->held && c->reading == 0) {
         struct held *h = c->held;
         c->held = h->next;
-        deliver(r, (const char *)c->name, c->name_len, h->msg, h->len);
+        if (c->held == NULL)
+            c->held_tail = &c->held;
+        deliver(r, c, h->msg, h->len);
         free(h);
     }
-    c->held_tail = &c->held;
 }
 
 static void on_pubsub(struct redis *r, struct shard *sh, redisReply *m)
@@ -924,17 +964,10 @@ static void on_pubsub(struct redis *r, struct shard *sh, redisReply *m)
     if (c == NULL)
         return;
     if (c->reading) {
-        struct held *h = malloc(sizeof(*h) + payload->len);
-        if (h) {
-            h->next = NULL;
-            h->len = payload->len;
-            memcpy(h->msg, payload->str, payload->len);
-            *c->held_tail = h;
-            c->held_tail = &h->next;
-        }
+        hold(c, payload->str, payload->len);
         return;
     }
-    deliver(r, ch, ch_len, payload->str, payload->len);
+    deliver(r, c, payload->str, payload->len);
 }
 
 static void on_subscribe_read(struct redis *r, void *arg, redisReply *reply);
@@ -981,11 +1014,103 @@ static void on_subscribe_read(struct redis *r, void *arg, redisReply *reply)
     }
     if (q->status != ENGINE_OK && c && c->refs)
         c->refs--; /* the caller will not unsubscribe what failed */
+    int fill = 0;
+    if (q->status == ENGINE_OK && c) {
+        if (c->epoch[0] && strcmp(c->epoch, q->pos.epoch) != 0) {
+            /* The stream was lost meanwhile (Redis restarted): those already subscribed
+             * here must resubscribe; from now on the new epoch counts. */
+            if (r->e.events.lost)
+                r->e.events.lost(r->e.events.ud, c->name, c->name_len);
+            c->last = 0;
+        }
+        memcpy(c->epoch, q->pos.epoch, sizeof(c->epoch));
+        if (c->last == 0)
+            c->last = q->pos.offset;
+        else if (c->last < q->pos.offset)
+            fill = 1; /* the node's deliveries are behind: catch them up */
+    }
     /* The completion goes to the loop's queue before the held deliveries: the loop
      * learns the position first, then drops what the reply already holds. */
     finish(r, q);
     if (c && c->reading && --c->reading == 0)
         flush_held(r, c);
+    if (c && fill)
+        start_fill(r, c);
+}
+
+/* ---- filling a gap ---- */
+
+static void on_fill(struct redis *r, void *arg, redisReply *reply);
+
+/* Read the followed stream after c->last, holding deliveries back meanwhile. */
+static void start_fill(struct redis *r, struct rchan *c)
+{
+    if (c->opts.history_size == 0 || c->reading)
+        return;
+    struct request *q = calloc(1, sizeof(*q) + c->name_len + 5);
+    if (q == NULL)
+        return;
+    q->kind = REQ_FILL;
+    q->slot = -1;
+    q->ch = q->bytes;
+    q->ch_len = c->name_len;
+    memcpy(q->ch, c->name, c->name_len);
+    q->opts = c->opts;
+    c->reading++;
+    read_stream(r, q, -1, (int64_t)c->last, 0, on_fill);
+}
+
+static void on_fill(struct redis *r, void *arg, redisReply *reply)
+{
+    struct request *q = arg;
+    struct rchan *c = chan_find(r, q->ch, q->ch_len, table_hash(q->ch, q->ch_len));
+    if (c == NULL) {
+        request_free(q);
+        return;
+    }
+    c->reading--;
+    if (reply_error(reply) || parse_history(q, reply) != 0) {
+        /* Redis is away: the held deliveries wait for the next check's fill. */
+        log_reply_error(reply);
+        request_free(q);
+        return;
+    }
+    const struct engine_pub *pubs = q->items;
+    int lost = (c->epoch[0] && strcmp(c->epoch, q->pos.epoch) != 0) ||
+               (q->pos.offset > c->last && (q->n == 0 || pubs[0].offset != c->last + 1));
+    if (lost) {
+        /* The stream no longer holds what this node missed: never silently, the
+         * subscribers resubscribe and learn that they did not recover. */
+        log_warn("redis: %.*s: publications lost for this node (epoch %s, offset %llu after %llu)",
+                 (int)q->ch_len, q->ch, q->pos.epoch, (unsigned long long)q->pos.offset,
+                 (unsigned long long)c->last);
+        if (r->e.events.lost)
+            r->e.events.lost(r->e.events.ud, c->name, c->name_len);
+        memcpy(c->epoch, q->pos.epoch, sizeof(c->epoch));
+        c->last = q->pos.offset;
+    } else {
+        for (size_t i = 0; i < q->n; i++) {
+            if (pubs[i].offset != c->last + 1)
+                break;
+            c->last = pubs[i].offset;
+            r->e.events.publication(r->e.events.ud, c->name, c->name_len, &pubs[i]);
+        }
+    }
+    request_free(q);
+    flush_held(r, c);
+}
+
+/* Every few seconds, each followed stream's position: a publication whose pub/sub
+ * message never came (a lost connection, a dropped message) is found and filled. */
+static void on_check(uv_timer_t *t)
+{
+    struct redis *r = t->data;
+    for (size_t b = 0; b < r->chans.nbuckets; b++)
+        for (struct table_node *n = r->chans.buckets[b]; n; n = n->next) {
+            struct rchan *c = (struct rchan *)n;
+            if (c->subscribed && c->opts.history_size && c->last)
+                start_fill(r, c);
+        }
 }
 
 static void chan_remove(struct redis *r, struct rchan *c)
@@ -1018,6 +1143,7 @@ static void do_subscribe(struct redis *r, struct request *q)
         c->name_len = (uint16_t)q->ch_len;
         memcpy(c->name, q->ch, q->ch_len);
         c->held_tail = &c->held;
+        c->opts = q->opts;
         pthread_mutex_lock(&r->lock);
         table_insert(&r->chans, &c->node);
         pthread_mutex_unlock(&r->lock);
@@ -1045,6 +1171,10 @@ static void on_subscribed(struct redis *r, const char *name, size_t len)
     if (c == NULL)
         return;
     c->subscribed = 1;
+    if (c->check) {
+        c->check = 0;
+        start_fill(r, c); /* what was published while the connection was down */
+    }
     struct request *w = c->waiting;
     c->waiting = NULL;
     while (w) {
@@ -1237,6 +1367,9 @@ static void on_wake(uv_async_t *h)
         case REQ_PRESENCE_STATS:
             do_presence_query(r, q);
             break;
+        case REQ_FILL: /* never queued: the engine thread starts its own */
+            request_free(q);
+            break;
         }
         q = next;
     }
@@ -1253,6 +1386,8 @@ static void on_wake(uv_async_t *h)
             }
         }
         uv_close((uv_handle_t *)&r->wake, NULL);
+        uv_timer_stop(&r->check);
+        uv_close((uv_handle_t *)&r->check, NULL);
     }
 }
 
@@ -1582,6 +1717,9 @@ struct engine *engine_redis_open(const struct config *config, const struct engin
     }
     uv_async_init(&r->loop, &r->wake, on_wake);
     r->wake.data = r;
+    uv_timer_init(&r->loop, &r->check);
+    r->check.data = r;
+    uv_timer_start(&r->check, on_check, CHECK_INTERVAL_MS, CHECK_INTERVAL_MS);
     for (unsigned i = 0; i < r->nshards; i++) {
         struct shard *sh = &r->shards[i];
         init_conn(r, sh, &sh->cmd, 0);

@@ -315,9 +315,45 @@ static void on_engine_join_leave(void *ud, const uint8_t *ch, size_t len, int jo
     frame_unref(f);
 }
 
+/* On each loop with local subscribers of a channel whose continuity was lost. */
+static void on_lost(struct loop *loop, struct loop_msg *msgs, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        const uint8_t *name = msgs[i].ptr;
+        size_t len = msgs[i].u32;
+        struct table *t = hub.locals[loop_id(loop)];
+        struct local_channel *lc = t ? local_find(t, table_hash(name, len), name, len) : NULL;
+        /* From the last to the first: each owner unsubscribes its own (see deliver). */
+        for (uint32_t k = lc ? lc->n : 0; k-- > 0;)
+            hub.cb.lost(lc->subs[k]->owner, lc->subs[k]);
+        free(msgs[i].ptr);
+    }
+}
+
+static void on_engine_lost(void *ud, const uint8_t *ch, size_t len)
+{
+    uint64_t hash = table_hash(ch, len);
+    struct shard *s = shard_of(hash);
+    pthread_mutex_lock(&s->lock);
+    struct route *r = route_find(s, hash, ch, len);
+    uint64_t mask = r ? r->loops_mask : 0;
+    while (mask) {
+        unsigned id = (unsigned)__builtin_ctzll(mask);
+        mask &= mask - 1;
+        uint8_t *name = malloc(len ? len : 1);
+        if (name == NULL)
+            continue;
+        memcpy(name, ch, len);
+        struct loop_msg m = {on_lost, name, 0, (uint32_t)len};
+        if (loop_post(hub.loops[id], &m) != 0)
+            free(name);
+    }
+    pthread_mutex_unlock(&s->lock);
+}
+
 struct engine_events hub_engine_events(void)
 {
-    struct engine_events ev = {on_engine_publication, on_engine_join_leave, NULL};
+    struct engine_events ev = {on_engine_publication, on_engine_join_leave, on_engine_lost, NULL};
     return ev;
 }
 

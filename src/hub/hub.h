@@ -19,6 +19,7 @@ struct frame;
 struct loop;
 struct ns_opts;
 struct local_channel;
+struct hub_sub;
 
 /* How the hub turns what the engine delivers into frames, and tells the owner of a
  * subscription that it cannot keep up. Set once by hub_init. */
@@ -34,6 +35,9 @@ struct hub_callbacks {
     /* A local subscriber's queue is full: the owner disconnects it (3008) now. Loop
      * thread of the subscriber, during a delivery: the owner may unsubscribe it. */
     void (*slow)(void *owner);
+    /* The engine lost the channel's continuity for this node: the owner tells its
+     * client to resubscribe and unsubscribes s. Loop thread of the subscriber. */
+    void (*lost)(void *owner, struct hub_sub *s);
 };
 
 /* A local subscription. The hub owns it (hub_subscribe creates it, hub_unsubscribe

@@ -36,8 +36,10 @@ enum proto_disconnect {
     PROTO_DISC_PERMISSION_DENIED = 3507,
 };
 
-/* Server-side unsubscribe push code. */
+/* Unsubscribe push codes: a server-side unsubscribe; the server lost the channel's
+ * continuity (the client resubscribes, and recovers if history still covers it). */
 #define PROTO_UNSUBSCRIBE_SERVER 2000
+#define PROTO_UNSUBSCRIBE_INSUFFICIENT_STATE 2500
 
 /* "unauthorized", "bad request", ... ("internal server error" for unknown codes). */
 const char *proto_error_message(int code);

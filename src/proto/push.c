@@ -100,6 +100,14 @@ void proto_push_unsubscribe(struct buf *out, const uint8_t *ch, size_t len)
                 PROTO_UNSUBSCRIBE_SERVER);
 }
 
+void proto_push_insufficient_state(struct buf *out, const uint8_t *ch, size_t len)
+{
+    buf_append_str(out, "{\"push\":{\"channel\":");
+    buf_append_json_str(out, ch, len);
+    buf_appendf(out, ",\"unsubscribe\":{\"code\":%d,\"reason\":\"insufficient state\"}}}",
+                PROTO_UNSUBSCRIBE_INSUFFICIENT_STATE);
+}
+
 void proto_push_subscribe_begin(struct buf *out, const uint8_t *ch, size_t len)
 {
     buf_append_str(out, "{\"push\":{\"channel\":");

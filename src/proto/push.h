@@ -21,6 +21,8 @@ struct frame *proto_push_join_leave(const uint8_t *ch, size_t len, int join, con
                                     size_t info_len, size_t tail);
 /* {"push":{"channel":CH,"unsubscribe":{"code":2000,"reason":"server unsubscribe"}}} */
 void proto_push_unsubscribe(struct buf *out, const uint8_t *ch, size_t len);
+/* The same with code 2500, "insufficient state": the SDK resubscribes. */
+void proto_push_insufficient_state(struct buf *out, const uint8_t *ch, size_t len);
 /* {"push":{"channel":CH,"subscribe":{ ... proto_push_end closes it: }}} */
 void proto_push_subscribe_begin(struct buf *out, const uint8_t *ch, size_t len);
 void proto_push_end(struct buf *out);

@@ -176,6 +176,24 @@ void session_slow(void *owner)
     disconnect(owner, PROTO_DISC_SLOW, "slow");
 }
 
+void session_lost(void *owner, struct hub_sub *sub)
+{
+    struct session *s = owner;
+    for (struct hub_sub **pp = &s->subs; *pp; pp = &(*pp)->next) {
+        if (*pp != sub)
+            continue;
+        *pp = sub->next;
+        s->nsubs--;
+        struct buf b = BUF_INIT;
+        proto_push_insufficient_state(&b, (const uint8_t *)sub->name, sub->name_len);
+        hub_unsubscribe(s->loop, sub);
+        if (!b.oom)
+            ws_conn_reply_text(&s->ws, b.p, b.len); /* must not be lost to the queue bound */
+        buf_free(&b);
+        return;
+    }
+}
+
 static void on_gone(struct ws_conn *w)
 {
     struct session *s = of(w);

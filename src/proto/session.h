@@ -27,6 +27,9 @@ void session_on_text(struct conn *c, uint8_t *p, size_t len);
 
 /* The hub's slow callback: the owner (a session) cannot keep up: disconnect (3008). */
 void session_slow(void *owner);
+/* The hub's lost callback: the client is told to resubscribe (2500), s is dropped. */
+struct hub_sub;
+void session_lost(void *owner, struct hub_sub *s);
 
 /* The server API's controls of a user's connections, on every loop of loops[0..n):
  * disconnect (code, reason), subscribe to channel, unsubscribe from channel. Bytes

@@ -20,6 +20,7 @@ function config(redis, prefix) {
         namespaces: {
             '': {},
             rec: { history_size: 100, history_ttl: 300, recover: true },
+            big: { history_size: 2000, history_ttl: 300, recover: true },
             room: { presence: true, join_leave: true },
         },
     };
@@ -145,4 +146,80 @@ test('a client that moves to another node recovers exactly what it missed', T, a
         assert.equal(wrong.publications, undefined);
         await sleep(10);
     });
+});
+
+test('pub/sub connections killed while another node publishes 1,000: every subscriber gets all, once, in order', T, async () => {
+    await withNodes(2, async ([a, b], redis) => {
+        const subs = [await subscribed(a, 'big:gap'), await subscribed(a, 'big:gap', 'v')];
+        const unsubs = [];
+        for (const s of subs) s.sub.on('unsubscribed', (ctx) => unsubs.push(ctx));
+        try {
+            const N = 1000;
+            let next = 1;
+            const publisher = (async () => {
+                while (next <= N) {
+                    const batch = [];
+                    for (let k = 0; k < 20 && next <= N; k++, next++)
+                        batch.push(apiResult(b, 'publish', { channel: 'big:gap', data: { i: next } }));
+                    await Promise.all(batch);
+                }
+            })();
+            let kills = 0;
+            while (next <= N && kills < 50) {
+                await sleep(30);
+                redis.cli('CLIENT', 'KILL', 'TYPE', 'pubsub');
+                kills++;
+            }
+            await publisher;
+            await waitFor(() => subs.every((s) => s.got.length >= N), 20000,
+                () => `received: ${subs.map((s) => s.got.length).join(', ')} after ${kills} kills; `
+                    + `node a's log:\n${a.stderr().slice(-1500)}`);
+            await sleep(300);
+            for (const s of subs) {
+                const offsets = s.got.map((p) => p.offset);
+                assert.equal(offsets.length, N, 'each publication exactly once');
+                assert.deepEqual(offsets, Array.from({ length: N }, (_, k) => k + 1), 'in order');
+            }
+            assert.equal(unsubs.length, 0, 'no resubscribe was needed');
+            assert.ok(kills > 0);
+        } finally {
+            for (const s of subs) s.client.disconnect();
+        }
+    });
+});
+
+test('Redis restarted with its data lost: nodes stay up, delivery resumes, the loss is reported', T, async () => {
+    let redis = await startRedis();
+    const prefix = `e2e${Math.floor(Math.random() * 1e9)}`;
+    const a = await start({ config: config(redis, prefix), threads: 1 });
+    const b = await start({ config: config(redis, prefix), threads: 1 });
+    const s = await subscribed(a, 'rec:restart');
+    const subscribedEvents = [];
+    s.sub.on('subscribed', (ctx) => subscribedEvents.push(ctx));
+    try {
+        for (let i = 1; i <= 5; i++) await apiResult(b, 'publish', { channel: 'rec:restart', data: { i } });
+        await waitFor(() => s.got.length === 5, 5000, () => `got ${s.got.length}`);
+        const port = redis.port;
+        await redis.stop();
+        // While Redis is away: publishing fails, never a false success, and herald stays up.
+        const down = await b.api('publish', { channel: 'rec:restart', data: { i: 'lost' } });
+        assert.ok(down.status === 503 || (down.json && down.json.error), `publish while down: ${down.text}`);
+        redis = await startRedis({ port });
+        // Delivery resumes; the new stream's epoch differs: the subscriber is told (2500),
+        // resubscribes and learns it did not recover.
+        await waitFor(async () => {
+            const r = await b.api('publish', { channel: 'rec:restart', data: { i: 'after' } });
+            return r.status === 200 && r.json.result;
+        }, 15000, () => 'publishing again after the restart');
+        await waitFor(() => subscribedEvents.some((e) => e.wasRecovering && !e.recovered), 15000,
+            () => `subscribed events: ${JSON.stringify(subscribedEvents.map((e) => [e.wasRecovering, e.recovered]))}`);
+        await apiResult(b, 'publish', { channel: 'rec:restart', data: { i: 'final' } });
+        await waitFor(() => s.got.some((p) => p.data.i === 'final'), 10000, () => 'the publication after');
+        assert.ok(a.alive() && b.alive());
+    } finally {
+        s.client.disconnect();
+        await a.stop('SIGTERM', 3000);
+        await b.stop('SIGTERM', 3000);
+        await redis.stop();
+    }
 });

@@ -46,7 +46,7 @@ static void setup(void)
     if (net == NULL)
         abort();
     lp = net_loop(net, 0);
-    struct hub_callbacks hc = {proto_push_publication, proto_push_join_leave, session_slow};
+    struct hub_callbacks hc = {proto_push_publication, proto_push_join_leave, session_slow, session_lost};
     hub_init(1, &lp, config.max_channels, &hc);
     struct engine_events ev = hub_engine_events();
     struct engine *e = engine_open(&config, &ev, NULL, err, sizeof(err));

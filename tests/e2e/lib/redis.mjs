@@ -18,8 +18,9 @@ export function redisCli(port, ...args) {
     return r.stdout.trim();
 }
 
-export async function startRedis() {
-    const port = await freePort();
+// port: reuse one (a restart); default a free one.
+export async function startRedis({ port = null } = {}) {
+    port = port ?? await freePort();
     const dir = mkdtempSync(path.join(os.tmpdir(), 'herald-redis-'));
     const child = spawn('redis-server', ['--bind', '127.0.0.1', '--port', String(port), '--save', '',
         '--appendonly', 'no', '--dir', dir], { stdio: 'ignore' });
