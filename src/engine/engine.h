@@ -29,6 +29,9 @@ enum engine_status {
     ENGINE_ERR_LIMIT = -106,         /* a new channel past max_channels */
     ENGINE_ERR_NOT_AVAILABLE = -108, /* no history / no presence in this namespace */
     ENGINE_ERR_UNRECOVERABLE = -112, /* since: another epoch */
+    /* The engine cannot reach its store now (Redis down): temporary, to be retried.
+     * Reported as error 100 with "temporary": true (HTTP 503 from the server API). */
+    ENGINE_ERR_UNAVAILABLE = -1100,
 };
 
 /* A stream's position: the offset of its newest publication and its epoch. */
@@ -152,6 +155,9 @@ struct engine_ops {
     /* Housekeeping, about once a second from one thread: expire history, forget idle
      * streams. */
     void (*sweep)(struct engine *e);
+    /* Any thread: 1 when every store the engine needs is reachable; else 0 with a JSON
+     * object saying which is not in detail (NUL-terminated, cut to len). */
+    int (*ready)(struct engine *e, char *detail, size_t len);
     void (*close)(struct engine *e);
 };
 

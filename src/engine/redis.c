@@ -120,6 +120,7 @@ struct rconn {
     uv_timer_t retry;
     redisReader *reader;
     int up, connecting, closing;
+    int down; /* lost, and not back yet: requests fail at once (temporary) */
     unsigned backoff_ms;
     struct pending *head, *tail;
     char *outbox; /* commands formatted while down, sent on connect */
@@ -127,6 +128,8 @@ struct rconn {
 };
 
 struct shard {
+    char url[256]; /* without its password, for /ready */
+    atomic_int reachable; /* both connections up: read by any thread */
     struct sockaddr_storage addr;
     char *user, *password;
     int db;
@@ -315,6 +318,10 @@ static void expect(struct rconn *c, void (*done)(struct redis *, void *, redisRe
 static void command(struct rconn *c, int argc, const char **argv, const size_t *lens,
                     void (*done)(struct redis *, void *, redisReply *), void *arg)
 {
+    if (c->down && done) {
+        done(c->r, arg, NULL); /* Redis is away: a temporary error, not a wait */
+        return;
+    }
     char *cmd;
     int len = redisFormatCommandArgv(&cmd, argc, argv, lens);
     if (len < 0) {
@@ -367,6 +374,8 @@ static void conn_lost(struct rconn *c)
     if (c->up || c->connecting)
         log_warn("redis: connection lost; reconnecting");
     c->up = c->connecting = 0;
+    c->down = 1;
+    atomic_store(&c->sh->reachable, 0);
     if (c->reader) {
         redisReaderFree(c->reader);
         c->reader = NULL;
@@ -463,7 +472,9 @@ static void on_connected(uv_connect_t *req, int status)
     uv_tcp_nodelay(&c->tcp, one);
     uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
     c->up = 1;
+    c->down = 0;
     c->backoff_ms = 0;
+    atomic_store(&c->sh->reachable, c->sh->cmd.up && c->sh->sub.up);
     struct shard *sh = c->sh;
     /* Before anything queued: AUTH, SELECT, the scripts. */
     char *held = c->outbox;
@@ -638,6 +649,12 @@ static int reply_error(redisReply *reply)
     return reply == NULL || reply->type == REDIS_REPLY_ERROR;
 }
 
+/* The status of a failed reply: no reply at all means the connection is down. */
+static int reply_status(redisReply *reply)
+{
+    return reply == NULL ? ENGINE_ERR_UNAVAILABLE : ENGINE_ERR_INTERNAL;
+}
+
 static void log_reply_error(redisReply *reply)
 {
     if (reply && reply->type == REDIS_REPLY_ERROR)
@@ -660,7 +677,7 @@ static void on_published(struct redis *r, void *arg, redisReply *reply)
     struct request *q = arg;
     if (reply_error(reply) || reply->type != REDIS_REPLY_ARRAY || reply->elements != 2) {
         log_reply_error(reply);
-        q->status = ENGINE_ERR_INTERNAL;
+        q->status = reply_status(reply);
     } else {
         q->pos.offset = (uint64_t)reply_int(reply->element[0]);
         snprintf(q->pos.epoch, sizeof(q->pos.epoch), "%s",
@@ -674,7 +691,7 @@ static void on_published_plain(struct redis *r, void *arg, redisReply *reply)
     struct request *q = arg;
     if (reply_error(reply)) {
         log_reply_error(reply);
-        q->status = ENGINE_ERR_INTERNAL;
+        q->status = reply_status(reply);
     }
     finish(r, q);
 }
@@ -764,7 +781,7 @@ static void on_history(struct redis *r, void *arg, redisReply *reply)
     struct request *q = arg;
     if (reply_error(reply) || parse_history(q, reply) != 0) {
         log_reply_error(reply);
-        q->status = ENGINE_ERR_INTERNAL;
+        q->status = reply_status(reply);
     } else if (q->q.has_since && (q->q.since_epoch_len != ENGINE_EPOCH_LEN ||
                                   memcmp(q->q.since_epoch, q->pos.epoch, ENGINE_EPOCH_LEN) != 0)) {
         q->status = ENGINE_ERR_UNRECOVERABLE;
@@ -821,7 +838,7 @@ static void on_removed(struct redis *r, void *arg, redisReply *reply)
 {
     struct request *q = arg;
     if (reply_error(reply))
-        q->status = ENGINE_ERR_INTERNAL;
+        q->status = reply_status(reply);
     finish(r, q);
 }
 
@@ -991,7 +1008,7 @@ static void on_subscribe_read(struct redis *r, void *arg, redisReply *reply)
     struct rchan *c = chan_find(r, q->ch, q->ch_len, table_hash(q->ch, q->ch_len));
     if (reply_error(reply) || parse_history(q, reply) != 0) {
         log_reply_error(reply);
-        q->status = ENGINE_ERR_INTERNAL;
+        q->status = reply_status(reply);
     } else if (q->rec.recover) {
         /* Recovered: the same epoch, and the publications after offset all held. */
         uint64_t missed = q->pos.offset >= q->rec.offset ? q->pos.offset - q->rec.offset : 0;
@@ -1130,6 +1147,12 @@ static void do_subscribe(struct redis *r, struct request *q)
 {
     q->rec.epoch = (const uint8_t *)q->a;
     q->rec.epoch_len = q->a_len;
+    struct shard *sh = &r->shards[shard_of(r, q->ch, q->ch_len)];
+    if (sh->cmd.down || sh->sub.down) {
+        q->status = ENGINE_ERR_UNAVAILABLE; /* the SDK retries */
+        finish(r, q);
+        return;
+    }
     uint64_t hash = table_hash(q->ch, q->ch_len);
     struct rchan *c = chan_find(r, q->ch, q->ch_len, hash);
     if (c == NULL) {
@@ -1202,7 +1225,7 @@ static void on_presence_done(struct redis *r, void *arg, redisReply *reply)
     struct request *q = arg;
     if (reply_error(reply)) {
         log_reply_error(reply);
-        q->status = ENGINE_ERR_INTERNAL;
+        q->status = reply_status(reply);
     }
     if (q->kind == REQ_PRESENCE_REMOVE)
         request_free(q);
@@ -1244,7 +1267,7 @@ static void on_presence_members(struct redis *r, void *arg, redisReply *reply)
     struct request *q = arg;
     if (reply_error(reply) || reply->type != REDIS_REPLY_ARRAY || reply->elements % 2) {
         log_reply_error(reply);
-        q->status = ENGINE_ERR_INTERNAL;
+        q->status = reply_status(reply);
         finish(r, q);
         return;
     }
@@ -1280,7 +1303,7 @@ static void on_presence_counts(struct redis *r, void *arg, redisReply *reply)
 {
     struct request *q = arg;
     if (reply_error(reply) || reply->type != REDIS_REPLY_ARRAY || reply->elements != 2) {
-        q->status = ENGINE_ERR_INTERNAL;
+        q->status = reply_status(reply);
     } else {
         q->num_a = (uint64_t)reply_int(reply->element[0]);
         q->num_b = (uint64_t)reply_int(reply->element[1]);
@@ -1552,6 +1575,19 @@ static void redis_sweep(struct engine *e)
     /* Redis expires history and streams itself (EXPIRE, MAXLEN). */
 }
 
+static int redis_ready(struct engine *e, char *detail, size_t len)
+{
+    struct redis *r = of(e);
+    for (unsigned i = 0; i < r->nshards; i++) {
+        if (!atomic_load(&r->shards[i].reachable)) {
+            snprintf(detail, len, "{\"status\":\"unavailable\",\"redis\":\"%s\",\"shard\":%u}",
+                     r->shards[i].url, i);
+            return 0;
+        }
+    }
+    return 1;
+}
+
 static void redis_close(struct engine *e)
 {
     struct redis *r = of(e);
@@ -1611,6 +1647,7 @@ static const struct engine_ops redis_ops = {
     .presence_stats = redis_presence_stats,
     .channels = redis_channels,
     .sweep = redis_sweep,
+    .ready = redis_ready,
     .close = redis_close,
 };
 
@@ -1619,6 +1656,11 @@ static int parse_url(const char *url, struct shard *sh, char *err, size_t errlen
 {
     const char *p = url + 8; /* "redis://", checked by the config */
     const char *at = strrchr(p, '@');
+    /* Named in /ready without its password; no quote or backslash to escape. */
+    snprintf(sh->url, sizeof(sh->url), "redis://%s", at ? at + 1 : p);
+    for (char *q = sh->url; *q; q++)
+        if (*q == '"' || *q == '\\' || (unsigned char)*q < 0x20)
+            *q = '?';
     if (at) {
         const char *colon = memchr(p, ':', (size_t)(at - p));
         if (colon == NULL) {

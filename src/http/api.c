@@ -69,6 +69,19 @@ static void error(struct buf *out, int code)
                 proto_error_message(code));
 }
 
+/* An engine status as an error object; an unreachable store makes the call 503, with
+ * a temporary error, never a false success. */
+static void status_error(struct call *r, struct buf *out, int status)
+{
+    if (status == ENGINE_ERR_UNAVAILABLE) {
+        r->status = 503;
+        buf_appendf(out, "{\"error\":{\"code\":%d,\"message\":\"%s\",\"temporary\":true}}",
+                    PROTO_ERR_INTERNAL, proto_error_message(PROTO_ERR_INTERNAL));
+    } else {
+        error(out, -status);
+    }
+}
+
 /* Answer now with an error object (HTTP 200, as Centrifugo's API does). */
 static void fail(struct call *r, int code)
 {
@@ -128,10 +141,11 @@ static int get_data(struct call *r, struct json_span *data)
 }
 
 /* {"result":{"offset":N,"epoch":"E"}}, {"result":{}} or {"error":...} */
-static void publish_result(struct buf *out, int status, const struct engine_pos *pos)
+static void publish_result(struct call *r, struct buf *out, int status,
+                           const struct engine_pos *pos)
 {
     if (status != 0)
-        error(out, -status);
+        status_error(r, out, status);
     else if (pos->epoch[0])
         buf_appendf(out, "{\"result\":{\"offset\":%llu,\"epoch\":\"%s\"}}",
                     (unsigned long long)pos->offset, pos->epoch);
@@ -144,7 +158,7 @@ static void publish_result(struct buf *out, int status, const struct engine_pos 
 static void on_published(void *ud, int status, const struct engine_pos *pos)
 {
     struct call *r = ud;
-    publish_result(&r->out, status, pos);
+    publish_result(r, &r->out, status, pos);
     finish(r);
 }
 
@@ -188,7 +202,7 @@ static void broadcast_done(struct broadcast *b)
     for (size_t i = 0; i < b->n; i++) {
         if (i)
             buf_append_char(out, ',');
-        publish_result(out, b->slots[i].status, &b->slots[i].pos);
+        publish_result(b->r, out, b->slots[i].status, &b->slots[i].pos);
     }
     buf_append_str(out, "]}}");
     finish(b->r);
@@ -335,7 +349,7 @@ static void on_history(void *ud, int status, const struct engine_pos *pos,
     struct call *r = ud;
     struct buf *out = &r->out;
     if (status != 0) {
-        error(out, -status);
+        status_error(r, out, status);
     } else {
         buf_append_str(out, "{\"result\":{\"publications\":[");
         proto_render_publications(out, pubs, n);
@@ -385,7 +399,7 @@ static void on_removed(void *ud, int status)
 {
     struct call *r = ud;
     if (status != 0)
-        error(&r->out, -status);
+        status_error(r, &r->out, status);
     else
         buf_append_str(&r->out, "{\"result\":{}}");
     finish(r);
@@ -407,7 +421,7 @@ static void on_presence(void *ud, int status, const struct engine_presence *m, s
 {
     struct call *r = ud;
     if (status != 0) {
-        error(&r->out, -status);
+        status_error(r, &r->out, status);
     } else {
         buf_append_str(&r->out, "{\"result\":{\"presence\":{");
         proto_render_presence(&r->out, m, n);
@@ -420,7 +434,7 @@ static void on_presence_stats(void *ud, int status, uint64_t clients, uint64_t u
 {
     struct call *r = ud;
     if (status != 0)
-        error(&r->out, -status);
+        status_error(r, &r->out, status);
     else
         buf_appendf(&r->out, "{\"result\":{\"num_clients\":%llu,\"num_users\":%llu}}",
                     (unsigned long long)clients, (unsigned long long)users);

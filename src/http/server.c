@@ -11,6 +11,7 @@
 #include "core/frame.h"
 #include "http/api.h"
 #include "http/parser.h"
+#include "hub/hub.h"
 #include "net/conn.h"
 #include "net/loop.h"
 #include "ws/handshake.h"
@@ -196,6 +197,20 @@ static void route(struct http_conn *h, const struct http_request *r, uint8_t *bo
         h->in_call = 1;
         api_handle(r->path + 5, r->path_len - 5, body, body_len, on_api_done, h);
         h->in_call = 0;
+        return;
+    }
+    if (path_is(r, "/ready")) {
+        /* Ready to serve: every store reachable. /health says only that herald runs. */
+        if (!get) {
+            respond_error(c, 405, ka, "Allow: GET, HEAD\r\n");
+            return;
+        }
+        char detail[384];
+        int ready = hub_ready(detail, sizeof(detail));
+        if (ready)
+            strcpy(detail, "{\"status\":\"ready\"}");
+        respond_full(c, ready ? 200 : 503, "application/json", (const uint8_t *)detail,
+                     strlen(detail), ka, NULL, head);
         return;
     }
     if (path_is(r, "/health")) {

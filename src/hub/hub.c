@@ -615,6 +615,11 @@ void hub_presence_stats(const uint8_t *ch, size_t len, const struct ns_opts *ns,
     hub.engine->ops->presence_stats(hub.engine, ch, len, cb, ud);
 }
 
+int hub_ready(char *detail, size_t len)
+{
+    return hub.engine->ops->ready(hub.engine, detail, len);
+}
+
 /* ---- listing ---- */
 
 static int contains(const uint8_t *hay, size_t n, const uint8_t *needle, size_t m)

@@ -117,6 +117,9 @@ void hub_presence(const uint8_t *ch, size_t len, const struct ns_opts *ns, engin
 void hub_presence_stats(const uint8_t *ch, size_t len, const struct ns_opts *ns,
                         engine_stats_cb cb, void *ud);
 
+/* Any thread: 1 when the engine's stores are reachable; else 0 and a JSON detail. */
+int hub_ready(char *detail, size_t len);
+
 /* Any thread: every channel holding state (local subscribers, a stream or presence),
  * and the local subscriptions. */
 void hub_counts(uint64_t *channels, uint64_t *subscriptions);

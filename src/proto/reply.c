@@ -54,12 +54,12 @@ void proto_reply_end(struct buf *out)
     buf_append_str(out, "}}");
 }
 
-void proto_reply_error(struct buf *out, uint32_t id, int code)
+void proto_reply_error(struct buf *out, uint32_t id, int code, int temporary)
 {
     if (out->len)
         buf_append_char(out, '\n');
-    buf_appendf(out, "{\"id\":%u,\"error\":{\"code\":%d,\"message\":\"%s\"}}", id, code,
-                proto_error_message(code));
+    buf_appendf(out, "{\"id\":%u,\"error\":{\"code\":%d,\"message\":\"%s\"%s}}", id, code,
+                proto_error_message(code), temporary ? ",\"temporary\":true" : "");
 }
 
 /* Append raw JSON with its raw newlines as spaces (same length, same value). */

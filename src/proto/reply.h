@@ -18,8 +18,8 @@ struct engine_pub;
 /* {"id":ID,"METHOD":{ ... proto_reply_end: }} (a '\n' first when out is not empty). */
 void proto_reply_begin(struct buf *out, uint32_t id, const char *method);
 void proto_reply_end(struct buf *out);
-/* {"id":ID,"error":{"code":CODE,"message":"..."}} */
-void proto_reply_error(struct buf *out, uint32_t id, int code);
+/* {"id":ID,"error":{"code":CODE,"message":"..."[,"temporary":true]}} */
+void proto_reply_error(struct buf *out, uint32_t id, int code, int temporary);
 
 /* One publication as a JSON object {"data":D[,"info":I][,"offset":N]}. Raw newlines,
  * which valid JSON can hold only as insignificant whitespace, become spaces: frames

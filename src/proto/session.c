@@ -109,7 +109,17 @@ static void reply_done(struct session *s, struct buf *out)
 
 static void fail(struct buf *out, uint32_t id, int code)
 {
-    proto_reply_error(out, id, code);
+    proto_reply_error(out, id, code, 0);
+}
+
+/* An engine status as the reply's error (a temporary one for an unreachable store, so
+ * that the SDK retries). */
+static void fail_status(struct buf *out, uint32_t id, int status)
+{
+    if (status == ENGINE_ERR_UNAVAILABLE)
+        proto_reply_error(out, id, PROTO_ERR_INTERNAL, 1);
+    else
+        proto_reply_error(out, id, -status, 0);
 }
 
 /* The ClientInfo object of this session
@@ -426,7 +436,7 @@ static void on_subscribed(void *ud, int status, struct hub_sub *sub, const struc
     if (x->origin == SUB_COMMAND) {
         struct buf own, *out = reply_to(s, &own);
         if (status != 0) {
-            fail(out, x->id, -status);
+            fail_status(out, x->id, status);
         } else {
             proto_reply_begin(out, x->id, "subscribe");
             subscribe_result(out, x->ns, x->exp, pos, x->was_recovering, recovered, pubs, n);
@@ -605,7 +615,7 @@ static void on_published(void *ud, int status, const struct engine_pos *pos)
     if (!request_done(s)) {
         struct buf own, *out = reply_to(s, &own);
         if (status != 0) {
-            fail(out, q->id, -status);
+            fail_status(out, q->id, status);
         } else {
             proto_reply_begin(out, q->id, "publish");
             /* Not in client.proto's PublishResult (clients ignore it): the stream
@@ -672,7 +682,7 @@ static void on_history(void *ud, int status, const struct engine_pos *pos,
     if (!request_done(s)) {
         struct buf own, *out = reply_to(s, &own);
         if (status != 0) {
-            fail(out, q->id, -status);
+            fail_status(out, q->id, status);
         } else {
             proto_reply_begin(out, q->id, "history");
             buf_append_str(out, "\"publications\":[");
@@ -708,7 +718,7 @@ static void on_presence(void *ud, int status, const struct engine_presence *m, s
     if (!request_done(s)) {
         struct buf own, *out = reply_to(s, &own);
         if (status != 0) {
-            fail(out, q->id, -status);
+            fail_status(out, q->id, status);
         } else {
             proto_reply_begin(out, q->id, "presence");
             buf_append_str(out, "\"presence\":{");
@@ -728,7 +738,7 @@ static void on_presence_stats(void *ud, int status, uint64_t clients, uint64_t u
     if (!request_done(s)) {
         struct buf own, *out = reply_to(s, &own);
         if (status != 0) {
-            fail(out, q->id, -status);
+            fail_status(out, q->id, status);
         } else {
             proto_reply_begin(out, q->id, "presence_stats");
             buf_appendf(out, "\"num_clients\":%llu,\"num_users\":%llu",

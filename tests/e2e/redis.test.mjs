@@ -4,7 +4,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 
-import { start, sleep } from './lib/herald.mjs';
+import { httpRequest, start, sleep } from './lib/herald.mjs';
 import { makeClient, once } from './lib/centrifuge.mjs';
 import { apiResult, waitFor } from './lib/proxy.mjs';
 import { wsOpen } from './lib/raw.mjs';
@@ -201,9 +201,17 @@ test('Redis restarted with its data lost: nodes stay up, delivery resumes, the l
         await waitFor(() => s.got.length === 5, 5000, () => `got ${s.got.length}`);
         const port = redis.port;
         await redis.stop();
-        // While Redis is away: publishing fails, never a false success, and herald stays up.
+        // While Redis is away: publishing fails temporarily (503), never a false success;
+        // /ready names the shard, /health stays 200, herald stays up.
+        await waitFor(async () => (await httpRequest(b.port, 'GET', '/ready')).status === 503, 5000,
+            () => '/ready to turn 503');
+        const ready = await httpRequest(b.port, 'GET', '/ready');
+        assert.equal(ready.json.status, 'unavailable');
+        assert.equal(ready.json.redis, `redis://127.0.0.1:${port}`);
+        assert.equal((await httpRequest(b.port, 'GET', '/health')).status, 200);
         const down = await b.api('publish', { channel: 'rec:restart', data: { i: 'lost' } });
-        assert.ok(down.status === 503 || (down.json && down.json.error), `publish while down: ${down.text}`);
+        assert.equal(down.status, 503, `publish while down: ${down.text}`);
+        assert.deepEqual(down.json.error, { code: 100, message: 'internal server error', temporary: true });
         redis = await startRedis({ port });
         // Delivery resumes; the new stream's epoch differs: the subscriber is told (2500),
         // resubscribes and learns it did not recover.
@@ -213,6 +221,8 @@ test('Redis restarted with its data lost: nodes stay up, delivery resumes, the l
         }, 15000, () => 'publishing again after the restart');
         await waitFor(() => subscribedEvents.some((e) => e.wasRecovering && !e.recovered), 15000,
             () => `subscribed events: ${JSON.stringify(subscribedEvents.map((e) => [e.wasRecovering, e.recovered]))}`);
+        await waitFor(async () => (await httpRequest(b.port, 'GET', '/ready')).status === 200, 10000,
+            () => '/ready to come back');
         await apiResult(b, 'publish', { channel: 'rec:restart', data: { i: 'final' } });
         await waitFor(() => s.got.some((p) => p.data.i === 'final'), 10000, () => 'the publication after');
         assert.ok(a.alive() && b.alive());
