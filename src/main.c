@@ -32,7 +32,10 @@ struct server {
     struct engine *engine;
     struct loop *loops[LOOP_MAX];
     unsigned nloops;
+    unsigned ticks; /* loop 0's */
 };
+
+#define ANNOUNCE_SEC 5
 
 static void on_tick(struct loop *loop, void *ud)
 {
@@ -44,6 +47,14 @@ static void on_tick(struct loop *loop, void *ud)
     if (loop_id(loop) == 0) {
         s->engine->ops->sweep(s->engine);
         malloc_trim(0);
+        /* Every few seconds this node tells the others it is alive, and how it is. */
+        if (s->ticks++ % ANNOUNCE_SEC == 0) {
+            struct buf info = BUF_INIT;
+            api_node_info(&info);
+            if (!info.oom)
+                hub_announce(api_node_uid(), info.p, info.len);
+            buf_free(&info);
+        }
     }
 }
 
@@ -136,7 +147,7 @@ static int server_run(const struct config *config)
     for (unsigned i = 0; i < s.nloops; i++)
         s.loops[i] = net_loop(s.net, i);
     struct hub_callbacks hc = {proto_push_publication, proto_push_join_leave, session_slow,
-                               session_lost};
+                               session_lost, session_control_apply};
     if (hub_init(s.nloops, s.loops, config->max_channels, &hc) != 0) {
         net_join_and_free(s.net);
         return -1;
@@ -152,7 +163,7 @@ static int server_run(const struct config *config)
         return -1;
     }
     hub_set_engine(s.engine);
-    session_init(config);
+    session_init(config, s.loops, s.nloops);
     struct api_context ac = {config, s.loops, s.nloops, loop_clock_ms(), ""};
     rand_uuid(ac.node_uid);
     api_init(&ac);

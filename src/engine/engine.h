@@ -68,8 +68,19 @@ struct engine_events {
      * held (or its epoch changed): its subscribers must resubscribe (and will learn
      * they did not recover). A networked engine's only; may be NULL. */
     void (*lost)(void *ud, const uint8_t *ch, size_t len);
+    /* A control message (opaque bytes) sent by some node's engine ops->control: every
+     * node gets it, the sender included. */
+    void (*control)(void *ud, const uint8_t *msg, size_t len);
     void *ud;
 };
+
+/* A live node as it last announced itself. */
+struct engine_node {
+    const char *uid; /* NUL-terminated */
+    const uint8_t *info; /* its JSON object */
+    size_t info_len;
+};
+typedef void (*engine_nodes_cb)(void *ud, int status, const struct engine_node *nodes, size_t n);
 
 struct engine_history_query {
     int64_t limit; /* -1: all, 0: none (only the position), n: at most n */
@@ -158,6 +169,13 @@ struct engine_ops {
     /* Any thread: 1 when every store the engine needs is reachable; else 0 with a JSON
      * object saying which is not in detail (NUL-terminated, cut to len). */
     int (*ready)(struct engine *e, char *detail, size_t len);
+    /* Send msg (borrowed) to every node's events.control, this one's included. */
+    void (*control)(struct engine *e, const uint8_t *msg, size_t len);
+    /* This node is alive: its uid and JSON info (borrowed), every few seconds. */
+    void (*announce)(struct engine *e, const char *uid, const uint8_t *info, size_t len);
+    /* The nodes that announced themselves within the last three intervals (this one
+     * included once it has announced). */
+    void (*nodes)(struct engine *e, engine_nodes_cb cb, void *ud);
     void (*close)(struct engine *e);
 };
 

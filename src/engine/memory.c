@@ -699,6 +699,23 @@ static int memory_ready(struct engine *e, char *detail, size_t len)
     return 1;
 }
 
+/* One node: a control reaches it at once; nodes are not listed (the caller knows the
+ * only one). */
+static void memory_control(struct engine *e, const uint8_t *msg, size_t len)
+{
+    if (e->events.control)
+        e->events.control(e->events.ud, msg, len);
+}
+
+static void memory_announce(struct engine *e, const char *uid, const uint8_t *info, size_t len)
+{
+}
+
+static void memory_nodes(struct engine *e, engine_nodes_cb cb, void *ud)
+{
+    cb(ud, ENGINE_OK, NULL, 0);
+}
+
 static void memory_close(struct engine *e)
 {
     struct memory *m = mem(e);
@@ -731,6 +748,9 @@ static const struct engine_ops memory_ops = {
     .channels = memory_channels,
     .sweep = memory_sweep,
     .ready = memory_ready,
+    .control = memory_control,
+    .announce = memory_announce,
+    .nodes = memory_nodes,
     .close = memory_close,
 };
 

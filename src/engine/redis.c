@@ -96,9 +96,33 @@ static const char presence_remove_lua[] =
     "if redis.call('hincrby', KEYS[2], u, -1) <= 0 then redis.call('hdel', KEYS[2], u) end end "
     "if ARGV[2] == '1' then redis.call('publish', ARGV[3], 'l' .. ARGV[4]) end return 1";
 
-enum script { SCRIPT_PUBLISH, SCRIPT_HISTORY, SCRIPT_PRESENCE_ADD, SCRIPT_PRESENCE_REMOVE, NSCRIPTS };
-static const char *const scripts[NSCRIPTS] = {publish_lua, history_lua, presence_add_lua,
-                                              presence_remove_lua};
+/* KEYS: nodes hash, seen sorted set. ARGV: uid, info, expiry (ms). */
+static const char announce_lua[] =
+    "local t = redis.call('time') local now = t[1] * 1000 + math.floor(t[2] / 1000) "
+    "redis.call('hset', KEYS[1], ARGV[1], ARGV[2]) redis.call('zadd', KEYS[2], now, ARGV[1]) "
+    "for _, u in ipairs(redis.call('zrangebyscore', KEYS[2], '-inf', now - tonumber(ARGV[3]))) do "
+    "redis.call('hdel', KEYS[1], u) redis.call('zrem', KEYS[2], u) end return 1";
+
+/* KEYS: nodes hash, seen sorted set. ARGV: expiry (ms). Returns {uid, info, ...}. */
+static const char nodes_lua[] =
+    "local t = redis.call('time') local now = t[1] * 1000 + math.floor(t[2] / 1000) local out = {} "
+    "for _, u in ipairs(redis.call('zrangebyscore', KEYS[2], now - tonumber(ARGV[1]), '+inf')) do "
+    "local v = redis.call('hget', KEYS[1], u) if v then table.insert(out, u) table.insert(out, v) "
+    "end end return out";
+
+enum script {
+    SCRIPT_PUBLISH,
+    SCRIPT_HISTORY,
+    SCRIPT_PRESENCE_ADD,
+    SCRIPT_PRESENCE_REMOVE,
+    SCRIPT_ANNOUNCE,
+    SCRIPT_NODES,
+    NSCRIPTS
+};
+static const char *const scripts[NSCRIPTS] = {publish_lua,         history_lua,  presence_add_lua,
+                                              presence_remove_lua, announce_lua, nodes_lua};
+
+#define NODE_EXPIRY_MS 15000 /* three announcement intervals */
 
 struct redis;
 struct rconn;
@@ -172,6 +196,9 @@ enum req_kind {
     REQ_PRESENCE,
     REQ_PRESENCE_STATS,
     REQ_FILL, /* the engine's own: read what a followed stream's deliveries missed */
+    REQ_CONTROL,
+    REQ_ANNOUNCE,
+    REQ_NODES,
 };
 
 struct request {
@@ -569,6 +596,9 @@ static void complete(void *arg)
     case REQ_PRESENCE_STATS:
         ((engine_stats_cb)q->cb)(q->ud, q->status, q->num_a, q->num_b);
         break;
+    case REQ_NODES:
+        ((engine_nodes_cb)q->cb)(q->ud, q->status, q->items, q->n);
+        break;
     case REQ_HISTORY_REMOVE:
     case REQ_PRESENCE_ADD:
         if (q->cb)
@@ -885,6 +915,14 @@ static void send_subscribe(struct redis *r, struct shard *sh, const char *verb, 
 
 static void resubscribe(struct redis *r, struct shard *sh)
 {
+    if (sh == &r->shards[0]) {
+        /* The node-to-node controls travel on the first shard. */
+        char name[300];
+        int n = snprintf(name, sizeof(name), "%s:control", r->prefix);
+        const char *argv[2] = {"SUBSCRIBE", name};
+        size_t lens[2] = {9, (size_t)n};
+        command(&sh->sub, 2, argv, lens, NULL, NULL);
+    }
     for (size_t b = 0; b < r->chans.nbuckets; b++) {
         for (struct table_node *n = r->chans.buckets[b]; n; n = n->next) {
             struct rchan *c = (struct rchan *)n;
@@ -968,10 +1006,22 @@ static void flush_held(struct redis *r, struct rchan *c)
     }
 }
 
+static int is_control(const struct redis *r, const char *name, size_t len)
+{
+    size_t p = strlen(r->prefix);
+    return len == p + 8 && memcmp(name, r->prefix, p) == 0 && memcmp(name + p, ":control", 8) == 0;
+}
+
 static void on_pubsub(struct redis *r, struct shard *sh, redisReply *m)
 {
     redisReply *name = m->element[1], *payload = m->element[2];
     size_t plen = strlen(r->prefix) + 2; /* "prefix:{" */
+    if (name->type == REDIS_REPLY_STRING && payload->type == REDIS_REPLY_STRING &&
+        is_control(r, name->str, name->len)) {
+        if (r->e.events.control)
+            r->e.events.control(r->e.events.ud, (const uint8_t *)payload->str, payload->len);
+        return;
+    }
     if (name->type != REDIS_REPLY_STRING || payload->type != REDIS_REPLY_STRING ||
         name->len < plen + 3)
         return;
@@ -1336,6 +1386,88 @@ static void do_presence_query(struct redis *r, struct request *q)
     free(uk);
 }
 
+/* -- controls and nodes, on the first shard -- */
+
+static void on_nodes(struct redis *r, void *arg, redisReply *reply)
+{
+    struct request *q = arg;
+    if (reply_error(reply) || reply->type != REDIS_REPLY_ARRAY || reply->elements % 2) {
+        q->status = reply_status(reply);
+    } else {
+        size_t n = reply->elements / 2;
+        struct engine_node *nodes = n ? calloc(n, sizeof(*nodes)) : NULL;
+        for (size_t i = 0; nodes && i < n; i++) {
+            nodes[i].uid = reply->element[2 * i]->str;
+            nodes[i].info = (const uint8_t *)reply->element[2 * i + 1]->str;
+            nodes[i].info_len = reply->element[2 * i + 1]->len;
+        }
+        if (n && nodes == NULL) {
+            q->status = ENGINE_ERR_INTERNAL;
+        } else {
+            q->items = nodes;
+            q->n = n;
+            q->reply = steal(reply);
+        }
+    }
+    finish(r, q);
+}
+
+static void do_nodes(struct redis *r, struct request *q)
+{
+    struct shard *sh = &r->shards[0];
+    char hk[300], zk[300], exp[16];
+    size_t hl = (size_t)snprintf(hk, sizeof(hk), "%s:nodes", r->prefix);
+    size_t zl = (size_t)snprintf(zk, sizeof(zk), "%s:nodes:seen", r->prefix);
+    snprintf(exp, sizeof(exp), "%d", NODE_EXPIRY_MS);
+    if (q->kind == REQ_CONTROL) {
+        char ck[300];
+        size_t cl = (size_t)snprintf(ck, sizeof(ck), "%s:control", r->prefix);
+        const char *argv[3] = {"PUBLISH", ck, q->a};
+        size_t lens[3] = {7, cl, q->a_len};
+        command(&sh->cmd, 3, argv, lens, ignore_reply, NULL);
+        request_free(q);
+    } else if (q->kind == REQ_ANNOUNCE) {
+        const char *argv[5] = {hk, zk, q->a, q->b, exp};
+        size_t lens[5] = {hl, zl, q->a_len, q->b_len, strlen(exp)};
+        evalsha(r, sh, SCRIPT_ANNOUNCE, 2, 5, argv, lens, ignore_reply, NULL);
+        request_free(q);
+    } else {
+        const char *argv[3] = {hk, zk, exp};
+        size_t lens[3] = {hl, zl, strlen(exp)};
+        evalsha(r, sh, SCRIPT_NODES, 2, 3, argv, lens, on_nodes, q);
+    }
+}
+
+static void redis_control(struct engine *e, const uint8_t *msg, size_t len)
+{
+    struct redis *r = of(e);
+    struct request *q =
+        request_new(r, REQ_CONTROL, NULL, 0, msg, len, NULL, 0, NULL, 0, NULL, 0, NULL, NULL);
+    if (q)
+        submit(r, q);
+}
+
+static void redis_announce(struct engine *e, const char *uid, const uint8_t *info, size_t len)
+{
+    struct redis *r = of(e);
+    struct request *q = request_new(r, REQ_ANNOUNCE, NULL, 0, uid, strlen(uid), info, len, NULL,
+                                    0, NULL, 0, NULL, NULL);
+    if (q)
+        submit(r, q);
+}
+
+static void redis_nodes(struct engine *e, engine_nodes_cb cb, void *ud)
+{
+    struct redis *r = of(e);
+    struct request *q =
+        request_new(r, REQ_NODES, NULL, 0, NULL, 0, NULL, 0, NULL, 0, NULL, 0, (void *)cb, ud);
+    if (q == NULL) {
+        cb(ud, ENGINE_ERR_INTERNAL, NULL, 0);
+        return;
+    }
+    submit(r, q);
+}
+
 /* ---- the engine thread ---- */
 
 /* on_read frees each reply after its callback; a callback that keeps it (pointers into
@@ -1392,6 +1524,11 @@ static void on_wake(uv_async_t *h)
             break;
         case REQ_FILL: /* never queued: the engine thread starts its own */
             request_free(q);
+            break;
+        case REQ_CONTROL:
+        case REQ_ANNOUNCE:
+        case REQ_NODES:
+            do_nodes(r, q);
             break;
         }
         q = next;
@@ -1648,6 +1785,9 @@ static const struct engine_ops redis_ops = {
     .channels = redis_channels,
     .sweep = redis_sweep,
     .ready = redis_ready,
+    .control = redis_control,
+    .announce = redis_announce,
+    .nodes = redis_nodes,
     .close = redis_close,
 };
 

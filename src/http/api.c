@@ -284,7 +284,7 @@ static long rss_bytes(void)
     return resident * sysconf(_SC_PAGESIZE);
 }
 
-static void api_info(struct call *r)
+void api_node_info(struct buf *out)
 {
     /* Clients before subscriptions: a client that goes meanwhile drops its
      * subscriptions first, so the two never disagree the other way round. */
@@ -298,18 +298,43 @@ static void api_info(struct call *r)
                  (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6;
     char host[64] = "herald";
     gethostname(host, sizeof(host) - 1);
-    struct buf *out = &r->out;
-    buf_appendf(out, "{\"result\":{\"nodes\":[{\"uid\":\"%s\",\"name\":", ctx.node_uid);
+    buf_appendf(out, "{\"uid\":\"%s\",\"name\":", ctx.node_uid);
     buf_append_json_str(out, (const uint8_t *)host, strlen(host));
     buf_appendf(out,
                 ",\"version\":\"0.1.0\",\"num_clients\":%llu,\"num_users\":%llu,"
                 "\"num_channels\":%llu,\"num_subs\":%llu,\"num_connections\":%llu,"
-                "\"uptime\":%llu,\"process\":{\"cpu\":%.3f,\"rss\":%ld}}]}}",
+                "\"uptime\":%llu,\"process\":{\"cpu\":%.3f,\"rss\":%ld}}",
                 (unsigned long long)clients, (unsigned long long)session_num_users(),
                 (unsigned long long)channels, (unsigned long long)subs,
                 (unsigned long long)connections,
                 (unsigned long long)((loop_clock_ms() - ctx.start_ms) / 1000), cpu, rss_bytes());
+}
+
+const char *api_node_uid(void)
+{
+    return ctx.node_uid;
+}
+
+/* This node, fresh, then every other live node as it last announced itself. */
+static void on_nodes(void *ud, int status, const struct engine_node *nodes, size_t n)
+{
+    struct call *r = ud;
+    struct buf *out = &r->out;
+    buf_append_str(out, "{\"result\":{\"nodes\":[");
+    api_node_info(out);
+    for (size_t i = 0; status == ENGINE_OK && i < n; i++) {
+        if (strcmp(nodes[i].uid, ctx.node_uid) == 0)
+            continue;
+        buf_append_char(out, ',');
+        buf_append(out, nodes[i].info, nodes[i].info_len);
+    }
+    buf_append_str(out, "]}}");
     finish(r);
+}
+
+static void api_info(struct call *r)
+{
+    hub_nodes(on_nodes, r);
 }
 
 struct channel_list {
@@ -507,11 +532,15 @@ static void api_user_control(struct call *r, enum session_control kind)
         reason.p = (const uint8_t *)default_reason;
         reason.len = sizeof(default_reason) - 1;
     }
-    if (session_control(ctx.loops, ctx.nloops, kind, user.p, user.len, ch.p, ch.len,
-                        (unsigned)code, reason.p, reason.len) != 0) {
-        fail(r, PROTO_ERR_INTERNAL);
+    struct buf msg = BUF_INIT;
+    if (session_control_encode(&msg, kind, user.p, user.len, ch.p, ch.len, (unsigned)code,
+                               reason.p, reason.len) != 0) {
+        buf_free(&msg);
+        fail(r, PROTO_ERR_BAD_REQUEST);
         return;
     }
+    hub_control(msg.p, msg.len); /* every node, this one included */
+    buf_free(&msg);
     buf_append_str(&r->out, "{\"result\":{}}");
     finish(r);
 }

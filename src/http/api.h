@@ -22,6 +22,11 @@ struct api_context {
 /* Once, before the loops run. The context is copied (its loops array is borrowed). */
 void api_init(const struct api_context *ctx);
 
+/* This node's info object (as /api/info lists it), appended to out; its uid. */
+struct buf;
+void api_node_info(struct buf *out);
+const char *api_node_uid(void);
+
 /* Is method[0..len) one of the server API's methods? */
 int api_method_known(const uint8_t *method, size_t len);
 

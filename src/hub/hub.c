@@ -351,9 +351,16 @@ static void on_engine_lost(void *ud, const uint8_t *ch, size_t len)
     pthread_mutex_unlock(&s->lock);
 }
 
+static void on_engine_control(void *ud, const uint8_t *msg, size_t len)
+{
+    if (hub.cb.control)
+        hub.cb.control(msg, len);
+}
+
 struct engine_events hub_engine_events(void)
 {
-    struct engine_events ev = {on_engine_publication, on_engine_join_leave, on_engine_lost, NULL};
+    struct engine_events ev = {on_engine_publication, on_engine_join_leave, on_engine_lost,
+                               on_engine_control, NULL};
     return ev;
 }
 
@@ -618,6 +625,21 @@ void hub_presence_stats(const uint8_t *ch, size_t len, const struct ns_opts *ns,
 int hub_ready(char *detail, size_t len)
 {
     return hub.engine->ops->ready(hub.engine, detail, len);
+}
+
+void hub_control(const uint8_t *msg, size_t len)
+{
+    hub.engine->ops->control(hub.engine, msg, len);
+}
+
+void hub_announce(const char *uid, const uint8_t *info, size_t len)
+{
+    hub.engine->ops->announce(hub.engine, uid, info, len);
+}
+
+void hub_nodes(engine_nodes_cb cb, void *ud)
+{
+    hub.engine->ops->nodes(hub.engine, cb, ud);
 }
 
 /* ---- listing ---- */

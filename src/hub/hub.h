@@ -38,6 +38,8 @@ struct hub_callbacks {
     /* The engine lost the channel's continuity for this node: the owner tells its
      * client to resubscribe and unsubscribes s. Loop thread of the subscriber. */
     void (*lost)(void *owner, struct hub_sub *s);
+    /* A control message from some node (any thread): the owner applies it here. */
+    void (*control)(const uint8_t *msg, size_t len);
 };
 
 /* A local subscription. The hub owns it (hub_subscribe creates it, hub_unsubscribe
@@ -119,6 +121,11 @@ void hub_presence_stats(const uint8_t *ch, size_t len, const struct ns_opts *ns,
 
 /* Any thread: 1 when the engine's stores are reachable; else 0 and a JSON detail. */
 int hub_ready(char *detail, size_t len);
+/* Any thread: msg (borrowed) to every node's callbacks.control, this one's included. */
+void hub_control(const uint8_t *msg, size_t len);
+/* This node's announcement (every few seconds), and the live nodes. */
+void hub_announce(const char *uid, const uint8_t *info, size_t len);
+void hub_nodes(engine_nodes_cb cb, void *ud);
 
 /* Any thread: every channel holding state (local subscribers, a stream or presence),
  * and the local subscriptions. */

@@ -58,9 +58,14 @@ static _Thread_local struct buf *batch_out;
 
 static const struct config *config;
 
-void session_init(const struct config *c)
+static struct loop *const *control_loops;
+static unsigned control_nloops;
+
+void session_init(const struct config *c, struct loop *const *loops, unsigned nloops)
 {
     config = c;
+    control_loops = loops;
+    control_nloops = nloops;
 }
 
 uint64_t session_num_users(void)
@@ -1105,35 +1110,65 @@ static void on_control(struct loop *loop, struct loop_msg *msgs, size_t n)
     }
 }
 
-int session_control(struct loop *const *loops, unsigned n, enum session_control kind,
-                    const uint8_t *user, size_t user_len, const uint8_t *channel,
-                    size_t channel_len, unsigned code, const uint8_t *reason, size_t reason_len)
+/* The wire form of a control, the same on every node: kind, code (4 bytes, big
+ * endian), then user, channel and reason, each as a 2-byte length and its bytes. */
+int session_control_encode(struct buf *out, enum session_control kind, const uint8_t *user,
+                           size_t user_len, const uint8_t *channel, size_t channel_len,
+                           unsigned code, const uint8_t *reason, size_t reason_len)
 {
-    for (unsigned i = 0; i < n; i++) {
-        struct control *m = malloc(sizeof(*m) + user_len + channel_len + reason_len + 3);
-        if (m == NULL)
-            return -1;
-        m->kind = kind;
-        m->code = code;
-        m->user_len = user_len;
-        m->channel_len = channel_len;
-        m->reason_len = reason_len;
-        uint8_t *w = m->bytes;
-        memcpy(w, user, user_len);
-        w += user_len;
-        *w++ = 0;
-        if (channel_len)
-            memcpy(w, channel, channel_len);
-        w += channel_len;
-        *w++ = 0;
-        if (reason_len)
-            memcpy(w, reason, reason_len);
-        w[reason_len] = 0;
-        struct loop_msg msg = {.handle = on_control, .ptr = m};
-        if (loop_post(loops[i], &msg) != 0) {
-            free(m);
-            return -1;
-        }
+    if (user_len > 0xffff || channel_len > 0xffff || reason_len > 0xffff)
+        return -1;
+    uint8_t head[5] = {(uint8_t)kind, (uint8_t)(code >> 24), (uint8_t)(code >> 16),
+                       (uint8_t)(code >> 8), (uint8_t)code};
+    buf_append(out, head, sizeof(head));
+    const uint8_t *parts[3] = {user, channel, reason};
+    size_t lens[3] = {user_len, channel_len, reason_len};
+    for (int i = 0; i < 3; i++) {
+        uint8_t l[2] = {(uint8_t)(lens[i] >> 8), (uint8_t)lens[i]};
+        buf_append(out, l, 2);
+        buf_append(out, parts[i], lens[i]);
     }
-    return 0;
+    return out->oom ? -1 : 0;
+}
+
+void session_control_apply(const uint8_t *msg, size_t len)
+{
+    if (len < 5 || msg[0] > SESSION_UNSUBSCRIBE)
+        return;
+    const uint8_t *parts[3];
+    size_t lens[3], at = 5;
+    for (int i = 0; i < 3; i++) {
+        if (len - at < 2)
+            return;
+        lens[i] = (size_t)msg[at] << 8 | msg[at + 1];
+        at += 2;
+        if (len - at < lens[i])
+            return;
+        parts[i] = msg + at;
+        at += lens[i];
+    }
+    if (memchr(parts[0], 0, lens[0]) || memchr(parts[1], 0, lens[1]) ||
+        memchr(parts[2], 0, lens[2]))
+        return;
+    unsigned code = (unsigned)msg[1] << 24 | (unsigned)msg[2] << 16 | (unsigned)msg[3] << 8 | msg[4];
+    for (unsigned i = 0; i < control_nloops; i++) {
+        struct control *m = malloc(sizeof(*m) + lens[0] + lens[1] + lens[2] + 3);
+        if (m == NULL)
+            return;
+        m->kind = (enum session_control)msg[0];
+        m->code = code;
+        m->user_len = lens[0];
+        m->channel_len = lens[1];
+        m->reason_len = lens[2];
+        uint8_t *w = m->bytes;
+        for (int k = 0; k < 3; k++) {
+            if (lens[k])
+                memcpy(w, parts[k], lens[k]);
+            w += lens[k];
+            *w++ = 0;
+        }
+        struct loop_msg lm = {.handle = on_control, .ptr = m};
+        if (loop_post(control_loops[i], &lm) != 0)
+            free(m);
+    }
 }

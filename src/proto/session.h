@@ -14,8 +14,9 @@ struct config;
 struct conn;
 struct loop;
 
-/* Once, before the loops run: the config (borrowed for the life of the process). */
-void session_init(const struct config *config);
+/* Once, before the loops run: the config and the loops (both borrowed for the life of
+ * the process). */
+void session_init(const struct config *config, struct loop *const *loops, unsigned nloops);
 
 /* The HTTP side upgraded c (its 101 queued): the session starts (the connect command
  * is due within a few seconds). 0, or -1 out of memory (the caller aborts c). */
@@ -31,13 +32,17 @@ void session_slow(void *owner);
 struct hub_sub;
 void session_lost(void *owner, struct hub_sub *s);
 
-/* The server API's controls of a user's connections, on every loop of loops[0..n):
- * disconnect (code, reason), subscribe to channel, unsubscribe from channel. Bytes
- * are copied. 0, or -1 out of memory. */
+/* The server API's controls of a user's connections on every node: disconnect (code,
+ * reason), subscribe to channel, unsubscribe from channel. Encoded once (appended to
+ * out; -1 when a part is over 64 KB or out of memory), carried to every node by the
+ * engine, and applied on each of its loops by session_control_apply (any thread;
+ * malformed messages are ignored). */
+struct buf;
 enum session_control { SESSION_DISCONNECT, SESSION_SUBSCRIBE, SESSION_UNSUBSCRIBE };
-int session_control(struct loop *const *loops, unsigned n, enum session_control kind,
-                    const uint8_t *user, size_t user_len, const uint8_t *channel,
-                    size_t channel_len, unsigned code, const uint8_t *reason, size_t reason_len);
+int session_control_encode(struct buf *out, enum session_control kind, const uint8_t *user,
+                           size_t user_len, const uint8_t *channel, size_t channel_len,
+                           unsigned code, const uint8_t *reason, size_t reason_len);
+void session_control_apply(const uint8_t *msg, size_t len);
 
 /* Distinct users connected to this node (any thread). */
 uint64_t session_num_users(void);

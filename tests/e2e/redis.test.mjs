@@ -233,3 +233,37 @@ test('Redis restarted with its data lost: nodes stay up, delivery resumes, the l
         await redis.stop();
     }
 });
+
+test('the server API acts on a user\'s connections on every node; info lists every live node', T, async () => {
+    await withNodes(2, async ([a, b]) => {
+        // subscribe on b, for a user connected to a
+        const ann = await subscribed(a, 'news', 'ann');
+        const pushed = [];
+        ann.client.on('subscribed', (ctx) => pushed.push(ctx.channel));
+        await apiResult(b, 'subscribe', { user: 'ann', channel: 'rec:server' });
+        await waitFor(() => pushed.includes('rec:server'), 5000, () => `server-side subscriptions: ${pushed}`);
+        // disconnect on b, for the user on a
+        const closed = once(ann.client, 'disconnected', 5000);
+        await apiResult(b, 'disconnect', { user: 'ann', disconnect: { code: 4500, reason: 'bye' } });
+        const ctx = await closed;
+        assert.equal(ctx.code, 4500);
+        ann.client.disconnect();
+
+        // Each node announces itself every few seconds: both list both.
+        const uidsOf = async (h) => (await apiResult(h, 'info', {})).nodes.map((n) => n.uid).sort();
+        await waitFor(async () => (await uidsOf(a)).length === 2 && (await uidsOf(b)).length === 2, 12000,
+            () => 'both nodes in info');
+        assert.deepEqual(await uidsOf(a), await uidsOf(b));
+    });
+});
+
+test('a node killed with SIGKILL drops out of info within three announcement intervals', T, async () => {
+    await withNodes(2, async ([a, b]) => {
+        const count = async () => (await apiResult(a, 'info', {})).nodes.length;
+        await waitFor(async () => (await count()) === 2, 12000, () => 'two nodes');
+        b.child.kill('SIGKILL');
+        const t0 = Date.now();
+        await waitFor(async () => (await count()) === 1, 20000, () => 'the killed node to drop out');
+        assert.ok(Date.now() - t0 <= 16000, `dropped after ${Date.now() - t0} ms`);
+    });
+});

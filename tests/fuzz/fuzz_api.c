@@ -29,7 +29,8 @@ static void setup(void)
         abort();
     if (metrics_init(1) != 0)
         abort();
-    struct hub_callbacks hc = {proto_push_publication, proto_push_join_leave, session_slow, session_lost};
+    struct hub_callbacks hc = {proto_push_publication, proto_push_join_leave, session_slow, session_lost,
+                               session_control_apply};
     hub_init(0, NULL, config.max_channels, &hc);
     struct engine_events ev = hub_engine_events();
     struct engine *e = engine_open(&config, &ev, NULL, err, sizeof(err));

@@ -46,14 +46,15 @@ static void setup(void)
     if (net == NULL)
         abort();
     lp = net_loop(net, 0);
-    struct hub_callbacks hc = {proto_push_publication, proto_push_join_leave, session_slow, session_lost};
+    struct hub_callbacks hc = {proto_push_publication, proto_push_join_leave, session_slow, session_lost,
+                               session_control_apply};
     hub_init(1, &lp, config.max_channels, &hc);
     struct engine_events ev = hub_engine_events();
     struct engine *e = engine_open(&config, &ev, NULL, err, sizeof(err));
     if (e == NULL)
         abort();
     hub_set_engine(e);
-    session_init(&config);
+    session_init(&config, &lp, 1);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)

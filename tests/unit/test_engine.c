@@ -667,7 +667,7 @@ int main(void)
     strcpy(c.engine, name ? name : "memory");
     c.max_channels = 1000;
     char err[160];
-    struct engine_events ev = {on_publication, on_join_leave, NULL, NULL};
+    struct engine_events ev = {on_publication, on_join_leave, NULL, NULL, NULL};
     struct engine_host host = {host_current, host_post, NULL};
     /* A Redis engine runs against the server in HERALD_TEST_REDIS, under a prefix of its
      * own so that runs never see each other's keys. */
