@@ -57,6 +57,7 @@ static const struct key keys[] = {
     {"client_queue_max", KEY_UINT, FIELD(client_queue_max), 1, 1ull << 40},
     {"recovery_max_publications", KEY_UINT, FIELD(recovery_max_publications), 1, 1000000},
     {"max_channels", KEY_UINT, FIELD(max_channels), 1, 100000000},
+    {"presence_ttl", KEY_UINT, FIELD(presence_ttl), 3, 86400},
     {"expired_close_delay", KEY_UINT, FIELD(expired_close_delay), 0, 3600},
     {"engine", KEY_ENGINE, 0, 0, 0, 0},
     {"namespaces", KEY_NS, 0, 0, 0, 0},
@@ -114,6 +115,7 @@ static void set_defaults(struct config *c)
     c->client_queue_max = 4194304;
     c->recovery_max_publications = 1000;
     c->max_channels = 1000000;
+    c->presence_ttl = 60;
     c->expired_close_delay = 25;
     strcpy(c->engine, "memory");
 }

@@ -38,6 +38,8 @@ struct config {
     uint64_t client_queue_max; /* bytes queued to a client before 3008, default 4194304
                                   ("client_queue_max") */
     unsigned recovery_max_publications; /* most publications a recovery returns, default 1000 */
+    unsigned presence_ttl; /* seconds a node's presence lives in Redis unless refreshed (it is,
+                              every third of it, while the connection lives); default 60 */
     unsigned max_channels; /* channels holding state (subscribers, history, presence) on this
                               node; past it new channels get error 106; default 1000000 */
     unsigned expired_close_delay; /* seconds past a token's exp before 3005/3006, default 25 */

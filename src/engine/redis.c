@@ -79,22 +79,47 @@ static const char history_lua[] =
     "table.insert(out, tonumber(string.sub(x[1], 3))) table.insert(out, d) "
     "table.insert(out, i) end end return out";
 
-/* KEYS: presence, users. ARGV: client, user, info, join ('1'), pub/sub channel, presence
- * ('1'), ttl. Members are stored as "<user length>:<user><info>". */
+/* Presence: KEYS presence hash (client -> "<user length>:<user><info>"), users hash
+ * (user -> connections), expiry sorted set (client -> ms). A member not refreshed by its
+ * node within presence_ttl (a crashed node's) is removed by the next script that looks. */
+#define PRESENCE_EXPIRE_LUA                                                                      \
+    "local t = redis.call('time') local now = t[1] * 1000 + math.floor(t[2] / 1000) "          \
+    "for _, c in ipairs(redis.call('zrangebyscore', KEYS[3], '-inf', now)) do "               \
+    "local v = redis.call('hget', KEYS[1], c) if v then redis.call('hdel', KEYS[1], c) "        \
+    "local i = string.find(v, ':') local u = string.sub(v, i + 1, i + tonumber(string.sub(v, 1, i - 1))) " \
+    "if redis.call('hincrby', KEYS[2], u, -1) <= 0 then redis.call('hdel', KEYS[2], u) end end " \
+    "redis.call('zrem', KEYS[3], c) end "
+
+/* ARGV: client, user, info, join ('1'), pub/sub channel, presence ('1'), ttl (s). */
 static const char presence_add_lua[] =
+    PRESENCE_EXPIRE_LUA
     "if ARGV[6] == '1' then "
     "if redis.call('hset', KEYS[1], ARGV[1], #ARGV[2] .. ':' .. ARGV[2] .. ARGV[3]) == 1 then "
     "redis.call('hincrby', KEYS[2], ARGV[2], 1) end "
-    "redis.call('expire', KEYS[1], ARGV[7]) redis.call('expire', KEYS[2], ARGV[7]) end "
+    "redis.call('zadd', KEYS[3], now + tonumber(ARGV[7]) * 1000, ARGV[1]) "
+    "for k = 1, 3 do redis.call('expire', KEYS[k], ARGV[7]) end end "
     "if ARGV[4] == '1' then redis.call('publish', ARGV[5], 'j' .. ARGV[3]) end return 1";
 
-/* KEYS: presence, users. ARGV: client, leave ('1'), pub/sub channel, info. */
+/* ARGV: client, leave ('1'), pub/sub channel, info. */
 static const char presence_remove_lua[] =
     "local v = redis.call('hget', KEYS[1], ARGV[1]) "
     "if v then redis.call('hdel', KEYS[1], ARGV[1]) local c = string.find(v, ':') "
     "local u = string.sub(v, c + 1, c + tonumber(string.sub(v, 1, c - 1))) "
     "if redis.call('hincrby', KEYS[2], u, -1) <= 0 then redis.call('hdel', KEYS[2], u) end end "
+    "redis.call('zrem', KEYS[3], ARGV[1]) "
     "if ARGV[2] == '1' then redis.call('publish', ARGV[3], 'l' .. ARGV[4]) end return 1";
+
+/* The live members ({client, value, ...}), or with ARGV[1] == 'stats' their counts. */
+static const char presence_get_lua[] =
+    PRESENCE_EXPIRE_LUA
+    "if ARGV[1] == 'stats' then return {redis.call('hlen', KEYS[1]), redis.call('hlen', KEYS[2])} end "
+    "return redis.call('hgetall', KEYS[1])";
+
+/* ARGV: ttl (s), then this node's clients in the channel: their expiry moves on. */
+static const char presence_refresh_lua[] =
+    "local t = redis.call('time') local now = t[1] * 1000 + math.floor(t[2] / 1000) "
+    "for k = 2, #ARGV do redis.call('zadd', KEYS[3], 'XX', now + tonumber(ARGV[1]) * 1000, ARGV[k]) end "
+    "for k = 1, 3 do redis.call('expire', KEYS[k], ARGV[1]) end return 1";
 
 /* KEYS: nodes hash, seen sorted set. ARGV: uid, info, expiry (ms). */
 static const char announce_lua[] =
@@ -115,12 +140,15 @@ enum script {
     SCRIPT_HISTORY,
     SCRIPT_PRESENCE_ADD,
     SCRIPT_PRESENCE_REMOVE,
+    SCRIPT_PRESENCE_GET,
+    SCRIPT_PRESENCE_REFRESH,
     SCRIPT_ANNOUNCE,
     SCRIPT_NODES,
     NSCRIPTS
 };
-static const char *const scripts[NSCRIPTS] = {publish_lua,         history_lua,  presence_add_lua,
-                                              presence_remove_lua, announce_lua, nodes_lua};
+static const char *const scripts[NSCRIPTS] = {
+    publish_lua,          history_lua,  presence_add_lua, presence_remove_lua, presence_get_lua,
+    presence_refresh_lua, announce_lua, nodes_lua};
 
 #define NODE_EXPIRY_MS 15000 /* three announcement intervals */
 
@@ -231,7 +259,10 @@ struct redis {
     struct shard *shards;
     uv_loop_t loop;
     uv_async_t wake;
-    uv_timer_t check; /* the periodic position check */
+    uv_timer_t check;    /* the periodic position check */
+    uv_timer_t presence; /* the refresh of this node's presence members */
+    unsigned presence_ttl;
+    struct table pres; /* struct rpres, engine thread only */
     pthread_t thread;
     pthread_mutex_t lock; /* the request queue, and chans for channels() */
     struct request *queue, **queue_tail;
@@ -1283,25 +1314,86 @@ static void on_presence_done(struct redis *r, void *arg, redisReply *reply)
         finish(r, q);
 }
 
+/* This node's presence members of a channel, refreshed in Redis every third of
+ * presence_ttl while their connections live. */
+struct rpres {
+    struct table_node node;
+    uint32_t n, cap;
+    char (*clients)[37];
+    uint16_t name_len;
+    uint8_t name[];
+};
+
+static struct rpres *pres_find(struct redis *r, const char *ch, size_t len, uint64_t hash)
+{
+    for (struct table_node *n = table_bucket(&r->pres, hash); n; n = n->next) {
+        struct rpres *p = (struct rpres *)n;
+        if (n->hash == hash && p->name_len == len && memcmp(p->name, ch, len) == 0)
+            return p;
+    }
+    return NULL;
+}
+
+static void pres_track(struct redis *r, const char *ch, size_t len, const char *client, int add)
+{
+    uint64_t hash = table_hash(ch, len);
+    struct rpres *p = pres_find(r, ch, len, hash);
+    if (add) {
+        if (p == NULL) {
+            p = calloc(1, sizeof(*p) + len);
+            if (p == NULL)
+                return;
+            p->node.hash = hash;
+            p->name_len = (uint16_t)len;
+            memcpy(p->name, ch, len);
+            table_insert(&r->pres, &p->node);
+        }
+        if (p->n == p->cap) {
+            uint32_t cap = p->cap ? p->cap * 2 : 4;
+            void *c = realloc(p->clients, cap * sizeof(*p->clients));
+            if (c == NULL)
+                return;
+            p->clients = c;
+            p->cap = cap;
+        }
+        snprintf(p->clients[p->n++], 37, "%s", client);
+        return;
+    }
+    for (uint32_t i = 0; p && i < p->n; i++) {
+        if (strcmp(p->clients[i], client) == 0) {
+            memcpy(p->clients[i], p->clients[--p->n], 37);
+            break;
+        }
+    }
+    if (p && p->n == 0) {
+        table_remove(&r->pres, &p->node);
+        free(p->clients);
+        free(p);
+    }
+}
+
 static void do_presence_change(struct redis *r, struct request *q)
 {
     struct shard *sh = &r->shards[shard_of(r, q->ch, q->ch_len)];
-    size_t pl, ul, cl;
+    size_t pl, ul, zl, cl;
     char *pk = key(r, q->ch, q->ch_len, "p", NULL, 0, &pl);
     char *uk = key(r, q->ch, q->ch_len, "u", NULL, 0, &ul);
+    char *zk = key(r, q->ch, q->ch_len, "z", NULL, 0, &zl);
     char *pubch = key(r, q->ch, q->ch_len, "c", NULL, 0, &cl);
-    if (pk && uk && pubch) {
+    if (q->flag_a)
+        pres_track(r, q->ch, q->ch_len, q->a, q->kind == REQ_PRESENCE_ADD);
+    if (pk && uk && zk && pubch) {
         if (q->kind == REQ_PRESENCE_ADD) {
             char ttl[16];
-            snprintf(ttl, sizeof(ttl), "%u", META_TTL_SEC);
-            const char *argv[9] = {pk,    uk,    q->a, q->b, q->c, q->flag_b ? "1" : "0",
-                                   pubch, q->flag_a ? "1" : "0", ttl};
-            size_t lens[9] = {pl, ul, q->a_len, q->b_len, q->c_len, 1, cl, 1, strlen(ttl)};
-            evalsha(r, sh, SCRIPT_PRESENCE_ADD, 2, 9, argv, lens, on_presence_done, q);
+            snprintf(ttl, sizeof(ttl), "%u", r->presence_ttl);
+            const char *argv[10] = {pk,    uk,    zk, q->a, q->b, q->c, q->flag_b ? "1" : "0",
+                                    pubch, q->flag_a ? "1" : "0", ttl};
+            size_t lens[10] = {pl, ul, zl, q->a_len, q->b_len, q->c_len, 1, cl, 1, strlen(ttl)};
+            evalsha(r, sh, SCRIPT_PRESENCE_ADD, 3, 10, argv, lens, on_presence_done, q);
         } else {
-            const char *argv[6] = {pk, uk, q->a, q->flag_b ? "1" : "0", pubch, q->c};
-            size_t lens[6] = {pl, ul, q->a_len, 1, cl, q->c_len};
-            evalsha(r, sh, SCRIPT_PRESENCE_REMOVE, 2, 6, argv, lens, on_presence_done, q);
+            const char *argv[7] = {pk, uk, zk, q->a, q->flag_b ? "1" : "0", pubch, q->c};
+            size_t lens[7] = {pl, ul, zl, q->a_len, 1, cl, q->c_len};
+            evalsha(r, sh, SCRIPT_PRESENCE_REMOVE, 3, 7, argv, lens, on_presence_done, q);
         }
     } else {
         q->status = ENGINE_ERR_INTERNAL;
@@ -1309,7 +1401,39 @@ static void do_presence_change(struct redis *r, struct request *q)
     }
     free(pk);
     free(uk);
+    free(zk);
     free(pubch);
+}
+
+/* Every third of presence_ttl: this node's members live on. */
+static void on_presence_refresh(uv_timer_t *t)
+{
+    struct redis *r = t->data;
+    char ttl[16];
+    snprintf(ttl, sizeof(ttl), "%u", r->presence_ttl);
+    for (size_t b = 0; b < r->pres.nbuckets; b++) {
+        for (struct table_node *n = r->pres.buckets[b]; n; n = n->next) {
+            struct rpres *p = (struct rpres *)n;
+            struct shard *sh = &r->shards[shard_of(r, (const char *)p->name, p->name_len)];
+            size_t pl, ul, zl;
+            char *pk = key(r, (const char *)p->name, p->name_len, "p", NULL, 0, &pl);
+            char *uk = key(r, (const char *)p->name, p->name_len, "u", NULL, 0, &ul);
+            char *zk = key(r, (const char *)p->name, p->name_len, "z", NULL, 0, &zl);
+            for (uint32_t at = 0; pk && uk && zk && at < p->n; at += 16) {
+                const char *argv[20] = {pk, uk, zk, ttl};
+                size_t lens[20] = {pl, ul, zl, strlen(ttl)};
+                int argc = 4;
+                for (uint32_t i = at; i < p->n && i < at + 16; i++, argc++) {
+                    argv[argc] = p->clients[i];
+                    lens[argc] = strlen(p->clients[i]);
+                }
+                evalsha(r, sh, SCRIPT_PRESENCE_REFRESH, 3, argc, argv, lens, ignore_reply, NULL);
+            }
+            free(pk);
+            free(uk);
+            free(zk);
+        }
+    }
 }
 
 static void on_presence_members(struct redis *r, void *arg, redisReply *reply)
@@ -1364,26 +1488,23 @@ static void on_presence_counts(struct redis *r, void *arg, redisReply *reply)
 static void do_presence_query(struct redis *r, struct request *q)
 {
     struct shard *sh = &r->shards[shard_of(r, q->ch, q->ch_len)];
-    size_t pl, ul;
+    size_t pl, ul, zl;
     char *pk = key(r, q->ch, q->ch_len, "p", NULL, 0, &pl);
     char *uk = key(r, q->ch, q->ch_len, "u", NULL, 0, &ul);
-    if (pk == NULL || uk == NULL) {
+    char *zk = key(r, q->ch, q->ch_len, "z", NULL, 0, &zl);
+    if (pk == NULL || uk == NULL || zk == NULL) {
         q->status = ENGINE_ERR_INTERNAL;
         finish(r, q);
-    } else if (q->kind == REQ_PRESENCE) {
-        const char *argv[2] = {"HGETALL", pk};
-        size_t lens[2] = {7, pl};
-        command(&sh->cmd, 2, argv, lens, on_presence_members, q);
     } else {
-        /* Both counts at once, from one server-side call. */
-        static const char lua[] =
-            "return {redis.call('hlen', KEYS[1]), redis.call('hlen', KEYS[2])}";
-        const char *argv[5] = {"EVAL", lua, "2", pk, uk};
-        size_t lens[5] = {4, sizeof(lua) - 1, 1, pl, ul};
-        command(&sh->cmd, 5, argv, lens, on_presence_counts, q);
+        int stats = q->kind == REQ_PRESENCE_STATS;
+        const char *argv[4] = {pk, uk, zk, stats ? "stats" : "members"};
+        size_t lens[4] = {pl, ul, zl, strlen(argv[3])};
+        evalsha(r, sh, SCRIPT_PRESENCE_GET, 3, 4, argv, lens,
+                stats ? on_presence_counts : on_presence_members, q);
     }
     free(pk);
     free(uk);
+    free(zk);
 }
 
 /* -- controls and nodes, on the first shard -- */
@@ -1548,6 +1669,8 @@ static void on_wake(uv_async_t *h)
         uv_close((uv_handle_t *)&r->wake, NULL);
         uv_timer_stop(&r->check);
         uv_close((uv_handle_t *)&r->check, NULL);
+        uv_timer_stop(&r->presence);
+        uv_close((uv_handle_t *)&r->presence, NULL);
     }
 }
 
@@ -1765,6 +1888,14 @@ static void redis_close(struct engine *e)
         }
     }
     table_destroy(&r->chans);
+    for (size_t b = 0; b < r->pres.nbuckets; b++) {
+        for (struct table_node *n = r->pres.buckets[b], *next; n; n = next) {
+            next = n->next;
+            free(((struct rpres *)n)->clients);
+            free(n);
+        }
+    }
+    table_destroy(&r->pres);
     pthread_mutex_destroy(&r->lock);
     free(r->shards);
     free(r->prefix);
@@ -1875,8 +2006,9 @@ struct engine *engine_redis_open(const struct config *config, const struct engin
     r->shards = calloc(r->nshards ? r->nshards : 1, sizeof(*r->shards));
     r->queue_tail = &r->queue;
     pthread_mutex_init(&r->lock, NULL);
+    r->presence_ttl = config->presence_ttl ? config->presence_ttl : 60;
     if (r->prefix == NULL || r->shards == NULL || table_init(&r->chans, 256) != 0 ||
-        uv_loop_init(&r->loop) != 0) {
+        table_init(&r->pres, 256) != 0 || uv_loop_init(&r->loop) != 0) {
         snprintf(err, errlen, "engine: out of memory");
         free(r->prefix);
         free(r->shards);
@@ -1902,6 +2034,10 @@ struct engine *engine_redis_open(const struct config *config, const struct engin
     uv_timer_init(&r->loop, &r->check);
     r->check.data = r;
     uv_timer_start(&r->check, on_check, CHECK_INTERVAL_MS, CHECK_INTERVAL_MS);
+    uv_timer_init(&r->loop, &r->presence);
+    r->presence.data = r;
+    uint64_t every = (uint64_t)r->presence_ttl * 1000 / 3;
+    uv_timer_start(&r->presence, on_presence_refresh, every, every);
     for (unsigned i = 0; i < r->nshards; i++) {
         struct shard *sh = &r->shards[i];
         init_conn(r, sh, &sh->cmd, 0);

@@ -17,6 +17,7 @@ function config(redis, prefix) {
         engine: 'redis',
         redis_urls: [redis.url],
         redis_prefix: prefix,
+        presence_ttl: 3, /* refreshed every second while a connection lives */
         namespaces: {
             '': {},
             rec: { history_size: 100, history_ttl: 300, recover: true },
@@ -257,11 +258,23 @@ test('the server API acts on a user\'s connections on every node; info lists eve
     });
 });
 
-test('a node killed with SIGKILL drops out of info within three announcement intervals', T, async () => {
+test('a node killed with SIGKILL leaves presence within presence_ttl and info within three intervals', T, async () => {
     await withNodes(2, async ([a, b]) => {
         const count = async () => (await apiResult(a, 'info', {})).nodes.length;
         await waitFor(async () => (await count()) === 2, 12000, () => 'two nodes');
+        const pa = await subscribed(a, 'room:crash', 'ann');
+        const pb = await subscribed(b, 'room:crash', 'bob');
+        const stats = () => apiResult(a, 'presence_stats', { channel: 'room:crash' });
+        assert.deepEqual(await stats(), { num_clients: 2, num_users: 2 });
+        await sleep(4000); /* longer than presence_ttl: refreshed, both still there */
+        assert.deepEqual(await stats(), { num_clients: 2, num_users: 2 });
         b.child.kill('SIGKILL');
+        const tk = Date.now();
+        await waitFor(async () => (await stats()).num_clients === 1, 8000, () => 'bob to leave presence');
+        assert.ok(Date.now() - tk <= 4500, `left presence after ${Date.now() - tk} ms`);
+        assert.deepEqual(await stats(), { num_clients: 1, num_users: 1 });
+        pa.client.disconnect();
+        pb.client.disconnect();
         const t0 = Date.now();
         await waitFor(async () => (await count()) === 1, 20000, () => 'the killed node to drop out');
         assert.ok(Date.now() - t0 <= 16000, `dropped after ${Date.now() - t0} ms`);
