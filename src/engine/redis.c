@@ -179,7 +179,16 @@ struct rconn {
     size_t outbox_len;
 };
 
+/* Pub/sub channels to (un)subscribe, gathered while a batch of requests is handled
+ * and sent as one command per shard. */
+struct batch {
+    char **names;
+    size_t *lens;
+    size_t n, cap;
+};
+
 struct shard {
+    struct batch subscribe, unsubscribe;
     char url[256]; /* without its password, for /ready */
     atomic_int reachable; /* both connections up: read by any thread */
     struct sockaddr_storage addr;
@@ -426,6 +435,7 @@ static void on_tcp_closed(uv_handle_t *h)
 }
 
 static void resubscribe(struct redis *r, struct shard *sh);
+static void flush_subscriptions(struct redis *r);
 
 static void conn_lost(struct rconn *c)
 {
@@ -571,8 +581,10 @@ static void on_connected(uv_connect_t *req, int status)
     if (held) {
         send_raw(c, held, held_len);
     }
-    if (c->pubsub)
+    if (c->pubsub) {
         resubscribe(c->r, sh);
+        flush_subscriptions(c->r);
+    }
 }
 
 static void conn_start(struct rconn *c)
@@ -931,17 +943,59 @@ static struct rchan *chan_find(struct redis *r, const char *ch, size_t len, uint
     return NULL;
 }
 
+/* Gather the channel's pub/sub name for the shard's next SUBSCRIBE or UNSUBSCRIBE. */
 static void send_subscribe(struct redis *r, struct shard *sh, const char *verb, const char *ch,
                            size_t len)
 {
+    struct batch *b = verb[0] == 'S' ? &sh->subscribe : &sh->unsubscribe;
     size_t cl;
     char *pubch = key(r, ch, len, "c", NULL, 0, &cl);
     if (pubch == NULL)
         return;
-    const char *argv[2] = {verb, pubch};
-    size_t lens[2] = {strlen(verb), cl};
-    command(&sh->sub, 2, argv, lens, NULL, NULL);
-    free(pubch);
+    if (b->n == b->cap) {
+        size_t cap = b->cap ? b->cap * 2 : 16;
+        char **names = realloc(b->names, cap * sizeof(*names));
+        size_t *lens = names ? realloc(b->lens, cap * sizeof(*lens)) : NULL;
+        if (names)
+            b->names = names;
+        if (lens == NULL) {
+            free(pubch);
+            return;
+        }
+        b->lens = lens;
+        b->cap = cap;
+    }
+    b->names[b->n] = pubch;
+    b->lens[b->n++] = cl;
+}
+
+/* One SUBSCRIBE (and one UNSUBSCRIBE) per shard for what a batch of requests needs, at
+ * most 256 channels a command. */
+static void flush_batch(struct shard *sh, struct batch *b, const char *verb)
+{
+    for (size_t at = 0; at < b->n; at += 256) {
+        const char *argv[257];
+        size_t lens[257];
+        int argc = 1;
+        argv[0] = verb;
+        lens[0] = strlen(verb);
+        for (size_t i = at; i < b->n && i < at + 256; i++, argc++) {
+            argv[argc] = b->names[i];
+            lens[argc] = b->lens[i];
+        }
+        command(&sh->sub, argc, argv, lens, NULL, NULL);
+    }
+    for (size_t i = 0; i < b->n; i++)
+        free(b->names[i]);
+    b->n = 0;
+}
+
+static void flush_subscriptions(struct redis *r)
+{
+    for (unsigned i = 0; i < r->nshards; i++) {
+        flush_batch(&r->shards[i], &r->shards[i].unsubscribe, "UNSUBSCRIBE");
+        flush_batch(&r->shards[i], &r->shards[i].subscribe, "SUBSCRIBE");
+    }
 }
 
 static void resubscribe(struct redis *r, struct shard *sh)
@@ -1654,6 +1708,7 @@ static void on_wake(uv_async_t *h)
         }
         q = next;
     }
+    flush_subscriptions(r);
     if (stopping) {
         for (unsigned i = 0; i < r->nshards; i++) {
             struct rconn *cs[2] = {&r->shards[i].cmd, &r->shards[i].sub};
@@ -1874,6 +1929,13 @@ static void redis_close(struct engine *e)
         }
         free(sh->user);
         free(sh->password);
+        struct batch *bs[2] = {&sh->subscribe, &sh->unsubscribe};
+        for (int k = 0; k < 2; k++) {
+            for (size_t j = 0; j < bs[k]->n; j++)
+                free(bs[k]->names[j]);
+            free(bs[k]->names);
+            free(bs[k]->lens);
+        }
     }
     for (size_t b = 0; b < r->chans.nbuckets; b++) {
         for (struct table_node *n = r->chans.buckets[b], *next; n; n = next) {

@@ -12,10 +12,10 @@ import { startRedis } from './lib/redis.mjs';
 
 const T = { timeout: 60000 };
 
-function config(redis, prefix) {
+function config(redis, prefix, more = []) {
     return {
         engine: 'redis',
-        redis_urls: [redis.url],
+        redis_urls: [redis.url, ...more.map((r) => r.url)],
         redis_prefix: prefix,
         presence_ttl: 3, /* refreshed every second while a connection lives */
         namespaces: {
@@ -279,4 +279,42 @@ test('a node killed with SIGKILL leaves presence within presence_ttl and info wi
         await waitFor(async () => (await count()) === 1, 20000, () => 'the killed node to drop out');
         assert.ok(Date.now() - t0 <= 16000, `dropped after ${Date.now() - t0} ms`);
     });
+});
+
+test('two independent Redis instances: channels land on both, delivery, history and recovery hold', T, async () => {
+    const r1 = await startRedis();
+    const r2 = await startRedis();
+    const prefix = `e2e${Math.floor(Math.random() * 1e9)}`;
+    const a = await start({ config: config(r1, prefix, [r2]), threads: 2 });
+    const b = await start({ config: config(r1, prefix, [r2]), threads: 2 });
+    try {
+        const names = Array.from({ length: 12 }, (_, k) => `rec:shard${k}`);
+        const subs = [];
+        for (const ch of names) subs.push(await subscribed(a, ch));
+        for (const ch of names) {
+            for (let i = 1; i <= 3; i++) await apiResult(b, 'publish', { channel: ch, data: { ch, i } });
+        }
+        await waitFor(() => subs.every((s) => s.got.length === 3), 10000,
+            () => `received: ${subs.map((s) => s.got.length).join(',')}`);
+        for (const [k, s] of subs.entries())
+            assert.deepEqual(s.got.map((p) => [p.data.ch, p.offset]), [1, 2, 3].map((o) => [names[k], o]));
+        // The streams are split over the two instances (a consistent hash of the name).
+        const on1 = names.filter((ch) => r1.cli('EXISTS', `${prefix}:{${ch}}:s`) === '1').length;
+        const on2 = names.filter((ch) => r2.cli('EXISTS', `${prefix}:{${ch}}:s`) === '1').length;
+        assert.equal(on1 + on2, names.length);
+        assert.ok(on1 > 0 && on2 > 0, `${on1} channels on the first instance, ${on2} on the second`);
+        for (const ch of names) {
+            const h = await apiResult(a, 'history', { channel: ch, limit: -1 });
+            assert.equal(h.offset, 3);
+            const back = await rawSubscribe(b, ch, { recover: true, offset: 1, epoch: h.epoch });
+            assert.equal(back.recovered, true);
+            assert.deepEqual(back.publications.map((p) => p.offset), [2, 3]);
+        }
+        for (const s of subs) s.client.disconnect();
+    } finally {
+        await a.stop('SIGTERM', 3000);
+        await b.stop('SIGTERM', 3000);
+        await r1.stop();
+        await r2.stop();
+    }
 });
