@@ -79,6 +79,12 @@ static void run_posted(struct loop *loop, struct loop_msg *msgs, size_t n)
     }
 }
 
+static void *host_uv_loop(void *ud, int slot)
+{
+    struct server *s = ud;
+    return slot >= 0 && (unsigned)slot < s->nloops ? loop_uv(s->loops[slot]) : NULL;
+}
+
 static int host_post(void *ud, int slot, void (*fn)(void *arg), void *arg)
 {
     struct server *s = ud;
@@ -154,7 +160,7 @@ static int server_run(const struct config *config)
     }
     char err[160];
     struct engine_events ev = hub_engine_events();
-    struct engine_host host = {host_current, host_post, &s};
+    struct engine_host host = {host_current, host_post, host_uv_loop, &s};
     s.engine = engine_open(config, &ev, &host, err, sizeof(err));
     if (s.engine == NULL) {
         log_error("%s", err);

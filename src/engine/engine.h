@@ -186,6 +186,9 @@ struct engine_host {
     int (*current)(void *ud);
     /* Run fn(arg) on the thread of slot, soon; from any thread. 0, or -1. */
     int (*post)(void *ud, int slot, void (*fn)(void *arg), void *arg);
+    /* The libuv loop (uv_loop_t *) of slot, where an engine may run its own I/O (it is
+     * then called there like any handler of that loop). */
+    void *(*uv_loop)(void *ud, int slot);
     void *ud;
 };
 

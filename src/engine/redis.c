@@ -1,16 +1,18 @@
 /* The Redis engine (see engine.h): channels, history and presence in Redis, shared by
  * every herald node that names the same Redis and redis_prefix.
  *
- * One engine thread owns every Redis connection: per shard (one per redis_urls entry,
- * a channel's shard picked by a jump consistent hash of its name) a command connection,
- * pipelined, and a pub/sub connection on which this node subscribes once per channel
- * that has local subscribers. Requests from the loops come through a mutex-guarded
- * queue and a uv_async wake-up; completions go back to the asking loop through the
- * engine host. Owning all Redis state on one thread keeps it free of locks, and keeps
- * a channel's deliveries and the reads of a subscribe in one order: while a subscribe
- * reads the stream position (and what the client missed), the channel's pub/sub
- * messages are held back and delivered after it, so that nothing is missed or sent
- * twice. (A departure from "hiredis on every loop": one thread makes the merge exact.)
+ * Every Redis connection lives on one loop, the engine's home (loop 0): per shard (one
+ * per redis_urls entry, a channel's shard picked by a jump consistent hash of its name)
+ * a command connection, pipelined, and a pub/sub connection on which this node
+ * subscribes once per channel that has local subscribers. The home loop's own requests
+ * go straight to Redis; other loops' come through a mutex-guarded queue and a uv_async
+ * wake-up, and their completions go back through the engine host. Owning all Redis
+ * state on one loop keeps it free of locks, and keeps a channel's deliveries and the
+ * reads of a subscribe in one order: while a subscribe reads the stream position (and
+ * what the client missed), the channel's pub/sub messages are held back and delivered
+ * after it, so that nothing is missed or sent twice. And a read of many pub/sub
+ * messages becomes one run of publications on the home loop, one write per subscriber
+ * for many of them, with no thread in between.
  *
  * The connections speak RESP with hiredis' reader (redisReader, redisFormatCommandArgv)
  * over libuv TCP handles of our own: no blocking call, and the socket layer is ours.
@@ -262,18 +264,19 @@ struct request {
     char bytes[];
 };
 
+#define HOME_SLOT 0 /* the loop that runs the engine's I/O */
+
 struct redis {
     struct engine e;
     char *prefix;
     unsigned nshards;
     struct shard *shards;
-    uv_loop_t loop;
+    uv_loop_t *uv; /* the home loop's */
     uv_async_t wake;
     uv_timer_t check;    /* the periodic position check */
     uv_timer_t presence; /* the refresh of this node's presence members */
     unsigned presence_ttl;
     struct table pres; /* struct rpres, engine thread only */
-    pthread_t thread;
     pthread_mutex_t lock; /* the request queue, and chans for channels() */
     struct request *queue, **queue_tail;
     int stopping;
@@ -592,7 +595,8 @@ static void conn_start(struct rconn *c)
 {
     if (c->r->stopping)
         return;
-    uv_tcp_init(&c->r->loop, &c->tcp);
+    uv_tcp_init(c->r->uv, &c->tcp);
+    uv_unref((uv_handle_t *)&c->tcp); /* the home loop ends without waiting for Redis */
     c->tcp.data = c;
     c->creq.data = c;
     c->connecting = 1;
@@ -685,8 +689,18 @@ static struct request *request_new(struct redis *r, enum req_kind kind, const ui
     return q;
 }
 
+static void dispatch(struct redis *r, struct request *q);
+static void flush_subscriptions(struct redis *r);
+
 static void submit(struct redis *r, struct request *q)
 {
+    if (q->slot == HOME_SLOT) {
+        /* On the home loop: straight to Redis (completions still go through the host,
+         * so that no callback runs inside the engine). */
+        dispatch(r, q);
+        flush_subscriptions(r);
+        return;
+    }
     pthread_mutex_lock(&r->lock);
     q->next = NULL;
     *r->queue_tail = q;
@@ -1663,6 +1677,44 @@ static redisReply *steal(redisReply *reply)
     return keep;
 }
 
+static void dispatch(struct redis *r, struct request *q)
+{
+    switch (q->kind) {
+    case REQ_PUBLISH:
+        do_publish(r, q);
+        break;
+    case REQ_HISTORY:
+        do_history(r, q);
+        break;
+    case REQ_HISTORY_REMOVE:
+        do_history_remove(r, q);
+        break;
+    case REQ_SUBSCRIBE:
+        do_subscribe(r, q);
+        break;
+    case REQ_UNSUBSCRIBE:
+        do_unsubscribe(r, q);
+        break;
+    case REQ_PRESENCE_ADD:
+    case REQ_PRESENCE_REMOVE:
+        do_presence_change(r, q);
+        break;
+    case REQ_PRESENCE:
+    case REQ_PRESENCE_STATS:
+        do_presence_query(r, q);
+        break;
+    case REQ_FILL: /* never queued: the engine starts its own */
+        request_free(q);
+        break;
+    case REQ_CONTROL:
+    case REQ_ANNOUNCE:
+    case REQ_NODES:
+        do_nodes(r, q);
+        break;
+    }
+}
+
+/* The other loops' requests, on the home loop. */
 static void on_wake(uv_async_t *h)
 {
     struct redis *r = h->data;
@@ -1670,77 +1722,13 @@ static void on_wake(uv_async_t *h)
     struct request *q = r->queue;
     r->queue = NULL;
     r->queue_tail = &r->queue;
-    int stopping = r->stopping;
     pthread_mutex_unlock(&r->lock);
     while (q) {
         struct request *next = q->next;
-        switch (q->kind) {
-        case REQ_PUBLISH:
-            do_publish(r, q);
-            break;
-        case REQ_HISTORY:
-            do_history(r, q);
-            break;
-        case REQ_HISTORY_REMOVE:
-            do_history_remove(r, q);
-            break;
-        case REQ_SUBSCRIBE:
-            do_subscribe(r, q);
-            break;
-        case REQ_UNSUBSCRIBE:
-            do_unsubscribe(r, q);
-            break;
-        case REQ_PRESENCE_ADD:
-        case REQ_PRESENCE_REMOVE:
-            do_presence_change(r, q);
-            break;
-        case REQ_PRESENCE:
-        case REQ_PRESENCE_STATS:
-            do_presence_query(r, q);
-            break;
-        case REQ_FILL: /* never queued: the engine thread starts its own */
-            request_free(q);
-            break;
-        case REQ_CONTROL:
-        case REQ_ANNOUNCE:
-        case REQ_NODES:
-            do_nodes(r, q);
-            break;
-        }
+        dispatch(r, q);
         q = next;
     }
     flush_subscriptions(r);
-    if (stopping) {
-        for (unsigned i = 0; i < r->nshards; i++) {
-            struct rconn *cs[2] = {&r->shards[i].cmd, &r->shards[i].sub};
-            for (int k = 0; k < 2; k++) {
-                struct rconn *c = cs[k];
-                c->closing = 1;
-                uv_timer_stop(&c->retry);
-                uv_close((uv_handle_t *)&c->retry, NULL);
-                if (!uv_is_closing((uv_handle_t *)&c->tcp))
-                    uv_close((uv_handle_t *)&c->tcp, NULL);
-            }
-        }
-        uv_close((uv_handle_t *)&r->wake, NULL);
-        uv_timer_stop(&r->check);
-        uv_close((uv_handle_t *)&r->check, NULL);
-        uv_timer_stop(&r->presence);
-        uv_close((uv_handle_t *)&r->presence, NULL);
-    }
-}
-
-static void *engine_thread(void *arg)
-{
-    struct redis *r = arg;
-    /* A batch thread is not run ahead of a loop it wakes, nor does it preempt one that
-     * wakes it: requests and deliveries then cross between the threads in runs, not
-     * one context switch each (on a core shared with a loop, the difference is most of
-     * the engine's CPU). */
-    struct sched_param sp = {0};
-    pthread_setschedparam(pthread_self(), SCHED_BATCH, &sp);
-    uv_run(&r->loop, UV_RUN_DEFAULT);
-    return NULL;
 }
 
 /* ---- the interface ---- */
@@ -1910,16 +1898,35 @@ static int redis_ready(struct engine *e, char *detail, size_t len)
     return 1;
 }
 
+/* After the home loop's thread has ended: its handles are closed from here. */
 static void redis_close(struct engine *e)
 {
     struct redis *r = of(e);
-    pthread_mutex_lock(&r->lock);
     r->stopping = 1;
-    pthread_mutex_unlock(&r->lock);
-    uv_async_send(&r->wake);
-    pthread_join(r->thread, NULL);
-    uv_run(&r->loop, UV_RUN_NOWAIT);
-    uv_loop_close(&r->loop);
+    for (unsigned i = 0; i < r->nshards; i++) {
+        struct rconn *cs[2] = {&r->shards[i].cmd, &r->shards[i].sub};
+        for (int k = 0; k < 2; k++) {
+            struct rconn *c = cs[k];
+            c->closing = 1;
+            uv_timer_stop(&c->retry);
+            uv_close((uv_handle_t *)&c->retry, NULL);
+            if (!uv_is_closing((uv_handle_t *)&c->tcp))
+                uv_close((uv_handle_t *)&c->tcp, NULL);
+        }
+    }
+    uv_close((uv_handle_t *)&r->wake, NULL);
+    uv_timer_stop(&r->check);
+    uv_close((uv_handle_t *)&r->check, NULL);
+    uv_timer_stop(&r->presence);
+    uv_close((uv_handle_t *)&r->presence, NULL);
+    uv_run(r->uv, UV_RUN_NOWAIT);
+    /* Requests queued after the loop ended are answered (unavailable) and freed. */
+    for (struct request *q = r->queue, *next; q; q = next) {
+        next = q->next;
+        q->status = ENGINE_ERR_UNAVAILABLE;
+        complete(q);
+    }
+    r->queue = NULL;
     for (unsigned i = 0; i < r->nshards; i++) {
         struct shard *sh = &r->shards[i];
         struct rconn *cs[2] = {&sh->cmd, &sh->sub};
@@ -2055,7 +2062,8 @@ static void init_conn(struct redis *r, struct shard *sh, struct rconn *c, int pu
     c->r = r;
     c->sh = sh;
     c->pubsub = pubsub;
-    uv_timer_init(&r->loop, &c->retry);
+    uv_timer_init(r->uv, &c->retry);
+    uv_unref((uv_handle_t *)&c->retry);
     c->retry.data = c;
 }
 
@@ -2077,7 +2085,7 @@ struct engine *engine_redis_open(const struct config *config, const struct engin
     pthread_mutex_init(&r->lock, NULL);
     r->presence_ttl = config->presence_ttl ? config->presence_ttl : 60;
     if (r->prefix == NULL || r->shards == NULL || table_init(&r->chans, 256) != 0 ||
-        table_init(&r->pres, 256) != 0 || uv_loop_init(&r->loop) != 0) {
+        table_init(&r->pres, 256) != 0 || (r->uv = host->uv_loop(host->ud, HOME_SLOT)) == NULL) {
         snprintf(err, errlen, "engine: out of memory");
         free(r->prefix);
         free(r->shards);
@@ -2086,7 +2094,6 @@ struct engine *engine_redis_open(const struct config *config, const struct engin
     }
     for (unsigned i = 0; i < r->nshards; i++) {
         if (parse_url(config->redis_urls[i], &r->shards[i], err, errlen) != 0) {
-            uv_loop_close(&r->loop);
             for (unsigned k = 0; k <= i; k++) {
                 free(r->shards[k].user);
                 free(r->shards[k].password);
@@ -2098,12 +2105,15 @@ struct engine *engine_redis_open(const struct config *config, const struct engin
             return NULL;
         }
     }
-    uv_async_init(&r->loop, &r->wake, on_wake);
+    uv_async_init(r->uv, &r->wake, on_wake);
+    uv_unref((uv_handle_t *)&r->wake);
     r->wake.data = r;
-    uv_timer_init(&r->loop, &r->check);
+    uv_timer_init(r->uv, &r->check);
+    uv_unref((uv_handle_t *)&r->check);
     r->check.data = r;
     uv_timer_start(&r->check, on_check, CHECK_INTERVAL_MS, CHECK_INTERVAL_MS);
-    uv_timer_init(&r->loop, &r->presence);
+    uv_timer_init(r->uv, &r->presence);
+    uv_unref((uv_handle_t *)&r->presence);
     r->presence.data = r;
     uint64_t every = (uint64_t)r->presence_ttl * 1000 / 3;
     uv_timer_start(&r->presence, on_presence_refresh, every, every);
@@ -2113,10 +2123,6 @@ struct engine *engine_redis_open(const struct config *config, const struct engin
         init_conn(r, sh, &sh->sub, 1);
         conn_start(&sh->cmd);
         conn_start(&sh->sub);
-    }
-    if (pthread_create(&r->thread, NULL, engine_thread, r) != 0) {
-        snprintf(err, errlen, "engine: cannot start the redis thread");
-        return NULL;
     }
     return &r->e;
 }

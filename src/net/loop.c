@@ -21,6 +21,11 @@ unsigned loop_id(const struct loop *l)
     return l->id;
 }
 
+void *loop_uv(struct loop *l)
+{
+    return &l->uv;
+}
+
 void loop_each_conn(struct loop *l, void (*fn)(struct conn *c, void *ud), void *ud)
 {
     for (struct conn *c = l->conns, *next; c; c = next) {

@@ -56,6 +56,9 @@ uint32_t loop_now_sec(const struct loop *loop);
 uint64_t loop_clock_ms(void);
 
 unsigned loop_id(const struct loop *loop);
+/* The loop's uv_loop_t, for a module that runs libuv handles of its own on it (set up
+ * before the loops run, or from the loop's thread). */
+void *loop_uv(struct loop *loop);
 /* Loop thread: fn for every connection of the loop (fn may close or abort the one it is
  * given, no other). */
 void loop_each_conn(struct loop *loop, void (*fn)(struct conn *c, void *ud), void *ud);

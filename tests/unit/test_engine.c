@@ -9,6 +9,7 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+#include <uv.h>
 
 #include "core/buf.h"
 #include "core/config.h"
@@ -63,6 +64,7 @@ static int wait_events(int n)
 {
     int have = 0;
     for (int i = 0; i < 300; i++) {
+        uv_run(uv_default_loop(), UV_RUN_NOWAIT);
         pthread_mutex_lock(&events_lock);
         have = nevents;
         pthread_mutex_unlock(&events_lock);
@@ -104,6 +106,20 @@ static int host_current(void *ud)
     return 0;
 }
 
+/* This thread's libuv loop: a networked engine runs its I/O on it, pumped by wait_for. */
+static void *host_uv_loop(void *ud, int slot)
+{
+    return uv_default_loop();
+}
+
+/* A loop with only an engine's (unreferenced) handles would not poll: a server's loop
+ * always has its listener; this test's has this timer. */
+static uv_timer_t keep_polling;
+
+static void on_keep_polling(uv_timer_t *t)
+{
+}
+
 static int host_post(void *ud, int slot, void (*fn)(void *), void *arg)
 {
     struct posted *p = malloc(sizeof(*p));
@@ -123,14 +139,15 @@ static int host_post(void *ud, int slot, void (*fn)(void *), void *arg)
  * before returning: nothing to run). Up to 5 s. */
 static void wait_for(int target)
 {
-    for (int i = 0; i < 500 && done < target; i++) {
+    for (int i = 0; i < 2500 && done < target; i++) {
+        uv_run(uv_default_loop(), UV_RUN_NOWAIT);
         pthread_mutex_lock(&posted_lock);
         struct posted *p = posted_head;
         posted_head = NULL;
         posted_tail = &posted_head;
         pthread_mutex_unlock(&posted_lock);
         if (p == NULL) {
-            struct timespec ts = {0, 10 * 1000 * 1000};
+            struct timespec ts = {0, 2 * 1000 * 1000};
             nanosleep(&ts, NULL);
         }
         while (p) {
@@ -668,7 +685,7 @@ int main(void)
     c.max_channels = 1000;
     char err[160];
     struct engine_events ev = {on_publication, on_join_leave, NULL, NULL, NULL};
-    struct engine_host host = {host_current, host_post, NULL};
+    struct engine_host host = {host_current, host_post, host_uv_loop, NULL};
     /* A Redis engine runs against the server in HERALD_TEST_REDIS, under a prefix of its
      * own so that runs never see each other's keys. */
     char *url = getenv("HERALD_TEST_REDIS");
@@ -684,6 +701,8 @@ int main(void)
         snprintf(prefix + 5, sizeof(prefix) - 5, "%08x", (unsigned)rand());
         c.redis_prefix = prefix;
     }
+    uv_timer_init(uv_default_loop(), &keep_polling);
+    uv_timer_start(&keep_polling, on_keep_polling, 1000, 1000);
     e = engine_open(&c, &ev, &host, err, sizeof(err));
     if (e == NULL) {
         fprintf(stderr, "%s\n", err);
@@ -706,6 +725,8 @@ int main(void)
     RUN(test_engine_idempotency_key_publishes_once);
     RUN(test_engine_lists_channels_holding_state);
     engine_close(e);
+    uv_close((uv_handle_t *)&keep_polling, NULL);
+    uv_run(uv_default_loop(), UV_RUN_NOWAIT);
     if (strcmp(c.engine, "memory") != 0)
         return test_summary(c.engine);
     /* max_channels: a fresh engine with room for 3 */
