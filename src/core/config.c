@@ -47,6 +47,7 @@ static const struct key keys[] = {
     {"redis_urls", KEY_LIST, offsetof(struct config, redis_urls), 0,
      offsetof(struct config, n_redis_urls), 0},
     {"redis_prefix", KEY_STRING, FIELD(redis_prefix), 0, 0},
+    {"redis_tls_ca", KEY_STRING, FIELD(redis_tls_ca), 0, 0},
     {"redis_cluster_urls", KEY_LIST, offsetof(struct config, redis_cluster_urls), 0,
      offsetof(struct config, n_redis_cluster_urls), 0},
     /* Limits keep a typo (an extra zero or three) from turning into unbounded memory. */
@@ -145,6 +146,7 @@ void config_free(struct config *c)
     free_origins(c->redis_urls, c->n_redis_urls);
     free_origins(c->redis_cluster_urls, c->n_redis_cluster_urls);
     free(c->redis_prefix);
+    free(c->redis_tls_ca);
     free(c->namespaces);
     memset(c, 0, sizeof(*c));
 }
@@ -758,12 +760,10 @@ static int finish(struct load *l)
         return fail(l, "redis_cluster_urls: Redis Cluster is not supported by this build yet "
                        "(use redis_urls: independent instances, channels split by hash)");
     for (size_t i = 0; i < c->n_redis_urls; i++) {
-        if (strncmp(c->redis_urls[i], "redis://", 8) != 0)
-            return fail(l, "redis_urls: %s: expected redis://[user:password@]host:port[/db]%s",
-                        c->redis_urls[i],
-                        strncmp(c->redis_urls[i], "rediss://", 9) == 0
-                            ? " (rediss://, TLS, is not supported by this build yet)"
-                            : "");
+        if (strncmp(c->redis_urls[i], "redis://", 8) != 0 &&
+            strncmp(c->redis_urls[i], "rediss://", 9) != 0)
+            return fail(l, "redis_urls: %s: expected redis[s]://[user:password@]host:port[/db]",
+                        c->redis_urls[i]);
     }
     if (strcmp(c->engine, "redis") == 0 && c->n_redis_urls == 0)
         return fail(l, "redis_urls: engine redis needs at least one redis:// URL");

@@ -44,11 +44,13 @@ struct config {
                               node; past it new channels get error 106; default 1000000 */
     unsigned expired_close_delay; /* seconds past a token's exp before 3005/3006, default 25 */
     char engine[16];              /* "memory" (default) or "redis" */
-    char **redis_urls;            /* redis://[user:password@]host:port[/db], one per shard */
+    char **redis_urls; /* redis[s]://[user:password@]host:port[/db], one per shard */
     size_t n_redis_urls;
     char **redis_cluster_urls; /* seed nodes of a Redis Cluster (refused: not supported yet) */
     size_t n_redis_cluster_urls;
     char *redis_prefix; /* prefix of every key and pub/sub channel; NULL: "herald" */
+    char *redis_tls_ca; /* CA file that rediss:// servers' certificates are checked against;
+                           NULL: the system's trusted CAs */
     struct ns_opts *namespaces;   /* namespaces[0] is always the default namespace "" */
     size_t n_namespaces;
 };

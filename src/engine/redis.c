@@ -29,6 +29,9 @@
 #include <uv.h>
 
 #include <hiredis/hiredis.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
 
 #include "core/config.h"
 #include "core/log.h"
@@ -180,6 +183,11 @@ struct rconn {
     struct pending *head, *tail;
     char *outbox; /* commands formatted while down, sent on connect */
     size_t outbox_len;
+    /* rediss://: OpenSSL over memory BIOs, our socket underneath (Debian's hiredis 0.14
+     * has no TLS; its reader parses what SSL_read gives). */
+    SSL *ssl;
+    BIO *rbio, *wbio;
+    int handshaking;
 };
 
 /* Pub/sub channels to (un)subscribe, gathered while a batch of requests is handled
@@ -192,6 +200,8 @@ struct batch {
 
 struct shard {
     struct batch subscribe, unsubscribe;
+    int tls;
+    char host[256]; /* for the certificate check */
     char url[256]; /* without its password, for /ready */
     atomic_int reachable; /* both connections up: read by any thread */
     struct sockaddr_storage addr;
@@ -276,6 +286,7 @@ struct redis {
     uv_timer_t check;    /* the periodic position check */
     uv_timer_t presence; /* the refresh of this node's presence members */
     unsigned presence_ttl;
+    SSL_CTX *tls; /* for rediss:// shards, or NULL */
     struct table pres; /* struct rpres, engine thread only */
     pthread_mutex_t lock; /* the request queue, and chans for channels() */
     struct request *queue, **queue_tail;
@@ -342,6 +353,42 @@ static void on_written(uv_write_t *w, int status)
     free(w);
 }
 
+static void conn_lost(struct rconn *c);
+static void tls_handshake(struct rconn *c);
+
+/* Write bytes (taking them) to the socket. */
+static void write_socket(struct rconn *c, char *bytes, size_t len)
+{
+    uv_write_t *w = malloc(sizeof(*w));
+    if (w == NULL) {
+        free(bytes);
+        return;
+    }
+    w->data = bytes;
+    uv_buf_t b = uv_buf_init(bytes, (unsigned)len);
+    if (uv_write(w, (uv_stream_t *)&c->tcp, &b, 1, on_written) != 0) {
+        free(bytes);
+        free(w);
+    }
+}
+
+/* What TLS has to send (handshake records, encrypted commands), to the socket. */
+static void tls_flush(struct rconn *c)
+{
+    size_t n = BIO_ctrl_pending(c->wbio);
+    if (n == 0)
+        return;
+    char *out = malloc(n);
+    if (out == NULL)
+        return;
+    int got = BIO_read(c->wbio, out, (int)n);
+    if (got <= 0) {
+        free(out);
+        return;
+    }
+    write_socket(c, out, (size_t)got);
+}
+
 /* Send a formatted command (taking cmd), its reply to done(r, arg, reply). */
 static void send_raw(struct rconn *c, char *cmd, size_t len)
 {
@@ -355,17 +402,17 @@ static void send_raw(struct rconn *c, char *cmd, size_t len)
         free(cmd);
         return;
     }
-    uv_write_t *w = malloc(sizeof(*w));
-    if (w == NULL) {
+    if (c->ssl) {
+        int wrote = SSL_write(c->ssl, cmd, (int)len);
         free(cmd);
+        if (wrote != (int)len) {
+            conn_lost(c);
+            return;
+        }
+        tls_flush(c);
         return;
     }
-    w->data = cmd;
-    uv_buf_t b = uv_buf_init(cmd, (unsigned)len);
-    if (uv_write(w, (uv_stream_t *)&c->tcp, &b, 1, on_written) != 0) {
-        free(cmd);
-        free(w);
-    }
+    write_socket(c, cmd, len);
 }
 
 static void expect(struct rconn *c, void (*done)(struct redis *, void *, redisReply *), void *arg)
@@ -452,6 +499,12 @@ static void conn_lost(struct rconn *c)
         redisReaderFree(c->reader);
         c->reader = NULL;
     }
+    if (c->ssl) {
+        SSL_free(c->ssl); /* and its BIOs */
+        c->ssl = NULL;
+        c->rbio = c->wbio = NULL;
+    }
+    c->handshaking = 0;
     fail_pending(c);
     if (!uv_is_closing((uv_handle_t *)&c->tcp))
         uv_close((uv_handle_t *)&c->tcp, on_tcp_closed);
@@ -469,7 +522,30 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
     }
     if (n == 0)
         return;
-    if (redisReaderFeed(c->reader, buf->base, (size_t)n) != REDIS_OK) {
+    if (c->ssl) {
+        BIO_write(c->rbio, buf->base, (int)n);
+        if (c->handshaking) {
+            tls_handshake(c);
+            return;
+        }
+        char plain[16384];
+        for (;;) {
+            int got = SSL_read(c->ssl, plain, sizeof(plain));
+            if (got <= 0) {
+                int e = SSL_get_error(c->ssl, got);
+                if (e != SSL_ERROR_WANT_READ) {
+                    conn_lost(c);
+                    return;
+                }
+                break;
+            }
+            if (redisReaderFeed(c->reader, plain, (size_t)got) != REDIS_OK) {
+                conn_lost(c);
+                return;
+            }
+        }
+        tls_flush(c);
+    } else if (redisReaderFeed(c->reader, buf->base, (size_t)n) != REDIS_OK) {
         conn_lost(c);
         return;
     }
@@ -527,6 +603,29 @@ static void on_script_loaded(struct redis *r, void *arg, redisReply *reply)
         log_warn("redis: SCRIPT LOAD: %s", reply->type == REDIS_REPLY_ERROR ? reply->str : "?");
 }
 
+static void conn_ready(struct rconn *c);
+
+/* Drive the TLS handshake with what has arrived; ready once it is done. */
+static void tls_handshake(struct rconn *c)
+{
+    int rc = SSL_do_handshake(c->ssl);
+    tls_flush(c);
+    if (rc == 1) {
+        c->handshaking = 0;
+        conn_ready(c); /* Redis says nothing before we do: no records wait */
+        return;
+    }
+    int e = SSL_get_error(c->ssl, rc);
+    if (e != SSL_ERROR_WANT_READ && e != SSL_ERROR_WANT_WRITE) {
+        unsigned long code = ERR_get_error();
+        char why[160];
+        ERR_error_string_n(code, why, sizeof(why));
+        log_warn("redis: %s: TLS handshake failed: %s", c->sh->url, why);
+        ERR_clear_error();
+        conn_lost(c);
+    }
+}
+
 static void on_connected(uv_connect_t *req, int status)
 {
     struct rconn *c = req->data;
@@ -543,6 +642,36 @@ static void on_connected(uv_connect_t *req, int status)
     int one = 1;
     uv_tcp_nodelay(&c->tcp, one);
     uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
+    if (c->sh->tls) {
+        c->ssl = SSL_new(c->r->tls);
+        c->rbio = BIO_new(BIO_s_mem());
+        c->wbio = BIO_new(BIO_s_mem());
+        if (c->ssl == NULL || c->rbio == NULL || c->wbio == NULL) {
+            BIO_free(c->rbio);
+            BIO_free(c->wbio);
+            c->rbio = c->wbio = NULL;
+            conn_lost(c);
+            return;
+        }
+        SSL_set_bio(c->ssl, c->rbio, c->wbio);
+        SSL_set_connect_state(c->ssl);
+        /* The certificate must name the host we asked for (an address or a name). */
+        X509_VERIFY_PARAM *vp = SSL_get0_param(c->ssl);
+        if (X509_VERIFY_PARAM_set1_ip_asc(vp, c->sh->host) != 1) {
+            SSL_set_tlsext_host_name(c->ssl, c->sh->host);
+            SSL_set1_host(c->ssl, c->sh->host);
+        }
+        c->handshaking = 1;
+        tls_handshake(c);
+        return;
+    }
+    conn_ready(c);
+}
+
+/* Connected (and, for rediss://, through the TLS handshake): AUTH, SELECT, the scripts,
+ * then what was waiting. */
+static void conn_ready(struct rconn *c)
+{
     c->up = 1;
     c->down = 0;
     c->backoff_ms = 0;
@@ -1933,6 +2062,8 @@ static void redis_close(struct engine *e)
         for (int k = 0; k < 2; k++) {
             if (cs[k]->reader)
                 redisReaderFree(cs[k]->reader);
+            if (cs[k]->ssl)
+                SSL_free(cs[k]->ssl);
             struct pending *p = cs[k]->head;
             while (p) {
                 struct pending *next = p->next;
@@ -1972,6 +2103,7 @@ static void redis_close(struct engine *e)
         }
     }
     table_destroy(&r->pres);
+    SSL_CTX_free(r->tls);
     pthread_mutex_destroy(&r->lock);
     free(r->shards);
     free(r->prefix);
@@ -2001,10 +2133,11 @@ static const struct engine_ops redis_ops = {
 /* redis://[user:password@]host:port[/db] (a password alone: redis://:password@...). */
 static int parse_url(const char *url, struct shard *sh, char *err, size_t errlen)
 {
-    const char *p = url + 8; /* "redis://", checked by the config */
+    sh->tls = strncmp(url, "rediss://", 9) == 0;
+    const char *p = url + (sh->tls ? 9 : 8); /* checked by the config */
     const char *at = strrchr(p, '@');
     /* Named in /ready without its password; no quote or backslash to escape. */
-    snprintf(sh->url, sizeof(sh->url), "redis://%s", at ? at + 1 : p);
+    snprintf(sh->url, sizeof(sh->url), "%s://%s", sh->tls ? "rediss" : "redis", at ? at + 1 : p);
     for (char *q = sh->url; *q; q++)
         if (*q == '"' || *q == '\\' || (unsigned char)*q < 0x20)
             *q = '?';
@@ -2035,6 +2168,7 @@ static int parse_url(const char *url, struct shard *sh, char *err, size_t errlen
     }
     memcpy(host, p, hl);
     host[hl] = 0;
+    snprintf(sh->host, sizeof(sh->host), "%s", host);
     if (colon) {
         size_t pl = (size_t)(hostend - colon - 1);
         if (pl == 0 || pl >= sizeof(port)) {
@@ -2091,6 +2225,32 @@ struct engine *engine_redis_open(const struct config *config, const struct engin
         free(r->shards);
         free(r);
         return NULL;
+    }
+    int any_tls = 0;
+    for (unsigned i = 0; i < r->nshards; i++)
+        any_tls |= strncmp(config->redis_urls[i], "rediss://", 9) == 0;
+    if (any_tls) {
+        /* Peers are verified: against redis_tls_ca, else the system's trusted CAs. */
+        r->tls = SSL_CTX_new(TLS_client_method());
+        int ok = r->tls != NULL;
+        if (ok) {
+            SSL_CTX_set_verify(r->tls, SSL_VERIFY_PEER, NULL);
+            SSL_CTX_set_min_proto_version(r->tls, TLS1_2_VERSION);
+            ok = config->redis_tls_ca ? SSL_CTX_load_verify_locations(r->tls, config->redis_tls_ca,
+                                                                      NULL) == 1
+                                      : SSL_CTX_set_default_verify_paths(r->tls) == 1;
+        }
+        if (!ok) {
+            snprintf(err, errlen, "redis_tls_ca: cannot load %s",
+                     config->redis_tls_ca ? config->redis_tls_ca : "the system's CA certificates");
+            SSL_CTX_free(r->tls);
+            table_destroy(&r->chans);
+            table_destroy(&r->pres);
+            free(r->prefix);
+            free(r->shards);
+            free(r);
+            return NULL;
+        }
     }
     for (unsigned i = 0; i < r->nshards; i++) {
         if (parse_url(config->redis_urls[i], &r->shards[i], err, errlen) != 0) {

@@ -318,3 +318,41 @@ test('two independent Redis instances: channels land on both, delivery, history 
         await r2.stop();
     }
 });
+
+test('a TLS-only Redis over rediss://: two nodes deliver, keep history and recover', T, async () => {
+    const redis = await startRedis({ tls: true });
+    const prefix = `e2e${Math.floor(Math.random() * 1e9)}`;
+    const cfg = { ...config(redis, prefix), redis_tls_ca: redis.ca };
+    const a = await start({ config: cfg, threads: 2 });
+    const b = await start({ config: cfg, threads: 2 });
+    try {
+        const s = await subscribed(a, 'rec:tls');
+        for (let i = 1; i <= 20; i++) await apiResult(b, 'publish', { channel: 'rec:tls', data: { i } });
+        await waitFor(() => s.got.length === 20, 10000, () => `got ${s.got.length}`);
+        assert.deepEqual(s.got.map((p) => p.offset), Array.from({ length: 20 }, (_, k) => k + 1));
+        const h = await apiResult(a, 'history', { channel: 'rec:tls', limit: -1 });
+        assert.equal(h.publications.length, 20);
+        const back = await rawSubscribe(b, 'rec:tls', { recover: true, offset: 15, epoch: h.epoch });
+        assert.equal(back.recovered, true);
+        assert.deepEqual(back.publications.map((p) => p.offset), [16, 17, 18, 19, 20]);
+        assert.equal((await httpRequest(a.port, 'GET', '/ready')).status, 200);
+        s.client.disconnect();
+    } finally {
+        await a.stop('SIGTERM', 3000);
+        await b.stop('SIGTERM', 3000);
+        await redis.stop();
+    }
+    // A certificate that is not trusted: the node stays up, not ready, naming the instance.
+    const other = await startRedis({ tls: true });
+    const c = await start({ config: { ...config(other, prefix) } });
+    try {
+        await sleep(500);
+        const ready = await httpRequest(c.port, 'GET', '/ready');
+        assert.equal(ready.status, 503);
+        assert.equal(ready.json.redis, other.url);
+        assert.match(c.stderr(), /TLS handshake failed/);
+    } finally {
+        await c.stop('SIGTERM', 3000);
+        await other.stop();
+    }
+});

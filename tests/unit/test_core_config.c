@@ -366,10 +366,13 @@ TEST(test_config_engine_is_memory_or_redis_with_urls)
     if (c.n_redis_urls == 2)
         CHECK(strcmp(c.redis_urls[1], "redis://u:p@127.0.0.1:6380/2") == 0);
     config_free(&c);
-    CHECK_EQ(load_file(&c, "{\"engine\":\"redis\",\"redis_urls\":[\"rediss://h:1\"]}"), -1);
-    CHECK(has("rediss://, TLS, is not supported by this build yet"));
+    CHECK_EQ(load_file(&c, "{\"engine\":\"redis\",\"redis_urls\":[\"rediss://h:1\"],"
+                           "\"redis_tls_ca\":\"/etc/ca.pem\"}"),
+             0);
+    CHECK(c.redis_tls_ca && strcmp(c.redis_tls_ca, "/etc/ca.pem") == 0);
+    config_free(&c);
     CHECK_EQ(load_file(&c, "{\"engine\":\"redis\",\"redis_urls\":[\"http://h:1\"]}"), -1);
-    CHECK(has("redis_urls: http://h:1: expected redis://"));
+    CHECK(has("redis_urls: http://h:1: expected redis[s]://"));
     CHECK_EQ(load_file(&c, "{\"redis_cluster_urls\":[\"redis://h:1\"]}"), -1);
     CHECK(has("redis_cluster_urls: Redis Cluster is not supported by this build yet"));
     CHECK_EQ(load_file(&c, "{\"redis_prefix\":\"app1\",\"redis_urls\":[\"redis://h:1\"]}"), 0);
