@@ -275,11 +275,12 @@ static void on_frames(struct loop *loop, struct loop_msg *msgs, size_t n)
     }
 }
 
-/* Post f (the hub's reference is kept by the caller) to every loop with local
- * subscribers of ch. */
-static void post(const uint8_t *ch, size_t len, struct frame *f, uint64_t offset)
+/* The loops with local subscribers of ch: their mask, read under the routing shard's
+ * lock; fn(id, arg) is called for each while it is held (so that what it posts stays in
+ * order with what other threads post for the channel). */
+static void each_loop(const uint8_t *ch, size_t len, void (*fn)(unsigned id, void *arg),
+                      void *arg)
 {
-    memcpy(f->data + f->len, ch, len); /* tail: the loops' look-up key, not sent */
     uint64_t hash = table_hash(ch, len);
     struct shard *s = shard_of(hash);
     pthread_mutex_lock(&s->lock);
@@ -288,11 +289,32 @@ static void post(const uint8_t *ch, size_t len, struct frame *f, uint64_t offset
     while (mask) {
         unsigned id = (unsigned)__builtin_ctzll(mask);
         mask &= mask - 1;
-        struct loop_msg m = {on_frames, frame_ref(f), offset, (uint32_t)len};
-        if (loop_post(hub.loops[id], &m) != 0)
-            frame_unref(f);
+        fn(id, arg);
     }
     pthread_mutex_unlock(&s->lock);
+}
+
+struct posting {
+    struct frame *f;
+    uint64_t offset;
+    uint32_t len;
+};
+
+static void post_frame(unsigned id, void *arg)
+{
+    struct posting *p = arg;
+    struct loop_msg m = {on_frames, frame_ref(p->f), p->offset, p->len};
+    if (loop_post(hub.loops[id], &m) != 0)
+        frame_unref(p->f);
+}
+
+/* Post f (the hub's reference is kept by the caller) to every loop with local
+ * subscribers of ch. */
+static void post(const uint8_t *ch, size_t len, struct frame *f, uint64_t offset)
+{
+    memcpy(f->data + f->len, ch, len); /* tail: the loops' look-up key, not sent */
+    struct posting p = {f, offset, (uint32_t)len};
+    each_loop(ch, len, post_frame, &p);
 }
 
 static void on_engine_publication(void *ud, const uint8_t *ch, size_t len,
@@ -330,25 +352,27 @@ static void on_lost(struct loop *loop, struct loop_msg *msgs, size_t n)
     }
 }
 
+struct losing {
+    const uint8_t *ch;
+    size_t len;
+};
+
+static void post_lost(unsigned id, void *arg)
+{
+    struct losing *l = arg;
+    uint8_t *name = malloc(l->len ? l->len : 1);
+    if (name == NULL)
+        return;
+    memcpy(name, l->ch, l->len);
+    struct loop_msg m = {on_lost, name, 0, (uint32_t)l->len};
+    if (loop_post(hub.loops[id], &m) != 0)
+        free(name);
+}
+
 static void on_engine_lost(void *ud, const uint8_t *ch, size_t len)
 {
-    uint64_t hash = table_hash(ch, len);
-    struct shard *s = shard_of(hash);
-    pthread_mutex_lock(&s->lock);
-    struct route *r = route_find(s, hash, ch, len);
-    uint64_t mask = r ? r->loops_mask : 0;
-    while (mask) {
-        unsigned id = (unsigned)__builtin_ctzll(mask);
-        mask &= mask - 1;
-        uint8_t *name = malloc(len ? len : 1);
-        if (name == NULL)
-            continue;
-        memcpy(name, ch, len);
-        struct loop_msg m = {on_lost, name, 0, (uint32_t)len};
-        if (loop_post(hub.loops[id], &m) != 0)
-            free(name);
-    }
-    pthread_mutex_unlock(&s->lock);
+    struct losing l = {ch, len};
+    each_loop(ch, len, post_lost, &l);
 }
 
 static void on_engine_control(void *ud, const uint8_t *msg, size_t len)
