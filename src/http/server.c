@@ -123,6 +123,15 @@ static int wants_body(const struct config *cfg, const struct http_request *r)
            api_method_known(r->path + 5, r->path_len - 5) && api_authorized(cfg, r);
 }
 
+int http_ws_check(const struct http_request *r, char accept[29])
+{
+    struct ws_header hs[HTTP_MAX_HEADERS];
+    for (size_t i = 0; i < r->num_headers; i++)
+        hs[i] = (struct ws_header){r->headers[i].name, r->headers[i].name_len,
+                                   r->headers[i].value, r->headers[i].value_len};
+    return ws_handshake_check(r->minor_version, hs, r->num_headers, accept);
+}
+
 static void upgrade(struct http_conn *h, const struct http_request *r)
 {
     struct conn *c = h->c;
@@ -130,12 +139,8 @@ static void upgrade(struct http_conn *h, const struct http_request *r)
         respond_error(c, 403, 0, NULL);
         return;
     }
-    struct ws_header hs[HTTP_MAX_HEADERS];
-    for (size_t i = 0; i < r->num_headers; i++)
-        hs[i] = (struct ws_header){r->headers[i].name, r->headers[i].name_len,
-                                   r->headers[i].value, r->headers[i].value_len};
     char accept[29];
-    int status = ws_handshake_check(r->minor_version, hs, r->num_headers, accept);
+    int status = http_ws_check(r, accept);
     if (status != 0) {
         respond_error(c, status, 0, status == 426 ? "Sec-WebSocket-Version: 13\r\n" : NULL);
         return;

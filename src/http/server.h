@@ -10,6 +10,7 @@
 
 struct config;
 struct conn;
+struct http_request;
 
 /* Head size limit (431 beyond it). */
 #define HTTP_MAX_HEAD (16 * 1024)
@@ -27,5 +28,9 @@ void http_init(const struct http_server_config *cfg);
 
 /* The loops' accept callback: c starts with the HTTP handler. */
 void http_accept(struct conn *c, void *ud);
+
+/* The WebSocket opening handshake checked on a parsed request head (ws/handshake.h):
+ * 0 and accept filled, or the HTTP status to refuse with. */
+int http_ws_check(const struct http_request *r, char accept[29]);
 
 #endif

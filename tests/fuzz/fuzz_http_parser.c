@@ -5,17 +5,8 @@
 #include <string.h>
 
 #include "http/parser.h"
+#include "http/server.h"
 #include "ws/handshake.h"
-
-/* The handshake check on a parsed request's headers, as the HTTP side calls it. */
-static int ws_check(const struct http_request *req, char accept[29])
-{
-    struct ws_header hs[HTTP_MAX_HEADERS];
-    for (size_t i = 0; i < req->num_headers; i++)
-        hs[i] = (struct ws_header){req->headers[i].name, req->headers[i].name_len,
-                                   req->headers[i].value, req->headers[i].value_len};
-    return ws_handshake_check(req->minor_version, hs, req->num_headers, accept);
-}
 
 #define REQUIRE(cond)                                                                              \
     do {                                                                                           \
@@ -80,7 +71,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     REQUIRE(http_find_header(&req, "Host") != NULL || req.minor_version == 0);
 
     char accept[29];
-    if (ws_check(&req, accept) == 0)
+    if (http_ws_check(&req, accept) == 0)
         REQUIRE(strlen(accept) == 28);
 
     /* The head does not depend on what follows it, and any shorter prefix of it is

@@ -2,18 +2,9 @@
 #include <stdint.h>
 
 #include "http/parser.h"
+#include "http/server.h"
 #include "test.h"
 #include "ws/handshake.h"
-
-/* The handshake check on a parsed request's headers, as the HTTP side calls it. */
-static int ws_check(const struct http_request *req, char accept[29])
-{
-    struct ws_header hs[HTTP_MAX_HEADERS];
-    for (size_t i = 0; i < req->num_headers; i++)
-        hs[i] = (struct ws_header){req->headers[i].name, req->headers[i].name_len,
-                                   req->headers[i].value, req->headers[i].value_len};
-    return ws_handshake_check(req->minor_version, hs, req->num_headers, accept);
-}
 
 static const struct http_limits limits = {8192, HTTP_MAX_HEADERS};
 
@@ -29,7 +20,7 @@ static int check(const char *head, char accept[29])
         fprintf(stderr, "  test head did not parse: %d\n", r);
         return -1;
     }
-    return ws_check(&req, accept);
+    return http_ws_check(&req, accept);
 }
 
 static int check_headers(const char *headers)
