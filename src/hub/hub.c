@@ -440,6 +440,14 @@ static void route_remove(unsigned loop, const uint8_t *ch, size_t len, uint64_t 
     pthread_mutex_unlock(&s->lock);
 }
 
+/* Unlink an emptied local channel from its loop's table and free it. */
+static void local_channel_free(struct table *t, struct local_channel *lc)
+{
+    table_remove(t, &lc->node);
+    free(lc->subs);
+    free(lc);
+}
+
 /* Unlink s from its local channel; 1 when it was the loop's last subscriber there
  * (the local channel is freed then). */
 static int local_remove(struct loop *loop, struct hub_sub *s)
@@ -450,9 +458,7 @@ static int local_remove(struct loop *loop, struct hub_sub *s)
     lc->subs[i]->index = i;
     if (lc->n)
         return 0;
-    table_remove(hub.locals[loop_id(loop)], &lc->node);
-    free(lc->subs);
-    free(lc);
+    local_channel_free(hub.locals[loop_id(loop)], lc);
     return 1;
 }
 
@@ -550,28 +556,17 @@ void hub_subscribe(struct loop *loop, const struct hub_subscribe_req *r, hub_sub
      * in the recovery or posted here (then skipped by min_offset), never neither. */
     if (status == 0)
         status = route_add(id, r->channel, r->len, hash);
+    struct subscribing *x = NULL;
+    if (status == 0 && (x = malloc(sizeof(*x))) == NULL) {
+        route_remove(id, r->channel, r->len, hash, lc->n == 0);
+        status = ENGINE_ERR_INTERNAL;
+    }
     if (status != 0) {
-        if (lc && lc->n == 0) {
-            table_remove(t, &lc->node);
-            free(lc->subs);
-            free(lc);
-        }
+        if (lc && lc->n == 0)
+            local_channel_free(t, lc);
         free(s->info);
         free(s);
         cb(ud, status, NULL, &none, 0, NULL, 0);
-        return;
-    }
-    struct subscribing *x = malloc(sizeof(*x));
-    if (x == NULL) {
-        route_remove(id, r->channel, r->len, hash, lc->n == 0);
-        if (lc->n == 0) {
-            table_remove(t, &lc->node);
-            free(lc->subs);
-            free(lc);
-        }
-        free(s->info);
-        free(s);
-        cb(ud, ENGINE_ERR_INTERNAL, NULL, &none, 0, NULL, 0);
         return;
     }
     s->lc = lc;
