@@ -38,6 +38,7 @@
 #include "core/rand.h"
 #include "core/table.h"
 #include "engine/engine.h"
+#include "engine/redis_msg.h"
 
 #define RETRY_MIN_MS 100
 #define RETRY_MAX_MS 5000
@@ -1171,44 +1172,32 @@ static void hold(struct rchan *c, const char *m, size_t len);
  * already handed on is dropped, and a jump is first filled from the stream. */
 static void deliver(struct redis *r, struct rchan *c, const char *m, size_t len)
 {
-    const char *ch = (const char *)c->name;
+    const uint8_t *ch = c->name;
     size_t ch_len = c->name_len;
-    if (len < 1)
+    struct redis_msg msg;
+    if (redis_msg_parse(m, len, &msg) != 0)
         return;
-    if (m[0] == 'j' || m[0] == 'l') {
+    if (msg.type != REDIS_MSG_PUBLICATION) {
         if (r->e.events.join_leave)
-            r->e.events.join_leave(r->e.events.ud, (const uint8_t *)ch, ch_len, m[0] == 'j',
-                                   (const uint8_t *)m + 1, len - 1);
+            r->e.events.join_leave(r->e.events.ud, ch, ch_len, msg.type == REDIS_MSG_JOIN,
+                                   (const uint8_t *)msg.info, msg.info_len);
         return;
     }
-    if (m[0] != 'p')
-        return;
-    /* p<offset> <info length> <info><data> */
-    char *end;
-    unsigned long long offset = strtoull(m + 1, &end, 10);
-    if (*end != ' ')
-        return;
-    unsigned long long il = strtoull(end + 1, &end, 10);
-    if (*end != ' ')
-        return;
-    const char *info = end + 1;
-    if ((size_t)(info - m) + il > len)
-        return;
-    if (offset && c->opts.history_size) {
-        if (offset <= c->last)
+    if (msg.offset && c->opts.history_size) {
+        if (msg.offset <= c->last)
             return; /* already handed on (a fill, a recovery) */
-        if (c->last && offset != c->last + 1) {
+        if (c->last && msg.offset != c->last + 1) {
             /* A jump: what lies between is read from the stream first. */
             hold(c, m, len);
             start_fill(r, c);
             return;
         }
-        c->last = offset;
+        c->last = msg.offset;
     }
-    const char *data = info + il;
-    struct engine_pub pub = {(const uint8_t *)data, len - (size_t)(data - m),
-                             il ? (const uint8_t *)info : NULL, (size_t)il, offset};
-    r->e.events.publication(r->e.events.ud, (const uint8_t *)ch, ch_len, &pub);
+    struct engine_pub pub = {(const uint8_t *)msg.data, msg.data_len,
+                             msg.info_len ? (const uint8_t *)msg.info : NULL, msg.info_len,
+                             msg.offset};
+    r->e.events.publication(r->e.events.ud, ch, ch_len, &pub);
 }
 
 static void hold(struct rchan *c, const char *m, size_t len)
