@@ -756,17 +756,32 @@ static int finish(struct load *l)
         l->client_publish_level > l->ns_client_publish_level)
         c->namespaces[0].client_publish = c->client_publish;
     c->client_publish = c->namespaces[0].client_publish;
-    if (c->n_redis_cluster_urls)
-        return fail(l, "redis_cluster_urls: Redis Cluster is not supported by this build yet "
-                       "(use redis_urls: independent instances, channels split by hash)");
     for (size_t i = 0; i < c->n_redis_urls; i++) {
         if (strncmp(c->redis_urls[i], "redis://", 8) != 0 &&
             strncmp(c->redis_urls[i], "rediss://", 9) != 0)
             return fail(l, "redis_urls: %s: expected redis[s]://[user:password@]host:port[/db]",
                         c->redis_urls[i]);
     }
-    if (strcmp(c->engine, "redis") == 0 && c->n_redis_urls == 0)
-        return fail(l, "redis_urls: engine redis needs at least one redis:// URL");
+    if (c->n_redis_urls && c->n_redis_cluster_urls)
+        return fail(l, "redis_cluster_urls: either redis_urls (independent instances) or "
+                       "redis_cluster_urls (one Redis Cluster), not both");
+    for (size_t i = 0; i < c->n_redis_cluster_urls; i++) {
+        const char *u = c->redis_cluster_urls[i];
+        int tls = strncmp(u, "rediss://", 9) == 0;
+        if (!tls && strncmp(u, "redis://", 8) != 0)
+            return fail(l, "redis_cluster_urls: %s: expected redis[s]://[user:password@]host:port",
+                        u);
+        if (tls != (strncmp(c->redis_cluster_urls[0], "rediss://", 9) == 0))
+            return fail(l, "redis_cluster_urls: %s: every seed redis:// or every seed rediss://",
+                        u);
+        const char *host = strrchr(u, '@');
+        const char *slash = strchr(host ? host : u + 8 + tls, '/');
+        if (slash && slash[1] && strcmp(slash, "/0") != 0)
+            return fail(l, "redis_cluster_urls: %s: a Redis Cluster has database 0 only", u);
+    }
+    if (strcmp(c->engine, "redis") == 0 && c->n_redis_urls == 0 && c->n_redis_cluster_urls == 0)
+        return fail(l, "redis_urls: engine redis needs at least one redis:// URL "
+                       "(or redis_cluster_urls: the seed nodes of a Redis Cluster)");
     return 0;
 }
 

@@ -46,7 +46,7 @@ struct config {
     char engine[16];              /* "memory" (default) or "redis" */
     char **redis_urls; /* redis[s]://[user:password@]host:port[/db], one per shard */
     size_t n_redis_urls;
-    char **redis_cluster_urls; /* seed nodes of a Redis Cluster (refused: not supported yet) */
+    char **redis_cluster_urls; /* seed nodes of one Redis Cluster */
     size_t n_redis_cluster_urls;
     char *redis_prefix; /* prefix of every key and pub/sub channel; NULL: "herald" */
     char *redis_tls_ca; /* CA file that rediss:// servers' certificates are checked against;

@@ -38,6 +38,7 @@
 #include "core/rand.h"
 #include "core/table.h"
 #include "engine/engine.h"
+#include "engine/redis_cluster.h"
 #include "engine/redis_msg.h"
 
 #define RETRY_MIN_MS 100
@@ -45,6 +46,10 @@
 #define META_TTL_SEC (30 * 24 * 3600) /* a stream's epoch and offset, as Centrifugo's default */
 #define IDEMPOTENCY_TTL_SEC 300
 #define CHECK_INTERVAL_MS 5000 /* how often a followed stream's position is checked */
+#define CLUSTER_MAX_SHARDS 64 /* the cluster's masters, and those that were (failed over) */
+#define REMAP_FAST_MS 500     /* the slot map asked again while a slot has no live master */
+#define MAX_REDIRECTS 5       /* MOVED/ASK followed for one command, at most */
+#define NO_SHARD 0xffff
 
 /* KEYS: stream, meta, idempotency key. ARGV: history_size, history_ttl, data, info, epoch
  * candidate, pub/sub channel, use idempotency ('1'/'0'), meta ttl. Returns {offset, epoch}. */
@@ -167,6 +172,9 @@ struct pending {
     struct pending *next;
     void (*done)(struct redis *r, void *arg, redisReply *reply); /* reply NULL: connection lost */
     void *arg;
+    char *cmd; /* on a cluster: the command's bytes, sent again where MOVED/ASK points */
+    size_t len;
+    unsigned redirects;
 };
 
 /* One RESP connection (command or pub/sub) of a shard, on the engine thread. */
@@ -210,6 +218,8 @@ struct shard {
     int db;
     struct rconn cmd, sub;
     char sha[NSCRIPTS][41];
+    uint16_t index;
+    atomic_int owns; /* on a cluster: the slots this master serves (read by any thread) */
 };
 
 /* A channel this node follows on pub/sub: its local subscribe calls, and the deliveries
@@ -225,6 +235,7 @@ struct rchan {
     uint32_t refs;
     uint8_t subscribed; /* SUBSCRIBE confirmed */
     uint8_t check;      /* read the stream once subscribed again (after a reconnect) */
+    int16_t shard;      /* where its SUBSCRIBE was sent; -1: nowhere (a cluster dropped it) */
     struct engine_stream_opts opts;
     uint64_t last;                    /* with history: the last offset handed to the hub */
     char epoch[ENGINE_EPOCH_LEN + 1]; /* the stream's epoch as this node knows it */
@@ -293,6 +304,21 @@ struct redis {
     struct request *queue, **queue_tail;
     int stopping;
     struct table chans; /* struct rchan, under lock when changed */
+    /* node-to-node: the nodes hash, its seen set and the control channel share a slot */
+    char nodes_key[300], seen_key[300], control[300];
+    size_t nodes_len, seen_len, control_len;
+    int control_shard; /* where the control channel is subscribed; -1: nowhere */
+    const char *script_text[NSCRIPTS];
+    /* A Redis Cluster (redis_cluster_urls): shards are its masters, found from the seeds
+     * and added as the slot map names them; sharded pub/sub. */
+    int cluster;
+    unsigned cap;       /* shards' room: CLUSTER_MAX_SHARDS, or the number of redis_urls */
+    uint16_t *slots;    /* slot -> shard, NO_SHARD unknown */
+    unsigned nodes_slot;
+    uv_timer_t remap;   /* the slot map asked for again */
+    int remapping, remap_soon;
+    atomic_int mapped;  /* every slot has a master */
+    char *seed_user, *seed_password;
 };
 
 static struct redis *of(struct engine *e)
@@ -327,6 +353,11 @@ static char *key(const struct redis *r, const char *ch, size_t len, const char *
  * channels. */
 static unsigned shard_of(const struct redis *r, const char *ch, size_t len)
 {
+    if (r->cluster) {
+        /* A slot not known yet goes to a seed, whose MOVED puts it right. */
+        uint16_t s = r->slots[redis_channel_slot(r->prefix, ch, len, "c")];
+        return s == NO_SHARD ? 0 : s;
+    }
     uint64_t k = table_hash(ch, len);
     int64_t b = -1, j = 0;
     while (j < (int64_t)r->nshards) {
@@ -335,6 +366,16 @@ static unsigned shard_of(const struct redis *r, const char *ch, size_t len)
         j = (int64_t)((double)(b + 1) * ((double)(1LL << 31) / (double)((k >> 33) + 1)));
     }
     return (unsigned)b;
+}
+
+/* The nodes hash, its seen set and the control channel: the first shard, or on a
+ * cluster the master of their slot. */
+static unsigned nodes_shard(const struct redis *r)
+{
+    if (!r->cluster)
+        return 0;
+    uint16_t s = r->slots[r->nodes_slot];
+    return s == NO_SHARD ? 0 : s;
 }
 
 /* ---- connections ---- */
@@ -416,14 +457,14 @@ static void send_raw(struct rconn *c, char *cmd, size_t len)
     write_socket(c, cmd, len);
 }
 
-static void expect(struct rconn *c, void (*done)(struct redis *, void *, redisReply *), void *arg)
+static struct pending *expect(struct rconn *c,
+                              void (*done)(struct redis *, void *, redisReply *), void *arg)
 {
-    struct pending *p = malloc(sizeof(*p));
+    struct pending *p = calloc(1, sizeof(*p));
     if (p == NULL) {
         done(c->r, arg, NULL);
-        return;
+        return NULL;
     }
-    p->next = NULL;
     p->done = done;
     p->arg = arg;
     if (c->tail)
@@ -431,6 +472,7 @@ static void expect(struct rconn *c, void (*done)(struct redis *, void *, redisRe
     else
         c->head = p;
     c->tail = p;
+    return p;
 }
 
 /* Send argv[0..argc) with its reply to done (NULL: no reply expected, pub/sub). */
@@ -448,8 +490,17 @@ static void command(struct rconn *c, int argc, const char **argv, const size_t *
             done(c->r, arg, NULL);
         return;
     }
-    if (done)
-        expect(c, done, arg);
+    if (done) {
+        struct pending *p = expect(c, done, arg);
+        if (p && c->r->cluster && !c->pubsub) {
+            /* Kept until the reply, in case the slot has moved. */
+            p->cmd = malloc((size_t)len);
+            if (p->cmd) {
+                memcpy(p->cmd, cmd, (size_t)len);
+                p->len = (size_t)len;
+            }
+        }
+    }
     send_raw(c, cmd, (size_t)len);
 }
 
@@ -460,6 +511,7 @@ static void fail_pending(struct rconn *c)
     while (p) {
         struct pending *next = p->next;
         p->done(c->r, p->arg, NULL);
+        free(p->cmd);
         free(p);
         p = next;
     }
@@ -488,11 +540,17 @@ static void on_tcp_closed(uv_handle_t *h)
 
 static void resubscribe(struct redis *r, struct shard *sh);
 static void flush_subscriptions(struct redis *r);
+static void schedule_remap(struct redis *r);
+static void remap(struct redis *r);
 
 static void conn_lost(struct rconn *c)
 {
-    if (c->up || c->connecting)
-        log_warn("redis: connection lost; reconnecting");
+    /* On a cluster, a node that serves no slot (a master failed over) is tried again
+     * quietly: it may come back as a replica. */
+    if (c->up || (c->connecting && (!c->r->cluster || atomic_load(&c->sh->owns) > 0)))
+        log_warn("redis: %s: connection lost; reconnecting", c->sh->url);
+    if (c->r->cluster)
+        schedule_remap(c->r); /* a failover, perhaps: who serves its slots now */
     c->up = c->connecting = 0;
     c->down = 1;
     atomic_store(&c->sh->reachable, 0);
@@ -512,7 +570,17 @@ static void conn_lost(struct rconn *c)
 }
 
 static void on_pubsub(struct redis *r, struct shard *sh, redisReply *m);
-static void on_subscribed(struct redis *r, const char *name, size_t len);
+static void on_subscribed(struct redis *r, struct shard *sh, const char *name, size_t len);
+static void on_unsubscribed(struct redis *r, struct shard *sh, const char *name, size_t len);
+static int redirect(struct rconn *c, struct pending *p, const redisReply *rep);
+static void sub_error(struct rconn *c, const redisReply *rep);
+
+/* A push on a pub/sub connection: {kind, channel, payload or count}. */
+static int is_push(const redisReply *rep, const char *kind)
+{
+    return rep->elements >= 3 && rep->element[0]->type == REDIS_REPLY_STRING &&
+           rep->element[1]->type == REDIS_REPLY_STRING && strcmp(rep->element[0]->str, kind) == 0;
+}
 
 static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
 {
@@ -559,19 +627,14 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
         if (reply == NULL)
             return;
         redisReply *rep = reply;
-        if (c->pubsub && rep->type == REDIS_REPLY_ARRAY && rep->elements >= 3 &&
-            rep->element[0]->type == REDIS_REPLY_STRING &&
-            strcmp(rep->element[0]->str, "message") == 0) {
-            on_pubsub(c->r, c->sh, rep);
-            freeReplyObject(rep);
-            continue;
-        }
-        if (c->pubsub && rep->type == REDIS_REPLY_ARRAY && rep->elements >= 3 &&
-            rep->element[0]->type == REDIS_REPLY_STRING &&
-            (strcmp(rep->element[0]->str, "subscribe") == 0 ||
-             strcmp(rep->element[0]->str, "unsubscribe") == 0)) {
-            if (rep->element[0]->str[0] == 's' && rep->element[1]->type == REDIS_REPLY_STRING)
-                on_subscribed(c->r, rep->element[1]->str, rep->element[1]->len);
+        if (c->pubsub && rep->type == REDIS_REPLY_ARRAY) {
+            /* A cluster's sharded pub/sub says the same with an 's' in front. */
+            if (is_push(rep, "message") || is_push(rep, "smessage"))
+                on_pubsub(c->r, c->sh, rep);
+            else if (is_push(rep, "subscribe") || is_push(rep, "ssubscribe"))
+                on_subscribed(c->r, c->sh, rep->element[1]->str, rep->element[1]->len);
+            else if (is_push(rep, "sunsubscribe"))
+                on_unsubscribed(c->r, c->sh, rep->element[1]->str, rep->element[1]->len);
             freeReplyObject(rep);
             continue;
         }
@@ -580,8 +643,13 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
             c->head = p->next;
             if (c->head == NULL)
                 c->tail = NULL;
-            p->done(c->r, p->arg, rep);
-            free(p);
+            if (rep->type != REDIS_REPLY_ERROR || p->cmd == NULL || !redirect(c, p, rep)) {
+                p->done(c->r, p->arg, rep);
+                free(p->cmd);
+                free(p);
+            }
+        } else if (c->pubsub && rep->type == REDIS_REPLY_ERROR) {
+            sub_error(c, rep); /* a (S)SUBSCRIBE refused: it carries no reply callback */
         }
         freeReplyObject(rep);
         if (c->reader == NULL)
@@ -699,8 +767,8 @@ static void conn_ready(struct rconn *c)
     }
     if (!c->pubsub) {
         for (int i = 0; i < NSCRIPTS; i++) {
-            const char *argv[3] = {"SCRIPT", "LOAD", scripts[i]};
-            size_t lens[3] = {6, 4, strlen(scripts[i])};
+            const char *argv[3] = {"SCRIPT", "LOAD", c->r->script_text[i]};
+            size_t lens[3] = {6, 4, strlen(argv[2])};
             command(c, 3, argv, lens, on_script_loaded, sh->sha[i]);
         }
     }
@@ -719,6 +787,8 @@ static void conn_ready(struct rconn *c)
         resubscribe(c->r, sh);
         flush_subscriptions(c->r);
     }
+    if (c->r->cluster && !atomic_load(&c->r->mapped))
+        schedule_remap(c->r);
 }
 
 static void conn_start(struct rconn *c)
@@ -851,7 +921,7 @@ static void evalsha(struct redis *r, struct shard *sh, enum script s, int nkeys,
     int known = sh->sha[s][0] != 0;
     av[0] = known ? "EVALSHA" : "EVAL";
     al[0] = strlen(av[0]);
-    av[1] = known ? sh->sha[s] : scripts[s];
+    av[1] = known ? sh->sha[s] : r->script_text[s];
     al[1] = strlen(av[1]);
     av[2] = nk;
     al[2] = strlen(nk);
@@ -933,8 +1003,8 @@ static void do_publish(struct redis *r, struct request *q)
         int h = snprintf(msg, ml, "p0 %zu ", q->b_len);
         memcpy(msg + h, q->b, q->b_len);
         memcpy(msg + h + q->b_len, q->a, q->a_len);
-        const char *argv[3] = {"PUBLISH", pubch, msg};
-        size_t lens[3] = {7, cl, (size_t)h + q->b_len + q->a_len};
+        const char *argv[3] = {r->cluster ? "SPUBLISH" : "PUBLISH", pubch, msg};
+        size_t lens[3] = {strlen(argv[0]), cl, (size_t)h + q->b_len + q->a_len};
         command(&sh->cmd, 3, argv, lens, on_published_plain, q);
         free(pubch);
         free(msg);
@@ -1088,13 +1158,21 @@ static struct rchan *chan_find(struct redis *r, const char *ch, size_t len, uint
     return NULL;
 }
 
-/* Gather the channel's pub/sub name for the shard's next SUBSCRIBE or UNSUBSCRIBE. */
-static void send_subscribe(struct redis *r, struct shard *sh, const char *verb, const char *ch,
-                           size_t len)
+/* The rchan a pub/sub name (prefix:{channel}:c) stands for, or NULL. */
+static struct rchan *chan_of(struct redis *r, const char *name, size_t len)
 {
-    struct batch *b = verb[0] == 'S' ? &sh->subscribe : &sh->unsubscribe;
-    size_t cl;
-    char *pubch = key(r, ch, len, "c", NULL, 0, &cl);
+    size_t plen = strlen(r->prefix) + 2;
+    if (len < plen + 3)
+        return NULL;
+    const char *ch = name + plen;
+    size_t ch_len = len - plen - 3;
+    return chan_find(r, ch, ch_len, table_hash(ch, ch_len));
+}
+
+/* Gather a pub/sub name (taking it) for the shard's next SUBSCRIBE or UNSUBSCRIBE. */
+static void batch_add(struct shard *sh, int subscribe, char *pubch, size_t cl)
+{
+    struct batch *b = subscribe ? &sh->subscribe : &sh->unsubscribe;
     if (pubch == NULL)
         return;
     if (b->n == b->cap) {
@@ -1114,10 +1192,59 @@ static void send_subscribe(struct redis *r, struct shard *sh, const char *verb, 
     b->lens[b->n++] = cl;
 }
 
-/* One SUBSCRIBE (and one UNSUBSCRIBE) per shard for what a batch of requests needs, at
- * most 256 channels a command. */
-static void flush_batch(struct shard *sh, struct batch *b, const char *verb)
+/* The channel's pub/sub name, for the shard's next SUBSCRIBE or UNSUBSCRIBE. */
+static void send_subscribe(struct redis *r, struct shard *sh, int subscribe, const char *ch,
+                           size_t len)
 {
+    size_t cl;
+    char *pubch = key(r, ch, len, "c", NULL, 0, &cl);
+    batch_add(sh, subscribe, pubch, cl);
+}
+
+static void send_control_subscribe(struct redis *r, struct shard *sh, int subscribe)
+{
+    batch_add(sh, subscribe, strdup(r->control), r->control_len);
+}
+
+/* One SUBSCRIBE (and one UNSUBSCRIBE) per shard for what a batch of requests needs, at
+ * most 256 channels a command. A cluster's SSUBSCRIBE takes the channels of one slot
+ * only: there, one command a channel, all of them in one write. A connection that is
+ * down drops the batch: a new connection subscribes to what is needed then. */
+static void flush_batch(struct redis *r, struct shard *sh, struct batch *b, int subscribe)
+{
+    if (sh->sub.down) {
+        for (size_t i = 0; i < b->n; i++)
+            free(b->names[i]);
+        b->n = 0;
+        return;
+    }
+    const char *verb = subscribe ? (r->cluster ? "SSUBSCRIBE" : "SUBSCRIBE")
+                                 : (r->cluster ? "SUNSUBSCRIBE" : "UNSUBSCRIBE");
+    if (r->cluster && b->n) {
+        char *all = NULL;
+        size_t all_len = 0;
+        for (size_t i = 0; i < b->n; i++) {
+            const char *argv[2] = {verb, b->names[i]};
+            size_t lens[2] = {strlen(verb), b->lens[i]};
+            char *cmd;
+            int len = redisFormatCommandArgv(&cmd, 2, argv, lens);
+            if (len < 0)
+                continue;
+            char *grown = realloc(all, all_len + (size_t)len);
+            if (grown) {
+                memcpy(grown + all_len, cmd, (size_t)len);
+                all = grown;
+                all_len += (size_t)len;
+            }
+            free(cmd);
+        }
+        if (all)
+            send_raw(&sh->sub, all, all_len);
+        for (size_t i = 0; i < b->n; i++)
+            free(b->names[i]);
+        b->n = 0;
+        return;
+    }
     for (size_t at = 0; at < b->n; at += 256) {
         const char *argv[257];
         size_t lens[257];
@@ -1138,27 +1265,22 @@ static void flush_batch(struct shard *sh, struct batch *b, const char *verb)
 static void flush_subscriptions(struct redis *r)
 {
     for (unsigned i = 0; i < r->nshards; i++) {
-        flush_batch(&r->shards[i], &r->shards[i].unsubscribe, "UNSUBSCRIBE");
-        flush_batch(&r->shards[i], &r->shards[i].subscribe, "SUBSCRIBE");
+        flush_batch(r, &r->shards[i], &r->shards[i].unsubscribe, 0);
+        flush_batch(r, &r->shards[i], &r->shards[i].subscribe, 1);
     }
 }
 
+/* A shard's pub/sub connection is (back) up: what it carried is subscribed again. */
 static void resubscribe(struct redis *r, struct shard *sh)
 {
-    if (sh == &r->shards[0]) {
-        /* The node-to-node controls travel on the first shard. */
-        char name[300];
-        int n = snprintf(name, sizeof(name), "%s:control", r->prefix);
-        const char *argv[2] = {"SUBSCRIBE", name};
-        size_t lens[2] = {9, (size_t)n};
-        command(&sh->sub, 2, argv, lens, NULL, NULL);
-    }
+    if (r->control_shard == sh->index)
+        send_control_subscribe(r, sh, 1); /* the node-to-node controls */
     for (size_t b = 0; b < r->chans.nbuckets; b++) {
         for (struct table_node *n = r->chans.buckets[b]; n; n = n->next) {
             struct rchan *c = (struct rchan *)n;
-            if (&r->shards[shard_of(r, (const char *)c->name, c->name_len)] == sh) {
+            if (c->shard == sh->index) {
                 c->check = c->last != 0;
-                send_subscribe(r, sh, "SUBSCRIBE", (const char *)c->name, c->name_len);
+                send_subscribe(r, sh, 1, (const char *)c->name, c->name_len);
             }
         }
     }
@@ -1226,26 +1348,21 @@ static void flush_held(struct redis *r, struct rchan *c)
 
 static int is_control(const struct redis *r, const char *name, size_t len)
 {
-    size_t p = strlen(r->prefix);
-    return len == p + 8 && memcmp(name, r->prefix, p) == 0 && memcmp(name + p, ":control", 8) == 0;
+    return len == r->control_len && memcmp(name, r->control, len) == 0;
 }
 
 static void on_pubsub(struct redis *r, struct shard *sh, redisReply *m)
 {
     redisReply *name = m->element[1], *payload = m->element[2];
-    size_t plen = strlen(r->prefix) + 2; /* "prefix:{" */
     if (name->type == REDIS_REPLY_STRING && payload->type == REDIS_REPLY_STRING &&
         is_control(r, name->str, name->len)) {
         if (r->e.events.control)
             r->e.events.control(r->e.events.ud, (const uint8_t *)payload->str, payload->len);
         return;
     }
-    if (name->type != REDIS_REPLY_STRING || payload->type != REDIS_REPLY_STRING ||
-        name->len < plen + 3)
+    if (name->type != REDIS_REPLY_STRING || payload->type != REDIS_REPLY_STRING)
         return;
-    const char *ch = name->str + plen;
-    size_t ch_len = name->len - plen - 3; /* "}:c" */
-    struct rchan *c = chan_find(r, ch, ch_len, table_hash(ch, ch_len));
+    struct rchan *c = chan_of(r, name->str, name->len);
     if (c == NULL)
         return;
     if (c->reading) {
@@ -1309,6 +1426,16 @@ static void on_subscribe_read(struct redis *r, void *arg, redisReply *reply)
             c->last = 0;
         }
         memcpy(c->epoch, q->pos.epoch, sizeof(c->epoch));
+        if (c->last > q->pos.offset) {
+            /* The stream is behind what this node handed on (a master failed over
+             * before it replicated them): never silently. */
+            log_warn("redis: %.*s: the stream went back from offset %llu to %llu",
+                     (int)q->ch_len, q->ch, (unsigned long long)c->last,
+                     (unsigned long long)q->pos.offset);
+            if (r->e.events.lost)
+                r->e.events.lost(r->e.events.ud, c->name, c->name_len);
+            c->last = q->pos.offset;
+        }
         if (c->last == 0)
             c->last = q->pos.offset;
         else if (c->last < q->pos.offset)
@@ -1361,8 +1488,11 @@ static void on_fill(struct redis *r, void *arg, redisReply *reply)
         return;
     }
     const struct engine_pub *pubs = q->items;
+    /* Lost: another epoch, a gap the stream no longer holds, or a stream behind what
+     * this node handed on (a failed-over master that had not replicated them). */
     int lost = (c->epoch[0] && strcmp(c->epoch, q->pos.epoch) != 0) ||
-               (q->pos.offset > c->last && (q->n == 0 || pubs[0].offset != c->last + 1));
+               (q->pos.offset > c->last && (q->n == 0 || pubs[0].offset != c->last + 1)) ||
+               q->pos.offset < c->last;
     if (lost) {
         /* The stream no longer holds what this node missed: never silently, the
          * subscribers resubscribe and learn that they did not recover. */
@@ -1390,6 +1520,8 @@ static void on_fill(struct redis *r, void *arg, redisReply *reply)
 static void on_check(uv_timer_t *t)
 {
     struct redis *r = t->data;
+    if (r->cluster)
+        remap(r); /* a resharding that no MOVED has told us of yet */
     for (size_t b = 0; b < r->chans.nbuckets; b++)
         for (struct table_node *n = r->chans.buckets[b]; n; n = n->next) {
             struct rchan *c = (struct rchan *)n;
@@ -1435,11 +1567,11 @@ static void do_subscribe(struct redis *r, struct request *q)
         memcpy(c->name, q->ch, q->ch_len);
         c->held_tail = &c->held;
         c->opts = q->opts;
+        c->shard = (int16_t)sh->index;
         pthread_mutex_lock(&r->lock);
         table_insert(&r->chans, &c->node);
         pthread_mutex_unlock(&r->lock);
-        send_subscribe(r, &r->shards[shard_of(r, q->ch, q->ch_len)], "SUBSCRIBE", q->ch,
-                       q->ch_len);
+        send_subscribe(r, sh, 1, q->ch, q->ch_len);
     }
     c->refs++;
     if (!c->subscribed) {
@@ -1451,16 +1583,11 @@ static void do_subscribe(struct redis *r, struct request *q)
 }
 
 /* A SUBSCRIBE confirmation on a shard's pub/sub connection. */
-static void on_subscribed(struct redis *r, const char *name, size_t len)
+static void on_subscribed(struct redis *r, struct shard *sh, const char *name, size_t len)
 {
-    size_t plen = strlen(r->prefix) + 2;
-    if (len < plen + 3)
-        return;
-    const char *ch = name + plen;
-    size_t ch_len = len - plen - 3;
-    struct rchan *c = chan_find(r, ch, ch_len, table_hash(ch, ch_len));
-    if (c == NULL)
-        return;
+    struct rchan *c = is_control(r, name, len) ? NULL : chan_of(r, name, len);
+    if (c == NULL || c->shard != sh->index)
+        return; /* the control channel, or a shard the channel has moved from */
     c->subscribed = 1;
     if (c->check) {
         c->check = 0;
@@ -1479,8 +1606,8 @@ static void do_unsubscribe(struct redis *r, struct request *q)
 {
     struct rchan *c = chan_find(r, q->ch, q->ch_len, table_hash(q->ch, q->ch_len));
     if (c && c->refs && --c->refs == 0 && c->waiting == NULL && c->reading == 0) {
-        send_subscribe(r, &r->shards[shard_of(r, q->ch, q->ch_len)], "UNSUBSCRIBE", q->ch,
-                       q->ch_len);
+        if (c->shard >= 0)
+            send_subscribe(r, &r->shards[c->shard], 0, q->ch, q->ch_len);
         chan_remove(r, c);
     }
     request_free(q);
@@ -1722,16 +1849,14 @@ static void on_nodes(struct redis *r, void *arg, redisReply *reply)
 
 static void do_nodes(struct redis *r, struct request *q)
 {
-    struct shard *sh = &r->shards[0];
-    char hk[300], zk[300], exp[16];
-    size_t hl = (size_t)snprintf(hk, sizeof(hk), "%s:nodes", r->prefix);
-    size_t zl = (size_t)snprintf(zk, sizeof(zk), "%s:nodes:seen", r->prefix);
+    struct shard *sh = &r->shards[nodes_shard(r)];
+    const char *hk = r->nodes_key, *zk = r->seen_key;
+    size_t hl = r->nodes_len, zl = r->seen_len;
+    char exp[16];
     snprintf(exp, sizeof(exp), "%d", NODE_EXPIRY_MS);
     if (q->kind == REQ_CONTROL) {
-        char ck[300];
-        size_t cl = (size_t)snprintf(ck, sizeof(ck), "%s:control", r->prefix);
-        const char *argv[3] = {"PUBLISH", ck, q->a};
-        size_t lens[3] = {7, cl, q->a_len};
+        const char *argv[3] = {r->cluster ? "SPUBLISH" : "PUBLISH", r->control, q->a};
+        size_t lens[3] = {strlen(argv[0]), r->control_len, q->a_len};
         command(&sh->cmd, 3, argv, lens, ignore_reply, NULL);
         request_free(q);
     } else if (q->kind == REQ_ANNOUNCE) {
@@ -2006,6 +2131,23 @@ static void redis_sweep(struct engine *e)
 static int redis_ready(struct engine *e, char *detail, size_t len)
 {
     struct redis *r = of(e);
+    if (r->cluster) {
+        /* Every slot served, and every master that serves one reachable. */
+        if (!atomic_load(&r->mapped)) {
+            snprintf(detail, len, "{\"status\":\"unavailable\",\"redis\":\"cluster\","
+                                  "\"reason\":\"slots without a master\"}");
+            return 0;
+        }
+        for (unsigned i = 0; i < r->cap; i++) {
+            if (atomic_load(&r->shards[i].owns) > 0 && !atomic_load(&r->shards[i].reachable)) {
+                snprintf(detail, len,
+                         "{\"status\":\"unavailable\",\"redis\":\"%s\",\"shard\":%u}",
+                         r->shards[i].url, i);
+                return 0;
+            }
+        }
+        return 1;
+    }
     for (unsigned i = 0; i < r->nshards; i++) {
         if (!atomic_load(&r->shards[i].reachable)) {
             snprintf(detail, len, "{\"status\":\"unavailable\",\"redis\":\"%s\",\"shard\":%u}",
@@ -2017,6 +2159,8 @@ static int redis_ready(struct engine *e, char *detail, size_t len)
 }
 
 /* After the home loop's thread has ended: its handles are closed from here. */
+static void free_parts(struct redis *r);
+
 static void redis_close(struct engine *e)
 {
     struct redis *r = of(e);
@@ -2037,6 +2181,8 @@ static void redis_close(struct engine *e)
     uv_close((uv_handle_t *)&r->check, NULL);
     uv_timer_stop(&r->presence);
     uv_close((uv_handle_t *)&r->presence, NULL);
+    uv_timer_stop(&r->remap);
+    uv_close((uv_handle_t *)&r->remap, NULL);
     uv_run(r->uv, UV_RUN_NOWAIT);
     /* Requests queued after the loop ended are answered (unavailable) and freed. */
     for (struct request *q = r->queue, *next; q; q = next) {
@@ -2056,13 +2202,12 @@ static void redis_close(struct engine *e)
             struct pending *p = cs[k]->head;
             while (p) {
                 struct pending *next = p->next;
+                free(p->cmd);
                 free(p);
                 p = next;
             }
             free(cs[k]->outbox);
         }
-        free(sh->user);
-        free(sh->password);
         struct batch *bs[2] = {&sh->subscribe, &sh->unsubscribe};
         for (int k = 0; k < 2; k++) {
             for (size_t j = 0; j < bs[k]->n; j++)
@@ -2094,9 +2239,7 @@ static void redis_close(struct engine *e)
     table_destroy(&r->pres);
     SSL_CTX_free(r->tls);
     pthread_mutex_destroy(&r->lock);
-    free(r->shards);
-    free(r->prefix);
-    free(r);
+    free_parts(r);
 }
 
 static const struct engine_ops redis_ops = {
@@ -2120,7 +2263,8 @@ static const struct engine_ops redis_ops = {
 };
 
 /* redis://[user:password@]host:port[/db] (a password alone: redis://:password@...). */
-static int parse_url(const char *url, struct shard *sh, char *err, size_t errlen)
+static int parse_url(const char *name, const char *url, struct shard *sh, char *err,
+                     size_t errlen)
 {
     sh->tls = strncmp(url, "rediss://", 9) == 0;
     const char *p = url + (sh->tls ? 9 : 8); /* checked by the config */
@@ -2133,7 +2277,7 @@ static int parse_url(const char *url, struct shard *sh, char *err, size_t errlen
     if (at) {
         const char *colon = memchr(p, ':', (size_t)(at - p));
         if (colon == NULL) {
-            snprintf(err, errlen, "redis_urls: %s: expected user:password@ before the host", url);
+            snprintf(err, errlen, "%s: %s: expected user:password@ before the host", name, url);
             return -1;
         }
         if (colon > p)
@@ -2152,7 +2296,7 @@ static int parse_url(const char *url, struct shard *sh, char *err, size_t errlen
     char host[256], port[16] = "6379";
     size_t hl = (size_t)((colon ? colon : hostend) - p);
     if (hl == 0 || hl >= sizeof(host)) {
-        snprintf(err, errlen, "redis_urls: %s: expected a host", url);
+        snprintf(err, errlen, "%s: %s: expected a host", name, url);
         return -1;
     }
     memcpy(host, p, hl);
@@ -2161,7 +2305,7 @@ static int parse_url(const char *url, struct shard *sh, char *err, size_t errlen
     if (colon) {
         size_t pl = (size_t)(hostend - colon - 1);
         if (pl == 0 || pl >= sizeof(port)) {
-            snprintf(err, errlen, "redis_urls: %s: expected a port", url);
+            snprintf(err, errlen, "%s: %s: expected a port", name, url);
             return -1;
         }
         memcpy(port, colon + 1, pl);
@@ -2172,7 +2316,7 @@ static int parse_url(const char *url, struct shard *sh, char *err, size_t errlen
     memset(&hints, 0, sizeof(hints));
     hints.ai_socktype = SOCK_STREAM;
     if (getaddrinfo(host, port, &hints, &res) != 0 || res == NULL) {
-        snprintf(err, errlen, "redis_urls: %s: cannot resolve %s", url, host);
+        snprintf(err, errlen, "%s: %s: cannot resolve %s", name, url, host);
         return -1;
     }
     memcpy(&sh->addr, res->ai_addr, res->ai_addrlen);
@@ -2190,6 +2334,350 @@ static void init_conn(struct redis *r, struct shard *sh, struct rconn *c, int pu
     c->retry.data = c;
 }
 
+static void shard_start(struct redis *r, struct shard *sh)
+{
+    init_conn(r, sh, &sh->cmd, 0);
+    init_conn(r, sh, &sh->sub, 1);
+    conn_start(&sh->cmd);
+    conn_start(&sh->sub);
+}
+
+/* ---- a Redis Cluster ---- */
+
+/* The shard for a master named by the cluster (an empty host: the node that said it),
+ * added (and connected, with the seeds' user, password and TLS) when it is new. */
+static struct shard *shard_at(struct redis *r, const struct shard *from,
+                              const struct redis_endpoint *ep)
+{
+    const char *host = ep->host[0] ? ep->host : from->host;
+    struct sockaddr_storage addr;
+    memset(&addr, 0, sizeof(addr));
+    if (uv_ip4_addr(host, ep->port, (struct sockaddr_in *)&addr) != 0 &&
+        uv_ip6_addr(host, ep->port, (struct sockaddr_in6 *)&addr) != 0) {
+        /* A name would need a resolver call on the loop; clusters announce addresses
+         * unless told otherwise (cluster-preferred-endpoint-type). */
+        log_warn("redis: cluster node %s:%u is not an address; ignored", host, ep->port);
+        return NULL;
+    }
+    for (unsigned i = 0; i < r->nshards; i++) {
+        const struct sockaddr_storage *a = &r->shards[i].addr;
+        if (a->ss_family != addr.ss_family)
+            continue;
+        if (a->ss_family == AF_INET) {
+            const struct sockaddr_in *x = (const void *)a, *y = (const void *)&addr;
+            if (x->sin_port == y->sin_port && x->sin_addr.s_addr == y->sin_addr.s_addr)
+                return &r->shards[i];
+        } else {
+            const struct sockaddr_in6 *x = (const void *)a, *y = (const void *)&addr;
+            if (x->sin6_port == y->sin6_port &&
+                memcmp(&x->sin6_addr, &y->sin6_addr, sizeof(x->sin6_addr)) == 0)
+                return &r->shards[i];
+        }
+    }
+    if (r->nshards == r->cap) {
+        log_warn("redis: more than %u cluster masters; %s:%u ignored", r->cap, host, ep->port);
+        return NULL;
+    }
+    struct shard *sh = &r->shards[r->nshards];
+    sh->index = (uint16_t)r->nshards;
+    sh->tls = r->shards[0].tls;
+    sh->addr = addr;
+    snprintf(sh->host, sizeof(sh->host), "%s", host);
+    snprintf(sh->url, sizeof(sh->url), "%s://%.200s:%u", sh->tls ? "rediss" : "redis", host, ep->port);
+    for (char *q = sh->url; *q; q++)
+        if (*q == '"' || *q == '\\' || (unsigned char)*q < 0x20)
+            *q = '?';
+    sh->user = r->seed_user ? strdup(r->seed_user) : NULL;
+    sh->password = r->seed_password ? strdup(r->seed_password) : NULL;
+    r->nshards++;
+    log_info("redis: cluster master %s", sh->url);
+    shard_start(r, sh);
+    return sh;
+}
+
+/* A channel's SUBSCRIBE moves to the shard that serves its slot now; what was published
+ * meanwhile is read from the stream once the new one confirms. */
+static void chan_move(struct redis *r, struct rchan *c, unsigned to)
+{
+    if (c->shard >= 0 && r->shards[c->shard].sub.up)
+        send_subscribe(r, &r->shards[c->shard], 0, (const char *)c->name, c->name_len);
+    c->shard = (int16_t)to;
+    c->subscribed = 0;
+    c->check = c->last != 0;
+    if (r->shards[to].sub.up) /* else its connection subscribes once it is up */
+        send_subscribe(r, &r->shards[to], 1, (const char *)c->name, c->name_len);
+}
+
+/* After the slot map changed: every followed channel, and the control channel, where
+ * its slot is served. */
+static void route_all(struct redis *r)
+{
+    for (size_t b = 0; b < r->chans.nbuckets; b++)
+        for (struct table_node *n = r->chans.buckets[b]; n; n = n->next) {
+            struct rchan *c = (struct rchan *)n;
+            unsigned to = shard_of(r, (const char *)c->name, c->name_len);
+            if (c->shard != (int)to)
+                chan_move(r, c, to);
+        }
+    unsigned to = nodes_shard(r);
+    if (r->control_shard != (int)to) {
+        if (r->control_shard >= 0 && r->shards[r->control_shard].sub.up)
+            send_control_subscribe(r, &r->shards[r->control_shard], 0);
+        r->control_shard = (int)to;
+        if (r->shards[to].sub.up)
+            send_control_subscribe(r, &r->shards[to], 1);
+    }
+    flush_subscriptions(r);
+}
+
+/* The owners' slot counts (for /ready), and whether every slot has one. */
+static void count_slots(struct redis *r)
+{
+    unsigned counts[CLUSTER_MAX_SHARDS] = {0}, unserved = 0;
+    for (unsigned s = 0; s < REDIS_CLUSTER_SLOTS; s++) {
+        if (r->slots[s] == NO_SHARD)
+            unserved++;
+        else
+            counts[r->slots[s]]++;
+    }
+    for (unsigned i = 0; i < r->nshards; i++)
+        atomic_store(&r->shards[i].owns, (int)counts[i]);
+    atomic_store(&r->mapped, unserved == 0);
+}
+
+static void on_slots(struct redis *r, void *arg, redisReply *reply)
+{
+    struct shard *from = arg;
+    r->remapping = 0;
+    if (reply == NULL || reply->type != REDIS_REPLY_ARRAY) {
+        if (reply && reply->type == REDIS_REPLY_ERROR)
+            log_warn("redis: %s: CLUSTER SLOTS: %s", from->url, reply->str);
+        return;
+    }
+    struct redis_slot_range *ranges =
+        reply->elements ? malloc(reply->elements * sizeof(*ranges)) : NULL;
+    int n = redis_slots_parse(reply, ranges, reply->elements);
+    if (n < 0 || (reply->elements && ranges == NULL)) {
+        log_warn("redis: %s: CLUSTER SLOTS: not a slot map; ignored", from->url);
+        free(ranges);
+        return;
+    }
+    uint16_t *map = malloc(REDIS_CLUSTER_SLOTS * sizeof(*map));
+    if (map == NULL) {
+        free(ranges);
+        return;
+    }
+    memset(map, 0xff, REDIS_CLUSTER_SLOTS * sizeof(*map));
+    for (int i = 0; i < n; i++) {
+        struct shard *sh = shard_at(r, from, &ranges[i].master);
+        for (unsigned s = ranges[i].start; sh && s <= ranges[i].end; s++)
+            map[s] = sh->index;
+    }
+    int changed = memcmp(map, r->slots, REDIS_CLUSTER_SLOTS * sizeof(*map)) != 0;
+    memcpy(r->slots, map, REDIS_CLUSTER_SLOTS * sizeof(*map));
+    free(map);
+    free(ranges);
+    count_slots(r);
+    if (changed)
+        log_info("redis: cluster slot map: %d ranges%s", n,
+                 atomic_load(&r->mapped) ? "" : ", some slots without a master");
+    route_all(r);
+}
+
+/* Ask a reachable node (a master if one is up, else any) who serves which slots. */
+static void remap(struct redis *r)
+{
+    if (r->remapping || r->stopping)
+        return;
+    struct shard *ask = NULL;
+    for (unsigned i = 0; i < r->nshards; i++) {
+        struct shard *sh = &r->shards[i];
+        if (sh->cmd.up && (ask == NULL || atomic_load(&sh->owns) > atomic_load(&ask->owns)))
+            ask = sh;
+    }
+    if (ask == NULL)
+        return; /* nobody up: the timer asks again */
+    r->remapping = 1;
+    const char *argv[2] = {"CLUSTER", "SLOTS"};
+    size_t lens[2] = {7, 5};
+    command(&ask->cmd, 2, argv, lens, on_slots, ask);
+}
+
+/* Degraded: a slot without a master, or a master that is not reachable. */
+static int degraded(struct redis *r)
+{
+    if (!atomic_load(&r->mapped))
+        return 1;
+    for (unsigned i = 0; i < r->nshards; i++)
+        if (atomic_load(&r->shards[i].owns) > 0 && !atomic_load(&r->shards[i].reachable))
+            return 1;
+    return 0;
+}
+
+static void on_remap(uv_timer_t *t)
+{
+    struct redis *r = t->data;
+    r->remap_soon = 0;
+    remap(r);
+    if (degraded(r)) {
+        /* Until the cluster has a master for every slot again (a failover takes the
+         * node timeout and an election), asked twice a second. */
+        r->remap_soon = 1;
+        uv_timer_start(&r->remap, on_remap, REMAP_FAST_MS, 0);
+    }
+}
+
+static void schedule_remap(struct redis *r)
+{
+    if (!r->cluster || r->remap_soon || r->stopping)
+        return;
+    r->remap_soon = 1;
+    uv_timer_start(&r->remap, on_remap, 20, 0);
+}
+
+/* MOVED or ASK in reply to a command kept for it: sent again where it points (after
+ * ASKING for an ASK); 1 when it took p. A MOVED also moves the slot in the map, and
+ * the whole map is asked for again. */
+static int redirect(struct rconn *c, struct pending *p, const redisReply *rep)
+{
+    struct redis *r = c->r;
+    struct redis_redirect to;
+    if (p->redirects >= MAX_REDIRECTS || redis_redirect_parse(rep->str, rep->len, &to) != 0)
+        return 0;
+    struct shard *sh = shard_at(r, c->sh, &to.to);
+    char *again = sh && !sh->cmd.down ? malloc(p->len) : NULL;
+    if (again == NULL)
+        return 0; /* the caller gets the error: temporary */
+    if (!to.ask) {
+        r->slots[to.slot] = sh->index;
+        count_slots(r);
+        schedule_remap(r);
+    }
+    struct rconn *t = &sh->cmd;
+    if (to.ask) {
+        const char *argv[1] = {"ASKING"};
+        size_t lens[1] = {6};
+        command(t, 1, argv, lens, ignore_reply, NULL);
+    }
+    struct pending *n = expect(t, p->done, p->arg); /* on failure it has answered */
+    if (n) {
+        n->cmd = p->cmd;
+        n->len = p->len;
+        n->redirects = p->redirects + 1;
+        memcpy(again, p->cmd, p->len);
+        send_raw(t, again, p->len);
+    } else {
+        free(again);
+        free(p->cmd);
+    }
+    free(p);
+    return 1;
+}
+
+/* An error on a pub/sub connection: a (S)SUBSCRIBE refused. MOVED: the slot is served
+ * elsewhere, its channels follow; ASK (a slot being migrated): they try again soon. */
+static void sub_error(struct rconn *c, const redisReply *rep)
+{
+    struct redis *r = c->r;
+    struct redis_redirect to;
+    if (!r->cluster || redis_redirect_parse(rep->str, rep->len, &to) != 0) {
+        log_warn("redis: %s: %s", c->sh->url, rep->str);
+        return;
+    }
+    if (!to.ask) {
+        struct shard *sh = shard_at(r, c->sh, &to.to);
+        if (sh) {
+            r->slots[to.slot] = sh->index;
+            count_slots(r);
+        }
+        route_all(r);
+        schedule_remap(r);
+        return;
+    }
+    for (size_t b = 0; b < r->chans.nbuckets; b++)
+        for (struct table_node *n = r->chans.buckets[b]; n; n = n->next) {
+            struct rchan *ch = (struct rchan *)n;
+            if (ch->shard == c->sh->index &&
+                redis_channel_slot(r->prefix, (const char *)ch->name, ch->name_len, "c") ==
+                    to.slot) {
+                ch->shard = -1;
+                ch->subscribed = 0;
+            }
+        }
+    if (!r->remap_soon) {
+        r->remap_soon = 1;
+        uv_timer_start(&r->remap, on_remap, REMAP_FAST_MS, 0);
+    }
+}
+
+/* A cluster node drops sharded subscriptions when it stops serving their slot (a
+ * failover, a migration): they are made again where the slot went. */
+static void on_unsubscribed(struct redis *r, struct shard *sh, const char *name, size_t len)
+{
+    if (!r->cluster)
+        return;
+    if (is_control(r, name, len)) {
+        if (r->control_shard == sh->index) {
+            r->control_shard = -1;
+            schedule_remap(r);
+        }
+        return;
+    }
+    struct rchan *c = chan_of(r, name, len);
+    if (c == NULL || c->shard != sh->index)
+        return; /* ours: an unsubscribe we sent */
+    c->shard = -1;
+    c->subscribed = 0;
+    schedule_remap(r);
+}
+
+/* ---- opening ---- */
+
+static void free_parts(struct redis *r)
+{
+    for (unsigned i = 0; i < r->cap; i++) {
+        free(r->shards ? r->shards[i].user : NULL);
+        free(r->shards ? r->shards[i].password : NULL);
+    }
+    for (int i = 0; i < NSCRIPTS; i++)
+        if (r->script_text[i] != scripts[i])
+            free((char *)r->script_text[i]);
+    free(r->seed_user);
+    free(r->seed_password);
+    free(r->slots);
+    free(r->shards);
+    free(r->prefix);
+    free(r);
+}
+
+/* On a cluster, the scripts publish with SPUBLISH: to the shard of their keys' slot. */
+static const char *script_for(const char *text, int cluster)
+{
+    if (!cluster)
+        return text;
+    static const char from[] = "redis.call('publish',", to[] = "redis.call('spublish',";
+    size_t n = 0;
+    for (const char *p = strstr(text, from); p; p = strstr(p + 1, from))
+        n++;
+    char *out = malloc(strlen(text) + n + 1);
+    if (out == NULL)
+        return NULL;
+    char *w = out;
+    for (const char *p = text;;) {
+        const char *hit = strstr(p, from);
+        if (hit == NULL) {
+            strcpy(w, p);
+            break;
+        }
+        memcpy(w, p, (size_t)(hit - p));
+        w += hit - p;
+        memcpy(w, to, sizeof(to) - 1);
+        w += sizeof(to) - 1;
+        p = hit + sizeof(from) - 1;
+    }
+    return out;
+}
+
 struct engine *engine_redis_open(const struct config *config, const struct engine_events *events,
                                  const struct engine_host *host, char *err, size_t errlen)
 {
@@ -2201,59 +2689,86 @@ struct engine *engine_redis_open(const struct config *config, const struct engin
     r->e.ops = &redis_ops;
     r->e.events = *events;
     r->e.host = *host;
+    r->cluster = config->n_redis_cluster_urls > 0;
+    const char *key_name = r->cluster ? "redis_cluster_urls" : "redis_urls";
+    char *const *urls = r->cluster ? config->redis_cluster_urls : config->redis_urls;
+    unsigned nurls = (unsigned)(r->cluster ? config->n_redis_cluster_urls : config->n_redis_urls);
     r->prefix = strdup(config->redis_prefix ? config->redis_prefix : "herald");
-    r->nshards = (unsigned)config->n_redis_urls;
-    r->shards = calloc(r->nshards ? r->nshards : 1, sizeof(*r->shards));
+    r->nshards = nurls;
+    r->cap = r->cluster ? CLUSTER_MAX_SHARDS : nurls;
+    if (r->cap < nurls)
+        r->cap = nurls;
+    r->shards = calloc(r->cap ? r->cap : 1, sizeof(*r->shards));
     r->queue_tail = &r->queue;
-    pthread_mutex_init(&r->lock, NULL);
     r->presence_ttl = config->presence_ttl ? config->presence_ttl : 60;
-    if (r->prefix == NULL || r->shards == NULL || table_init(&r->chans, 256) != 0 ||
-        table_init(&r->pres, 256) != 0 || (r->uv = host->uv_loop(host->ud, HOME_SLOT)) == NULL) {
+    int ok = r->prefix && r->shards;
+    for (int i = 0; i < NSCRIPTS; i++)
+        ok &= (r->script_text[i] = script_for(scripts[i], r->cluster)) != NULL;
+    if (r->cluster) {
+        r->slots = malloc(REDIS_CLUSTER_SLOTS * sizeof(*r->slots));
+        ok &= r->slots != NULL;
+        if (r->slots)
+            memset(r->slots, 0xff, REDIS_CLUSTER_SLOTS * sizeof(*r->slots));
+    }
+    if (!ok || (r->uv = host->uv_loop(host->ud, HOME_SLOT)) == NULL) {
         snprintf(err, errlen, "engine: out of memory");
-        free(r->prefix);
-        free(r->shards);
-        free(r);
+        free_parts(r);
         return NULL;
     }
+    if (r->prefix && strlen(r->prefix) > 200) {
+        snprintf(err, errlen, "redis_prefix: at most 200 bytes");
+        free_parts(r);
+        return NULL;
+    }
+    /* The nodes' keys and the control channel share the hash tag {nodes}. */
+    r->nodes_len = (size_t)snprintf(r->nodes_key, sizeof(r->nodes_key), "%s:{nodes}", r->prefix);
+    r->seen_len = (size_t)snprintf(r->seen_key, sizeof(r->seen_key), "%s:{nodes}:seen", r->prefix);
+    r->control_len =
+        (size_t)snprintf(r->control, sizeof(r->control), "%s:{nodes}:control", r->prefix);
+    r->nodes_slot = redis_key_slot(r->nodes_key, r->nodes_len);
+    r->control_shard = r->cluster ? -1 : 0;
     int any_tls = 0;
-    for (unsigned i = 0; i < r->nshards; i++)
-        any_tls |= strncmp(config->redis_urls[i], "rediss://", 9) == 0;
+    for (unsigned i = 0; i < nurls; i++)
+        any_tls |= strncmp(urls[i], "rediss://", 9) == 0;
     if (any_tls) {
         /* Peers are verified: against redis_tls_ca, else the system's trusted CAs. */
         r->tls = SSL_CTX_new(TLS_client_method());
-        int ok = r->tls != NULL;
-        if (ok) {
+        int tok = r->tls != NULL;
+        if (tok) {
             SSL_CTX_set_verify(r->tls, SSL_VERIFY_PEER, NULL);
             SSL_CTX_set_min_proto_version(r->tls, TLS1_2_VERSION);
-            ok = config->redis_tls_ca ? SSL_CTX_load_verify_locations(r->tls, config->redis_tls_ca,
-                                                                      NULL) == 1
-                                      : SSL_CTX_set_default_verify_paths(r->tls) == 1;
+            tok = config->redis_tls_ca ? SSL_CTX_load_verify_locations(r->tls, config->redis_tls_ca,
+                                                                       NULL) == 1
+                                       : SSL_CTX_set_default_verify_paths(r->tls) == 1;
         }
-        if (!ok) {
+        if (!tok) {
             snprintf(err, errlen, "redis_tls_ca: cannot load %s",
                      config->redis_tls_ca ? config->redis_tls_ca : "the system's CA certificates");
             SSL_CTX_free(r->tls);
-            table_destroy(&r->chans);
-            table_destroy(&r->pres);
-            free(r->prefix);
-            free(r->shards);
-            free(r);
+            free_parts(r);
             return NULL;
         }
     }
-    for (unsigned i = 0; i < r->nshards; i++) {
-        if (parse_url(config->redis_urls[i], &r->shards[i], err, errlen) != 0) {
-            for (unsigned k = 0; k <= i; k++) {
-                free(r->shards[k].user);
-                free(r->shards[k].password);
-            }
-            table_destroy(&r->chans);
-            free(r->prefix);
-            free(r->shards);
-            free(r);
+    for (unsigned i = 0; i < nurls; i++) {
+        r->shards[i].index = (uint16_t)i;
+        if (parse_url(key_name, urls[i], &r->shards[i], err, errlen) != 0) {
+            SSL_CTX_free(r->tls);
+            free_parts(r);
             return NULL;
         }
     }
+    if (r->cluster && r->shards[0].user)
+        r->seed_user = strdup(r->shards[0].user);
+    if (r->cluster && r->shards[0].password)
+        r->seed_password = strdup(r->shards[0].password);
+    if (table_init(&r->chans, 256) != 0 || table_init(&r->pres, 256) != 0) {
+        snprintf(err, errlen, "engine: out of memory");
+        table_destroy(&r->chans);
+        SSL_CTX_free(r->tls);
+        free_parts(r);
+        return NULL;
+    }
+    pthread_mutex_init(&r->lock, NULL);
     uv_async_init(r->uv, &r->wake, on_wake);
     uv_unref((uv_handle_t *)&r->wake);
     r->wake.data = r;
@@ -2266,12 +2781,10 @@ struct engine *engine_redis_open(const struct config *config, const struct engin
     r->presence.data = r;
     uint64_t every = (uint64_t)r->presence_ttl * 1000 / 3;
     uv_timer_start(&r->presence, on_presence_refresh, every, every);
-    for (unsigned i = 0; i < r->nshards; i++) {
-        struct shard *sh = &r->shards[i];
-        init_conn(r, sh, &sh->cmd, 0);
-        init_conn(r, sh, &sh->sub, 1);
-        conn_start(&sh->cmd);
-        conn_start(&sh->sub);
-    }
+    uv_timer_init(r->uv, &r->remap);
+    uv_unref((uv_handle_t *)&r->remap);
+    r->remap.data = r;
+    for (unsigned i = 0; i < nurls; i++)
+        shard_start(r, &r->shards[i]);
     return &r->e;
 }

@@ -373,8 +373,25 @@ TEST(test_config_engine_is_memory_or_redis_with_urls)
     config_free(&c);
     CHECK_EQ(load_file(&c, "{\"engine\":\"redis\",\"redis_urls\":[\"http://h:1\"]}"), -1);
     CHECK(has("redis_urls: http://h:1: expected redis[s]://"));
-    CHECK_EQ(load_file(&c, "{\"redis_cluster_urls\":[\"redis://h:1\"]}"), -1);
-    CHECK(has("redis_cluster_urls: Redis Cluster is not supported by this build yet"));
+    CHECK_EQ(load_file(&c, "{\"engine\":\"redis\",\"redis_cluster_urls\":[\"redis://h:1\","
+                           "\"redis://u:p@h:2\"]}"),
+             0);
+    CHECK_EQ(c.n_redis_cluster_urls, 2);
+    config_free(&c);
+    CHECK_EQ(load_file(&c, "{\"engine\":\"redis\",\"redis_cluster_urls\":[\"redis://h:1/0\"]}"), 0);
+    config_free(&c);
+    CHECK_EQ(load_file(&c, "{\"engine\":\"redis\",\"redis_cluster_urls\":[\"redis://h:1/3\"]}"), -1);
+    CHECK(has("redis_cluster_urls: redis://h:1/3: a Redis Cluster has database 0 only"));
+    CHECK_EQ(load_file(&c, "{\"engine\":\"redis\",\"redis_cluster_urls\":[\"redis://h:1\","
+                           "\"rediss://h:2\"]}"),
+             -1);
+    CHECK(has("redis_cluster_urls: rediss://h:2: every seed redis:// or every seed rediss://"));
+    CHECK_EQ(load_file(&c, "{\"engine\":\"redis\",\"redis_cluster_urls\":[\"tcp://h:1\"]}"), -1);
+    CHECK(has("redis_cluster_urls: tcp://h:1: expected redis[s]://"));
+    CHECK_EQ(load_file(&c, "{\"engine\":\"redis\",\"redis_urls\":[\"redis://h:1\"],"
+                           "\"redis_cluster_urls\":[\"redis://h:2\"]}"),
+             -1);
+    CHECK(has("redis_cluster_urls: either redis_urls"));
     CHECK_EQ(load_file(&c, "{\"redis_prefix\":\"app1\",\"redis_urls\":[\"redis://h:1\"]}"), 0);
     CHECK(c.redis_prefix && strcmp(c.redis_prefix, "app1") == 0);
     config_free(&c);

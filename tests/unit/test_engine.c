@@ -689,14 +689,24 @@ int main(void)
     /* A Redis engine runs against the server in HERALD_TEST_REDIS, under a prefix of its
      * own so that runs never see each other's keys. */
     char *url = getenv("HERALD_TEST_REDIS");
+    /* Or a Redis Cluster: its seeds, comma-separated, in HERALD_TEST_REDIS_CLUSTER. */
+    char *cluster = getenv("HERALD_TEST_REDIS_CLUSTER");
+    char *seeds[8];
     char prefix[32] = "test-";
     if (strcmp(c.engine, "redis") == 0) {
-        if (url == NULL) {
+        if (cluster) {
+            c.n_redis_cluster_urls = 0;
+            for (char *s = strtok(cluster, ","); s && c.n_redis_cluster_urls < 8;
+                 s = strtok(NULL, ","))
+                seeds[c.n_redis_cluster_urls++] = s;
+            c.redis_cluster_urls = seeds;
+        } else if (url == NULL) {
             fprintf(stderr, "HERALD_TEST_REDIS=redis://host:port is needed\n");
             return 1;
+        } else {
+            c.redis_urls = &url;
+            c.n_redis_urls = 1;
         }
-        c.redis_urls = &url;
-        c.n_redis_urls = 1;
         srand((unsigned)time(NULL) ^ (unsigned)getpid());
         snprintf(prefix + 5, sizeof(prefix) - 5, "%08x", (unsigned)rand());
         c.redis_prefix = prefix;
