@@ -147,6 +147,13 @@ static const char nodes_lua[] =
     "local v = redis.call('hget', KEYS[1], u) if v then table.insert(out, u) table.insert(out, v) "
     "end end return out";
 
+/* KEYS: meta. ARGV: the epoch seen, a new one, meta ttl. The stream's epoch becomes the
+ * new one if it still is the one seen; returns the epoch it has now. */
+static const char reepoch_lua[] =
+    "local e = redis.call('hget', KEYS[1], 'e') "
+    "if e == ARGV[1] then redis.call('hset', KEYS[1], 'e', ARGV[2]) "
+    "redis.call('expire', KEYS[1], ARGV[3]) return ARGV[2] end return e";
+
 enum script {
     SCRIPT_PUBLISH,
     SCRIPT_HISTORY,
@@ -156,11 +163,12 @@ enum script {
     SCRIPT_PRESENCE_REFRESH,
     SCRIPT_ANNOUNCE,
     SCRIPT_NODES,
+    SCRIPT_REEPOCH,
     NSCRIPTS
 };
 static const char *const scripts[NSCRIPTS] = {
     publish_lua,          history_lua,  presence_add_lua, presence_remove_lua, presence_get_lua,
-    presence_refresh_lua, announce_lua, nodes_lua};
+    presence_refresh_lua, announce_lua, nodes_lua, reepoch_lua};
 
 #define NODE_EXPIRY_MS 15000 /* three announcement intervals */
 
@@ -937,10 +945,23 @@ static int reply_error(redisReply *reply)
     return reply == NULL || reply->type == REDIS_REPLY_ERROR;
 }
 
-/* The status of a failed reply: no reply at all means the connection is down. */
+/* The status of a failed reply: no reply at all means the connection is down, and
+ * the errors of a cluster in a failover or a migration (and of a Redis loading its
+ * data) pass: the caller may try again. */
 static int reply_status(redisReply *reply)
 {
-    return reply == NULL ? ENGINE_ERR_UNAVAILABLE : ENGINE_ERR_INTERNAL;
+    static const char *const passing[] = {"CLUSTERDOWN", "TRYAGAIN", "MOVED", "ASK",
+                                          "LOADING",     "MASTERDOWN", "READONLY", "BUSY"};
+    if (reply == NULL)
+        return ENGINE_ERR_UNAVAILABLE;
+    for (size_t i = 0; reply->type == REDIS_REPLY_ERROR && i < sizeof(passing) / sizeof(*passing);
+         i++) {
+        size_t n = strlen(passing[i]);
+        if (reply->len >= n && memcmp(reply->str, passing[i], n) == 0 &&
+            (reply->len == n || reply->str[n] == ' '))
+            return ENGINE_ERR_UNAVAILABLE;
+    }
+    return ENGINE_ERR_INTERNAL;
 }
 
 static void log_reply_error(redisReply *reply)
@@ -1023,11 +1044,18 @@ static void do_publish(struct redis *r, struct request *q)
         q->status = ENGINE_ERR_INTERNAL;
         finish(r, q);
     } else {
+        /* The idempotency key only when there is one: during a cluster's slot
+         * migration a key that exists nowhere would make the call TRYAGAIN. */
+        int k = q->c_len ? 3 : 2;
         const char *argv[11] = {stream, meta, idem, size, ttl, q->a, q->b, epoch, pubch,
                                 q->c_len ? "1" : "0", mttl};
         size_t lens[11] = {sl, ml, il, strlen(size), strlen(ttl), q->a_len, q->b_len,
                            strlen(epoch), cl, 1, strlen(mttl)};
-        evalsha(r, sh, SCRIPT_PUBLISH, 3, 11, argv, lens, on_published, q);
+        if (k == 2) {
+            memmove(&argv[2], &argv[3], 8 * sizeof(argv[0]));
+            memmove(&lens[2], &lens[3], 8 * sizeof(lens[0]));
+        }
+        evalsha(r, sh, SCRIPT_PUBLISH, k, 8 + k, argv, lens, on_published, q);
     }
     free(stream);
     free(meta);
@@ -1387,6 +1415,66 @@ static void subscribe_read(struct redis *r, struct request *q, struct rchan *c)
     read_stream(r, q, q->rec.recover ? -1 : 0, since, 0, on_subscribe_read);
 }
 
+static void on_reepoch(struct redis *r, void *arg, redisReply *reply);
+
+/* The stream is behind what this node handed on: its master failed over before the
+ * replica had the newest publications, and their offsets will be given to others. So
+ * the stream takes a new epoch (the first node to see it sets one, the others take
+ * that one) and no client recovers across the hole; meanwhile deliveries wait, then
+ * the subscribers learn of the loss. */
+static void went_back(struct redis *r, struct rchan *c, const struct engine_pos *pos)
+{
+    log_warn("redis: %.*s: the stream went back from offset %llu to %llu (a failover before "
+             "replication); a new epoch",
+             (int)c->name_len, c->name, (unsigned long long)c->last,
+             (unsigned long long)pos->offset);
+    c->last = pos->offset;
+    memcpy(c->epoch, pos->epoch, sizeof(c->epoch));
+    struct request *q = calloc(1, sizeof(*q) + c->name_len + 5);
+    size_t ml;
+    char *meta = key(r, (const char *)c->name, c->name_len, "m", NULL, 0, &ml);
+    if (q == NULL || meta == NULL) {
+        free(q);
+        free(meta);
+        if (r->e.events.lost)
+            r->e.events.lost(r->e.events.ud, c->name, c->name_len);
+        return;
+    }
+    q->kind = REQ_FILL;
+    q->slot = -1;
+    q->ch = q->bytes;
+    q->ch_len = c->name_len;
+    memcpy(q->ch, c->name, c->name_len);
+    c->reading++;
+    char epoch[ENGINE_EPOCH_LEN + 1], mttl[16];
+    rand_hex(epoch, ENGINE_EPOCH_LEN / 2);
+    snprintf(mttl, sizeof(mttl), "%u", META_TTL_SEC);
+    const char *argv[4] = {meta, pos->epoch, epoch, mttl};
+    size_t lens[4] = {ml, strlen(pos->epoch), strlen(epoch), strlen(mttl)};
+    evalsha(r, &r->shards[shard_of(r, (const char *)c->name, c->name_len)], SCRIPT_REEPOCH, 1, 3,
+            argv, lens, on_reepoch, q);
+    free(meta);
+}
+
+static void flush_held(struct redis *r, struct rchan *c);
+
+static void on_reepoch(struct redis *r, void *arg, redisReply *reply)
+{
+    struct request *q = arg;
+    struct rchan *c = chan_find(r, q->ch, q->ch_len, table_hash(q->ch, q->ch_len));
+    request_free(q);
+    if (c == NULL)
+        return;
+    c->reading--;
+    if (reply && reply->type == REDIS_REPLY_STRING && reply->len == ENGINE_EPOCH_LEN)
+        memcpy(c->epoch, reply->str, ENGINE_EPOCH_LEN + 1);
+    else
+        log_reply_error(reply); /* the next read sees whatever epoch it has */
+    if (r->e.events.lost)
+        r->e.events.lost(r->e.events.ud, c->name, c->name_len);
+    flush_held(r, c);
+}
+
 static void on_subscribe_read(struct redis *r, void *arg, redisReply *reply)
 {
     struct request *q = arg;
@@ -1426,16 +1514,8 @@ static void on_subscribe_read(struct redis *r, void *arg, redisReply *reply)
             c->last = 0;
         }
         memcpy(c->epoch, q->pos.epoch, sizeof(c->epoch));
-        if (c->last > q->pos.offset) {
-            /* The stream is behind what this node handed on (a master failed over
-             * before it replicated them): never silently. */
-            log_warn("redis: %.*s: the stream went back from offset %llu to %llu",
-                     (int)q->ch_len, q->ch, (unsigned long long)c->last,
-                     (unsigned long long)q->pos.offset);
-            if (r->e.events.lost)
-                r->e.events.lost(r->e.events.ud, c->name, c->name_len);
-            c->last = q->pos.offset;
-        }
+        if (c->last > q->pos.offset)
+            went_back(r, c, &q->pos); /* never silently */
         if (c->last == 0)
             c->last = q->pos.offset;
         else if (c->last < q->pos.offset)
@@ -1490,10 +1570,12 @@ static void on_fill(struct redis *r, void *arg, redisReply *reply)
     const struct engine_pub *pubs = q->items;
     /* Lost: another epoch, a gap the stream no longer holds, or a stream behind what
      * this node handed on (a failed-over master that had not replicated them). */
-    int lost = (c->epoch[0] && strcmp(c->epoch, q->pos.epoch) != 0) ||
-               (q->pos.offset > c->last && (q->n == 0 || pubs[0].offset != c->last + 1)) ||
-               q->pos.offset < c->last;
-    if (lost) {
+    int other_epoch = c->epoch[0] && strcmp(c->epoch, q->pos.epoch) != 0;
+    int lost = other_epoch ||
+               (q->pos.offset > c->last && (q->n == 0 || pubs[0].offset != c->last + 1));
+    if (!other_epoch && q->pos.offset < c->last) {
+        went_back(r, c, &q->pos);
+    } else if (lost) {
         /* The stream no longer holds what this node missed: never silently, the
          * subscribers resubscribe and learn that they did not recover. */
         log_warn("redis: %.*s: publications lost for this node (epoch %s, offset %llu after %llu)",
@@ -2191,6 +2273,20 @@ static void redis_close(struct engine *e)
         complete(q);
     }
     r->queue = NULL;
+    /* So are those still waiting for a reply (a presence leave sent as the last
+     * connection closed): every connection is down first, so that what their callbacks
+     * send fails at once too. */
+    for (unsigned i = 0; i < r->nshards; i++) {
+        struct rconn *cs[2] = {&r->shards[i].cmd, &r->shards[i].sub};
+        for (int k = 0; k < 2; k++) {
+            cs[k]->up = 0;
+            cs[k]->down = 1;
+        }
+    }
+    for (unsigned i = 0; i < r->nshards; i++) {
+        fail_pending(&r->shards[i].cmd);
+        fail_pending(&r->shards[i].sub);
+    }
     for (unsigned i = 0; i < r->nshards; i++) {
         struct shard *sh = &r->shards[i];
         struct rconn *cs[2] = {&sh->cmd, &sh->sub};
