@@ -18,6 +18,10 @@
 
 #define HTTP_KEEPALIVE_SEC 30
 #define HTTP_CLOSE_SEC 3
+/* Pipelined API calls of one connection that may be answering at once (an engine on
+ * Redis answers after a round trip: one at a time, a pipelining client would get one
+ * publication per round trip). Their responses still go out in request order. */
+#define HTTP_MAX_CALLS 128
 
 /* Embedded by the Makefile from web/ (ld -r -b binary). */
 extern const uint8_t _binary_index_html_start[], _binary_index_html_end[];
@@ -30,13 +34,29 @@ void http_init(const struct http_server_config *cfg)
     server = *cfg;
 }
 
+struct http_conn;
+
+/* An API call answering, in request order; an answer that comes before those ahead of
+ * it waits here (a copy of its body). */
+struct api_call {
+    struct api_call *next;
+    struct http_conn *h;
+    uint8_t ka;   /* its keep-alive */
+    uint8_t done; /* answered, waiting for those ahead */
+    int status;
+    uint8_t *body;
+    size_t len;
+};
+
 /* A connection's HTTP state, until it upgrades or closes. */
 struct http_conn {
     struct conn *c;
     uint64_t skip_body;   /* bytes of a request body still to discard unread */
-    uint8_t pending;      /* an API call is answering: later requests wait */
-    uint8_t pending_ka;   /* its keep-alive */
-    uint8_t dead;         /* the connection is gone while the call is pending */
+    struct api_call *calls, **calls_tail; /* answering, oldest first */
+    unsigned ncalls;
+    size_t held;          /* bytes of answers waiting for those ahead of them */
+    uint8_t last;         /* a request without keep-alive was taken: no more after it */
+    uint8_t dead;         /* the connection is gone while calls are answering */
     uint8_t in_call;      /* inside api_handle: the answer came before it returned */
 };
 
@@ -159,15 +179,57 @@ static void upgrade(struct http_conn *h, const struct http_request *r)
         conn_abort(c);
 }
 
+static void call_pop(struct http_conn *h)
+{
+    struct api_call *x = h->calls;
+    h->calls = x->next;
+    if (h->calls == NULL)
+        h->calls_tail = &h->calls;
+    h->ncalls--;
+    h->held -= x->len;
+    free(x->body);
+    free(x);
+}
+
 static void on_api_done(void *ud, int status, const uint8_t *body, size_t len)
 {
-    struct http_conn *h = ud;
-    h->pending = 0;
+    struct api_call *x = ud;
+    struct http_conn *h = x->h;
+    x->done = 1;
+    if (h->calls == x && !h->dead) {
+        respond_full(h->c, status, "application/json", body, len, x->ka, NULL, 0);
+        x->len = 0;
+        call_pop(h);
+    } else if (!h->dead) {
+        /* Those ahead of it are still answering: a copy waits for them. */
+        x->status = status;
+        x->body = len ? malloc(len) : NULL;
+        if (len && x->body == NULL) {
+            x->status = 500;
+            x->len = 0;
+        } else {
+            memcpy(x->body, body, len);
+            x->len = len;
+            h->held += len;
+        }
+    }
+    /* The answers that waited behind it, in order. */
+    while (h->calls && h->calls->done) {
+        struct api_call *y = h->calls;
+        if (!h->dead) {
+            if (y->status == 500 && y->body == NULL)
+                respond_error(h->c, 500, y->ka, NULL);
+            else
+                respond_full(h->c, y->status, "application/json", y->body, y->len, y->ka, NULL,
+                             0);
+        }
+        call_pop(h);
+    }
     if (h->dead) {
-        free(h);
+        if (h->calls == NULL)
+            free(h);
         return;
     }
-    respond_full(h->c, status, "application/json", body, len, h->pending_ka, NULL, 0);
     /* An answer that came later: the requests that waited behind it go on. */
     if (!h->in_call)
         conn_continue(h->c);
@@ -197,10 +259,18 @@ static void route(struct http_conn *h, const struct http_request *r, uint8_t *bo
             respond_error(c, 401, ka, NULL);
             return;
         }
-        h->pending = 1;
-        h->pending_ka = (uint8_t)ka;
+        struct api_call *x = calloc(1, sizeof(*x));
+        if (x == NULL) {
+            respond_error(c, 500, 0, NULL);
+            return;
+        }
+        x->h = h;
+        x->ka = (uint8_t)ka;
+        *h->calls_tail = x;
+        h->calls_tail = &x->next;
+        h->ncalls++;
         h->in_call = 1;
-        api_handle(r->path + 5, r->path_len - 5, body, body_len, on_api_done, h);
+        api_handle(r->path + 5, r->path_len - 5, body, body_len, on_api_done, x);
         h->in_call = 0;
         return;
     }
@@ -255,10 +325,12 @@ static size_t on_data(struct conn *c, uint8_t *p, size_t len)
     const struct config *cfg = server.config;
     struct http_limits lim = {HTTP_MAX_HEAD, HTTP_MAX_HEADERS};
     size_t used = 0;
-    /* One request at a time, and none while the output is full or an answer is still
-     * coming: a peer that pipelines without reading gets every response, whole and in
-     * order, as it reads them. */
-    while (used < len && !conn_closing(c) && !conn_output_full(c) && !h->pending) {
+    /* None while the output is full (a peer that pipelines without reading gets every
+     * response, whole and in order, as it reads them), nor while answers that wait for
+     * those ahead of them hold as much; API calls up to HTTP_MAX_CALLS at once, any
+     * other request only once every call ahead of it has answered. */
+    while (used < len && !conn_closing(c) && !conn_output_full(c) && !h->last &&
+           h->ncalls < HTTP_MAX_CALLS && h->held < cfg->client_queue_max) {
         if (h->skip_body) {
             size_t n = len - used < h->skip_body ? len - used : (size_t)h->skip_body;
             used += n;
@@ -284,6 +356,8 @@ static size_t on_data(struct conn *c, uint8_t *p, size_t len)
             respond_error(c, 413, 0, NULL);
             return len;
         }
+        if (h->ncalls && !wants_body(cfg, &req))
+            return used; /* answered after the calls ahead of it */
         if (!wants_body(cfg, &req)) {
             if (body_len && path_is(&req, "/connection/websocket")) {
                 respond_error(c, 400, 0, NULL); /* the body would be read as frames */
@@ -291,10 +365,12 @@ static size_t on_data(struct conn *c, uint8_t *p, size_t len)
             }
             used += head;
             h->skip_body = body_len;
+            h->last = !req.keep_alive;
             route(h, &req, NULL, 0);
         } else {
             if (len - used - head < body_len)
                 return used; /* wait for the rest of the body */
+            h->last = !req.keep_alive; /* nothing after a request that closes */
             route(h, &req, p + used + head, (size_t)body_len);
             used += head + (size_t)body_len;
         }
@@ -324,8 +400,8 @@ static void on_gone(struct conn *c)
     struct http_conn *h = conn_ud(c);
     if (h == NULL)
         return;
-    if (h->pending)
-        h->dead = 1; /* freed by the answer */
+    if (h->ncalls)
+        h->dead = 1; /* freed by the last answer */
     else
         free(h);
 }
@@ -340,5 +416,6 @@ void http_accept(struct conn *c, void *ud)
         return;
     }
     h->c = c;
+    h->calls_tail = &h->calls;
     conn_set_handler(c, &http_handler, h);
 }

@@ -157,6 +157,26 @@ test('pipelined requests are answered in order', T, async () => {
     });
 });
 
+test('a request that closes, its body in two parts, is answered; nothing after it is', T, async () => {
+    await withHerald({}, async (h) => {
+        const conn = await RawConn.connect(h.port);
+        try {
+            const body = JSON.stringify({ channel: 'parts', data: { p: 'x'.repeat(4000) } });
+            const head = `POST /api/publish HTTP/1.1\r\nHost: x\r\nConnection: close\r\n`
+                + `X-API-Key: ${h.apiKey}\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n`;
+            conn.write(head + body.slice(0, 1000));
+            await new Promise((resolve) => setTimeout(resolve, 100));
+            conn.write(body.slice(1000) + get('/health', 'x'));
+            const r = await conn.readResponse();
+            assert.equal(r.status, 200, r.raw);
+            assert.deepEqual(r.json, { result: {} });
+            await conn.waitEof(3000);
+        } finally {
+            conn.destroy();
+        }
+    });
+});
+
 test('Connection: close is honoured', T, async () => {
     await withHerald({}, async (h) => {
         const conn = await RawConn.connect(h.port);

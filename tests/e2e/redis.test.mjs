@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { httpRequest, start, sleep } from './lib/herald.mjs';
 import { makeClient, once } from './lib/centrifuge.mjs';
 import { apiResult, waitFor } from './lib/proxy.mjs';
-import { wsOpen } from './lib/raw.mjs';
+import { RawConn, wsOpen } from './lib/raw.mjs';
 import { startRedis } from './lib/redis.mjs';
 
 const T = { timeout: 60000 };
@@ -355,4 +355,47 @@ test('a TLS-only Redis over rediss://: two nodes deliver, keep history and recov
         await c.stop('SIGTERM', 3000);
         await other.stop();
     }
+});
+
+test('pipelined API calls on one connection answer at once through Redis, in request order', T, async () => {
+    await withNodes(1, async ([h]) => {
+        const conn = await RawConn.connect(h.port);
+        const post = (path, body) => `POST ${path} HTTP/1.1\r\nHost: x\r\nX-API-Key: ${h.apiKey}\r\n`
+            + `Content-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`;
+        try {
+            /* Publishes (a Redis round trip each), history and info (Redis too), and requests
+             * that are not API calls (they wait for the calls ahead of them), in one write. */
+            const want = [];
+            let req = '';
+            for (let i = 1; i <= 200; i++) {
+                req += post('/api/publish', JSON.stringify({ channel: 'rec:pipe', data: { i } }));
+                want.push({ publish: i });
+                if (i % 50 === 0) {
+                    req += post('/api/history', JSON.stringify({ channel: 'rec:pipe', limit: -1 }));
+                    want.push({ history: i });
+                    req += 'GET /health HTTP/1.1\r\nHost: x\r\n\r\n';
+                    want.push({ health: i });
+                    req += post('/api/info', '{}');
+                    want.push({ info: i });
+                }
+            }
+            conn.write(req);
+            for (const w of want) {
+                const r = await conn.readResponse(10000);
+                assert.equal(r.status, 200, `${JSON.stringify(w)}: ${r.raw}`);
+                if (w.publish) assert.equal(r.json.result.offset, w.publish, 'offsets in request order');
+                if (w.history) {
+                    /* rec keeps 100: the newest 100 of those ahead of it */
+                    const from = Math.max(1, w.history - 99);
+                    assert.deepEqual((r.json.result.publications || []).map((p) => p.data.i),
+                        Array.from({ length: w.history - from + 1 }, (_, k) => from + k),
+                        'history holds the publishes ahead of it, in order');
+                }
+                if (w.health) assert.deepEqual(r.json, { status: 'ok' });
+                if (w.info) assert.ok(r.json.result.nodes.length >= 1);
+            }
+        } finally {
+            conn.destroy();
+        }
+    });
 });
