@@ -200,6 +200,10 @@ struct rconn {
     struct pending *head, *tail;
     char *outbox; /* commands formatted while down, sent on connect */
     size_t outbox_len;
+    /* Commands of this loop turn, written together after it (flush_writes): Redis reads
+     * a turn's publications at once, and sends their pub/sub messages back at once. */
+    char *out;
+    size_t out_len, out_cap;
     /* rediss://: OpenSSL over memory BIOs, our socket underneath (Debian's hiredis 0.14
      * has no TLS; its reader parses what SSL_read gives). */
     SSL *ssl;
@@ -324,6 +328,7 @@ struct redis {
     uint16_t *slots;    /* slot -> shard, NO_SHARD unknown */
     unsigned nodes_slot;
     uv_timer_t remap;   /* the slot map asked for again */
+    uv_check_t writes;  /* after each loop turn: the connections' buffered commands out */
     int remapping, remap_soon;
     atomic_int mapped;  /* every slot has a master */
     char *seed_user, *seed_password;
@@ -439,22 +444,46 @@ static void tls_flush(struct rconn *c)
     write_socket(c, out, (size_t)got);
 }
 
-/* Send a formatted command (taking cmd), its reply to done(r, arg, reply). */
+/* Send a formatted command (taking cmd): into this turn's buffer, written after the
+ * turn (or, while the connection is not up, into the outbox sent on connect). */
 static void send_raw(struct rconn *c, char *cmd, size_t len)
 {
-    if (!c->up) {
-        char *o = realloc(c->outbox, c->outbox_len + len);
-        if (o) {
-            memcpy(o + c->outbox_len, cmd, len);
-            c->outbox = o;
-            c->outbox_len += len;
-        }
-        free(cmd);
+    char **buf = c->up ? &c->out : &c->outbox;
+    size_t *used = c->up ? &c->out_len : &c->outbox_len;
+    if (c->up && *used == 0 && c->out == NULL) {
+        c->out = cmd; /* the usual lone command: no copy */
+        c->out_len = c->out_cap = len;
         return;
     }
+    size_t cap = c->up ? c->out_cap : *used;
+    if (*used + len > cap) {
+        size_t want = cap * 2 > *used + len ? cap * 2 : *used + len;
+        char *o = realloc(*buf, want);
+        if (o == NULL) {
+            free(cmd);
+            return;
+        }
+        *buf = o;
+        if (c->up)
+            c->out_cap = want;
+    }
+    memcpy(*buf + *used, cmd, len);
+    *used += len;
+    free(cmd);
+}
+
+/* The turn's commands of one connection, to its socket (through TLS for rediss://). */
+static void flush_conn(struct rconn *c)
+{
+    if (c->out_len == 0 || !c->up)
+        return;
+    char *bytes = c->out;
+    size_t len = c->out_len;
+    c->out = NULL;
+    c->out_len = c->out_cap = 0;
     if (c->ssl) {
-        int wrote = SSL_write(c->ssl, cmd, (int)len);
-        free(cmd);
+        int wrote = SSL_write(c->ssl, bytes, (int)len);
+        free(bytes);
         if (wrote != (int)len) {
             conn_lost(c);
             return;
@@ -462,7 +491,7 @@ static void send_raw(struct rconn *c, char *cmd, size_t len)
         tls_flush(c);
         return;
     }
-    write_socket(c, cmd, len);
+    write_socket(c, bytes, len);
 }
 
 static struct pending *expect(struct rconn *c,
@@ -572,6 +601,9 @@ static void conn_lost(struct rconn *c)
         c->rbio = c->wbio = NULL;
     }
     c->handshaking = 0;
+    free(c->out); /* never written: their callbacks fail just below */
+    c->out = NULL;
+    c->out_len = c->out_cap = 0;
     fail_pending(c);
     if (!uv_is_closing((uv_handle_t *)&c->tcp))
         uv_close((uv_handle_t *)&c->tcp, on_tcp_closed);
@@ -2265,6 +2297,8 @@ static void redis_close(struct engine *e)
     uv_close((uv_handle_t *)&r->presence, NULL);
     uv_timer_stop(&r->remap);
     uv_close((uv_handle_t *)&r->remap, NULL);
+    uv_check_stop(&r->writes);
+    uv_close((uv_handle_t *)&r->writes, NULL);
     uv_run(r->uv, UV_RUN_NOWAIT);
     /* Requests queued after the loop ended are answered (unavailable) and freed. */
     for (struct request *q = r->queue, *next; q; q = next) {
@@ -2303,6 +2337,7 @@ static void redis_close(struct engine *e)
                 p = next;
             }
             free(cs[k]->outbox);
+            free(cs[k]->out);
         }
         struct batch *bs[2] = {&sh->subscribe, &sh->unsubscribe};
         for (int k = 0; k < 2; k++) {
@@ -2428,6 +2463,17 @@ static void init_conn(struct redis *r, struct shard *sh, struct rconn *c, int pu
     uv_timer_init(r->uv, &c->retry);
     uv_unref((uv_handle_t *)&c->retry);
     c->retry.data = c;
+}
+
+/* After every turn of the home loop: what its callbacks asked of Redis, one write a
+ * connection. */
+static void flush_writes(uv_check_t *h)
+{
+    struct redis *r = h->data;
+    for (unsigned i = 0; i < r->nshards; i++) {
+        flush_conn(&r->shards[i].cmd);
+        flush_conn(&r->shards[i].sub);
+    }
 }
 
 static void shard_start(struct redis *r, struct shard *sh)
@@ -2880,6 +2926,10 @@ struct engine *engine_redis_open(const struct config *config, const struct engin
     uv_timer_init(r->uv, &r->remap);
     uv_unref((uv_handle_t *)&r->remap);
     r->remap.data = r;
+    uv_check_init(r->uv, &r->writes);
+    uv_unref((uv_handle_t *)&r->writes);
+    r->writes.data = r;
+    uv_check_start(&r->writes, flush_writes);
     for (unsigned i = 0; i < nurls; i++)
         shard_start(r, &r->shards[i]);
     return &r->e;
