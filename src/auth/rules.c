@@ -5,17 +5,20 @@
 
 #include "core/config.h"
 
-#include <openssl/crypto.h>
-#include <openssl/sha.h>
 
+/* Constant time in the key: the walk runs over what was given, comparing each byte
+ * with the key's (cycled), so neither the key's length nor where a guess goes wrong
+ * shows in the time. (Hashing both sides did the same at four SHA-256 calls a request,
+ * a tenth of an API publish's CPU.) */
 int auth_api_key_ok(const char *key, const uint8_t *given, size_t len)
 {
     if (key == NULL || key[0] == 0)
         return 0;
-    unsigned char want[SHA256_DIGEST_LENGTH], got[SHA256_DIGEST_LENGTH];
-    SHA256((const unsigned char *)key, strlen(key), want);
-    SHA256(given, len, got);
-    return CRYPTO_memcmp(want, got, sizeof(want)) == 0;
+    size_t kl = strlen(key);
+    volatile uint8_t diff = (uint8_t)((kl ^ len) != 0);
+    for (size_t i = 0, k = 0; i < len; i++, k = k + 1 == kl ? 0 : k + 1)
+        diff |= (uint8_t)(given[i] ^ (uint8_t)key[k]);
+    return diff == 0;
 }
 
 int auth_origin_allowed(char *const *allowed, size_t n, const uint8_t *origin, size_t len)
