@@ -23,7 +23,7 @@ extern char **environ;
 
 int config_load_json(struct config *c, const uint8_t *p, size_t len, char *err, size_t errlen);
 
-enum key_type { KEY_LISTEN, KEY_STRING, KEY_BOOL, KEY_UINT, KEY_LIST, KEY_ENGINE, KEY_NS };
+enum key_type { KEY_LISTEN, KEY_STRING, KEY_BOOL, KEY_UINT, KEY_LIST, KEY_ENGINE, KEY_NS, KEY_FEED };
 
 struct key {
     const char *name;
@@ -62,6 +62,8 @@ static const struct key keys[] = {
     {"expired_close_delay", KEY_UINT, FIELD(expired_close_delay), 0, 3600},
     {"engine", KEY_ENGINE, 0, 0, 0, 0},
     {"namespaces", KEY_NS, 0, 0, 0, 0},
+    {"postgres", KEY_STRING, FIELD(postgres), 0, 0},
+    {"change_feed", KEY_FEED, 0, 0, 0, 0},
 };
 
 #define NS_HISTORY_SIZE_MAX 1000000u
@@ -136,6 +138,22 @@ static void free_origins(char **o, size_t n)
     free(o);
 }
 
+static void free_feed(struct change_feed *f)
+{
+    for (size_t i = 0; i < f->n_tables; i++) {
+        struct feed_table *t = &f->tables[i];
+        free(t->schema);
+        free(t->name);
+        free(t->owner_column);
+        free_origins(t->columns, t->n_columns);
+        free_origins(t->exclude, t->n_exclude);
+    }
+    free(f->tables);
+    free(f->slot);
+    free(f->publication);
+    memset(f, 0, sizeof(*f));
+}
+
 void config_free(struct config *c)
 {
     if (c == NULL)
@@ -148,6 +166,8 @@ void config_free(struct config *c)
     free(c->redis_prefix);
     free(c->redis_tls_ca);
     free(c->namespaces);
+    free_secret(c->postgres);
+    free_feed(&c->feed);
     memset(c, 0, sizeof(*c));
 }
 
@@ -506,6 +526,200 @@ error:
     return -1;
 }
 
+/* A PostgreSQL name as herald accepts it in the change feed: letters, digits, '_' and '$'
+ * (not first), at most 63 bytes. herald quotes every name it writes into SQL. */
+static int valid_pg_name(const char *s)
+{
+    size_t n = strlen(s);
+    if (n == 0 || n > 63 || (s[0] >= '0' && s[0] <= '9') || s[0] == '$')
+        return 0;
+    for (size_t i = 0; i < n; i++) {
+        char ch = s[i];
+        if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+              ch == '_' || ch == '$'))
+            return 0;
+    }
+    return 1;
+}
+
+/* A list of names (columns, exclude_columns) at token i into *out. */
+static int feed_names(struct load *l, const char *what, const uint8_t *js, const jsmntok_t *t,
+                      int ntok, int i, char ***out, size_t *n_out)
+{
+    if (t[i].type != JSMN_ARRAY)
+        return fail(l, "%s: expected an array of column names", what);
+    size_t n = (size_t)t[i].size;
+    char **o = calloc(n ? n : 1, sizeof(*o));
+    if (o == NULL)
+        return fail(l, "%s: out of memory", what);
+    int j0 = i + 1;
+    for (size_t j = 0; j < n; j++) {
+        int bad;
+        o[j] = j0 < ntok ? tok_strdup(js, &t[j0], &bad) : NULL;
+        if (o[j] == NULL || !valid_pg_name(o[j])) {
+            int shown = o[j] != NULL;
+            fail(l, "%s: %s%s%s (expected names of letters, digits, _ and $)", what,
+                 shown ? "bad column name \"" : "expected strings", shown ? o[j] : "",
+                 shown ? "\"" : "");
+            free_origins(o, n);
+            return -1;
+        }
+        j0 = json_skip(t, ntok, j0);
+    }
+    free_origins(*out, *n_out);
+    *out = o;
+    *n_out = n;
+    return 0;
+}
+
+static int feed_table(struct load *l, struct feed_table *ft, size_t index, const uint8_t *js,
+                      const jsmntok_t *t, int ntok, int i)
+{
+    char what[96];
+    snprintf(what, sizeof(what), "change_feed.tables[%zu]", index);
+    if (t[i].type != JSMN_OBJECT)
+        return fail(l, "%s: expected an object {\"table\": \"schema.name\", ...}", what);
+    int k = i + 1;
+    for (int m = 0; m < t[i].size; m++) {
+        if (!member_ok(t, ntok, k))
+            return fail(l, "%s: expected an object", what);
+        char name[160];
+        struct json_span key = json_tok_span(js, &t[k]);
+        snprintf(name, sizeof(name), "%s.%.*s", what, (int)(key.len < KEY_MAX ? key.len : KEY_MAX),
+                 (const char *)key.p);
+        struct value v = {js, t, ntok, k + 1, NULL};
+        if (json_tok_eq(js, &t[k], "table")) {
+            char *s;
+            if (value_string(l, name, &v, &s) != 0)
+                return -1;
+            char *dot = strchr(s, '.');
+            free(ft->schema);
+            free(ft->name);
+            ft->schema = strndup(dot ? s : "public", dot ? (size_t)(dot - s) : 6);
+            ft->name = strdup(dot ? dot + 1 : s);
+            free(s);
+            if (ft->schema == NULL || ft->name == NULL)
+                return fail(l, "%s: out of memory", name);
+            if (!valid_pg_name(ft->schema) || !valid_pg_name(ft->name))
+                return fail(l, "%s: expected \"schema.table\" of letters, digits, _ and $", name);
+        } else if (json_tok_eq(js, &t[k], "owner_column")) {
+            char *s;
+            if (value_string(l, name, &v, &s) != 0)
+                return -1;
+            free(ft->owner_column);
+            ft->owner_column = s;
+            if (!valid_pg_name(s))
+                return fail(l, "%s: bad column name \"%s\"", name, s);
+        } else if (json_tok_eq(js, &t[k], "columns")) {
+            if (feed_names(l, name, js, t, ntok, k + 1, &ft->columns, &ft->n_columns) != 0)
+                return -1;
+            if (ft->n_columns == 0)
+                return fail(l, "%s: leave it out for every column", name);
+        } else if (json_tok_eq(js, &t[k], "exclude_columns")) {
+            if (feed_names(l, name, js, t, ntok, k + 1, &ft->exclude, &ft->n_exclude) != 0)
+                return -1;
+        } else {
+            return fail(l, "unknown key \"%s\"", name);
+        }
+        k = json_skip(t, ntok, k + 1);
+    }
+    if (ft->name == NULL)
+        return fail(l, "%s.table: missing", what);
+    return 0;
+}
+
+static int feed_from_json(struct load *l, const uint8_t *js, const jsmntok_t *t, int ntok, int i)
+{
+    if (t[i].type != JSMN_OBJECT)
+        return fail(l, "change_feed: expected an object {\"slot\", \"tables\": [...]}");
+    struct change_feed f;
+    memset(&f, 0, sizeof(f));
+    int k = i + 1;
+    for (int m = 0; m < t[i].size; m++) {
+        if (!member_ok(t, ntok, k)) {
+            fail(l, "change_feed: expected an object");
+            goto error;
+        }
+        struct value v = {js, t, ntok, k + 1, NULL};
+        if (json_tok_eq(js, &t[k], "slot") || json_tok_eq(js, &t[k], "publication")) {
+            int slot = json_tok_eq(js, &t[k], "slot");
+            char **field = slot ? &f.slot : &f.publication;
+            const char *name = slot ? "change_feed.slot" : "change_feed.publication";
+            free(*field);
+            *field = NULL;
+            if (value_string(l, name, &v, field) != 0)
+                goto error;
+            /* A slot's name: lower case letters, digits and '_' (PostgreSQL's rule). */
+            int ok = valid_pg_name(*field);
+            for (const char *q = *field; slot && ok && *q; q++)
+                ok = (*q >= 'a' && *q <= 'z') || (*q >= '0' && *q <= '9') || *q == '_';
+            if (!ok) {
+                fail(l, "%s: expected 1 to 63 of %s", name, slot ? "a-z 0-9 _" : "A-Z a-z 0-9 _ $");
+                goto error;
+            }
+        } else if (json_tok_eq(js, &t[k], "tables")) {
+            int a = k + 1;
+            if (t[a].type != JSMN_ARRAY || t[a].size == 0) {
+                fail(l, "change_feed.tables: expected a non-empty array of tables");
+                goto error;
+            }
+            for (size_t q = 0; q < f.n_tables; q++) {
+                free(f.tables[q].schema);
+                free(f.tables[q].name);
+            }
+            free(f.tables);
+            f.n_tables = (size_t)t[a].size;
+            f.tables = calloc(f.n_tables, sizeof(*f.tables));
+            if (f.tables == NULL) {
+                f.n_tables = 0;
+                fail(l, "change_feed: out of memory");
+                goto error;
+            }
+            int e = a + 1;
+            for (size_t q = 0; q < f.n_tables; q++) {
+                if (e >= ntok || feed_table(l, &f.tables[q], q, js, t, ntok, e) != 0) {
+                    if (e >= ntok)
+                        fail(l, "change_feed.tables: not valid JSON");
+                    goto error;
+                }
+                for (size_t r = 0; r < q; r++) {
+                    if (strcmp(f.tables[r].schema, f.tables[q].schema) == 0 &&
+                        strcmp(f.tables[r].name, f.tables[q].name) == 0) {
+                        fail(l, "change_feed.tables: %s.%s twice", f.tables[q].schema,
+                             f.tables[q].name);
+                        goto error;
+                    }
+                }
+                e = json_skip(t, ntok, e);
+            }
+        } else {
+            struct json_span key = json_tok_span(js, &t[k]);
+            fail(l, "unknown key \"change_feed.%.*s\"", (int)(key.len < KEY_MAX ? key.len : KEY_MAX),
+                 (const char *)key.p);
+            goto error;
+        }
+        k = json_skip(t, ntok, k + 1);
+    }
+    if (f.n_tables == 0) {
+        fail(l, "change_feed.tables: expected a non-empty array of tables");
+        goto error;
+    }
+    if (f.slot == NULL)
+        f.slot = strdup("herald");
+    if (f.publication == NULL)
+        f.publication = strdup("herald");
+    if (f.slot == NULL || f.publication == NULL) {
+        fail(l, "change_feed: out of memory");
+        goto error;
+    }
+    free_feed(&l->c->feed);
+    l->c->feed = f;
+    return 0;
+error:
+    free_feed(&f);
+    return -1;
+}
+
 /* allowed_origins and namespaces given as text (flag or environment) hold JSON. */
 static int json_text(struct load *l, const struct key *k, const char *s)
 {
@@ -520,6 +734,8 @@ static int json_text(struct load *l, const struct key *k, const char *s)
         rc = fail(l, "%s: not valid JSON", k->name);
     else if (k->type == KEY_NS)
         rc = namespaces_from_json(l, (const uint8_t *)s, t, ntok, 0);
+    else if (k->type == KEY_FEED)
+        rc = feed_from_json(l, (const uint8_t *)s, t, ntok, 0);
     else
         rc = list_from_json(l, k, (const uint8_t *)s, t, ntok, 0);
     free(t);
@@ -560,6 +776,10 @@ static int set_key(struct load *l, const struct key *k, const struct value *v)
     case KEY_NS:
         if (v->t != NULL)
             return namespaces_from_json(l, v->js, v->t, v->ntok, v->i);
+        return json_text(l, k, v->text);
+    case KEY_FEED:
+        if (v->t != NULL)
+            return feed_from_json(l, v->js, v->t, v->ntok, v->i);
         return json_text(l, k, v->text);
     }
     return -1;
@@ -779,6 +999,11 @@ static int finish(struct load *l)
         if (slash && slash[1] && strcmp(slash, "/0") != 0)
             return fail(l, "redis_cluster_urls: %s: a Redis Cluster has database 0 only", u);
     }
+    if (c->feed.n_tables && c->postgres == NULL)
+        return fail(l, "change_feed: needs postgres (a libpq connection string)");
+    if (c->feed.n_tables && config_namespace(c, (const uint8_t *)"table:x", 7) == NULL)
+        return fail(l, "change_feed: needs a namespace \"table\" in namespaces (its options, "
+                       "history and recovery, apply to the change channels)");
     if (strcmp(c->engine, "redis") == 0 && c->n_redis_urls == 0 && c->n_redis_cluster_urls == 0)
         return fail(l, "redis_urls: engine redis needs at least one redis:// URL "
                        "(or redis_cluster_urls: the seed nodes of a Redis Cluster)");

@@ -22,6 +22,24 @@ struct ns_opts {
     int private_;          /* key "private": subscribing needs a subscription token */
 };
 
+/* One table of the change feed ("change_feed": {"tables": [...]}). */
+struct feed_table {
+    char *schema, *name;  /* "table": "schema.name" (no dot: schema "public") */
+    char *owner_column;   /* its value names the user of table:<schema>.<name>#<owner>; or NULL */
+    char **columns;       /* allow-list; n_columns == 0: every column */
+    size_t n_columns;
+    char **exclude;       /* "exclude_columns": never sent */
+    size_t n_exclude;
+};
+
+/* The PostgreSQL change feed ("change_feed"), with "postgres" the connection string. */
+struct change_feed {
+    char *slot;        /* logical replication slot, default "herald" */
+    char *publication; /* default "herald" */
+    struct feed_table *tables;
+    size_t n_tables;
+};
+
 struct config {
     char listen_host[64]; /* "listen": "host:port", default "127.0.0.1:8000" */
     uint16_t listen_port;
@@ -53,6 +71,8 @@ struct config {
                            NULL: the system's trusted CAs */
     struct ns_opts *namespaces;   /* namespaces[0] is always the default namespace "" */
     size_t n_namespaces;
+    char *postgres; /* libpq connection string; NULL: no PostgreSQL */
+    struct change_feed feed; /* feed.n_tables == 0: no change feed */
 };
 
 /* Fill c from defaults, then the file named by --config (if any), then HERALD_*

@@ -604,6 +604,58 @@ TEST(test_config_load_json_fuzz_entry_loads_a_buffer)
     CHECK_EQ(config_load_json(&c, (const uint8_t *)"{\"listen\": 1}", 13, err, 0), -1);
 }
 
+TEST(test_config_change_feed)
+{
+    struct config c;
+    clear_env();
+    const char *ok = "{\"postgres\":\"host=h dbname=d\",\"namespaces\":{\"table\":{}},"
+                     "\"change_feed\":{\"slot\":\"s1\",\"tables\":[{\"table\":\"app.orders\","
+                     "\"owner_column\":\"user_id\",\"columns\":[\"id\",\"user_id\"]},"
+                     "{\"table\":\"users\",\"exclude_columns\":[\"password\"]}]}}";
+    CHECK_EQ(load_file(&c, ok), 0);
+    CHECK_EQ(c.feed.n_tables, 2);
+    if (c.feed.n_tables == 2) {
+        CHECK(strcmp(c.feed.slot, "s1") == 0);
+        CHECK(strcmp(c.feed.publication, "herald") == 0);
+        CHECK(strcmp(c.feed.tables[0].schema, "app") == 0);
+        CHECK(strcmp(c.feed.tables[0].name, "orders") == 0);
+        CHECK(strcmp(c.feed.tables[0].owner_column, "user_id") == 0);
+        CHECK_EQ(c.feed.tables[0].n_columns, 2);
+        CHECK(strcmp(c.feed.tables[1].schema, "public") == 0);
+        CHECK_EQ(c.feed.tables[1].n_exclude, 1);
+    }
+    config_free(&c);
+    static const char *const bad[][2] = {
+        {"{\"namespaces\":{\"table\":{}},\"change_feed\":{\"tables\":[{\"table\":\"t\"}]}}",
+         "change_feed: needs postgres"},
+        {"{\"postgres\":\"x\",\"change_feed\":{\"tables\":[{\"table\":\"t\"}]}}",
+         "change_feed: needs a namespace \"table\""},
+        {"{\"postgres\":\"x\",\"namespaces\":{\"table\":{}},\"change_feed\":{\"tables\":[]}}",
+         "change_feed.tables: expected a non-empty array"},
+        {"{\"postgres\":\"x\",\"namespaces\":{\"table\":{}},\"change_feed\":{\"tables\":"
+         "[{\"table\":\"a b\"}]}}",
+         "change_feed.tables[0].table: expected \"schema.table\""},
+        {"{\"postgres\":\"x\",\"namespaces\":{\"table\":{}},\"change_feed\":{\"tables\":"
+         "[{\"table\":\"t\",\"columns\":[\"x;drop\"]}]}}",
+         "bad column name \"x;drop\""},
+        {"{\"postgres\":\"x\",\"namespaces\":{\"table\":{}},\"change_feed\":{\"slot\":\"Big\","
+         "\"tables\":[{\"table\":\"t\"}]}}",
+         "change_feed.slot: expected 1 to 63 of a-z 0-9 _"},
+        {"{\"postgres\":\"x\",\"namespaces\":{\"table\":{}},\"change_feed\":{\"tables\":"
+         "[{\"table\":\"t\"},{\"table\":\"public.t\"}]}}",
+         "change_feed.tables: public.t twice"},
+        {"{\"postgres\":\"x\",\"namespaces\":{\"table\":{}},\"change_feed\":{\"tables\":"
+         "[{\"table\":\"t\",\"owner\":\"u\"}]}}",
+         "unknown key \"change_feed.tables[0].owner\""},
+        {"{\"postgres\":\"x\",\"namespaces\":{\"table\":{}},\"change_feed\":{\"table\":[]}}",
+         "unknown key \"change_feed.table\""},
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        CHECK_EQ(load_file(&c, bad[i][0]), -1);
+        CHECK(has(bad[i][1]));
+    }
+}
+
 int main(void)
 {
     RUN(test_config_defaults_match_the_header);
@@ -626,5 +678,6 @@ int main(void)
     RUN(test_config_namespace_lookup_uses_prefix_before_first_colon);
     RUN(test_config_generate_output_loads_back);
     RUN(test_config_load_json_fuzz_entry_loads_a_buffer);
+    RUN(test_config_change_feed);
     return test_summary("core_config");
 }
