@@ -22,6 +22,7 @@
 #include "hub/hub.h"
 #include "metrics/metrics.h"
 #include "net/loop.h"
+#include "pg/feed.h"
 #include "proto/push.h"
 #include "proto/session.h"
 
@@ -100,6 +101,12 @@ static void on_loop_exit(struct loop *loop, void *ud)
     hub_loop_exit(loop);
 }
 
+/* /ready: the engine's stores, then the change feed. */
+static int ready(char *detail, size_t len)
+{
+    return hub_ready(detail, len) && pg_feed_ready(detail, len);
+}
+
 static int start_websocket(struct conn *c, void *ud)
 {
     return session_start(c);
@@ -112,6 +119,7 @@ static void on_signal(uv_signal_t *h, int signum)
     if (stopping++)
         return;
     log_info("signal %d: shutting down", signum);
+    pg_feed_stop(); /* nothing more is read from PostgreSQL; what was is published */
     net_stop(s->net); /* every client gets 3001; the loops end once their connections have */
     uv_stop(h->loop);
 }
@@ -129,6 +137,11 @@ static int server_run(const struct config *config)
     if (n > LOOP_MAX)
         n = LOOP_MAX;
     signal(SIGPIPE, SIG_IGN);
+    char ferr[320];
+    if (pg_feed_check(config, ferr, sizeof(ferr)) != 0) {
+        log_error("%s", ferr);
+        return -1;
+    }
     /* Large buffers (a big reply, a history answer) come from mmap and go back to the
      * system when freed: a fixed threshold stops glibc from raising it after the first
      * one and serving the next from the heap, where freed memory stays resident. */
@@ -173,7 +186,7 @@ static int server_run(const struct config *config)
     struct api_context ac = {config, s.loops, s.nloops, loop_clock_ms(), ""};
     rand_uuid(ac.node_uid);
     api_init(&ac);
-    struct http_server_config hsc = {config, start_websocket, &s};
+    struct http_server_config hsc = {config, start_websocket, ready, &s};
     http_init(&hsc);
 
     uv_loop_t *main_loop = uv_default_loop();
@@ -190,8 +203,11 @@ static int server_run(const struct config *config)
     }
     log_info("herald listening on %s:%u with %u loops", config->listen_host, config->listen_port,
              s.nloops);
+    if (pg_feed_start(config) != 0)
+        log_error("change feed: cannot start its thread");
     /* The main thread only waits for signals. */
     uv_run(main_loop, UV_RUN_DEFAULT);
+    pg_feed_stop();
     net_join(s.net);
     uv_close((uv_handle_t *)&sigterm, NULL);
     uv_close((uv_handle_t *)&sigint, NULL);
@@ -214,6 +230,9 @@ static void usage(FILE *out)
             "                                                         print a connection token\n"
             "                                                         (a subscription token with "
             "--channel)\n"
+            "       herald pg sql --config FILE                         print the SQL that sets "
+            "up\n"
+            "                                                         the change feed\n"
             "       herald version\n"
             "Every config key is also a flag (--listen 127.0.0.1:8000) and an environment\n"
             "variable (HERALD_LISTEN); see docs/configuration.md.\n");
@@ -322,12 +341,37 @@ static int cmd_serve(int argc, char **argv)
     return rc == 0 ? 0 : 1;
 }
 
+/* herald pg sql: the change feed's setup, for a database user that may run DDL. */
+static int cmd_pg(int argc, char **argv)
+{
+    if (argc < 1 || strcmp(argv[0], "sql") != 0) {
+        fprintf(stderr, "usage: herald pg sql --config FILE\n");
+        return 2;
+    }
+    struct config c;
+    char err[256];
+    if (config_load(&c, argc - 1, argv + 1, err, sizeof(err)) != 0) {
+        fprintf(stderr, "herald pg sql: %s\n", err);
+        return 2;
+    }
+    if (c.feed.n_tables == 0) {
+        fprintf(stderr, "herald pg sql: change_feed has no tables\n");
+        config_free(&c);
+        return 2;
+    }
+    pg_feed_sql(&c, stdout);
+    config_free(&c);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     if (argc >= 2) {
         const char *cmd = argv[1];
         if (strcmp(cmd, "genconfig") == 0)
             return cmd_genconfig(argc - 2, argv + 2);
+        if (strcmp(cmd, "pg") == 0)
+            return cmd_pg(argc - 2, argv + 2);
         if (strcmp(cmd, "gentoken") == 0)
             return cmd_gentoken(argc - 2, argv + 2);
         if (strcmp(cmd, "serve") == 0)

@@ -281,7 +281,8 @@ static void route(struct http_conn *h, const struct http_request *r, uint8_t *bo
             return;
         }
         char detail[384];
-        int ready = hub_ready(detail, sizeof(detail));
+        int ready = server.ready ? server.ready(detail, sizeof(detail))
+                                 : hub_ready(detail, sizeof(detail));
         if (ready)
             strcpy(detail, "{\"status\":\"ready\"}");
         respond_full(c, ready ? 200 : 503, "application/json", (const uint8_t *)detail,

@@ -20,6 +20,8 @@ struct http_server_config {
     /* The upgrade was accepted and its 101 queued: start the WebSocket side on c
      * (install its handler). 0, or -1 (c is aborted). */
     int (*websocket)(struct conn *c, void *ud);
+    /* /ready: 1 when every store herald needs answers, else 0 and a JSON detail. */
+    int (*ready)(char *detail, size_t len);
     void *ud;
 };
 
