@@ -1483,7 +1483,7 @@ static void went_back(struct redis *r, struct rchan *c, const struct engine_pos 
     snprintf(mttl, sizeof(mttl), "%u", META_TTL_SEC);
     const char *argv[4] = {meta, pos->epoch, epoch, mttl};
     size_t lens[4] = {ml, strlen(pos->epoch), strlen(epoch), strlen(mttl)};
-    evalsha(r, &r->shards[shard_of(r, (const char *)c->name, c->name_len)], SCRIPT_REEPOCH, 1, 3,
+    evalsha(r, &r->shards[shard_of(r, (const char *)c->name, c->name_len)], SCRIPT_REEPOCH, 1, 4,
             argv, lens, on_reepoch, q);
     free(meta);
 }

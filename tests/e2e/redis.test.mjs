@@ -96,6 +96,10 @@ test('history, presence and an idempotency key are the same from every node', T,
         const pb = await subscribed(b, 'room:1', 'bob');
         const pb2 = await subscribed(b, 'room:1', 'bob');
         try {
+            /* A subscribe is answered before its presence entry has reached Redis (it is
+             * sent from the subscriber's loop): the counts catch up a moment later. */
+            await waitFor(async () => (await apiResult(a, 'presence_stats', { channel: 'room:1' })).num_clients === 3,
+                5000, () => 'three presence entries');
             const sa = await apiResult(a, 'presence_stats', { channel: 'room:1' });
             const sb = await apiResult(b, 'presence_stats', { channel: 'room:1' });
             assert.deepEqual(sa, { num_clients: 3, num_users: 2 });

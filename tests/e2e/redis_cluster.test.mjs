@@ -537,11 +537,18 @@ test('a master that dies before its replica got the last publications: the subsc
         await master.kill();
         await own.waitFailover(master.port, 20000);
 
-        // Publishing resumes on the promoted replica, from its offset.
+        // Publishing resumes on the promoted replica, from its offset; each subscriber is told
+        // of the loss and resubscribes (what was published before it did may be gone for it:
+        // that is what the report says). Then new publications reach everyone.
         let i = 16;
         await waitFor(async () => {
             try { await publish(i); i++; return true; } catch { return false; }
         }, 15000, () => 'a publish after the failover');
+        await waitFor(() => subs.every((s) => {
+            const at = s.timeline.findIndex(isLoss);
+            return at >= 0 && s.timeline.slice(at).some((e) => e.ev === 'subscribed');
+        }), 15000, () => `every subscriber told and resubscribed: `
+            + subs.map((s) => JSON.stringify(s.timeline.filter((e) => e.ev))).join(' / '));
         for (let k = 0; k < 10; k++, i++) await publish(i);
         await waitFor(() => subs.every((s) => s.got.some((p) => p.data.i === i - 1)), 15000,
             () => `the newest publication on every subscriber: ${subs.map((s) => s.got.at(-1)?.data.i)}; events: `
@@ -559,6 +566,11 @@ test('a master that dies before its replica got the last publications: the subsc
             assert.ok(after.length > 0 && after.every((x) => x > 15), `subscriber ${k}: only new ones after: ${after}`);
             assert.ok(after.every((x, n) => n === 0 || x === after[n - 1] + 1), `subscriber ${k}: in order: ${after}`);
         }
+        for (const h of nodes) assert.doesNotMatch(h.stderr(), /redis: ERR/, 'no command refused by Redis');
+    } catch (err) {
+        const logs = nodes.map((h, k) => `--- herald node ${k} stderr ---\n${tail(h.stderr())}`).join('\n');
+        try { err.message = `${err.message}\n${logs}`; } catch { /* frozen */ }
+        throw err;
     } finally {
         for (const s of subs) s.client.disconnect();
         for (const h of nodes) await h.stop('SIGTERM', 3000);
