@@ -721,7 +721,8 @@ test('two nodes on Redis: each change published once; the streaming node SIGKILL
         assertIncreasingLsn(watch.on(CH), CH);
         assert.equal((await apiResult(survivor, 'history', { channel: CH, limit: 0 })).offset, seq,
             'the history has each change once');
-        assert.equal(await streamingNode(pg, slot, [survivor]), survivor, 'the survivor streams the slot now');
+        await waitFor(async () => (await streamingNode(pg, slot, [survivor])) === survivor, 5000,
+            () => `the survivor streams the slot now; its log:\n${survivor.stderr().slice(-1500)}`);
         assert.ok(takeoverMs <= 10000, `taken over after ${takeoverMs} ms`);
     } catch (err) {
         failed = err;
