@@ -137,6 +137,12 @@ struct engine_ops {
     /* Drop a channel's history; the position stays. */
     void (*history_remove)(struct engine *e, const uint8_t *ch, size_t len, engine_done_cb cb,
                            void *ud);
+    /* Every channel whose name begins with prefix loses its stream (what fed it lost
+     * publications: a replication slot invalidated): history gone and a new epoch, so no
+     * recovery across the hole succeeds; this node's subscribers of those channels get
+     * events.lost. cb (or NULL) once it is done on every store. */
+    void (*reset)(struct engine *e, const uint8_t *prefix, size_t len, engine_done_cb cb,
+                  void *ud);
     /* A subscriber of this node joins ch: from now on the channel's events reach this
      * node (a networked engine follows local interest), then the position and, when
      * rec->recover, the publications after rec->offset are read with no gap between

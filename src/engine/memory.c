@@ -421,6 +421,33 @@ static void memory_history_remove(struct engine *e, const uint8_t *name, size_t 
         cb(ud, ENGINE_OK);
 }
 
+static void memory_reset(struct engine *e, const uint8_t *prefix, size_t len, engine_done_cb cb,
+                         void *ud)
+{
+    struct memory *m = mem(e);
+    for (size_t i = 0; i < SHARDS; i++) {
+        struct shard *s = &m->shards[i];
+        pthread_mutex_lock(&s->lock);
+        for (size_t b = 0; b < s->channels.nbuckets; b++) {
+            for (struct table_node *n = s->channels.buckets[b]; n; n = n->next) {
+                struct channel *ch = (struct channel *)n;
+                if (ch->name_len < len || memcmp(ch->name, prefix, len) != 0 || ch->epoch[0] == 0)
+                    continue;
+                if (ch->hist)
+                    history_clear(ch->hist);
+                rand_hex(ch->epoch, ENGINE_EPOCH_LEN / 2);
+                ch->top_offset = 0;
+                /* Events run under the lock, as deliveries do. */
+                if (ch->subscribers && e->events.lost)
+                    e->events.lost(e->events.ud, ch->name, ch->name_len);
+            }
+        }
+        pthread_mutex_unlock(&s->lock);
+    }
+    if (cb)
+        cb(ud, ENGINE_OK);
+}
+
 /* ---- subscribe ---- */
 
 /* Can the client continue from rec->offset within the held history? */
@@ -739,6 +766,7 @@ static const struct engine_ops memory_ops = {
     .publish = memory_publish,
     .history = memory_history,
     .history_remove = memory_history_remove,
+    .reset = memory_reset,
     .subscribe = memory_subscribe,
     .unsubscribe = memory_unsubscribe,
     .presence_add = memory_presence_add,

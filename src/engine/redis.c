@@ -273,6 +273,7 @@ enum req_kind {
     REQ_CONTROL,
     REQ_ANNOUNCE,
     REQ_NODES,
+    REQ_RESET,
 };
 
 struct request {
@@ -889,6 +890,7 @@ static void complete(void *arg)
         break;
     case REQ_HISTORY_REMOVE:
     case REQ_PRESENCE_ADD:
+    case REQ_RESET:
         if (q->cb)
             ((engine_done_cb)q->cb)(q->ud, q->status);
         break;
@@ -1204,6 +1206,132 @@ static void do_history_remove(struct redis *r, struct request *q)
     size_t lens[2] = {3, sl};
     command(&sh->cmd, 2, argv, lens, on_removed, q);
     free(stream);
+}
+
+/* -- reset: the streams of every channel with a prefix start again -- */
+
+/* One shard's SCAN of a reset, cursor by cursor. */
+struct scan {
+    struct request *q;
+    struct shard *sh;
+    char *pattern;
+    size_t pattern_len;
+};
+
+static void reset_done_shard(struct redis *r, struct request *q);
+
+static void scan_next(struct redis *r, struct scan *sc, const char *cursor);
+
+static void on_scan(struct redis *r, void *arg, redisReply *reply)
+{
+    struct scan *sc = arg;
+    if (reply_error(reply) || reply->type != REDIS_REPLY_ARRAY || reply->elements != 2 ||
+        reply->element[0]->type != REDIS_REPLY_STRING ||
+        reply->element[1]->type != REDIS_REPLY_ARRAY) {
+        log_reply_error(reply);
+        sc->q->status = reply_status(reply);
+        reset_done_shard(r, sc->q);
+        free(sc->pattern);
+        free(sc);
+        return;
+    }
+    redisReply *keys = reply->element[1];
+    for (size_t i = 0; i < keys->elements; i++) {
+        redisReply *k = keys->element[i];
+        /* The stream and its meta (epoch, offset): not presence, not idempotency keys. */
+        if (k->type != REDIS_REPLY_STRING || k->len < 3 || k->str[k->len - 2] != ':' ||
+            (k->str[k->len - 1] != 's' && k->str[k->len - 1] != 'm') || k->str[k->len - 3] != '}')
+            continue;
+        const char *argv[2] = {"UNLINK", k->str};
+        size_t lens[2] = {6, k->len};
+        command(&sc->sh->cmd, 2, argv, lens, ignore_reply, NULL);
+    }
+    if (strcmp(reply->element[0]->str, "0") == 0) {
+        reset_done_shard(r, sc->q);
+        free(sc->pattern);
+        free(sc);
+        return;
+    }
+    scan_next(r, sc, reply->element[0]->str);
+}
+
+static void scan_next(struct redis *r, struct scan *sc, const char *cursor)
+{
+    const char *argv[6] = {"SCAN", cursor, "MATCH", sc->pattern, "COUNT", "1000"};
+    size_t lens[6] = {4, strlen(cursor), 5, sc->pattern_len, 5, 4};
+    command(&sc->sh->cmd, 6, argv, lens, on_scan, sc);
+}
+
+/* Every shard scanned: this node's followers of those channels learn of the loss, and
+ * know the stream afresh on their next read. */
+static void reset_done_shard(struct redis *r, struct request *q)
+{
+    if (--q->num_a > 0)
+        return;
+    for (size_t b = 0; b < r->chans.nbuckets; b++)
+        for (struct table_node *n = r->chans.buckets[b]; n; n = n->next) {
+            struct rchan *c = (struct rchan *)n;
+            if (c->name_len < q->ch_len || memcmp(c->name, q->ch, q->ch_len) != 0)
+                continue;
+            c->epoch[0] = 0;
+            c->last = 0;
+            if (r->e.events.lost)
+                r->e.events.lost(r->e.events.ud, c->name, c->name_len);
+        }
+    finish(r, q);
+}
+
+static void do_reset(struct redis *r, struct request *q)
+{
+    /* prefix:{<channel prefix>*, glob characters escaped. */
+    struct buf_s {
+        char *p;
+        size_t n;
+    } pat = {malloc(2 * (strlen(r->prefix) + q->ch_len) + 8), 0};
+    if (pat.p == NULL) {
+        q->status = ENGINE_ERR_INTERNAL;
+        finish(r, q);
+        return;
+    }
+    const char *parts[2] = {r->prefix, q->ch};
+    size_t plens[2] = {strlen(r->prefix), q->ch_len};
+    for (int k = 0; k < 2; k++) {
+        for (size_t i = 0; i < plens[k]; i++) {
+            char ch = parts[k][i];
+            if (ch == '*' || ch == '?' || ch == '[' || ch == ']' || ch == '\\')
+                pat.p[pat.n++] = '\\';
+            pat.p[pat.n++] = ch;
+        }
+        if (k == 0) {
+            pat.p[pat.n++] = ':';
+            pat.p[pat.n++] = '\\';
+            pat.p[pat.n++] = '{'; /* no glob meaning, escaped all the same */
+        }
+    }
+    pat.p[pat.n++] = '*';
+    pat.p[pat.n] = 0;
+    q->num_a = 1; /* until every scan has started */
+    for (unsigned i = 0; i < r->nshards; i++) {
+        struct shard *sh = &r->shards[i];
+        if (r->cluster && atomic_load(&sh->owns) == 0)
+            continue; /* not a master now */
+        struct scan *sc = calloc(1, sizeof(*sc));
+        char *copy = sc ? malloc(pat.n + 1) : NULL;
+        if (copy == NULL) {
+            free(sc);
+            q->status = ENGINE_ERR_INTERNAL;
+            continue;
+        }
+        memcpy(copy, pat.p, pat.n + 1);
+        sc->q = q;
+        sc->sh = sh;
+        sc->pattern = copy;
+        sc->pattern_len = pat.n;
+        q->num_a++;
+        scan_next(r, sc, "0");
+    }
+    free(pat.p);
+    reset_done_shard(r, q);
 }
 
 /* -- pub/sub interest and the held-back deliveries -- */
@@ -2068,6 +2196,9 @@ static void dispatch(struct redis *r, struct request *q)
     case REQ_NODES:
         do_nodes(r, q);
         break;
+    case REQ_RESET:
+        do_reset(r, q);
+        break;
     }
 }
 
@@ -2130,6 +2261,20 @@ static void redis_history_remove(struct engine *e, const uint8_t *ch, size_t len
     struct redis *r = of(e);
     struct request *q = request_new(r, REQ_HISTORY_REMOVE, ch, len, NULL, 0, NULL, 0, NULL, 0,
                                     NULL, 0, (void *)cb, ud);
+    if (q == NULL) {
+        if (cb)
+            cb(ud, ENGINE_ERR_INTERNAL);
+        return;
+    }
+    submit(r, q);
+}
+
+static void redis_reset(struct engine *e, const uint8_t *prefix, size_t len, engine_done_cb cb,
+                        void *ud)
+{
+    struct redis *r = of(e);
+    struct request *q = request_new(r, REQ_RESET, prefix, len, NULL, 0, NULL, 0, NULL, 0, NULL, 0,
+                                    (void *)cb, ud);
     if (q == NULL) {
         if (cb)
             cb(ud, ENGINE_ERR_INTERNAL);
@@ -2378,6 +2523,7 @@ static const struct engine_ops redis_ops = {
     .publish = redis_publish,
     .history = redis_history,
     .history_remove = redis_history_remove,
+    .reset = redis_reset,
     .subscribe = redis_subscribe,
     .unsubscribe = redis_unsubscribe,
     .presence_add = redis_presence_add,

@@ -621,6 +621,11 @@ void hub_history_remove(const uint8_t *ch, size_t len, engine_done_cb cb, void *
     hub.engine->ops->history_remove(hub.engine, ch, len, cb, ud);
 }
 
+void hub_reset_streams(const uint8_t *prefix, size_t len, engine_done_cb cb, void *ud)
+{
+    hub.engine->ops->reset(hub.engine, prefix, len, cb, ud);
+}
+
 void hub_presence(const uint8_t *ch, size_t len, const struct ns_opts *ns, engine_presence_cb cb,
                   void *ud)
 {

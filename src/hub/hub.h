@@ -113,6 +113,8 @@ void hub_publish(const uint8_t *ch, size_t len, const struct ns_opts *ns, const 
 void hub_history(const uint8_t *ch, size_t len, const struct ns_opts *ns,
                  const struct engine_history_query *q, engine_history_cb cb, void *ud);
 void hub_history_remove(const uint8_t *ch, size_t len, engine_done_cb cb, void *ud);
+/* Any thread: the streams of every channel named prefix... start again (engine.h reset). */
+void hub_reset_streams(const uint8_t *prefix, size_t len, engine_done_cb cb, void *ud);
 /* ENGINE_ERR_NOT_AVAILABLE when the namespace keeps no presence. */
 void hub_presence(const uint8_t *ch, size_t len, const struct ns_opts *ns, engine_presence_cb cb,
                   void *ud);

@@ -278,6 +278,45 @@ int pg_feed_check(const struct config *c, char *err, size_t errlen)
     return rc == -1 ? -1 : 0;
 }
 
+static void on_reset(void *ud, int status)
+{
+    pthread_mutex_lock(&F.lock);
+    (*(int *)ud)--;
+    pthread_cond_broadcast(&F.answered);
+    pthread_mutex_unlock(&F.lock);
+}
+
+/* The slot was invalidated: changes were lost. Every change channel of the feed's tables
+ * starts a new stream (no recovery across the hole succeeds, and their subscribers are
+ * told), then a new slot is made. herald.publish() channels are not known here and keep
+ * theirs. */
+static int replace_lost_slot(PGconn *pg, const struct change_feed *f, char *why, size_t n)
+{
+    log_error("change feed: replication slot %s was invalidated (it fell behind "
+              "max_slot_wal_keep_size): the changes committed meanwhile are lost; the change "
+              "channels start new streams and a new slot is made",
+              f->slot);
+    set_status("replication slot %s was invalidated: changes were lost", f->slot);
+    int pending = (int)f->n_tables;
+    for (size_t i = 0; i < f->n_tables; i++) {
+        char prefix[160];
+        int len = snprintf(prefix, sizeof(prefix), "table:%s.%s", f->tables[i].schema,
+                           f->tables[i].name);
+        hub_reset_streams((const uint8_t *)prefix, (size_t)len, on_reset, &pending);
+    }
+    pthread_mutex_lock(&F.lock);
+    while (pending > 0)
+        pthread_cond_wait(&F.answered, &F.lock);
+    pthread_mutex_unlock(&F.lock);
+    char sql[160];
+    snprintf(sql, sizeof(sql), "DROP_REPLICATION_SLOT \"%s\"", f->slot);
+    PGresult *r = query(pg, sql, PGRES_COMMAND_OK, why, n);
+    if (r == NULL)
+        return -1;
+    PQclear(r);
+    return 0;
+}
+
 /* Publication, replica identity, herald.publish(), slot: created when missing (the same
  * SQL as `herald pg sql`), only checked when present. 0, or -1 with why. */
 static int set_up(PGconn *pg, const struct change_feed *f, char *why, size_t n)
@@ -357,12 +396,9 @@ static int set_up(PGconn *pg, const struct change_feed *f, char *why, size_t n)
     if (lost) {
         /* Invalidated: PostgreSQL removed WAL it still needed (max_slot_wal_keep_size).
          * Changes were lost; never silently. */
-        log_error("change feed: replication slot %s was invalidated (it fell behind "
-                  "max_slot_wal_keep_size): changes made meanwhile are lost; drop it "
-                  "(SELECT pg_drop_replication_slot('%s')) to start a new one",
-                  f->slot, f->slot);
-        snprintf(why, n, "replication slot %s was invalidated: changes were lost", f->slot);
-        goto out;
+        if (replace_lost_slot(pg, f, why, n) != 0)
+            goto out;
+        have_slot = 0;
     }
     if (!have_slot) {
         snprintf(sql, sizeof(sql), "CREATE_REPLICATION_SLOT \"%s\" LOGICAL pgoutput", f->slot);

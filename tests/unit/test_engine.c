@@ -377,6 +377,45 @@ TEST(test_engine_history_remove_keeps_position)
     buf_free(&out);
 }
 
+static void on_reset(void *ud, int status)
+{
+    *(int *)ud = status;
+    done++;
+}
+
+TEST(test_engine_reset_starts_the_streams_of_a_prefix_again)
+{
+    struct engine_stream_opts ns = ns_history(10, 60);
+    struct engine_pos a, b, other, after;
+    publish("rs:a", &ns, "1", &a);
+    publish("rs:a", &ns, "2", &a);
+    publish("rs:b#u1", &ns, "3", &b);
+    publish("rt:x", &ns, "4", &other);
+    int status = 99, before = done;
+    e->ops->reset(e, (const uint8_t *)"rs:", 3, on_reset, &status);
+    wait_for(before + 1);
+    CHECK_EQ(status, 0);
+    struct buf out = BUF_INIT;
+    /* History gone, and another epoch: a recovery from before cannot succeed. */
+    CHECK_EQ(history("rs:a", &ns, -1, 0, 0, NULL, 0, &out, &after), 0);
+    CHECK_EQ(out.len, 0);
+    CHECK(strcmp(after.epoch, a.epoch) != 0);
+    out.len = 0;
+    CHECK_EQ(history("rs:b#u1", &ns, -1, 0, 0, NULL, 0, &out, &after), 0);
+    CHECK_EQ(out.len, 0);
+    CHECK(strcmp(after.epoch, b.epoch) != 0);
+    /* A channel outside the prefix keeps everything. */
+    out.len = 0;
+    CHECK_EQ(history("rt:x", &ns, -1, 0, 0, NULL, 0, &out, &after), 0);
+    CHECK(out.len > 0);
+    CHECK(strcmp(after.epoch, other.epoch) == 0);
+    CHECK_EQ(after.offset, other.offset);
+    /* Publishing goes on, in the new stream. */
+    CHECK_EQ(publish("rs:a", &ns, "5", &after), 1);
+    CHECK(strcmp(after.epoch, a.epoch) != 0);
+    buf_free(&out);
+}
+
 TEST(test_engine_history_returns_data_byte_for_byte)
 {
     struct engine_stream_opts ns = ns_history(10, 60);
@@ -727,6 +766,7 @@ int main(void)
     RUN(test_engine_history_expires_after_ttl);
     RUN(test_engine_history_remove_keeps_position);
     RUN(test_engine_history_returns_data_byte_for_byte);
+    RUN(test_engine_reset_starts_the_streams_of_a_prefix_again);
     RUN(test_engine_delivers_every_publication_in_offset_order);
     RUN(test_engine_subscribe_recovers_what_was_missed_without_gap);
     RUN(test_engine_subscribe_keeps_the_epoch_of_a_channel_with_subscribers);
