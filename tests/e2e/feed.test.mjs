@@ -912,3 +912,191 @@ test('PostgreSQL unreachable: herald serves clients, /ready 503 naming postgres;
         await pg.stop();
     }
 });
+
+// k: a slot PostgreSQL invalidated while herald was away (it fell behind max_slot_wal_keep_size)
+test('an invalidated slot: logged as an error, replaced by a new one; the change channels start a new epoch (2500 to their subscribers, recovered:false across the hole)', T, async (t) => {
+    const redis = await startRedis();
+    /* 1MB is less than one 16 MB segment: a checkpoint whose redo point is in a later segment
+     * than the slot's restart_lsn invalidates the (inactive) slot */
+    const pg = await startPostgres({ settings: { max_slot_wal_keep_size: "'1MB'" } });
+    const prefix = `e2e${Math.floor(Math.random() * 1e9)}`;
+    const slot = slotName();
+    const heralds = [];
+    const clients = [];
+    let proxy = null;
+    let failed = null;
+    let polling = false;
+    let poller = null;
+    const CH = 'table:public.t';
+    const OWN = 'table:public.t#u1';
+    const { wsOpen } = await import('./lib/raw.mjs');
+    const slotRow = async () => pg.psqlAsync(`SELECT CASE WHEN active THEN 't' ELSE 'f' END || ' ' || coalesce(wal_status, '-')
+        FROM pg_replication_slots WHERE slot_name = '${slot}'`);
+    // A raw client's subscribe as centrifuge-js sends it after a reconnect: -> the reply's subscribe.
+    const rawSubscribe = async (h, user, channel, rec) => {
+        const conn = await wsOpen(h.port);
+        try {
+            conn.sendText(`${JSON.stringify({ id: 1, connect: { token: h.token(user) } })}\n${
+                JSON.stringify({ id: 2, subscribe: { channel, ...rec } })}`);
+            let reply = null;
+            while (!reply) {
+                const f = await conn.readFrame(5000);
+                assert.ok(f && f.opcode !== 8, `closed before the subscribe reply (${channel})`);
+                for (const line of f.payload.toString().split('\n')) {
+                    if (line.includes('"id":2')) reply = JSON.parse(line);
+                }
+            }
+            assert.ok(reply.subscribe, `subscribe ${channel}: ${JSON.stringify(reply)}`);
+            return reply.subscribe;
+        } finally {
+            conn.destroy();
+        }
+    };
+    try {
+        pg.psql(`CREATE TABLE public.t (id serial PRIMARY KEY, owner text, v text);
+            CREATE TABLE public.filler (x text)`);
+        const cfg = feedConfig(pg, slot, [{ table: 'public.t', owner_column: 'owner' }], { redis, prefix });
+        cfg.namespaces = { ...NAMESPACES, table: { history_size: 100, history_ttl: 300, recover: true } };
+        const a = await start({ config: cfg, threads: 2 });
+        heralds.push(a);
+        await feedUp(a, pg, slot);
+        proxy = await TcpProxy.start(a.port);
+        /* u1 on the table's channel and on its own: recoverable, it reconnects through the proxy */
+        const w = await listen(a, [CH, OWN], { wsUrl: proxy.wsUrl(), user: 'u1' });
+        clients.push(w);
+        const subscribing = { [CH]: [], [OWN]: [] };
+        const unsubscribed = [];
+        for (const ch of [CH, OWN]) {
+            w.subs[ch].on('subscribing', (ctx) => subscribing[ch].push(ctx));
+            w.subs[ch].on('unsubscribed', (ctx) => unsubscribed.push({ ch, ...ctx }));
+        }
+        await pg.script(['old1', 'old2', 'old3'].map((v) => `INSERT INTO public.t (owner, v) VALUES ('u1', '${v}');`).join('\n'));
+        await waitFor(() => w.on(CH).length >= 3 && w.on(OWN).length >= 3, 10000,
+            () => `the 3 rows on both channels, got ${JSON.stringify(w.all.map((p) => [p.channel, p.offset]))}`);
+        const oldEpoch = {};
+        for (const ch of [CH, OWN]) {
+            assert.deepEqual(w.all.filter((p) => p.channel === ch).map((p) => p.offset), [1, 2, 3], ch);
+            const hist = await apiResult(a, 'history', { channel: ch, limit: 0 });
+            assert.equal(hist.offset, 3, `${ch}: history offset`);
+            assert.ok(hist.epoch, `${ch}: an epoch`);
+            assert.equal(w.events[ch][0].streamPosition?.epoch, hist.epoch, `${ch}: the subscribe's epoch`);
+            oldEpoch[ch] = hist.epoch;
+        }
+
+        /* herald away: the client keeps knocking at the proxy */
+        proxy.blocked = true;
+        const stopped = await a.stop('SIGTERM', 5000);
+        assert.equal(stopped.killedAfterTimeout, false, 'herald exits on SIGTERM');
+        proxy.cutAll();
+        await waitFor(async () => (await slotRow()).startsWith('f '), 10000, () => `the slot inactive: ${pg.psql(
+            `SELECT active, active_pid FROM pg_replication_slots WHERE slot_name = '${slot}'`)}`);
+        pg.psql("INSERT INTO public.t (owner, v) VALUES ('u1', 'lost1')");
+        /* WAL past max_slot_wal_keep_size, and a checkpoint (where PostgreSQL 15 invalidates) */
+        const ti = Date.now();
+        let rounds = 0;
+        let row = await slotRow();
+        while (row !== 'f lost') {
+            assert.ok(rounds < 10, `the slot not invalidated after ${rounds} rounds of WAL + CHECKPOINT: ${row}\n${tail(pg.log(), 1500)}`);
+            rounds++;
+            await pg.script(`INSERT INTO public.filler SELECT repeat('x', 1000) FROM generate_series(1, ${1000 * rounds});
+                SELECT pg_switch_wal();
+                CHECKPOINT;`);
+            row = await slotRow();
+        }
+        t.diagnostic(`slot invalidated after ${rounds} round(s) of filler + pg_switch_wal() + CHECKPOINT, ${Date.now() - ti} ms`);
+        assert.match(pg.log(), /invalidating slot/, 'PostgreSQL says it invalidated the slot');
+
+        /* herald back while PostgreSQL is away: the client resubscribes before herald can know */
+        await pg.down();
+        const b = await start({ config: cfg, threads: 2 });
+        heralds.push(b);
+        await waitFor(async () => (await httpRequest(b.port, 'GET', '/ready')).status === 503, 10000,
+            () => '/ready 503 while PostgreSQL is down');
+        proxy.targetPort = b.port;
+        proxy.blocked = false;
+        await waitFor(() => w.events[CH].length >= 2 && w.events[OWN].length >= 2, 15000,
+            () => `u1 subscribed again on node b: ${JSON.stringify(w.events)}`);
+        const before = { [CH]: w.events[CH].length, [OWN]: w.events[OWN].length };
+        const subscribingBefore = { [CH]: subscribing[CH].length, [OWN]: subscribing[OWN].length };
+
+        /* every /ready answer from here until herald streams again */
+        const readies = [];
+        polling = true;
+        poller = (async () => {
+            while (polling) {
+                try {
+                    const r = await httpRequest(b.port, 'GET', '/ready', { timeout: 2000 });
+                    readies.push({ status: r.status, text: r.text });
+                } catch { /* herald busy */ }
+                await sleep(25);
+            }
+        })();
+        const tu = Date.now();
+        await pg.up();
+        await waitFor(() => /^\S+ error .*invalidated/m.test(b.stderr()), 20000,
+            () => `an error line mentioning 'invalidated' in herald's log`);
+        let now = '';
+        await waitFor(async () => {
+            now = await slotRow();
+            return now !== '' && now !== 'f lost' && now.startsWith('t ') && !now.endsWith(' lost');
+        }, 20000, () => `a new slot ${slot}, active, not lost (now: ${JSON.stringify(now)})`);
+        await waitFor(async () => (await httpRequest(b.port, 'GET', '/ready')).status === 200, 15000,
+            () => '/ready 200 once streaming again');
+        polling = false;
+        await poller;
+        t.diagnostic(`streaming again ${Date.now() - tu} ms after PostgreSQL came back; /ready meanwhile: ${
+            JSON.stringify([...new Set(readies.map((r) => `${r.status} ${r.text}`))]).slice(0, 600)}`);
+
+        /* this node's subscribers of both channels told to resubscribe (2500), then recovered:false */
+        for (const ch of [CH, OWN]) {
+            await waitFor(() => subscribing[ch].slice(subscribingBefore[ch]).some((c) => c.code === 2500), 10000,
+                () => `${ch}: an unsubscribe push with code 2500; subscribing events ${JSON.stringify(subscribing[ch])}`);
+            await waitFor(() => w.events[ch].length > before[ch], 10000, () => `${ch}: subscribed again after the 2500`);
+            const last = w.events[ch].at(-1);
+            assert.equal(last.wasRecovering, true, `${ch}: it recovered from offset 3: ${JSON.stringify(last)}`);
+            assert.equal(last.recovered, false, `${ch}: recovered:false across the hole: ${JSON.stringify(last)}`);
+            assert.notEqual(last.streamPosition?.epoch, oldEpoch[ch], `${ch}: a new epoch`);
+        }
+        assert.deepEqual(unsubscribed, [], 'resubscribed, never unsubscribed for good');
+
+        /* a recovery across the hole from anywhere: recovered:false, none of the old stream */
+        for (const ch of [CH, OWN]) {
+            const back = await rawSubscribe(b, 'u1', ch, { recover: true, offset: 3, epoch: oldEpoch[ch] });
+            assert.notEqual(back.recovered, true, `${ch}: never a silent recovered:true: ${JSON.stringify(back)}`);
+            assert.notEqual(back.epoch, oldEpoch[ch], `${ch}: the subscribe reply's epoch is new`);
+            assert.deepEqual(back.publications ?? [], [], `${ch}: nothing recovered from the old stream`);
+        }
+
+        /* what is committed now is delivered: to u1 and to a fresh subscriber */
+        const fresh = await listen(b, [CH], { user: 'fresh' });
+        clients.push(fresh);
+        const seen = w.all.length;
+        await pg.script(`INSERT INTO public.t (owner, v) VALUES ('u1', 'new1');
+            INSERT INTO public.t (owner, v) VALUES ('u1', 'new2');`);
+        await waitFor(() => fresh.on(CH).length >= 2 && w.all.length >= seen + 4, 10000,
+            () => `new1, new2 delivered: fresh ${fresh.on(CH).length}, u1 ${w.all.length - seen}`);
+        await sleep(300);
+        assert.deepEqual(fresh.on(CH).map((d) => d.row.v), ['new1', 'new2']);
+        for (const ch of [CH, OWN]) {
+            assert.deepEqual(w.all.slice(seen).filter((p) => p.channel === ch).map((p) => p.data.row.v), ['new1', 'new2'], ch);
+            const hist = await apiResult(b, 'history', { channel: ch, limit: -1 });
+            assert.notEqual(hist.epoch, oldEpoch[ch], `${ch}: the history's epoch is new`);
+            const vs = hist.publications.map((p) => p.data.row?.v);
+            assert.deepEqual(vs.filter((v) => /^old/.test(v)), [], `${ch}: the old stream is gone from history: ${JSON.stringify(vs)}`);
+            assert.deepEqual(vs.filter((v) => /^new/.test(v)), ['new1', 'new2'], `${ch}: history`);
+        }
+        assert.ok(b.alive());
+    } catch (err) {
+        failed = err;
+        decorate(err, heralds, pg);
+        throw err;
+    } finally {
+        polling = false;
+        await poller?.catch(() => {});
+        for (const c of clients) c.close();
+        await proxy?.close();
+        for (const h of heralds) await stopChecked(h, failed).catch((e) => { if (!failed) throw e; });
+        await pg.stop();
+        await redis.stop();
+    }
+});
