@@ -10,6 +10,7 @@
  *
  * Writes FILE once subscribed. Ends after --idle-ms without a publication (once one came), or
  * after --max-s. Prints key=value lines: received, rate (received over first..last arrival),
+ * the count and rate at SIGUSR1 (sent when the load ends: the rate while it ran),
  * p50/p90/p99/max latency in ms (from ts, and from commit_time), order errors (a writer's "seq"
  * not one more than its last: lost, repeated or reordered), duplicate ids, its CPU seconds. */
 #define _GNU_SOURCE
@@ -22,6 +23,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <time.h>
@@ -125,6 +127,8 @@ static long long *last_seq, order_errors, dups, unparsed, others;
 static uint8_t *ids;
 static size_t idcap = 1 << 24;
 static int subscribed;
+static volatile sig_atomic_t got_usr1;
+static void on_usr1(int sig) { (void)sig; got_usr1 = 1; }
 
 static void on_message(char *m) {
     if (!strncmp(m, "{}", 2) && m[2] == 0) { send_frame(1, "{}", 2); return; } /* ping */
@@ -255,9 +259,13 @@ int main(int argc, char **argv) {
         read_some(100);
         parse();
     }
+    signal(SIGUSR1, on_usr1);
     if (ready) { FILE *f = fopen(ready, "w"); if (f) fclose(f); }
+    size_t n_usr1 = 0;
+    int64_t t_usr1 = 0;
     for (;;) {
         int64_t m = mono_us();
+        if (got_usr1 == 1) { got_usr1 = 2; n_usr1 = n; t_usr1 = m; }
         if (m - start > max_s * 1000000) break;
         if (n && m - last > idle_ms * 1000) break;
         if (read_some(100)) parse();
@@ -270,6 +278,7 @@ int main(int argc, char **argv) {
     printf("received=%zu\n", n);
     printf("rate=%.0f\n", span > 0 ? (n - 1) / span : 0.0);
     printf("span_s=%.3f\n", span);
+    printf("at_usr1=%zu\nrate_at_usr1=%.0f\n", n_usr1, n_usr1 > 1 && t_usr1 > first ? (n_usr1 - 1) / ((t_usr1 - first) / 1e6) : 0.0);
     printf("first_us=%lld\nlast_us=%lld\n", (long long)first_rt, (long long)last_rt);
 #define PCT(v, k, q) ((k) ? (v)[(size_t)(((k) - 1) * (q))] / 1000.0 : 0.0)
     printf("p50_ms=%.2f\np90_ms=%.2f\np99_ms=%.2f\nmax_ms=%.2f\n", PCT(lat, n, 0.5), PCT(lat, n, 0.9),

@@ -8,6 +8,7 @@
  *
  * Writes FILE once listening. Ends after --idle-ms without a notification (once one came), or
  * after --max-s. Prints key=value lines: received, rate (received over first..last arrival),
+ * the count and rate at SIGUSR1 (sent when the load ends: the rate while it ran),
  * p50/p90/p99/max latency in ms, order errors (a writer's "seq" not one more than its last:
  * lost, repeated or reordered), duplicate ids, and its own CPU seconds. */
 #include <errno.h>
@@ -16,12 +17,16 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
 #include <sys/resource.h>
 #include <time.h>
 
 #include <libpq-fe.h>
 
 #define MAX_WRITERS 1024
+
+static volatile sig_atomic_t got_usr1;
+static void on_usr1(int sig) { (void)sig; got_usr1 = 1; }
 
 static int64_t now_us(void) {
     struct timespec t;
@@ -68,7 +73,10 @@ int main(int argc, char **argv) {
     PGresult *r = PQexec(c, sql);
     if (PQresultStatus(r) != PGRES_COMMAND_OK) { fprintf(stderr, "pgnotify: %s", PQerrorMessage(c)); return 1; }
     PQclear(r);
+    signal(SIGUSR1, on_usr1);
     if (ready) { FILE *f = fopen(ready, "w"); if (f) fclose(f); }
+    size_t n_usr1 = 0;
+    int64_t t_usr1 = 0;
 
     size_t n = 0, cap = 1 << 20;
     int64_t *lat = malloc(cap * sizeof *lat);
@@ -80,6 +88,7 @@ int main(int argc, char **argv) {
     int fd = PQsocket(c);
     for (;;) {
         int64_t m = mono_us();
+        if (got_usr1 == 1) { got_usr1 = 2; n_usr1 = n; t_usr1 = m; }
         if (m - start > max_s * 1000000) break;
         if (n && m - last > idle_ms * 1000) break;
         struct pollfd p = {.fd = fd, .events = POLLIN};
@@ -117,6 +126,7 @@ int main(int argc, char **argv) {
     printf("received=%zu\n", n);
     printf("rate=%.0f\n", span > 0 ? (n - 1) / span : 0.0);
     printf("span_s=%.3f\n", span);
+    printf("at_usr1=%zu\nrate_at_usr1=%.0f\n", n_usr1, n_usr1 > 1 && t_usr1 > first ? (n_usr1 - 1) / ((t_usr1 - first) / 1e6) : 0.0);
     printf("first_us=%lld\nlast_us=%lld\n", (long long)first_rt, (long long)last_rt);
 #define PCT(q) (n ? lat[(size_t)((n - 1) * (q))] / 1000.0 : 0.0)
     printf("p50_ms=%.2f\np90_ms=%.2f\np99_ms=%.2f\nmax_ms=%.2f\n", PCT(0.5), PCT(0.9), PCT(0.99), PCT(1.0));
