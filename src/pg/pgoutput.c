@@ -384,58 +384,31 @@ static int utf8_valid(const uint8_t *p, size_t n)
     return 1;
 }
 
-/* A JSON string of text that is not valid UTF-8: escaped as buf_append_json_str does
- * (core/buf.c), each byte that does not start a valid sequence replaced by U+FFFD. */
-static void json_str_lossy(struct buf *b, const uint8_t *p, size_t n)
-{
-    static const char hex[] = "0123456789abcdef";
-    buf_append_char(b, '"');
-    size_t i = 0;
-    while (i < n) {
-        size_t k = utf8_seq(p + i, n - i);
-        uint8_t c = p[i];
-        if (k == 0) {
-            buf_append(b, "\xef\xbf\xbd", 3);
-            i++;
-            continue;
-        }
-        if (k > 1 || (c >= 0x20 && c != '"' && c != '\\')) {
-            buf_append(b, p + i, k);
-            i += k;
-            continue;
-        }
-        i++;
-        switch (c) {
-        case '"':
-            buf_append(b, "\\\"", 2);
-            break;
-        case '\\':
-            buf_append(b, "\\\\", 2);
-            break;
-        case '\n':
-            buf_append(b, "\\n", 2);
-            break;
-        case '\r':
-            buf_append(b, "\\r", 2);
-            break;
-        case '\t':
-            buf_append(b, "\\t", 2);
-            break;
-        default: {
-            char e[6] = {'\\', 'u', '0', '0', hex[c >> 4], hex[c & 15]};
-            buf_append(b, e, 6);
-        }
-        }
-    }
-    buf_append_char(b, '"');
-}
-
+/* A JSON string of the text, escaped by buf_append_json_str. Text that is not valid
+ * UTF-8 (the server encoding should be UTF-8; rare) is first repaired in a copy: each
+ * byte that does not start a valid sequence becomes U+FFFD. */
 static void json_str(struct buf *b, const uint8_t *p, size_t n)
 {
-    if (utf8_valid(p, n))
+    if (utf8_valid(p, n)) {
         buf_append_json_str(b, p, n);
+        return;
+    }
+    struct buf fixed = BUF_INIT;
+    for (size_t i = 0; i < n;) {
+        size_t k = utf8_seq(p + i, n - i);
+        if (k == 0) {
+            buf_append(&fixed, "\xef\xbf\xbd", 3);
+            i++;
+        } else {
+            buf_append(&fixed, p + i, k);
+            i += k;
+        }
+    }
+    if (fixed.oom)
+        b->oom = 1; /* the answer is lost as any failed append loses it */
     else
-        json_str_lossy(b, p, n);
+        buf_append_json_str(b, fixed.p, fixed.len);
+    buf_free(&fixed);
 }
 
 static int is_digit(uint8_t c)
