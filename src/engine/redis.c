@@ -1284,11 +1284,9 @@ static void reset_done_shard(struct redis *r, struct request *q)
 static void do_reset(struct redis *r, struct request *q)
 {
     /* prefix:{<channel prefix>*, glob characters escaped. */
-    struct buf_s {
-        char *p;
-        size_t n;
-    } pat = {malloc(2 * (strlen(r->prefix) + q->ch_len) + 8), 0};
-    if (pat.p == NULL) {
+    char *pat = malloc(2 * (strlen(r->prefix) + q->ch_len) + 8);
+    size_t pn = 0;
+    if (pat == NULL) {
         q->status = ENGINE_ERR_INTERNAL;
         finish(r, q);
         return;
@@ -1299,38 +1297,38 @@ static void do_reset(struct redis *r, struct request *q)
         for (size_t i = 0; i < plens[k]; i++) {
             char ch = parts[k][i];
             if (ch == '*' || ch == '?' || ch == '[' || ch == ']' || ch == '\\')
-                pat.p[pat.n++] = '\\';
-            pat.p[pat.n++] = ch;
+                pat[pn++] = '\\';
+            pat[pn++] = ch;
         }
         if (k == 0) {
-            pat.p[pat.n++] = ':';
-            pat.p[pat.n++] = '\\';
-            pat.p[pat.n++] = '{'; /* no glob meaning, escaped all the same */
+            pat[pn++] = ':';
+            pat[pn++] = '\\';
+            pat[pn++] = '{'; /* no glob meaning, escaped all the same */
         }
     }
-    pat.p[pat.n++] = '*';
-    pat.p[pat.n] = 0;
+    pat[pn++] = '*';
+    pat[pn] = 0;
     q->num_a = 1; /* until every scan has started */
     for (unsigned i = 0; i < r->nshards; i++) {
         struct shard *sh = &r->shards[i];
         if (r->cluster && atomic_load(&sh->owns) == 0)
             continue; /* not a master now */
         struct scan *sc = calloc(1, sizeof(*sc));
-        char *copy = sc ? malloc(pat.n + 1) : NULL;
+        char *copy = sc ? malloc(pn + 1) : NULL;
         if (copy == NULL) {
             free(sc);
             q->status = ENGINE_ERR_INTERNAL;
             continue;
         }
-        memcpy(copy, pat.p, pat.n + 1);
+        memcpy(copy, pat, pn + 1);
         sc->q = q;
         sc->sh = sh;
         sc->pattern = copy;
-        sc->pattern_len = pat.n;
+        sc->pattern_len = pn;
         q->num_a++;
         scan_next(r, sc, "0");
     }
-    free(pat.p);
+    free(pat);
     reset_done_shard(r, q);
 }
 
@@ -1577,6 +1575,22 @@ static void subscribe_read(struct redis *r, struct request *q, struct rchan *c)
 
 static void on_reepoch(struct redis *r, void *arg, redisReply *reply);
 
+/* A request of the engine's own about a followed channel (a fill, a new epoch): it
+ * completes on the engine thread, never through the host. */
+static struct request *own_request(const struct rchan *c)
+{
+    struct request *q = calloc(1, sizeof(*q) + c->name_len + 5);
+    if (q == NULL)
+        return NULL;
+    q->kind = REQ_FILL;
+    q->slot = -1;
+    q->ch = q->bytes;
+    q->ch_len = c->name_len;
+    memcpy(q->ch, c->name, c->name_len);
+    q->opts = c->opts;
+    return q;
+}
+
 /* The stream is behind what this node handed on: its master failed over before the
  * replica had the newest publications, and their offsets will be given to others. So
  * the stream takes a new epoch (the first node to see it sets one, the others take
@@ -1590,7 +1604,7 @@ static void went_back(struct redis *r, struct rchan *c, const struct engine_pos 
              (unsigned long long)pos->offset);
     c->last = pos->offset;
     memcpy(c->epoch, pos->epoch, sizeof(c->epoch));
-    struct request *q = calloc(1, sizeof(*q) + c->name_len + 5);
+    struct request *q = own_request(c);
     size_t ml;
     char *meta = key(r, (const char *)c->name, c->name_len, "m", NULL, 0, &ml);
     if (q == NULL || meta == NULL) {
@@ -1600,11 +1614,6 @@ static void went_back(struct redis *r, struct rchan *c, const struct engine_pos 
             r->e.events.lost(r->e.events.ud, c->name, c->name_len);
         return;
     }
-    q->kind = REQ_FILL;
-    q->slot = -1;
-    q->ch = q->bytes;
-    q->ch_len = c->name_len;
-    memcpy(q->ch, c->name, c->name_len);
     c->reading++;
     char epoch[ENGINE_EPOCH_LEN + 1], mttl[16];
     rand_hex(epoch, ENGINE_EPOCH_LEN / 2);
@@ -1699,15 +1708,9 @@ static void start_fill(struct redis *r, struct rchan *c)
 {
     if (c->opts.history_size == 0 || c->reading)
         return;
-    struct request *q = calloc(1, sizeof(*q) + c->name_len + 5);
+    struct request *q = own_request(c);
     if (q == NULL)
         return;
-    q->kind = REQ_FILL;
-    q->slot = -1;
-    q->ch = q->bytes;
-    q->ch_len = c->name_len;
-    memcpy(q->ch, c->name, c->name_len);
-    q->opts = c->opts;
     c->reading++;
     read_stream(r, q, -1, (int64_t)c->last, 0, on_fill);
 }

@@ -248,17 +248,13 @@ static int check_names(PGconn *pg, const struct change_feed *f, char *err, size_
     return 0;
 }
 
+/* The connection string expanded (expand_dbname), with herald's own settings after it. */
 static PGconn *connect_pg(const struct config *c, int replication)
 {
-    const char *keys[] = {"dbname", "replication", "connect_timeout", "application_name", NULL};
-    const char *vals[] = {c->postgres, replication ? "database" : NULL, "5", "herald", NULL};
-    if (!replication) {
-        keys[1] = "connect_timeout";
-        vals[1] = "5";
-        keys[2] = "application_name";
-        vals[2] = "herald";
-        keys[3] = NULL;
-    }
+    const char *keys[] = {"dbname", "connect_timeout", "application_name", "replication", NULL};
+    const char *vals[] = {c->postgres, "5", "herald", "database", NULL};
+    if (!replication)
+        keys[3] = vals[3] = NULL;
     return PQconnectdbParams(keys, vals, 1);
 }
 
@@ -662,10 +658,8 @@ static void on_message(const struct pgo_msg *m, uint64_t lsn)
         return;
     }
     size_t cl = (size_t)(nl - m->content);
-    if (F.cur == NULL) {
-        /* Not transactional: published at once, outside any transaction's count. */
-        return;
-    }
+    if (F.cur == NULL)
+        return; /* not transactional: not herald.publish()'s (it emits inside the transaction) */
     publish((const char *)m->content, cl, nl + 1, m->content_len - cl - 1, lsn);
 }
 
