@@ -39,6 +39,19 @@ static const struct key keys[] = {
     {"listen", KEY_LISTEN, 0, 0, 0, 0},
     {"token_hmac_secret", KEY_STRING, FIELD(token_hmac_secret), 0, 0},
     {"api_key", KEY_STRING, FIELD(api_key), 0, 0},
+    {"api_keys", KEY_LIST, offsetof(struct config, api_keys), 0, offsetof(struct config, n_api_keys),
+     0},
+    {"token_rsa_public_key", KEY_STRING, FIELD(token_rsa_public_key), 0, 0},
+    {"token_ecdsa_public_key", KEY_STRING, FIELD(token_ecdsa_public_key), 0, 0},
+    {"token_jwks_url", KEY_STRING, FIELD(token_jwks_url), 0, 0},
+    {"token_audience", KEY_STRING, FIELD(token_audience), 0, 0},
+    {"token_issuer", KEY_STRING, FIELD(token_issuer), 0, 0},
+    {"token_leeway", KEY_UINT, FIELD(token_leeway), 0, 3600},
+    {"allow_query_token", KEY_BOOL, FIELD(allow_query_token), 0, 0},
+    {"trusted_proxies", KEY_LIST, offsetof(struct config, trusted_proxies), 0,
+     offsetof(struct config, n_trusted_proxies), 0},
+    {"tls_cert", KEY_STRING, FIELD(tls_cert), 0, 0},
+    {"tls_key", KEY_STRING, FIELD(tls_key), 0, 0},
     {"allow_anonymous", KEY_BOOL, FIELD(allow_anonymous), 0, 0},
     {"client_publish", KEY_BOOL, FIELD(client_publish), 0, 0},
     /* Lists: offset of the char ** field, min the offset of its count. */
@@ -60,6 +73,25 @@ static const struct key keys[] = {
     {"max_channels", KEY_UINT, FIELD(max_channels), 1, 100000000},
     {"presence_ttl", KEY_UINT, FIELD(presence_ttl), 3, 86400},
     {"expired_close_delay", KEY_UINT, FIELD(expired_close_delay), 0, 3600},
+    {"max_connections", KEY_UINT, FIELD(max_connections), 0, 100000000},
+    {"max_connections_per_ip", KEY_UINT, FIELD(max_connections_per_ip), 0, 100000000},
+    {"max_connections_per_user", KEY_UINT, FIELD(max_connections_per_user), 0, 100000000},
+    {"connection_rate_per_ip", KEY_UINT, FIELD(connection_rate_per_ip), 0, 1000000},
+    {"connection_burst_per_ip", KEY_UINT, FIELD(connection_burst_per_ip), 0, 1000000},
+    {"client_command_rate", KEY_UINT, FIELD(client_command_rate), 0, 1000000},
+    {"client_command_burst", KEY_UINT, FIELD(client_command_burst), 0, 1000000},
+    {"user_publish_rate", KEY_UINT, FIELD(user_publish_rate), 0, 1000000},
+    {"user_publish_burst", KEY_UINT, FIELD(user_publish_burst), 0, 1000000},
+    {"channel_publish_rate", KEY_UINT, FIELD(channel_publish_rate), 0, 1000000},
+    {"channel_publish_burst", KEY_UINT, FIELD(channel_publish_burst), 0, 1000000},
+    {"max_subscriptions_per_connection", KEY_UINT, FIELD(max_subscriptions_per_connection), 1,
+     1000000},
+    {"client_connect_timeout", KEY_UINT, FIELD(client_connect_timeout), 1, 3600},
+    {"handshake_timeout", KEY_UINT, FIELD(handshake_timeout), 1, 3600},
+    {"max_commands_per_message", KEY_UINT, FIELD(max_commands_per_message), 1, 1000000},
+    {"max_request_head", KEY_UINT, FIELD(max_request_head), 1024, 1u << 20},
+    {"max_channel_length", KEY_UINT, FIELD(max_channel_length), 1, 65535},
+    {"client_queue_total_max", KEY_UINT, FIELD(client_queue_total_max), 1, 1ull << 44},
     {"engine", KEY_ENGINE, 0, 0, 0, 0},
     {"namespaces", KEY_NS, 0, 0, 0, 0},
     {"postgres", KEY_STRING, FIELD(postgres), 0, 0},
@@ -120,6 +152,13 @@ static void set_defaults(struct config *c)
     c->max_channels = 1000000;
     c->presence_ttl = 60;
     c->expired_close_delay = 25;
+    c->max_subscriptions_per_connection = 512;
+    c->client_connect_timeout = 10;
+    c->handshake_timeout = 10;
+    c->max_commands_per_message = 1000;
+    c->max_request_head = 16384;
+    c->max_channel_length = 255;
+    c->client_queue_total_max = 1ull << 30;
     strcpy(c->engine, "memory");
 }
 
@@ -160,6 +199,17 @@ void config_free(struct config *c)
         return;
     free_secret(c->token_hmac_secret);
     free_secret(c->api_key);
+    for (size_t i = 0; i < c->n_api_keys; i++)
+        free_secret(c->api_keys[i]);
+    free(c->api_keys);
+    free(c->token_rsa_public_key);
+    free(c->token_ecdsa_public_key);
+    free(c->token_jwks_url);
+    free(c->token_audience);
+    free(c->token_issuer);
+    free_origins(c->trusted_proxies, c->n_trusted_proxies);
+    free(c->tls_cert);
+    free(c->tls_key);
     free_origins(c->allowed_origins, c->n_allowed_origins);
     free_origins(c->redis_urls, c->n_redis_urls);
     free_origins(c->redis_cluster_urls, c->n_redis_cluster_urls);
@@ -427,6 +477,12 @@ static int ns_option(struct load *l, struct ns_opts *ns, const uint8_t *js, cons
         if (value_uint(l, name, &v, 0, NS_HISTORY_SIZE_MAX, &u) != 0)
             return -1;
         ns->history_size = (uint32_t)u;
+        return 0;
+    }
+    if (json_tok_eq(js, &t[k], "max_data_size")) {
+        if (value_uint(l, name, &v, 0, 1u << 30, &u) != 0)
+            return -1;
+        ns->max_data_size = (uint32_t)u;
         return 0;
     }
     if (json_tok_eq(js, &t[k], "history_ttl")) {
@@ -999,6 +1055,8 @@ static int finish(struct load *l)
         if (slash && slash[1] && strcmp(slash, "/0") != 0)
             return fail(l, "redis_cluster_urls: %s: a Redis Cluster has database 0 only", u);
     }
+    if ((c->tls_cert == NULL) != (c->tls_key == NULL))
+        return fail(l, "%s: tls_cert and tls_key go together", c->tls_cert ? "tls_key" : "tls_cert");
     if (c->feed.n_tables && c->postgres == NULL)
         return fail(l, "change_feed: needs postgres (a libpq connection string)");
     if (c->feed.n_tables && config_namespace(c, (const uint8_t *)"table:x", 7) == NULL)

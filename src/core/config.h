@@ -20,6 +20,7 @@ struct ns_opts {
     int join_leave;        /* join/leave pushes */
     int client_publish;    /* subscribers may publish */
     int private_;          /* key "private": subscribing needs a subscription token */
+    uint32_t max_data_size; /* largest publication data in bytes; 0: max_message_size bounds it */
 };
 
 /* One table of the change feed ("change_feed": {"tables": [...]}). */
@@ -44,7 +45,16 @@ struct config {
     char listen_host[64]; /* "listen": "host:port", default "127.0.0.1:8000" */
     uint16_t listen_port;
     char *token_hmac_secret; /* HS256 secret for connection/subscription tokens; NULL if unset */
+    char *token_rsa_public_key;   /* PEM: RS256/384/512 and PS256 tokens; NULL if unset */
+    char *token_ecdsa_public_key; /* PEM: ES256/384 tokens; NULL if unset */
+    char *token_jwks_url;         /* JWKS over http(s): keys chosen by the token's kid */
+    char *token_audience;         /* when set, a token's aud must name it */
+    char *token_issuer;           /* when set, a token's iss must equal it */
+    unsigned token_leeway;        /* seconds of clock skew allowed for exp, nbf, iat; default 0 */
+    int allow_query_token;        /* a connection token in the URL query (?token=) is accepted */
     char *api_key;           /* server API key; NULL if unset (then the API answers 401) */
+    char **api_keys;         /* more valid API keys, for rotation without downtime */
+    size_t n_api_keys;
     int allow_anonymous;     /* connect without token (default false) */
     int client_publish;      /* default namespace option, default false */
     char **allowed_origins;  /* exact Origin values allowed; n == 0: no check */
@@ -61,6 +71,29 @@ struct config {
     unsigned max_channels; /* channels holding state (subscribers, history, presence) on this
                               node; past it new channels get error 106; default 1000000 */
     unsigned expired_close_delay; /* seconds past a token's exp before 3005/3006, default 25 */
+    /* Limits (0 = no limit unless said otherwise). */
+    unsigned max_connections;          /* on this node; past it HTTP 503 at the handshake */
+    unsigned max_connections_per_ip;   /* across nodes on Redis */
+    unsigned max_connections_per_user; /* across nodes on Redis; past it 3504 */
+    unsigned connection_rate_per_ip;   /* new connections per second per IP */
+    unsigned connection_burst_per_ip;  /* 0: the rate */
+    unsigned client_command_rate;      /* commands per second per connection: 111, then 3013 */
+    unsigned client_command_burst;     /* 0: the rate */
+    unsigned user_publish_rate;        /* client publishes per second per user (111) */
+    unsigned user_publish_burst;
+    unsigned channel_publish_rate;     /* client publishes per second per channel (111) */
+    unsigned channel_publish_burst;
+    unsigned max_subscriptions_per_connection; /* error 106 past it; default 512 */
+    unsigned client_connect_timeout;   /* seconds to send connect after the upgrade; default 10 */
+    unsigned handshake_timeout;        /* seconds for an HTTP request head; default 10 */
+    unsigned max_commands_per_message; /* commands in one WebSocket message; default 1000 */
+    unsigned max_request_head;         /* HTTP request head bytes; default 16384 */
+    unsigned max_channel_length;       /* channel name bytes; default 255 */
+    uint64_t client_queue_total_max;   /* bytes queued to all clients of this node before the
+                                          slowest are disconnected (3008); default 1 GiB */
+    char **trusted_proxies;            /* CIDRs whose X-Forwarded-For / X-Real-IP are believed */
+    size_t n_trusted_proxies;
+    char *tls_cert, *tls_key;          /* PEM files: TLS on the listener, reloaded on SIGHUP */
     char engine[16];              /* "memory" (default) or "redis" */
     char **redis_urls; /* redis[s]://[user:password@]host:port[/db], one per shard */
     size_t n_redis_urls;
