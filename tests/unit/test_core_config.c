@@ -263,10 +263,10 @@ TEST(test_config_unknown_keys_are_refused_by_name)
     CHECK(has("unknown key \"foo\""));
     CHECK_EQ(load(&c, "--foo-bar", NULL), -1);
     CHECK(has("unknown key \"foo_bar\""));
-    setenv("HERALD_API_KEYS", "x", 1);
+    setenv("HERALD_API_KEYZ", "x", 1);
     CHECK_EQ(load(&c, NULL), -1);
-    CHECK(has("unknown key \"api_keys\""));
-    CHECK(has("HERALD_API_KEYS"));
+    CHECK(has("unknown key \"api_keyz\""));
+    CHECK(has("HERALD_API_KEYZ"));
     clear_env();
     /* "config" is a flag, not a key of the file */
     CHECK_EQ(load_file(&c, "{\"config\": \"x.json\"}"), -1);
