@@ -20,6 +20,7 @@
 #include "http/api.h"
 #include "http/server.h"
 #include "hub/hub.h"
+#include "limit/node.h"
 #include "metrics/metrics.h"
 #include "net/loop.h"
 #include "pg/feed.h"
@@ -107,9 +108,9 @@ static int ready(char *detail, size_t len)
     return hub_ready(detail, len) && pg_feed_ready(detail, len);
 }
 
-static int start_websocket(struct conn *c, void *ud)
+static int start_websocket(struct conn *c, const struct limit_client *lc, void *ud)
 {
-    return session_start(c);
+    return session_start(c, lc);
 }
 
 static void on_signal(uv_signal_t *h, int signum)
@@ -182,6 +183,13 @@ static int server_run(const struct config *config)
         return -1;
     }
     hub_set_engine(s.engine);
+    if (limit_init(config, s.engine, err, sizeof(err)) != 0) {
+        log_error("%s", err);
+        engine_close(s.engine);
+        net_join_and_free(s.net);
+        hub_shutdown();
+        return -1;
+    }
     session_init(config, s.loops, s.nloops);
     struct api_context ac = {config, s.loops, s.nloops, loop_clock_ms(), ""};
     rand_uuid(ac.node_uid);
@@ -215,6 +223,7 @@ static int server_run(const struct config *config)
     engine_close(s.engine); /* its last completions wait in the loops' inboxes */
     net_free(s.net);
     hub_shutdown();
+    limit_shutdown();
     metrics_free();
     log_info("herald stopped");
     return 0;
@@ -329,6 +338,11 @@ static int cmd_serve(int argc, char **argv)
     char err[256];
     if (config_load(&c, argc, argv, err, sizeof(err)) != 0) {
         fprintf(stderr, "herald: %s\n", err);
+        return 2;
+    }
+    if (limit_check_config(&c, err, sizeof(err)) != 0) {
+        fprintf(stderr, "herald: %s\n", err);
+        config_free(&c);
         return 2;
     }
     if (c.token_hmac_secret == NULL && !c.allow_anonymous)

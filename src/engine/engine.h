@@ -117,6 +117,17 @@ typedef void (*engine_presence_cb)(void *ud, int status, const struct engine_pre
                                    size_t n);
 typedef void (*engine_stats_cb)(void *ud, int status, uint64_t num_clients, uint64_t num_users);
 typedef void (*engine_done_cb)(void *ud, int status);
+/* allowed: 1, or 0 refused by the limit (status 0 either way). */
+typedef void (*engine_limit_cb)(void *ud, int status, int allowed);
+
+/* A limit shared by every node (engine_ops.limit): a GCRA bucket (interval_us 0: none;
+ * see limit/limit.h) and a count of connections kept per node (max 0: none), both or
+ * neither taken. */
+struct engine_limit {
+    uint64_t interval_us, window_us;
+    uint32_t max;
+    int delta; /* +1: count one more unless the total would pass max; -1: one ends */
+};
 /* Once per channel holding state, then once with ch == NULL at the end. */
 typedef void (*engine_channel_cb)(void *ud, const uint8_t *ch, size_t len);
 
@@ -182,6 +193,14 @@ struct engine_ops {
     /* The nodes that announced themselves within the last three intervals (this one
      * included once it has announced). */
     void (*nodes)(struct engine *e, engine_nodes_cb cb, void *ud);
+    /* The limit named key (borrowed) across every node: take from its bucket and, with
+     * max, change this node's count by delta; cb (NULL for delta -1 alone) with the
+     * verdict. A node's counts live while it does (refreshed; a dead node's expire).
+     * NULL in an engine that is one node (memory): the caller's local tables are then
+     * the whole truth, and asking would only add a call. ENGINE_ERR_UNAVAILABLE while the
+     * store cannot be asked: the caller decides locally. */
+    void (*limit)(struct engine *e, const uint8_t *key, size_t len, const struct engine_limit *l,
+                  engine_limit_cb cb, void *ud);
     void (*close)(struct engine *e);
 };
 

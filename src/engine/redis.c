@@ -154,6 +154,43 @@ static const char reepoch_lua[] =
     "if e == ARGV[1] then redis.call('hset', KEYS[1], 'e', ARGV[2]) "
     "redis.call('expire', KEYS[1], ARGV[3]) return ARGV[2] end return e";
 
+/* A limit shared by the nodes. KEYS: bucket (its TAT, in microseconds of Redis' clock),
+ * counts hash (node -> connections), expiry sorted set (node -> ms). ARGV: interval and
+ * window (us; interval 0: no bucket), max (0: no count), delta, node, ttl (ms). The
+ * counts of a node that stopped refreshing them (a dead one) go first. Returns 1 taken,
+ * 0 refused (then nothing changed). Numbers leave as %.0f: Lua 5.1's tostring would
+ * round a microsecond clock. */
+static const char limit_lua[] =
+    "local t = redis.call('time') local now = t[1] * 1000000 + t[2] "
+    "local nowms = math.floor(now / 1000) "
+    "local interval, window = tonumber(ARGV[1]), tonumber(ARGV[2]) "
+    "local max, delta = tonumber(ARGV[3]), tonumber(ARGV[4]) "
+    "if max > 0 then "
+    "for _, n in ipairs(redis.call('zrangebyscore', KEYS[3], '-inf', nowms)) do "
+    "redis.call('hdel', KEYS[2], n) redis.call('zrem', KEYS[3], n) end "
+    "if delta > 0 then local total = 0 "
+    "for _, v in ipairs(redis.call('hvals', KEYS[2])) do total = total + tonumber(v) end "
+    "if total + delta > max then return 0 end end end "
+    "if interval > 0 then local tat = tonumber(redis.call('get', KEYS[1]) or '0') "
+    "if tat < now then tat = now end "
+    "if tat + interval - now > window then return 0 end "
+    "redis.call('set', KEYS[1], string.format('%.0f', tat + interval), 'PX', "
+    "math.floor((tat + interval - now) / 1000) + 1000) end "
+    "if max > 0 and delta ~= 0 then "
+    "if redis.call('hincrby', KEYS[2], ARGV[5], delta) <= 0 then redis.call('hdel', KEYS[2], ARGV[5]) end "
+    "redis.call('zadd', KEYS[3], nowms + tonumber(ARGV[6]), ARGV[5]) "
+    "redis.call('pexpire', KEYS[2], ARGV[6]) redis.call('pexpire', KEYS[3], ARGV[6]) end "
+    "return 1";
+
+/* KEYS: counts hash, expiry sorted set. ARGV: node, its count (absolute: what this node
+ * holds, so that a change lost while Redis was away is put right), ttl (ms). */
+static const char limit_refresh_lua[] =
+    "local t = redis.call('time') local nowms = t[1] * 1000 + math.floor(t[2] / 1000) "
+    "if tonumber(ARGV[2]) > 0 then redis.call('hset', KEYS[1], ARGV[1], ARGV[2]) "
+    "redis.call('zadd', KEYS[2], nowms + tonumber(ARGV[3]), ARGV[1]) "
+    "redis.call('pexpire', KEYS[1], ARGV[3]) redis.call('pexpire', KEYS[2], ARGV[3]) "
+    "else redis.call('hdel', KEYS[1], ARGV[1]) redis.call('zrem', KEYS[2], ARGV[1]) end return 1";
+
 enum script {
     SCRIPT_PUBLISH,
     SCRIPT_HISTORY,
@@ -164,11 +201,13 @@ enum script {
     SCRIPT_ANNOUNCE,
     SCRIPT_NODES,
     SCRIPT_REEPOCH,
+    SCRIPT_LIMIT,
+    SCRIPT_LIMIT_REFRESH,
     NSCRIPTS
 };
 static const char *const scripts[NSCRIPTS] = {
     publish_lua,          history_lua,  presence_add_lua, presence_remove_lua, presence_get_lua,
-    presence_refresh_lua, announce_lua, nodes_lua, reepoch_lua};
+    presence_refresh_lua, announce_lua, nodes_lua, reepoch_lua, limit_lua, limit_refresh_lua};
 
 #define NODE_EXPIRY_MS 15000 /* three announcement intervals */
 
@@ -274,6 +313,7 @@ enum req_kind {
     REQ_ANNOUNCE,
     REQ_NODES,
     REQ_RESET,
+    REQ_LIMIT,
 };
 
 struct request {
@@ -333,6 +373,10 @@ struct redis {
     int remapping, remap_soon;
     atomic_int mapped;  /* every slot has a master */
     char *seed_user, *seed_password;
+    /* Shared limits: this node's counts (struct rlimit, engine thread only), written to
+     * Redis whole with the presence refresh; uid names this node's entries. */
+    struct table limits;
+    char uid[17];
 };
 
 static struct redis *of(struct engine *e)
@@ -893,6 +937,10 @@ static void complete(void *arg)
     case REQ_RESET:
         if (q->cb)
             ((engine_done_cb)q->cb)(q->ud, q->status);
+        break;
+    case REQ_LIMIT:
+        if (q->cb)
+            ((engine_limit_cb)q->cb)(q->ud, q->status, (int)q->num_a);
         break;
     default:
         break;
@@ -1964,10 +2012,14 @@ static void do_presence_change(struct redis *r, struct request *q)
     free(pubch);
 }
 
-/* Every third of presence_ttl: this node's members live on. */
+static void limit_refresh(struct redis *r);
+
+/* Every third of presence_ttl: this node's members live on, and its counts of the
+ * shared limits. */
 static void on_presence_refresh(uv_timer_t *t)
 {
     struct redis *r = t->data;
+    limit_refresh(r);
     char ttl[16];
     snprintf(ttl, sizeof(ttl), "%u", r->presence_ttl);
     for (size_t b = 0; b < r->pres.nbuckets; b++) {
@@ -2146,6 +2198,170 @@ static void redis_nodes(struct engine *e, engine_nodes_cb cb, void *ud)
     submit(r, q);
 }
 
+/* -- shared limits -- */
+
+/* This node's count under a limit's key, as it has told Redis. */
+struct rlimit {
+    struct table_node node;
+    uint32_t count;
+    uint16_t len;
+    char key[];
+};
+
+static struct rlimit *rlimit_of(struct redis *r, const char *k, size_t len, int make)
+{
+    uint64_t hash = table_hash(k, len);
+    for (struct table_node *n = table_bucket(&r->limits, hash); n; n = n->next) {
+        struct rlimit *x = (struct rlimit *)n;
+        if (n->hash == hash && x->len == len && memcmp(x->key, k, len) == 0)
+            return x;
+    }
+    if (!make)
+        return NULL;
+    struct rlimit *x = calloc(1, sizeof(*x) + len);
+    if (x == NULL)
+        return NULL;
+    x->node.hash = hash;
+    x->len = (uint16_t)len;
+    memcpy(x->key, k, len);
+    table_insert(&r->limits, &x->node);
+    return x;
+}
+
+/* The limit's keys share the hash tag {l:<key>}: one slot, one shard (returned). */
+static struct shard *limit_keys(struct redis *r, const char *k, size_t len, char *ks[3],
+                                size_t kl[3])
+{
+    static const char *const suffix[3] = {"b", "n", "z"};
+    size_t n = len + 2;
+    char *tag = malloc(n);
+    ks[0] = ks[1] = ks[2] = NULL;
+    if (tag == NULL)
+        return NULL;
+    memcpy(tag, "l:", 2);
+    memcpy(tag + 2, k, len);
+    int ok = 1;
+    for (int i = 0; i < 3; i++)
+        ok &= (ks[i] = key(r, tag, n, suffix[i], NULL, 0, &kl[i])) != NULL;
+    struct shard *sh = &r->shards[shard_of(r, tag, n)];
+    free(tag);
+    if (!ok) {
+        for (int i = 0; i < 3; i++)
+            free(ks[i]);
+        return NULL;
+    }
+    return sh;
+}
+
+static unsigned limit_ttl_ms(const struct redis *r)
+{
+    return r->presence_ttl * 1000;
+}
+
+static void on_limit(struct redis *r, void *arg, redisReply *reply)
+{
+    struct request *q = arg;
+    int delta = q->flag_b;
+    if (reply_error(reply) || reply->type != REDIS_REPLY_INTEGER) {
+        log_reply_error(reply);
+        q->status = reply_status(reply);
+        q->num_a = 1;
+    } else {
+        q->num_a = reply->integer == 1;
+    }
+    /* Counted unless refused: Redis has it, or gets it with the next refresh. */
+    if (delta > 0 && q->num_a) {
+        struct rlimit *x = rlimit_of(r, q->a, q->a_len, 1);
+        if (x)
+            x->count++;
+    }
+    if (q->cb)
+        finish(r, q);
+    else
+        request_free(q);
+}
+
+static void do_limit(struct redis *r, struct request *q)
+{
+    if (q->flag_b < 0) {
+        struct rlimit *x = rlimit_of(r, q->a, q->a_len, 0);
+        if (x && x->count)
+            x->count--;
+    }
+    char *ks[3];
+    size_t kl[3];
+    struct shard *sh = limit_keys(r, q->a, q->a_len, ks, kl);
+    if (sh == NULL) {
+        q->status = ENGINE_ERR_INTERNAL;
+        q->num_a = 1;
+        if (q->cb)
+            finish(r, q);
+        else
+            request_free(q);
+        return;
+    }
+    char iv[24], win[24], max[16], delta[8], ttl[16];
+    snprintf(iv, sizeof(iv), "%llu", (unsigned long long)q->num_a);
+    snprintf(win, sizeof(win), "%llu", (unsigned long long)q->num_b);
+    snprintf(max, sizeof(max), "%d", q->flag_a);
+    snprintf(delta, sizeof(delta), "%d", q->flag_b);
+    snprintf(ttl, sizeof(ttl), "%u", limit_ttl_ms(r));
+    const char *argv[9] = {ks[0], ks[1], ks[2], iv, win, max, delta, r->uid, ttl};
+    size_t lens[9] = {kl[0], kl[1], kl[2], strlen(iv), strlen(win), strlen(max),
+                      strlen(delta), strlen(r->uid), strlen(ttl)};
+    evalsha(r, sh, SCRIPT_LIMIT, 3, 9, argv, lens, on_limit, q);
+    for (int i = 0; i < 3; i++)
+        free(ks[i]);
+}
+
+/* With the presence refresh: this node's counts live on in Redis, written whole (a
+ * change that failed while Redis was away is put right); those back at 0 go. */
+static void limit_refresh(struct redis *r)
+{
+    char ttl[16];
+    snprintf(ttl, sizeof(ttl), "%u", limit_ttl_ms(r));
+    for (size_t b = 0; b < r->limits.nbuckets; b++) {
+        for (struct table_node *n = r->limits.buckets[b], *next; n; n = next) {
+            next = n->next;
+            struct rlimit *x = (struct rlimit *)n;
+            char *ks[3];
+            size_t kl[3];
+            struct shard *sh = limit_keys(r, x->key, x->len, ks, kl);
+            if (sh) {
+                char count[16];
+                snprintf(count, sizeof(count), "%u", x->count);
+                const char *argv[5] = {ks[1], ks[2], r->uid, count, ttl};
+                size_t lens[5] = {kl[1], kl[2], strlen(r->uid), strlen(count), strlen(ttl)};
+                evalsha(r, sh, SCRIPT_LIMIT_REFRESH, 2, 5, argv, lens, ignore_reply, NULL);
+                for (int i = 0; i < 3; i++)
+                    free(ks[i]);
+            }
+            if (x->count == 0) {
+                table_remove(&r->limits, &x->node);
+                free(x);
+            }
+        }
+    }
+}
+
+static void redis_limit(struct engine *e, const uint8_t *k, size_t len,
+                        const struct engine_limit *l, engine_limit_cb cb, void *ud)
+{
+    struct redis *r = of(e);
+    struct request *q =
+        request_new(r, REQ_LIMIT, NULL, 0, k, len, NULL, 0, NULL, 0, NULL, 0, (void *)cb, ud);
+    if (q == NULL) {
+        if (cb)
+            cb(ud, ENGINE_ERR_INTERNAL, 1);
+        return;
+    }
+    q->num_a = l->interval_us;
+    q->num_b = l->window_us;
+    q->flag_a = (int)l->max;
+    q->flag_b = l->delta;
+    submit(r, q);
+}
+
 /* ---- the engine thread ---- */
 
 /* on_read frees each reply after its callback; a callback that keeps it (pointers into
@@ -2201,6 +2417,9 @@ static void dispatch(struct redis *r, struct request *q)
         break;
     case REQ_RESET:
         do_reset(r, q);
+        break;
+    case REQ_LIMIT:
+        do_limit(r, q);
         break;
     }
 }
@@ -2516,6 +2735,13 @@ static void redis_close(struct engine *e)
         }
     }
     table_destroy(&r->pres);
+    for (size_t b = 0; b < r->limits.nbuckets; b++) {
+        for (struct table_node *n = r->limits.buckets[b], *next; n; n = next) {
+            next = n->next;
+            free(n);
+        }
+    }
+    table_destroy(&r->limits);
     SSL_CTX_free(r->tls);
     pthread_mutex_destroy(&r->lock);
     free_parts(r);
@@ -2539,6 +2765,7 @@ static const struct engine_ops redis_ops = {
     .control = redis_control,
     .announce = redis_announce,
     .nodes = redis_nodes,
+    .limit = redis_limit,
     .close = redis_close,
 };
 
@@ -3052,9 +3279,12 @@ struct engine *engine_redis_open(const struct config *config, const struct engin
         r->seed_user = strdup(r->shards[0].user);
     if (r->cluster && r->shards[0].password)
         r->seed_password = strdup(r->shards[0].password);
-    if (table_init(&r->chans, 256) != 0 || table_init(&r->pres, 256) != 0) {
+    rand_hex(r->uid, 8);
+    if (table_init(&r->chans, 256) != 0 || table_init(&r->pres, 256) != 0 ||
+        table_init(&r->limits, 256) != 0) {
         snprintf(err, errlen, "engine: out of memory");
         table_destroy(&r->chans);
+        table_destroy(&r->pres);
         SSL_CTX_free(r->tls);
         free_parts(r);
         return NULL;

@@ -4,6 +4,8 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
 
 #include "auth/rules.h"
 #include "core/buf.h"
@@ -12,6 +14,8 @@
 #include "http/api.h"
 #include "http/parser.h"
 #include "hub/hub.h"
+#include "limit/node.h"
+#include "metrics/metrics.h"
 #include "net/conn.h"
 #include "net/loop.h"
 #include "ws/handshake.h"
@@ -58,6 +62,9 @@ struct http_conn {
     uint8_t last;         /* a request without keep-alive was taken: no more after it */
     uint8_t dead;         /* the connection is gone while calls are answering */
     uint8_t in_call;      /* inside api_handle: the answer came before it returned */
+    uint8_t limiting;     /* an upgrade waits for the per-IP limits across nodes */
+    struct limit_client lc; /* what that upgrade holds of the limits meanwhile */
+    char accept[29];        /* and its Sec-WebSocket-Accept */
 };
 
 static void respond_head(struct buf *b, int status, const char *content_type, size_t body_len,
@@ -152,6 +159,85 @@ int http_ws_check(const struct http_request *r, char accept[29])
     return ws_handshake_check(r->minor_version, hs, r->num_headers, accept);
 }
 
+/* The last header of that name (the nearest proxy's, for X-Forwarded-For), or NULL. */
+static const struct http_header *last_header(const struct http_request *r, const char *name)
+{
+    size_t n = strlen(name);
+    for (size_t i = r->num_headers; i-- > 0;) {
+        const struct http_header *x = &r->headers[i];
+        if (x->name_len == n && strncasecmp((const char *)x->name, name, n) == 0)
+            return x;
+    }
+    return NULL;
+}
+
+/* The client's address: the peer's, or whom trusted_proxies say it is. */
+static void client_addr(struct conn *c, const struct http_request *r, struct limit_addr *out)
+{
+    struct sockaddr_storage ss;
+    socklen_t n = sizeof(ss);
+    struct limit_addr peer;
+    memset(&peer, 0, sizeof(peer));
+    if (getpeername(conn_fd(c), (struct sockaddr *)&ss, &n) == 0)
+        limit_addr_from_sockaddr(&ss, &peer);
+    const struct http_header *xff = last_header(r, "x-forwarded-for");
+    const struct http_header *real = http_find_header(r, "x-real-ip");
+    limit_client_addr(&peer, xff ? xff->value : NULL, xff ? xff->value_len : 0,
+                      real ? real->value : NULL, real ? real->value_len : 0, out);
+}
+
+/* A handshake over a connection limit: 503 when this node is full (another node may
+ * not be), 429 for the client's IP; both retried by the client after a while. */
+static void refuse_limit(struct conn *c, enum limit_verdict v)
+{
+    respond_error(c, v == LIMIT_FULL ? 503 : 429, 0, "Retry-After: 1\r\n");
+}
+
+/* The 101, and the WebSocket side takes the connection (and what h->lc holds) over. */
+static void switch_protocols(struct http_conn *h)
+{
+    struct conn *c = h->c;
+    struct limit_client lc = h->lc;
+    struct buf b = BUF_INIT;
+    buf_append_str(&b, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                       "Connection: Upgrade\r\nSec-WebSocket-Accept: ");
+    buf_append(&b, h->accept, 28);
+    buf_append_str(&b, "\r\n\r\n");
+    int failed = b.oom || conn_send_bytes(c, b.p, b.len) != 0;
+    buf_free(&b);
+    /* The WebSocket side takes the connection over: this state goes. */
+    conn_set_handler(c, NULL, NULL);
+    free(h);
+    if (failed || server.websocket(c, &lc, server.ud) != 0) {
+        limit_client_release(&lc);
+        conn_abort(c);
+    }
+}
+
+/* The per-IP limits across nodes answered (on this loop). */
+static void on_shared_admit(void *ud, int allowed)
+{
+    struct http_conn *h = ud;
+    h->limiting = 0;
+    if (!allowed)
+        h->lc.ip_shared = 0; /* refused: not counted there */
+    if (h->dead) {
+        limit_client_release(&h->lc);
+        if (h->ncalls == 0)
+            free(h);
+        return;
+    }
+    struct conn *c = h->c;
+    if (!allowed) {
+        metrics_add(loop_id(conn_loop(c)), METRIC_LIMIT_IP_CONNECTIONS, 1);
+        limit_client_release(&h->lc);
+        refuse_limit(c, LIMIT_OVER_COUNT);
+        return;
+    }
+    switch_protocols(h);
+    conn_continue(c); /* what the client sent after its request, to the WebSocket side */
+}
+
 static void upgrade(struct http_conn *h, const struct http_request *r)
 {
     struct conn *c = h->c;
@@ -159,24 +245,25 @@ static void upgrade(struct http_conn *h, const struct http_request *r)
         respond_error(c, 403, 0, NULL);
         return;
     }
-    char accept[29];
-    int status = http_ws_check(r, accept);
+    int status = http_ws_check(r, h->accept);
     if (status != 0) {
         respond_error(c, status, 0, status == 426 ? "Sec-WebSocket-Version: 13\r\n" : NULL);
         return;
     }
-    struct buf b = BUF_INIT;
-    buf_append_str(&b, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
-                       "Connection: Upgrade\r\nSec-WebSocket-Accept: ");
-    buf_append(&b, accept, 28);
-    buf_append_str(&b, "\r\n\r\n");
-    int failed = b.oom || conn_send_bytes(c, b.p, b.len) != 0;
-    buf_free(&b);
-    /* The WebSocket side takes the connection over: this state goes. */
-    conn_set_handler(c, NULL, NULL);
-    free(h);
-    if (failed || server.websocket(c, server.ud) != 0)
-        conn_abort(c);
+    struct loop *loop = conn_loop(c);
+    client_addr(c, r, &h->lc.addr);
+    enum limit_verdict v = limit_client_admit(&h->lc, loop_now_ms(loop) * 1000, loop_id(loop));
+    if (v != LIMIT_OK) {
+        refuse_limit(c, v);
+        return;
+    }
+    /* Across nodes (Redis): the 101 waits for the shared count and rate; this
+     * connection reads nothing more meanwhile. */
+    if (limit_client_share(&h->lc, loop_id(loop), on_shared_admit, h)) {
+        h->limiting = 1;
+        return;
+    }
+    switch_protocols(h);
 }
 
 static void call_pop(struct http_conn *h)
@@ -226,7 +313,7 @@ static void on_api_done(void *ud, int status, const uint8_t *body, size_t len)
         call_pop(h);
     }
     if (h->dead) {
-        if (h->calls == NULL)
+        if (h->calls == NULL && !h->limiting)
             free(h);
         return;
     }
@@ -330,7 +417,7 @@ static size_t on_data(struct conn *c, uint8_t *p, size_t len)
      * response, whole and in order, as it reads them), nor while answers that wait for
      * those ahead of them hold as much; API calls up to HTTP_MAX_CALLS at once, any
      * other request only once every call ahead of it has answered. */
-    while (used < len && !conn_closing(c) && !conn_output_full(c) && !h->last &&
+    while (used < len && !conn_closing(c) && !conn_output_full(c) && !h->last && !h->limiting &&
            h->ncalls < HTTP_MAX_CALLS && h->held < cfg->client_queue_max) {
         if (h->skip_body) {
             size_t n = len - used < h->skip_body ? len - used : (size_t)h->skip_body;
@@ -401,7 +488,7 @@ static void on_gone(struct conn *c)
     struct http_conn *h = conn_ud(c);
     if (h == NULL)
         return;
-    if (h->ncalls)
+    if (h->ncalls || h->limiting)
         h->dead = 1; /* freed by the last answer */
     else
         free(h);

@@ -11,6 +11,7 @@
 struct config;
 struct conn;
 struct http_request;
+struct limit_client;
 
 /* Head size limit (431 beyond it). */
 #define HTTP_MAX_HEAD (16 * 1024)
@@ -18,8 +19,10 @@ struct http_request;
 struct http_server_config {
     const struct config *config; /* borrowed for the life of the process */
     /* The upgrade was accepted and its 101 queued: start the WebSocket side on c
-     * (install its handler). 0, or -1 (c is aborted). */
-    int (*websocket)(struct conn *c, void *ud);
+     * (install its handler), which takes over what lc holds of the limits (copied;
+     * released when the connection ends). 0, or -1 (nothing taken: the caller releases lc
+     * and aborts c). */
+    int (*websocket)(struct conn *c, const struct limit_client *lc, void *ud);
     /* /ready: 1 when every store herald needs answers, else 0 and a JSON detail. */
     int (*ready)(char *detail, size_t len);
     void *ud;

@@ -13,6 +13,17 @@ enum metric {
     METRIC_SUBSCRIPTIONS, /* gauge: subscriptions */
     METRIC_MESSAGES_OUT, /* counter: frames queued to clients by fan-out */
     METRIC_PUBLICATIONS, /* counter: publications received for local delivery */
+    /* counters: refusals by limit (limit/node.h) */
+    METRIC_LIMIT_CONNECTIONS,      /* max_connections: HTTP 503 */
+    METRIC_LIMIT_IP_CONNECTIONS,   /* max_connections_per_ip: HTTP 429 */
+    METRIC_LIMIT_IP_RATE,          /* connection_rate_per_ip: HTTP 429 */
+    METRIC_LIMIT_USER_CONNECTIONS, /* max_connections_per_user: 3504 */
+    METRIC_LIMIT_COMMANDS,         /* client_command_rate: error 111 */
+    METRIC_LIMIT_COMMAND_FLOODS,   /* client_command_rate, kept going: 3013 */
+    METRIC_LIMIT_USER_PUBLISH,     /* user_publish_rate: error 111 */
+    METRIC_LIMIT_CHANNEL_PUBLISH,  /* channel_publish_rate: error 111 */
+    METRIC_LIMIT_SUBSCRIPTIONS,    /* max_subscriptions_per_connection: error 106 */
+    METRIC_LIMIT_LOCAL_FALLBACK,   /* shared limits decided locally: the engine unreachable */
     METRIC_COUNT,
 };
 

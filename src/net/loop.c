@@ -46,6 +46,11 @@ uint64_t loop_clock_ms(void)
     return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }
 
+uint64_t loop_now_ms(const struct loop *l)
+{
+    return uv_now(&l->uv);
+}
+
 uint32_t loop_now_sec(const struct loop *l)
 {
     return (uint32_t)((loop_clock_ms() - l->net->start_ms) / 1000) + 1;

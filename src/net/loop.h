@@ -52,6 +52,9 @@ void loop_timer_set(struct loop *loop, struct loop_timer *t, uint32_t seconds);
 void loop_timer_clear(struct loop *loop, struct loop_timer *t);
 /* Seconds since the server started, from the clock (1 at start). */
 uint32_t loop_now_sec(const struct loop *loop);
+/* The loop's clock in milliseconds, as of the start of this loop turn (libuv's uv_now:
+ * no system call), for rate limits. */
+uint64_t loop_now_ms(const struct loop *loop);
 /* CLOCK_MONOTONIC milliseconds. */
 uint64_t loop_clock_ms(void);
 

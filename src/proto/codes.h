@@ -29,10 +29,12 @@ enum proto_disconnect {
     PROTO_DISC_SLOW = 3008,
     PROTO_DISC_WRITE_ERROR = 3009,
     PROTO_DISC_NO_PONG = 3012,
+    PROTO_DISC_TOO_MANY_REQUESTS = 3013, /* kept sending commands over client_command_rate */
     PROTO_DISC_INVALID_TOKEN = 3500,
     PROTO_DISC_BAD_REQUEST = 3501,
     PROTO_DISC_STALE = 3502,
     PROTO_DISC_FORCE_NO_RECONNECT = 3503,
+    PROTO_DISC_CONNECTION_LIMIT = 3504, /* max_connections_per_user */
     PROTO_DISC_PERMISSION_DENIED = 3507,
 };
 

@@ -20,6 +20,7 @@
 #include "core/log.h"
 #include "core/rand.h"
 #include "hub/hub.h"
+#include "limit/node.h"
 #include "metrics/metrics.h"
 #include "net/conn.h"
 #include "net/loop.h"
@@ -31,7 +32,6 @@
 
 #define HERALD_VERSION "0.1.0"
 #define CONNECT_TIMEOUT_SEC 10
-#define MAX_SUBS_PER_CLIENT 512
 
 struct session {
     struct ws_conn ws; /* first: the WebSocket phase hands it back */
@@ -40,6 +40,11 @@ struct session {
     uint8_t connected;
     uint8_t awaiting_pong;
     uint8_t dead; /* the connection is gone; freed when pending reaches 0 */
+    uint8_t user_counted; /* in max_connections_per_user: on this node, */
+    uint8_t user_shared;  /* and across nodes */
+    uint8_t strikes;      /* commands refused in a row by client_command_rate */
+    uint64_t command_tat; /* its GCRA state (limit/limit.h) */
+    struct limit_client lc; /* the client's address and what it holds of the limits */
     uint32_t pending;  /* hub/engine requests not completed yet */
     uint32_t nsubs;
     uint32_t ping_at;   /* loop second (loop_now_sec) of the next ping */
@@ -217,6 +222,10 @@ static void on_gone(struct ws_conn *w)
         metrics_add(loop_id(s->loop), METRIC_CLIENTS, -1);
         users_offline(s->user);
     }
+    if (s->user_counted)
+        limit_user_release(s->user, 1, s->user_shared);
+    s->user_counted = s->user_shared = 0;
+    limit_client_release(&s->lc);
     s->dead = 1;
     if (batch_owner == s)
         batch_owner = NULL;
@@ -481,8 +490,10 @@ static int subscribe(struct session *s, enum sub_origin origin, uint32_t id, con
 {
     if (find_sub(s, ch, len))
         return PROTO_ERR_ALREADY_SUBSCRIBED;
-    if (s->nsubs >= MAX_SUBS_PER_CLIENT)
+    if (s->nsubs >= config->max_subscriptions_per_connection) {
+        metrics_add(loop_id(s->loop), METRIC_LIMIT_SUBSCRIPTIONS, 1);
         return PROTO_ERR_LIMIT_EXCEEDED;
+    }
     struct subscribing *x = malloc(sizeof(*x) + len);
     if (x == NULL)
         return PROTO_ERR_INTERNAL;
@@ -635,6 +646,59 @@ static void on_published(void *ud, int status, const struct engine_pos *pos)
     free(q);
 }
 
+/* A publish waiting for user_publish_rate across nodes: copies of what it publishes
+ * (the message it came in is gone by the answer). */
+struct publishing {
+    struct session *s;
+    uint32_t id;
+    const struct ns_opts *ns;
+    size_t ch_len, data_len, info_len;
+    uint8_t bytes[]; /* channel, data, info */
+};
+
+static void on_publish_shared(void *ud, int allowed)
+{
+    struct publishing *p = ud;
+    struct session *s = p->s;
+    if (!s->dead) {
+        struct request *q = allowed ? request_new(s, p->id) : NULL;
+        if (q) {
+            const uint8_t *ch = p->bytes, *data = ch + p->ch_len, *info = data + p->data_len;
+            hub_publish(ch, p->ch_len, p->ns, data, p->data_len, info, p->info_len, NULL, 0,
+                        on_published, q);
+        } else {
+            if (!allowed)
+                metrics_add(loop_id(s->loop), METRIC_LIMIT_USER_PUBLISH, 1);
+            struct buf own, *out = reply_to(s, &own);
+            fail(out, p->id, allowed ? PROTO_ERR_INTERNAL : PROTO_ERR_TOO_MANY_REQUESTS);
+            reply_done(s, out);
+        }
+    }
+    request_done(s);
+    free(p);
+}
+
+/* Ask the engine for the user's publish rate across nodes first: 1 when it will answer
+ * (and then publish), 0 when nothing is shared (publish now). */
+static int publish_shared(struct session *s, const struct proto_command *cmd,
+                          const struct ns_opts *ns, struct buf *out)
+{
+    size_t n = cmd->channel.len + cmd->data.len + scratch_info.len;
+    struct publishing *p = malloc(sizeof(*p) + n);
+    if (p == NULL)
+        return 0; /* the local limit stands */
+    *p = (struct publishing){s, cmd->id, ns, cmd->channel.len, cmd->data.len, scratch_info.len};
+    memcpy(p->bytes, cmd->channel.p, cmd->channel.len);
+    memcpy(p->bytes + cmd->channel.len, cmd->data.p, cmd->data.len);
+    memcpy(p->bytes + cmd->channel.len + cmd->data.len, scratch_info.p, scratch_info.len);
+    s->pending++;
+    if (limit_publish_share(s->user, loop_id(s->loop), on_publish_shared, p))
+        return 1;
+    s->pending--;
+    free(p);
+    return 0;
+}
+
 static void handle_publish(struct session *s, struct proto_command *cmd, struct buf *out)
 {
     if (cmd->data.p == NULL) {
@@ -649,16 +713,24 @@ static void handle_publish(struct session *s, struct proto_command *cmd, struct 
         fail(out, cmd->id, PROTO_ERR_PERMISSION_DENIED);
         return;
     }
+    if (!limit_publish_admit(s->user, cmd->channel.p, cmd->channel.len,
+                             loop_now_ms(s->loop) * 1000, loop_id(s->loop))) {
+        fail(out, cmd->id, PROTO_ERR_TOO_MANY_REQUESTS);
+        return;
+    }
     buf_reset(&scratch_info);
     if (own && own->info)
         buf_append(&scratch_info, own->info, own->info_len); /* includes chan_info */
     else
         client_info(&scratch_info, s, NULL, 0);
+    if (scratch_info.oom) {
+        fail(out, cmd->id, PROTO_ERR_INTERNAL);
+        return;
+    }
+    if (config->user_publish_rate && s->user[0] && publish_shared(s, cmd, ns, out))
+        return;
     struct request *q = request_new(s, cmd->id);
-    if (q == NULL || scratch_info.oom) {
-        if (q)
-            request_done(s);
-        free(q);
+    if (q == NULL) {
         fail(out, cmd->id, PROTO_ERR_INTERNAL);
         return;
     }
@@ -820,6 +892,24 @@ static void subscribe_claimed(struct session *s, const struct jwt_claims *claims
     }
 }
 
+/* max_connections_per_user across nodes answered: over it, 3504 (the connect reply,
+ * still due, goes nowhere). */
+static void on_user_shared(void *ud, int allowed)
+{
+    struct connecting *k = ud;
+    struct session *s = k->s;
+    if (allowed && !s->dead)
+        s->user_shared = 1;
+    else if (allowed)
+        limit_user_release(s->user, 0, 1); /* gone meanwhile: its local count went then */
+    if (!allowed && !s->dead) {
+        metrics_add(loop_id(s->loop), METRIC_LIMIT_USER_CONNECTIONS, 1);
+        disconnect(s, PROTO_DISC_CONNECTION_LIMIT, "connection limit");
+    }
+    if (--k->remaining == 0)
+        connect_finish(k);
+}
+
 static void handle_connect(struct session *s, struct proto_command *cmd, struct buf *out)
 {
     if (s->connected) {
@@ -866,6 +956,14 @@ static void handle_connect(struct session *s, struct proto_command *cmd, struct 
             }
         }
     }
+    if (!limit_user_admit(s->user, loop_id(s->loop))) {
+        free(k);
+        if (have_claims)
+            jwt_claims_free(&claims);
+        disconnect(s, PROTO_DISC_CONNECTION_LIMIT, "connection limit");
+        return;
+    }
+    s->user_counted = 1;
     rand_uuid(s->client);
     s->connected = 1;
     metrics_add(loop_id(s->loop), METRIC_CLIENTS, 1);
@@ -875,6 +973,9 @@ static void handle_connect(struct session *s, struct proto_command *cmd, struct 
     schedule(s);
     *k = (struct connecting){s, cmd->id, 1, s->exp, BUF_INIT};
     s->pending++;
+    /* Across nodes (Redis): the connect reply waits for the user's count there. */
+    if (limit_user_share(s->user, loop_id(s->loop), on_user_shared, k))
+        k->remaining++;
     if (have_claims) {
         subscribe_claimed(s, &claims, k);
         jwt_claims_free(&claims);
@@ -994,6 +1095,28 @@ static void flush_replies(struct session *s, struct buf *out)
     buf_shrink(out, LOOP_REPLY_KEEP);
 }
 
+/* client_command_rate (pongs aside: they answer our pings): a command over it gets 111
+ * and is not run; LIMIT_COMMAND_STRIKES of them in a row and the next one refused
+ * disconnects the client (3013), which reconnects after a backoff. */
+static int command_admitted(struct session *s, const struct proto_command *cmd, struct buf *out)
+{
+    if (limit_take(&limit_command_rate, &s->command_tat, loop_now_ms(s->loop) * 1000)) {
+        s->strikes = 0;
+        return 1;
+    }
+    unsigned slot = loop_id(s->loop);
+    if (++s->strikes > LIMIT_COMMAND_STRIKES) {
+        metrics_add(slot, METRIC_LIMIT_COMMAND_FLOODS, 1);
+        flush_replies(s, out);
+        disconnect(s, PROTO_DISC_TOO_MANY_REQUESTS, "too many requests");
+        return 0;
+    }
+    metrics_add(slot, METRIC_LIMIT_COMMANDS, 1);
+    if (cmd->id)
+        fail(out, cmd->id, PROTO_ERR_TOO_MANY_REQUESTS);
+    return 0;
+}
+
 static void on_text(struct ws_conn *w, uint8_t *p, size_t len)
 {
     struct session *s = of(w);
@@ -1018,6 +1141,9 @@ static void on_text(struct ws_conn *w, uint8_t *p, size_t len)
             disconnect(s, PROTO_DISC_BAD_REQUEST, "bad request");
             break;
         }
+        if (limit_command_rate.interval_us && cmd.method != PROTO_EMPTY &&
+            !command_admitted(s, &cmd, out))
+            continue;
         if (out->len >= budget && cmd.id != 0 && s->connected)
             fail(out, cmd.id, PROTO_ERR_LIMIT_EXCEEDED);
         else
@@ -1043,11 +1169,13 @@ void session_on_text(struct conn *c, uint8_t *p, size_t len)
 
 static const struct ws_conn_handler handler = {on_text, on_timer, on_shutdown, on_gone};
 
-int session_start(struct conn *c)
+int session_start(struct conn *c, const struct limit_client *lc)
 {
     struct session *s = calloc(1, sizeof(*s));
     if (s == NULL)
         return -1;
+    if (lc)
+        s->lc = *lc;
     s->loop = conn_loop(c);
     ws_conn_start(&s->ws, c, &handler, (uint32_t)config->max_message_size);
     conn_timer_set(c, CONNECT_TIMEOUT_SEC);

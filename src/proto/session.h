@@ -12,6 +12,7 @@
 
 struct config;
 struct conn;
+struct limit_client;
 struct loop;
 
 /* Once, before the loops run: the config and the loops (both borrowed for the life of
@@ -19,8 +20,10 @@ struct loop;
 void session_init(const struct config *config, struct loop *const *loops, unsigned nloops);
 
 /* The HTTP side upgraded c (its 101 queued): the session starts (the connect command
- * is due within a few seconds). 0, or -1 out of memory (the caller aborts c). */
-int session_start(struct conn *c);
+ * is due within a few seconds) and takes over what lc (copied; NULL: nothing) holds of
+ * the connection limits, released when it ends. 0, or -1 out of memory (nothing taken:
+ * the caller releases lc and aborts c). */
+int session_start(struct conn *c, const struct limit_client *lc);
 
 /* One text message of c's session (the WebSocket phase's callback; public for the
  * fuzz target): commands separated by '\n', p modifiable, borrowed. */

@@ -12,6 +12,7 @@
 #include "core/config.h"
 #include "engine/engine.h"
 #include "hub/hub.h"
+#include "limit/node.h"
 #include "metrics/metrics.h"
 #include "net/conn.h"
 #include "net/internal.h"
@@ -54,6 +55,8 @@ static void setup(void)
     if (e == NULL)
         abort();
     hub_set_engine(e);
+    if (limit_init(&config, e, err, sizeof(err)) != 0)
+        abort();
     session_init(&config, &lp, 1);
 }
 
@@ -68,7 +71,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, fds) != 0)
         return 0;
     struct conn *c = conn_new(lp, fds[0]);
-    if (c == NULL || session_start(c) != 0)
+    if (c == NULL || session_start(c, NULL) != 0)
         abort();
     uint8_t *copy = malloc(size ? size : 1);
     memcpy(copy, data, size);
