@@ -50,6 +50,9 @@
 #define REMAP_FAST_MS 500     /* the slot map asked again while a slot has no live master */
 #define MAX_REDIRECTS 5       /* MOVED/ASK followed for one command, at most */
 #define NO_SHARD 0xffff
+/* A shared limit Redis has not answered by then is decided by the node alone: a stalled
+ * Redis must not hold connects and publishes (the late answer still counts). */
+#define LIMIT_ANSWER_MS 250
 
 /* KEYS: stream, meta, idempotency key. ARGV: history_size, history_ttl, data, info, epoch
  * candidate, pub/sub channel, use idempotency ('1'/'0'), meta ttl. Returns {offset, epoch}. */
@@ -333,6 +336,11 @@ struct request {
     void *items;       /* engine_pub[] or engine_presence[] */
     redisReply *reply; /* kept for the pubs' bytes */
     uint64_t num_a, num_b;
+    /* REQ_LIMIT waiting for Redis: in the engine's list, oldest first; early: answered
+     * already (LIMIT_ANSWER_MS passed), the reply only counts */
+    struct request *lnext, *lprev;
+    uint64_t asked_ms;
+    int early;
     /* copied arguments: channel, then the others, NUL-separated */
     size_t ch_len, a_len, b_len, c_len, d_len;
     char *ch, *a, *b, *c, *d;
@@ -377,6 +385,8 @@ struct redis {
      * Redis whole with the presence refresh; uid names this node's entries. */
     struct table limits;
     char uid[17];
+    struct request *asking, *asking_tail; /* limit requests waiting for Redis */
+    uv_timer_t limit_timer;               /* answers those waiting too long */
 };
 
 static struct redis *of(struct engine *e)
@@ -2258,10 +2268,52 @@ static unsigned limit_ttl_ms(const struct redis *r)
     return r->presence_ttl * 1000;
 }
 
+static void asking_unlink(struct redis *r, struct request *q)
+{
+    if (q->lprev)
+        q->lprev->lnext = q->lnext;
+    else if (r->asking == q)
+        r->asking = q->lnext;
+    else
+        return; /* not linked */
+    if (q->lnext)
+        q->lnext->lprev = q->lprev;
+    else
+        r->asking_tail = q->lprev;
+    q->lnext = q->lprev = NULL;
+    if (r->asking == NULL)
+        uv_timer_stop(&r->limit_timer);
+}
+
+/* Limit requests Redis has kept waiting past LIMIT_ANSWER_MS: their askers hear
+ * "unreachable" now (they decide locally); the requests stay for Redis' reply. */
+static void on_limit_timer(uv_timer_t *t)
+{
+    struct redis *r = t->data;
+    uint64_t now = uv_now(r->uv);
+    while (r->asking && r->asking->asked_ms + LIMIT_ANSWER_MS <= now) {
+        struct request *q = r->asking;
+        asking_unlink(r, q);
+        struct request *a = calloc(1, sizeof(*a));
+        if (a == NULL)
+            continue; /* the asker hears Redis' reply, late */
+        a->kind = REQ_LIMIT;
+        a->slot = q->slot;
+        a->cb = q->cb;
+        a->ud = q->ud;
+        a->status = ENGINE_ERR_UNAVAILABLE;
+        a->num_a = 1;
+        q->cb = NULL;
+        q->early = 1;
+        finish(r, a);
+    }
+}
+
 static void on_limit(struct redis *r, void *arg, redisReply *reply)
 {
     struct request *q = arg;
     int delta = q->flag_b;
+    asking_unlink(r, q);
     if (reply_error(reply) || reply->type != REDIS_REPLY_INTEGER) {
         log_reply_error(reply);
         q->status = reply_status(reply);
@@ -2269,8 +2321,10 @@ static void on_limit(struct redis *r, void *arg, redisReply *reply)
     } else {
         q->num_a = reply->integer == 1;
     }
-    /* Counted unless refused: Redis has it, or gets it with the next refresh. */
-    if (delta > 0 && q->num_a) {
+    /* Counted unless refused: Redis has it, or gets it with the next refresh. An asker
+     * answered early holds its connection whatever Redis says: counted too (the refresh
+     * tells Redis what this node holds). */
+    if (delta > 0 && (q->num_a || q->early)) {
         struct rlimit *x = rlimit_of(r, q->a, q->a_len, 1);
         if (x)
             x->count++;
@@ -2309,6 +2363,18 @@ static void do_limit(struct redis *r, struct request *q)
     const char *argv[9] = {ks[0], ks[1], ks[2], iv, win, max, delta, r->uid, ttl};
     size_t lens[9] = {kl[0], kl[1], kl[2], strlen(iv), strlen(win), strlen(max),
                       strlen(delta), strlen(r->uid), strlen(ttl)};
+    if (q->cb) {
+        q->asked_ms = uv_now(r->uv);
+        q->lprev = r->asking_tail;
+        if (r->asking_tail)
+            r->asking_tail->lnext = q;
+        else
+            r->asking = q;
+        r->asking_tail = q;
+        if (!uv_is_active((uv_handle_t *)&r->limit_timer))
+            uv_timer_start(&r->limit_timer, on_limit_timer, LIMIT_ANSWER_MS / 2,
+                           LIMIT_ANSWER_MS / 2);
+    }
     evalsha(r, sh, SCRIPT_LIMIT, 3, 9, argv, lens, on_limit, q);
     for (int i = 0; i < 3; i++)
         free(ks[i]);
@@ -2348,6 +2414,12 @@ static void redis_limit(struct engine *e, const uint8_t *k, size_t len,
                         const struct engine_limit *l, engine_limit_cb cb, void *ud)
 {
     struct redis *r = of(e);
+    if (r->stopping) {
+        /* Closing (the last completions may release what they held): nobody to ask. */
+        if (cb)
+            cb(ud, ENGINE_ERR_UNAVAILABLE, 1);
+        return;
+    }
     struct request *q =
         request_new(r, REQ_LIMIT, NULL, 0, k, len, NULL, 0, NULL, 0, NULL, 0, (void *)cb, ud);
     if (q == NULL) {
@@ -2664,6 +2736,8 @@ static void redis_close(struct engine *e)
     uv_close((uv_handle_t *)&r->presence, NULL);
     uv_timer_stop(&r->remap);
     uv_close((uv_handle_t *)&r->remap, NULL);
+    uv_timer_stop(&r->limit_timer);
+    uv_close((uv_handle_t *)&r->limit_timer, NULL);
     uv_check_stop(&r->writes);
     uv_close((uv_handle_t *)&r->writes, NULL);
     uv_run(r->uv, UV_RUN_NOWAIT);
@@ -3305,6 +3379,9 @@ struct engine *engine_redis_open(const struct config *config, const struct engin
     uv_timer_init(r->uv, &r->remap);
     uv_unref((uv_handle_t *)&r->remap);
     r->remap.data = r;
+    uv_timer_init(r->uv, &r->limit_timer);
+    uv_unref((uv_handle_t *)&r->limit_timer);
+    r->limit_timer.data = r;
     uv_check_init(r->uv, &r->writes);
     uv_unref((uv_handle_t *)&r->writes);
     r->writes.data = r;

@@ -394,3 +394,34 @@ test('two nodes on Redis, Redis stopped: the limits apply on each node alone, he
         onB.close();
     });
 });
+
+test('two nodes on Redis, Redis stalled: connects are decided locally within a short bound', T, async () => {
+    await withRedisNodes(['--max_connections_per_user', '1', '--max_connections_per_ip', '3'], async ([a, b], redis) => {
+        process.kill(redis.pid, 'SIGSTOP');
+        try {
+            // Both waits are bounded (a quarter of a second): far below these timeouts.
+            const t0 = Date.now();
+            const x = await handshake(a);
+            assert.equal(x.status, 101);
+            const onA = await ProtoClient.open(a.wsUrl);
+            const r = await onA.connect(a.token('alice'));
+            assert.ok(r.connect, JSON.stringify(r));
+            assert.ok(Date.now() - t0 < 4000, `took ${Date.now() - t0} ms with Redis stalled`);
+            const again = await ProtoClient.open(a.wsUrl);
+            again.send({ id: 1, connect: { token: a.token('alice') } });
+            assert.equal((await again.closed).code, 3504, 'the local count holds meanwhile');
+            x.conn.destroy();
+            onA.close();
+            await onA.closed;
+        } finally {
+            process.kill(redis.pid, 'SIGCONT');
+        }
+        // Redis back: what the node holds is told to it again; the limit holds across nodes.
+        const onA = await connected(a, 'alice');
+        await sleep(1500); // one refresh (presence_ttl / 3)
+        const onB = await ProtoClient.open(b.wsUrl);
+        onB.send({ id: 1, connect: { token: b.token('alice') } });
+        assert.equal((await onB.closed).code, 3504);
+        onA.close();
+    });
+});
