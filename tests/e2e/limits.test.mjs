@@ -318,6 +318,7 @@ async function withRedisNodes(args, fn) {
     } finally {
         for (const h of nodes) {
             const res = await h.stop('SIGTERM', 3000);
+            if (h.killed) continue; // by the test
             assert.equal(res.code, 0, `exit ${JSON.stringify(res)}\n${h.stderr()}`);
             assert.equal(sanitizerReport(h.stderr()), '', h.stderr());
         }
@@ -423,5 +424,27 @@ test('two nodes on Redis, Redis stalled: connects are decided locally within a s
         onB.send({ id: 1, connect: { token: b.token('alice') } });
         assert.equal((await onB.closed).code, 3504);
         onA.close();
+    });
+});
+
+test('two nodes on Redis: the connections of a node that died stop counting within presence_ttl', T, async () => {
+    await withRedisNodes(['--max_connections_per_user', '1'], async ([a, b]) => {
+        await connected(a, 'alice');
+        a.killed = true;
+        await a.stop('SIGKILL');
+        const first = await ProtoClient.open(b.wsUrl);
+        first.send({ id: 1, connect: { token: b.token('alice') } });
+        assert.equal((await first.closed).code, 3504, 'the dead node still counts at first');
+        // presence_ttl is 3 s: its entry expires, nothing else removes it.
+        let ok = null;
+        for (let i = 0; i < 100 && !ok; i++) {
+            await sleep(200);
+            const c = await ProtoClient.open(b.wsUrl);
+            c.send({ id: 1, connect: { token: b.token('alice') } });
+            const r = await Promise.race([c.reply(1).catch(() => null), c.closed.then(() => null)]);
+            if (r && r.connect) ok = c;
+        }
+        assert.ok(ok, 'alice connects once the dead node\'s count has expired');
+        ok.close();
     });
 });

@@ -715,6 +715,69 @@ TEST(test_engine_lists_channels_holding_state)
     e->ops->unsubscribe(e, (const uint8_t *)"l1", 2);
 }
 
+/* ---- shared limits (engine_ops.limit), asked of two nodes ---- */
+
+static struct engine *e2; /* a second node on the same store, for the limit tests */
+
+static void on_limit_answer(void *ud, int status, int allowed)
+{
+    int *r = ud;
+    *r = status ? status : allowed;
+    done++;
+}
+
+/* 1 taken, 0 refused, or the status; waits for the answer (the release's too, so that
+ * what the next call sees is in order across the two nodes' connections). */
+static int limit_ask(struct engine *x, const char *k, uint64_t interval_us, unsigned burst,
+                     uint32_t max, int delta)
+{
+    struct engine_limit l = {interval_us, interval_us * burst, max, delta};
+    int r = -1000, target = done + 1;
+    x->ops->limit(x, (const uint8_t *)k, strlen(k), &l, on_limit_answer, &r);
+    wait_for(target);
+    return r;
+}
+
+TEST(test_engine_limit_counts_hold_across_nodes)
+{
+    if (e->ops->limit == NULL) {
+        CHECK(memory()); /* one node: the caller's local tables are the whole truth */
+        return;
+    }
+    CHECK_EQ(limit_ask(e, "user:u1", 0, 0, 2, 1), 1);
+    CHECK_EQ(limit_ask(e2, "user:u1", 0, 0, 2, 1), 1);
+    CHECK_EQ(limit_ask(e, "user:u1", 0, 0, 2, 1), 0);  /* two on two nodes: at max */
+    CHECK_EQ(limit_ask(e2, "user:u1", 0, 0, 2, 1), 0);
+    CHECK_EQ(limit_ask(e2, "user:u1", 0, 0, 2, -1), 1); /* one ends on the second node */
+    CHECK_EQ(limit_ask(e, "user:u1", 0, 0, 2, 1), 1);
+    CHECK_EQ(limit_ask(e, "user:u1", 0, 0, 2, 1), 0); /* the refusals counted nothing */
+    CHECK_EQ(limit_ask(e, "user:other", 0, 0, 2, 1), 1);
+}
+
+TEST(test_engine_limit_bucket_is_shared_across_nodes)
+{
+    if (e->ops->limit == NULL)
+        return;
+    /* One a minute (nothing comes back during the test), 3 at once: the nodes drain
+     * one bucket. */
+    const uint64_t minute = 60000000;
+    CHECK_EQ(limit_ask(e, "pub:u1", minute, 3, 0, 0), 1);
+    CHECK_EQ(limit_ask(e2, "pub:u1", minute, 3, 0, 0), 1);
+    CHECK_EQ(limit_ask(e, "pub:u1", minute, 3, 0, 0), 1);
+    CHECK_EQ(limit_ask(e2, "pub:u1", minute, 3, 0, 0), 0);
+    CHECK_EQ(limit_ask(e, "pub:u1", minute, 3, 0, 0), 0);
+    CHECK_EQ(limit_ask(e2, "pub:u2", minute, 3, 0, 0), 1);
+    /* A count refused does not drain the bucket, nor a bucket refused add to the count
+     * (both or neither): 2 at once, 1 at a time. */
+    CHECK_EQ(limit_ask(e, "ip:10.0.0.1", minute, 2, 1, 1), 1);
+    CHECK_EQ(limit_ask(e2, "ip:10.0.0.1", minute, 2, 1, 1), 0); /* the count */
+    CHECK_EQ(limit_ask(e, "ip:10.0.0.1", 0, 0, 1, -1), 1);
+    CHECK_EQ(limit_ask(e2, "ip:10.0.0.1", minute, 2, 1, 1), 1); /* the bucket's second */
+    CHECK_EQ(limit_ask(e2, "ip:10.0.0.1", 0, 0, 1, -1), 1);
+    CHECK_EQ(limit_ask(e, "ip:10.0.0.1", minute, 2, 1, 1), 0); /* the bucket */
+    CHECK_EQ(limit_ask(e2, "ip:10.0.0.1", 0, 0, 1, 1), 1);     /* not counted by it */
+}
+
 int main(void)
 {
     struct config c;
@@ -774,6 +837,17 @@ int main(void)
     RUN(test_engine_join_and_leave_are_delivered);
     RUN(test_engine_idempotency_key_publishes_once);
     RUN(test_engine_lists_channels_holding_state);
+    if (e->ops->limit) {
+        e2 = engine_open(&c, &ev, &host, err, sizeof(err));
+        if (e2 == NULL) {
+            fprintf(stderr, "%s\n", err);
+            return 1;
+        }
+    }
+    RUN(test_engine_limit_counts_hold_across_nodes);
+    RUN(test_engine_limit_bucket_is_shared_across_nodes);
+    if (e2)
+        engine_close(e2);
     engine_close(e);
     uv_close((uv_handle_t *)&keep_polling, NULL);
     uv_run(uv_default_loop(), UV_RUN_NOWAIT);
