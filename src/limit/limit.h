@@ -67,6 +67,10 @@ void limit_table_free(struct limit_table *t);
  * LIMIT_OK, or why not. */
 enum limit_verdict limit_table_admit(struct limit_table *t, const uint8_t *key, size_t len,
                                      const struct limit_rate *rate, unsigned max, uint64_t now_us);
+/* Give back what limit_table_admit took from key's bucket (a request admitted here and
+ * refused by another limit after all). */
+void limit_table_refund(struct limit_table *t, const uint8_t *key, size_t len,
+                        const struct limit_rate *rate);
 /* One counted by limit_table_admit (with max > 0) ends. */
 void limit_table_release(struct limit_table *t, const uint8_t *key, size_t len);
 /* The key's count now (0 when absent). */

@@ -277,10 +277,20 @@ int limit_publish_admit(const char *user, const uint8_t *ch, size_t ch_len, uint
     }
     if (L.channels &&
         limit_table_admit(L.channels, ch, ch_len, &L.channel_publish, 0, now_us) != LIMIT_OK) {
+        if (L.user_pubs && user[0]) /* refused after all: the user's is not spent */
+            limit_table_refund(L.user_pubs, (const uint8_t *)user, strlen(user), &L.user_publish);
         metrics_add(slot, METRIC_LIMIT_CHANNEL_PUBLISH, 1);
         return 0;
     }
     return 1;
+}
+
+void limit_publish_refund(const char *user, const uint8_t *ch, size_t ch_len)
+{
+    if (L.user_pubs && user[0])
+        limit_table_refund(L.user_pubs, (const uint8_t *)user, strlen(user), &L.user_publish);
+    if (L.channels)
+        limit_table_refund(L.channels, ch, ch_len, &L.channel_publish);
 }
 
 int limit_publish_share(const char *user, unsigned slot, limit_cb cb, void *ud)

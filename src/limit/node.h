@@ -73,6 +73,9 @@ int limit_user_share(const char *user, unsigned slot, limit_cb cb, void *ud);
  * channel_publish_rate on this node (counted). */
 int limit_publish_admit(const char *user, const uint8_t *ch, size_t ch_len, uint64_t now_us,
                         unsigned slot);
+/* A publish admitted here and refused across nodes after all: what it took is given
+ * back (this node's buckets count only what was published). */
+void limit_publish_refund(const char *user, const uint8_t *ch, size_t ch_len);
 /* The per-user publish rate across nodes: 1 when cb will answer, 0 when not shared. */
 int limit_publish_share(const char *user, unsigned slot, limit_cb cb, void *ud);
 

@@ -160,6 +160,18 @@ void limit_table_release(struct limit_table *t, const uint8_t *key, size_t len)
     pthread_mutex_unlock(lock);
 }
 
+void limit_table_refund(struct limit_table *t, const uint8_t *key, size_t len,
+                        const struct limit_rate *rate)
+{
+    uint64_t hash = hash_of(key, len);
+    pthread_mutex_t *lock;
+    struct entry *set = lock_set(t, hash, &lock);
+    struct entry *x = find(set, hash, key, len);
+    if (x && x->tat >= rate->interval_us)
+        x->tat -= rate->interval_us;
+    pthread_mutex_unlock(lock);
+}
+
 unsigned limit_table_count(struct limit_table *t, const uint8_t *key, size_t len)
 {
     uint64_t hash = hash_of(key, len);

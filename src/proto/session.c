@@ -667,8 +667,10 @@ static void on_publish_shared(void *ud, int allowed)
             hub_publish(ch, p->ch_len, p->ns, data, p->data_len, info, p->info_len, NULL, 0,
                         on_published, q);
         } else {
-            if (!allowed)
+            if (!allowed) {
+                limit_publish_refund(s->user, p->bytes, p->ch_len);
                 metrics_add(loop_id(s->loop), METRIC_LIMIT_USER_PUBLISH, 1);
+            }
             struct buf own, *out = reply_to(s, &own);
             fail(out, p->id, allowed ? PROTO_ERR_INTERNAL : PROTO_ERR_TOO_MANY_REQUESTS);
             reply_done(s, out);

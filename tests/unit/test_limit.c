@@ -100,6 +100,19 @@ TEST(test_limit_table_rate_and_count_both_or_neither)
     limit_table_free(t);
 }
 
+TEST(test_limit_table_refund_gives_back_one)
+{
+    struct limit_table *t = limit_table_new(64);
+    struct limit_rate r;
+    limit_rate_init(&r, 1, 1);
+    const uint8_t *k = (const uint8_t *)"u";
+    CHECK_EQ(limit_table_admit(t, k, 1, &r, 0, SEC), LIMIT_OK);
+    CHECK_EQ(limit_table_admit(t, k, 1, &r, 0, SEC), LIMIT_OVER_RATE);
+    limit_table_refund(t, k, 1, &r);
+    CHECK_EQ(limit_table_admit(t, k, 1, &r, 0, SEC), LIMIT_OK);
+    limit_table_free(t);
+}
+
 TEST(test_limit_table_keys_differ_by_bytes_past_the_stored_prefix)
 {
     struct limit_table *t = limit_table_new(64);
@@ -276,6 +289,7 @@ int main(void)
     RUN(test_limit_gcra_burst_zero_is_the_rate);
     RUN(test_limit_table_counts_up_to_max_and_releases);
     RUN(test_limit_table_rate_and_count_both_or_neither);
+    RUN(test_limit_table_refund_gives_back_one);
     RUN(test_limit_table_keys_differ_by_bytes_past_the_stored_prefix);
     RUN(test_limit_table_bounded_under_key_rotation);
     RUN(test_limit_table_full_of_counted_keys_refuses_new_ones);
