@@ -9,6 +9,7 @@
 
 #include "core/config.h"
 #include "core/log.h"
+#include "core/table.h"
 #include "engine/engine.h"
 #include "metrics/metrics.h"
 
@@ -101,16 +102,22 @@ void limit_shutdown(void)
 
 /* ---- shared through the engine ---- */
 
-/* The key a limit has in the shared store: "<kind>:<name>". */
-static size_t shared_key(char *out, size_t cap, const char *kind, const uint8_t *name, size_t len)
+/* The key a limit has in the shared store: "<kind>:<name>" into out (SHARED_KEY_MAX
+ * bytes); a longer name keeps its start and ends with the hash of the whole. */
+#define SHARED_KEY_MAX 320
+static size_t shared_key(char *out, const char *kind, const uint8_t *name, size_t len)
 {
-    size_t k = strlen(kind);
-    if (k + 1 + len > cap)
-        len = cap - k - 1; /* user names are short; a longer one is cut, as the tables cut */
-    memcpy(out, kind, k);
-    out[k] = ':';
-    memcpy(out + k + 1, name, len);
-    return k + 1 + len;
+    int k = snprintf(out, SHARED_KEY_MAX, "%s:", kind);
+    if ((size_t)k + len <= SHARED_KEY_MAX) {
+        memcpy(out + k, name, len);
+        return (size_t)k + len;
+    }
+    size_t keep = SHARED_KEY_MAX - (size_t)k - 17;
+    memcpy(out + k, name, keep);
+    char tail[18];
+    snprintf(tail, sizeof(tail), "#%016llx", (unsigned long long)table_hash(name, len));
+    memcpy(out + k + keep, tail, 17);
+    return SHARED_KEY_MAX;
 }
 
 static void ip_name(const struct limit_addr *a, char out[48])
@@ -150,8 +157,8 @@ static int ask(const char *kind, const uint8_t *name, size_t len, const struct l
 {
     if (L.engine == NULL)
         return 0;
-    char key[LIMIT_KEY_BYTES + 16];
-    size_t klen = shared_key(key, sizeof(key), kind, name, len);
+    char key[SHARED_KEY_MAX + 1];
+    size_t klen = shared_key(key, kind, name, len);
     struct engine_limit l = {rate ? rate->interval_us : 0, rate ? rate->window_us : 0, max, delta};
     if (cb == NULL) {
         L.engine->ops->limit(L.engine, (const uint8_t *)key, klen, &l, NULL, NULL);

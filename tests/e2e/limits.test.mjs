@@ -349,6 +349,16 @@ test('two nodes on Redis: max_connections_per_user and user_publish_rate hold ac
         assert.ok(bob, 'alice connects on B once her connection on A has ended');
         const rb = await batch(bob, [0, 1, 2].map((i) => ({ publish: { channel: 'x', data: { i } } })));
         assert.ok(rb.some((x) => x.error?.code === 111), JSON.stringify(rb));
+        // A long user name (its shared key ends with a hash) is limited as well, and
+        // apart from one that differs only at its end.
+        const long = 'u'.repeat(400);
+        const l1 = await connected(a, `${long}1`);
+        const l2 = await ProtoClient.open(b.wsUrl);
+        l2.send({ id: 1, connect: { token: b.token(`${long}1`) } });
+        assert.equal((await l2.closed).code, 3504);
+        const l3 = await connected(b, `${long}2`);
+        l1.close();
+        l3.close();
         // Another user is not limited by alice.
         const carol = await connected(a, 'carol');
         const rc = await carol.command('publish', { channel: 'x', data: {} });
