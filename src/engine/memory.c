@@ -779,6 +779,7 @@ static const struct engine_ops memory_ops = {
     .control = memory_control,
     .announce = memory_announce,
     .nodes = memory_nodes,
+    /* No .limit: one node, whose local limit tables are the whole truth (engine.h). */
     .close = memory_close,
 };
 

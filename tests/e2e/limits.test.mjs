@@ -458,3 +458,36 @@ test('two nodes on Redis: the connections of a node that died stop counting with
         ok.close();
     });
 });
+
+test('a client dropped as slow (3008) gives back its per-IP and per-user places', T, async () => {
+    const args = ['--client_queue_max', String(256 * 1024), '--max_connections_per_ip', '1',
+        '--max_connections_per_user', '1'];
+    await withHerald({ args }, async (h) => {
+        const slow = await connected(h, 'slowpoke');
+        const r = await slow.command('subscribe', { channel: 'firehose' });
+        assert.ok(r.subscribe, JSON.stringify(r));
+        slow.sock._socket.pause(); // stop reading: the kernel buffers fill, then herald's queue
+        assert.equal((await handshake(h)).status, 429);
+        const data = JSON.stringify({ p: 'x'.repeat(32 * 1024) });
+        // 400 x 32 KB = 12.8 MB: far past the socket buffers and the queue limit.
+        for (let i = 0; i < 400; i++) {
+            const p = await h.api('publish', `{"channel":"firehose","data":${data}}`);
+            assert.equal(p.status, 200);
+        }
+        // Its places are free once herald has dropped it, whether or not we have read the close.
+        let again = null;
+        for (let i = 0; i < 100 && !again; i++) {
+            const c = await ProtoClient.open(h.wsUrl).catch(() => null);
+            if (c) {
+                c.send({ id: 1, connect: { token: h.token('slowpoke') } });
+                const x = await Promise.race([c.reply(1).catch(() => null), c.closed.then(() => null)]);
+                if (x && x.connect) again = c;
+                else c.terminate();
+            }
+            if (!again) await sleep(100);
+        }
+        assert.ok(again, 'the slow client\'s IP and user places came back');
+        again.close();
+        slow.terminate();
+    });
+});
