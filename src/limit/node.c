@@ -166,7 +166,7 @@ static int ask(const char *kind, const uint8_t *name, size_t len, const struct l
     }
     struct asking *a = malloc(sizeof(*a));
     if (a == NULL)
-        return 0; /* out of memory: the local decision stands */
+        return 0;                       /* out of memory: the local decision stands */
     *a = (struct asking){cb, ud, slot}; /* the engine answers on the asking loop */
     L.engine->ops->limit(L.engine, (const uint8_t *)key, klen, &l, on_shared, a);
     return 1;
@@ -202,9 +202,8 @@ enum limit_verdict limit_client_admit(struct limit_client *lc, uint64_t now_us, 
         enum limit_verdict v = limit_table_admit(L.ips, lc->addr.b, sizeof(lc->addr.b), &L.ip_rate,
                                                  c->max_connections_per_ip, now_us);
         if (v != LIMIT_OK) {
-            metrics_add(slot, v == LIMIT_OVER_RATE ? METRIC_LIMIT_IP_RATE
-                                                   : METRIC_LIMIT_IP_CONNECTIONS,
-                        1);
+            metrics_add(
+                slot, v == LIMIT_OVER_RATE ? METRIC_LIMIT_IP_RATE : METRIC_LIMIT_IP_CONNECTIONS, 1);
             limit_client_release(lc);
             return v == LIMIT_FULL ? LIMIT_OVER_COUNT : v;
         }
@@ -235,8 +234,8 @@ int limit_client_share(struct limit_client *lc, unsigned slot, limit_cb cb, void
         return 0;
     char name[48];
     ip_name(&lc->addr, name);
-    int asked = ask("ip", (const uint8_t *)name, strlen(name), &L.ip_rate, c->max_connections_per_ip,
-               c->max_connections_per_ip ? 1 : 0, slot, cb, ud);
+    int asked = ask("ip", (const uint8_t *)name, strlen(name), &L.ip_rate,
+                    c->max_connections_per_ip, c->max_connections_per_ip ? 1 : 0, slot, cb, ud);
     if (asked && c->max_connections_per_ip)
         lc->ip_shared = 1; /* until the answer says it was refused */
     return asked;
@@ -277,8 +276,9 @@ int limit_user_share(const char *user, unsigned slot, limit_cb cb, void *ud)
 int limit_publish_admit(const char *user, const uint8_t *ch, size_t ch_len, uint64_t now_us,
                         unsigned slot)
 {
-    if (L.user_pubs && user[0] && limit_table_admit(L.user_pubs, (const uint8_t *)user, strlen(user),
-                                         &L.user_publish, 0, now_us) != LIMIT_OK) {
+    if (L.user_pubs && user[0] &&
+        limit_table_admit(L.user_pubs, (const uint8_t *)user, strlen(user), &L.user_publish, 0,
+                          now_us) != LIMIT_OK) {
         metrics_add(slot, METRIC_LIMIT_USER_PUBLISH, 1);
         return 0;
     }
