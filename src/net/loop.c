@@ -56,18 +56,62 @@ uint32_t loop_now_sec(const struct loop *l)
     return (uint32_t)((loop_clock_ms() - l->net->start_ms) / 1000) + 1;
 }
 
+static int listen_addr(const char *host, uint16_t port, struct sockaddr_in *sa)
+{
+    memset(sa, 0, sizeof(*sa));
+    sa->sin_family = AF_INET;
+    sa->sin_port = htons(port);
+    if (inet_pton(AF_INET, host, &sa->sin_addr) != 1) {
+        log_error("listen: %s is not an IPv4 address", host);
+        return -1;
+    }
+    return 0;
+}
+
+/* Is the address free? SO_REUSEPORT lets any process of the same user join a group
+ * of listeners, and the kernel then splits the connections between them: a second
+ * herald started on the same address would silently take half of the first one's
+ * clients. A socket bound without SO_REUSEPORT cannot share the port with a listener
+ * (reuseport or not, on this address or on the wildcard), so its bind is the test;
+ * with SO_REUSEADDR, as the listeners have it, so that the TIME_WAIT connections of
+ * a herald that just stopped do not count. The probe is closed before the listeners
+ * bind (it would stand in their way), which leaves a window of a few system calls in
+ * which a process starting at the same instant could pass the same test; the
+ * listeners are created right after it, before anything slower (the engine, Redis,
+ * the threads). 0, or -1 with the message logged. */
+static int probe_address(const char *host, uint16_t port)
+{
+    struct sockaddr_in sa;
+    if (listen_addr(host, port, &sa) != 0)
+        return -1;
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        log_error("listen %s:%u: socket: %s", host, port, strerror(errno));
+        return -1;
+    }
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    int rc = bind(fd, (struct sockaddr *)&sa, sizeof(sa));
+    int err = errno;
+    close(fd);
+    if (rc == 0)
+        return 0;
+    if (err == EADDRINUSE)
+        log_error("listen %s:%u: address already in use (by another herald or another "
+                  "server); refusing to share it",
+                  host, port);
+    else
+        log_error("listen %s:%u: %s", host, port, strerror(err));
+    return -1;
+}
+
 /* One listening socket per loop with SO_REUSEPORT: the kernel spreads new
  * connections over the loops, so no loop hands connections to another. */
 static int listen_socket(const char *host, uint16_t port)
 {
     struct sockaddr_in sa;
-    memset(&sa, 0, sizeof(sa));
-    sa.sin_family = AF_INET;
-    sa.sin_port = htons(port);
-    if (inet_pton(AF_INET, host, &sa.sin_addr) != 1) {
-        log_error("listen: %s is not an IPv4 address", host);
+    if (listen_addr(host, port, &sa) != 0)
         return -1;
-    }
     int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0)
         return -1;
@@ -387,6 +431,10 @@ struct net *net_create(const struct net_config *cfg)
     unsigned n = cfg->nloops ? cfg->nloops : 1;
     if (n > LOOP_MAX)
         n = LOOP_MAX;
+    if (probe_address(cfg->host, cfg->port) != 0) {
+        free(net);
+        return NULL;
+    }
     for (unsigned i = 0; i < n; i++) {
         int fd = listen_socket(cfg->host, cfg->port);
         struct loop *l = fd < 0 ? NULL : loop_new(net, i, fd);
