@@ -23,6 +23,7 @@
 #include "limit/node.h"
 #include "metrics/metrics.h"
 #include "net/loop.h"
+#include "net/tls.h"
 #include "pg/feed.h"
 #include "proto/push.h"
 #include "proto/session.h"
@@ -113,6 +114,28 @@ static int start_websocket(struct conn *c, const struct limit_client *lc, void *
     return session_start(c, lc);
 }
 
+/* SIGHUP: the certificate and key are read again, for connections accepted from now
+ * on (those open keep theirs); a pair that cannot be loaded leaves the current one. */
+static void on_reload(uv_signal_t *h, int signum)
+{
+    struct server *s = h->data;
+    const struct config *c = s->config;
+    if (c->tls_cert == NULL) {
+        log_info("SIGHUP: nothing to reload (tls_cert is not set)");
+        return;
+    }
+    char err[512], what[512];
+    struct tls_ctx *t = tls_ctx_load(c->tls_cert, c->tls_key, err, sizeof(err));
+    if (t == NULL) {
+        log_error("SIGHUP: TLS not reloaded, the current certificate stays: %s", err);
+        return;
+    }
+    net_set_tls(s->net, t);
+    tls_ctx_describe(t, what, sizeof(what));
+    tls_ctx_unref(t);
+    log_info("SIGHUP: TLS reloaded: %s", what);
+}
+
 static void on_signal(uv_signal_t *h, int signum)
 {
     struct server *s = h->data;
@@ -149,11 +172,25 @@ static int server_run(const struct config *config)
     mallopt(M_MMAP_THRESHOLD, 128 * 1024);
     if (metrics_init(n) != 0)
         return -1;
+    /* Before the listeners: a certificate that cannot serve is refused at once. */
+    struct tls_ctx *tls = NULL;
+    if (config->tls_cert) {
+        char terr[512], what[512];
+        tls = tls_ctx_load(config->tls_cert, config->tls_key, terr, sizeof(terr));
+        if (tls == NULL) {
+            log_error("%s", terr);
+            return -1;
+        }
+        tls_ctx_describe(tls, what, sizeof(what));
+        log_info("tls: %s", what);
+    }
     struct net_config nc = {
         .host = config->listen_host,
         .port = config->listen_port,
         .nloops = n,
         .client_queue_max = config->client_queue_max,
+        .tls = tls,
+        .tls_handshake_timeout = config->handshake_timeout,
         .accept = http_accept,
         .tick = on_tick,
         .loop_start = on_loop_start,
@@ -161,6 +198,7 @@ static int server_run(const struct config *config)
         .ud = &s,
     };
     s.net = net_create(&nc);
+    tls_ctx_unref(tls); /* the loops hold theirs */
     if (s.net == NULL)
         return -1;
     s.nloops = net_nloops(s.net);
@@ -198,19 +236,21 @@ static int server_run(const struct config *config)
     http_init(&hsc);
 
     uv_loop_t *main_loop = uv_default_loop();
-    uv_signal_t sigterm, sigint;
+    uv_signal_t sigterm, sigint, sighup;
     uv_signal_init(main_loop, &sigterm);
     uv_signal_init(main_loop, &sigint);
-    sigterm.data = sigint.data = &s;
+    uv_signal_init(main_loop, &sighup);
+    sigterm.data = sigint.data = sighup.data = &s;
     uv_signal_start(&sigterm, on_signal, SIGTERM);
     uv_signal_start(&sigint, on_signal, SIGINT);
+    uv_signal_start(&sighup, on_reload, SIGHUP);
 
     if (net_run(s.net) != 0) {
         log_error("cannot start the loop threads");
         return -1;
     }
-    log_info("herald listening on %s:%u with %u loops", config->listen_host, config->listen_port,
-             s.nloops);
+    log_info("herald listening on %s:%u with %u loops%s", config->listen_host, config->listen_port,
+             s.nloops, config->tls_cert ? " (TLS)" : "");
     if (pg_feed_start(config) != 0)
         log_error("change feed: cannot start its thread");
     /* The main thread only waits for signals. */
@@ -219,6 +259,7 @@ static int server_run(const struct config *config)
     net_join(s.net);
     uv_close((uv_handle_t *)&sigterm, NULL);
     uv_close((uv_handle_t *)&sigint, NULL);
+    uv_close((uv_handle_t *)&sighup, NULL);
     uv_run(main_loop, UV_RUN_NOWAIT);
     engine_close(s.engine); /* its last completions wait in the loops' inboxes */
     net_free(s.net);

@@ -13,8 +13,13 @@
 #include "net/loop.h"
 
 #define WHEEL_SLOTS 256 /* seconds; entries further out wait in their slot and are re-checked */
+/* A new connection's first request must come within this (its handler may say otherwise). */
+#define CONN_IDLE_SEC 30
 
 struct outq;
+struct tls_conn;
+struct tls_ctx;
+struct tls_loop;
 
 struct conn {
     uv_poll_t poll; /* poll.data == this */
@@ -36,6 +41,7 @@ struct conn {
     const struct conn_handler *h;
     void *ud;
     const struct conn_io *io;
+    struct tls_conn *tls; /* the TLS session (net/tls.c), or NULL: plaintext */
 };
 
 struct loop {
@@ -68,8 +74,9 @@ struct loop {
     struct pool conn_pool; /* connection structs (they churn) */
     struct pool outq_pool; /* small outbound queues */
     int shutting_down;
-    int joined;        /* its thread ran and was joined */
-    int accept_paused; /* out of descriptors: accepting again at the next tick */
+    int joined;           /* its thread ran and was joined */
+    int accept_paused;    /* out of descriptors: accepting again at the next tick */
+    struct tls_loop *tls; /* NULL: the listener is plaintext */
 };
 
 struct net {
@@ -85,6 +92,14 @@ void conn_flush(struct conn *c);
 void conn_shutdown(struct conn *c); /* server shutdown: the handler's, or abort */
 void conn_pools_init(struct loop *loop);
 void conn_pools_free(struct loop *loop);
+/* tls.c, for loop.c and conn.c: a loop's TLS state, from ctx (the loop takes a
+ * reference); the session of a connection just accepted (0, or -1 and c aborted); its
+ * end, from conn_abort. */
+int tls_loop_init(struct loop *loop, struct tls_ctx *ctx, unsigned handshake_timeout);
+void tls_loop_close(struct loop *loop); /* its handle, as the loop ends */
+void tls_loop_free(struct loop *loop);
+int tls_conn_start(struct conn *c);
+void tls_conn_free(struct conn *c);
 /* loop.c, for conn.c */
 void loop_conn_gone(struct loop *loop);
 

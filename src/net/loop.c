@@ -148,8 +148,9 @@ static void on_accept(uv_poll_t *h, int status, int events)
         int one = 1;
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
         struct conn *c = conn_new(l, fd);
-        if (c)
-            l->net->cfg.accept(c, l->net->cfg.ud);
+        if (c == NULL || (l->tls && tls_conn_start(c) != 0))
+            continue;
+        l->net->cfg.accept(c, l->net->cfg.ud);
     }
 }
 
@@ -337,6 +338,7 @@ static void loop_maybe_finish(struct loop *l)
         uv_close((uv_handle_t *)&l->flush_timer, on_handle_closed);
         uv_close((uv_handle_t *)&l->flush, on_handle_closed);
         uv_close((uv_handle_t *)&l->wake, on_handle_closed);
+        tls_loop_close(l);
     }
 }
 
@@ -384,6 +386,7 @@ static void loop_free(struct loop *l)
     free(l->work);
     buf_free(&l->reply);
     conn_pools_free(l);
+    tls_loop_free(l);
     pthread_mutex_destroy(&l->inbox_lock);
     free(l);
 }
@@ -398,6 +401,12 @@ static struct loop *loop_new(struct net *net, unsigned id, int fd)
     l->listen_fd = fd;
     l->read_buf = malloc(LOOP_READ_BUF);
     if (l->read_buf == NULL || uv_loop_init(&l->uv) != 0) {
+        free(l->read_buf);
+        free(l);
+        return NULL;
+    }
+    if (net->cfg.tls && tls_loop_init(l, net->cfg.tls, net->cfg.tls_handshake_timeout) != 0) {
+        uv_loop_close(&l->uv);
         free(l->read_buf);
         free(l);
         return NULL;
@@ -516,6 +525,7 @@ void net_free(struct net *net)
             uv_close((uv_handle_t *)&l->flush_timer, NULL);
             uv_close((uv_handle_t *)&l->flush, NULL);
             uv_close((uv_handle_t *)&l->wake, NULL);
+            tls_loop_close(l);
             uv_run(&l->uv, UV_RUN_NOWAIT);
             if (l->listen_fd >= 0)
                 close(l->listen_fd);

@@ -15,6 +15,7 @@ struct buf;
 struct conn;
 struct loop;
 struct net;
+struct tls_ctx;
 
 #define LOOP_MAX 64
 #define LOOP_READ_BUF (64 * 1024)
@@ -75,6 +76,9 @@ struct net_config {
     uint16_t port;
     unsigned nloops;           /* 1 to LOOP_MAX */
     uint64_t client_queue_max; /* output a connection may queue: past it, back-pressure */
+    /* TLS on the listener (net/tls.h; borrowed: each loop takes a reference), or NULL. */
+    struct tls_ctx *tls;
+    unsigned tls_handshake_timeout; /* seconds a TLS handshake may take */
     /* A connection was accepted: install its handler (net/conn.h). */
     void (*accept)(struct conn *c, void *ud);
     /* About once a second on every loop thread (housekeeping). May be NULL. */
