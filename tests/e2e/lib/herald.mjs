@@ -3,6 +3,7 @@
 import { spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
+import https from 'node:https';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
@@ -67,12 +68,14 @@ function exitPromise(child) {
 }
 
 // One HTTP request; resolves {status, headers, text, json} (json null when the body is not JSON).
-export function httpRequest(port, method, urlPath, { body = null, headers = {}, timeout = 5000 } = {}) {
+// With ca (PEM certificates to trust) the request goes over https.
+export function httpRequest(port, method, urlPath, { body = null, headers = {}, timeout = 5000, ca = null } = {}) {
     // Always a Content-Length: herald, like many servers, refuses chunked request bodies (411).
     if (body !== null) headers = { ...headers, 'Content-Length': Buffer.byteLength(body) };
     return new Promise((resolve, reject) => {
-        const req = http.request({
+        const req = (ca ? https : http).request({
             host: '127.0.0.1', port, method, path: urlPath, headers, agent: false, timeout,
+            ...(ca ? { ca } : {}),
         }, (res) => {
             const chunks = [];
             res.on('data', (c) => chunks.push(c));
@@ -143,7 +146,7 @@ function buildArgs(port, opts, configPath) {
     return args.concat(opts.args || []);
 }
 
-async function waitHealthy(port, child, getStderr, timeoutMs) {
+async function waitHealthy(port, child, getStderr, timeoutMs, ca) {
     const deadline = Date.now() + timeoutMs;
     let lastErr = null;
     while (Date.now() < deadline) {
@@ -151,7 +154,7 @@ async function waitHealthy(port, child, getStderr, timeoutMs) {
             return { exited: true, reason: `herald exited (code ${child.exitCode}, signal ${child.signalCode})` };
         }
         try {
-            const r = await httpRequest(port, 'GET', '/health', { timeout: 1000 });
+            const r = await httpRequest(port, 'GET', '/health', { timeout: 1000, ca });
             if (r.status === 200) return { ok: true };
             lastErr = `GET /health -> ${r.status}`;
         } catch (err) {
@@ -167,7 +170,8 @@ async function waitHealthy(port, child, getStderr, timeoutMs) {
  * opts: args (extra argv), env (extra environment), config (object written to herald.json and
  * passed with --config) or configText (the file's exact text), secret / apiKey (null: do not
  * pass the flag; keys present in the config file are never passed), threads, noListen,
- * readyTimeout (ms), bin ('release' | 'asan': which build, see heraldBin).
+ * readyTimeout (ms), bin ('release' | 'asan': which build, see heraldBin), ca (PEM: herald
+ * serves TLS with a certificate it signs; readiness, url, wsUrl and api go over TLS).
  * handle: {port, url, wsUrl, dir, bin (the binary's path), secret, apiKey, api(method, body, {key, raw}),
  *          token(sub, opts), stop(signal, timeoutMs) -> {code, signal, ms}, stderr(), alive()}
  */
@@ -196,7 +200,7 @@ export async function start(opts = {}) {
         const exited = exitPromise(child);
         exited.then(() => live.delete(child));
         const ready = await Promise.race([
-            waitHealthy(port, child, () => stderr, opts.readyTimeout ?? 15000),
+            waitHealthy(port, child, () => stderr, opts.readyTimeout ?? 15000, opts.ca ?? null),
             spawnError.then((err) => ({ exited: true, reason: `spawn ${bin}: ${err.message}` })),
         ]);
         if (ready.ok) {
@@ -220,8 +224,8 @@ function makeHandle({ child, bin, port, dir, args, opts, exited, getStderr, getS
     let stopped = null;
     const h = {
         port, dir, args, secret, apiKey, child, bin,
-        url: `http://127.0.0.1:${port}`,
-        wsUrl: `ws://127.0.0.1:${port}/connection/websocket`,
+        url: `${opts.ca ? 'https' : 'http'}://127.0.0.1:${port}`,
+        wsUrl: `${opts.ca ? 'wss' : 'ws'}://127.0.0.1:${port}/connection/websocket`,
         stderr: getStderr,
         stdout: getStdout,
         alive: () => child.exitCode === null && child.signalCode === null,
@@ -232,7 +236,7 @@ function makeHandle({ child, bin, port, dir, args, opts, exited, getStderr, getS
             const text = typeof body === 'string' ? body : JSON.stringify(body);
             const hdrs = { 'Content-Type': 'application/json', ...headers };
             if (key !== null) hdrs.Authorization = `apikey ${key}`;
-            return httpRequest(port, 'POST', `/api/${method}`, { body: text, headers: hdrs });
+            return httpRequest(port, 'POST', `/api/${method}`, { body: text, headers: hdrs, ca: opts.ca ?? null });
         },
         // Signals herald and waits for its exit; SIGKILL after timeoutMs. -> {code, signal, ms}
         stop: (signal = 'SIGTERM', timeoutMs = 5000) => {
