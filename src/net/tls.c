@@ -42,7 +42,8 @@ struct tls_conn {
     size_t ahead;
     struct tls_conn *more_next, *more_prev; /* on the loop's list to be read again */
     uint8_t on_more;
-    uint8_t unread; /* the last read filled the buffer: OpenSSL may hold more */
+    uint8_t unread;  /* the last read filled the buffer: OpenSSL may hold more */
+    uint8_t drained; /* the socket's last recv was short: it had nothing more then */
     uint8_t handshaking;
 };
 
@@ -209,6 +210,7 @@ static int bio_read(BIO *b, char *buf, int len)
     ssize_t n = recv(t->c->fd, buf, (size_t)len, 0);
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
         BIO_set_retry_read(b);
+    t->drained = n < len;
     return (int)n;
 }
 
@@ -388,6 +390,7 @@ static ssize_t tls_read(struct conn *c, void *buf, size_t len)
     }
     size_t got = 0;
     int e = SSL_ERROR_NONE;
+    t->drained = 0;
     while (got < len) {
         size_t want = len - got;
         int r = SSL_read(t->ssl, (uint8_t *)buf + got, want > INT_MAX ? INT_MAX : (int)want);
@@ -396,6 +399,12 @@ static ssize_t tls_read(struct conn *c, void *buf, size_t len)
             break;
         }
         got += (size_t)r;
+        /* Nothing left in OpenSSL and the socket had no more: another SSL_read would
+         * only cost a recv that says EAGAIN (what arrives later, the poll announces). */
+        if (t->drained && !SSL_has_pending(t->ssl)) {
+            e = SSL_ERROR_WANT_READ;
+            break;
+        }
     }
     /* Reading may have made records of ours (a KeyUpdate answered, an alert). */
     if ((c->loop->tls->scratch.len || t->pending.len) && out_send(t) < 0)

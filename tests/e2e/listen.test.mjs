@@ -13,7 +13,7 @@ import { test } from 'node:test';
 import tls from 'node:tls';
 import WebSocket from 'ws';
 import { makeClient, once } from './lib/centrifuge.mjs';
-import { DEFAULT_API_KEY, DEFAULT_SECRET, runHerald, sleep, withHerald } from './lib/herald.mjs';
+import { DEFAULT_API_KEY, DEFAULT_SECRET, runHerald, sanitizerReport, sleep, withHerald } from './lib/herald.mjs';
 
 const T = { timeout: 60000 };
 
@@ -138,6 +138,7 @@ test('a second herald on the same address exits non-zero naming it; the first ke
             assert.equal(res.timedOut, false, `the second herald kept running:\n${res.stderr}`);
             assert.notEqual(res.code, 0, res.stderr);
             assert.match(res.stderr, new RegExp(`listen ${addr.replace(/\./g, '\\.')}: address already in use`));
+            assert.equal(sanitizerReport(res.stderr), '');
             assert.ok(h.alive(), 'the first herald is gone');
         });
     });
@@ -399,6 +400,7 @@ test('TLS misconfigurations refuse to start, naming the key', T, async () => {
             assert.notEqual(res.code, 0, `${c.args.join(' ')}: exit 0`);
             assert.match(res.stderr, c.want, c.args.join(' '));
             assert.doesNotMatch(res.stderr, /herald listening/, c.args.join(' '));
+            assert.equal(sanitizerReport(res.stderr), '', c.args.join(' '));
         }
     } finally {
         rmSync(dir, { recursive: true, force: true });
