@@ -130,8 +130,8 @@ static void on_reload(uv_signal_t *h, int signum)
         log_error("SIGHUP: TLS not reloaded, the current certificate stays: %s", err);
         return;
     }
-    net_set_tls(s->net, t);
     tls_ctx_describe(t, what, sizeof(what));
+    net_set_tls(s->net, t);
     tls_ctx_unref(t);
     log_info("SIGHUP: TLS reloaded: %s", what);
 }

@@ -26,6 +26,10 @@
  * the ciphertext a connection holds when the socket is full. */
 #define TLS_ROUND (64 * 1024)
 #define TLS_RECORD 16384 /* the largest TLS plaintext record (RFC 8446 §5.1) */
+/* Ciphertext a connection may hold for a full socket: a round and the small records
+ * OpenSSL makes on its own (alerts, a KeyUpdate answered). Past it the peer is not
+ * reading what it asks for, and is let go. */
+#define TLS_PENDING_MAX (4 * TLS_ROUND)
 
 struct tls_ctx {
     atomic_uint refs;
@@ -298,6 +302,10 @@ static int out_send(struct tls_conn *t)
     } else {
         t->pending_off = off;
     }
+    if (t->pending.len - t->pending_off > TLS_PENDING_MAX) {
+        errno = ENOBUFS;
+        return -1;
+    }
     return 1;
 }
 
@@ -390,6 +398,7 @@ static ssize_t tls_read(struct conn *c, void *buf, size_t len)
     }
     size_t got = 0;
     int e = SSL_ERROR_NONE;
+    uint32_t waiting = t->pending.len;
     t->drained = 0;
     while (got < len) {
         size_t want = len - got;
@@ -406,8 +415,9 @@ static ssize_t tls_read(struct conn *c, void *buf, size_t len)
             break;
         }
     }
-    /* Reading may have made records of ours (a KeyUpdate answered, an alert). */
-    if ((c->loop->tls->scratch.len || t->pending.len) && out_send(t) < 0)
+    /* Reading may have made records of ours (a KeyUpdate answered, an alert): they go
+     * now, or after what already waits for the socket (then not tried again here). */
+    if ((c->loop->tls->scratch.len || t->pending.len != waiting) && out_send(t) < 0)
         return -1;
     t->unread = got == len;
     if (got && e != SSL_ERROR_NONE && e != SSL_ERROR_WANT_READ) {
