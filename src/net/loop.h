@@ -76,9 +76,6 @@ struct net_config {
     uint16_t port;
     unsigned nloops;           /* 1 to LOOP_MAX */
     uint64_t client_queue_max; /* output a connection may queue: past it, back-pressure */
-    /* TLS on the listener (net/tls.h; borrowed: each loop takes a reference), or NULL. */
-    struct tls_ctx *tls;
-    unsigned tls_handshake_timeout; /* seconds a TLS handshake may take */
     /* A connection was accepted: install its handler (net/conn.h). */
     void (*accept)(struct conn *c, void *ud);
     /* About once a second on every loop thread (housekeeping). May be NULL. */
@@ -88,6 +85,9 @@ struct net_config {
     /* On each loop thread just before it ends (free per-thread state). May be NULL. */
     void (*loop_exit)(struct loop *loop, void *ud);
     void *ud;
+    /* TLS on the listener (net/tls.h; borrowed: each loop takes a reference), or NULL. */
+    struct tls_ctx *tls;
+    unsigned tls_handshake_timeout; /* seconds a TLS handshake may take */
 };
 
 /* Create the listeners and loops (not running yet). NULL with a message logged. */
