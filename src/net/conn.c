@@ -21,6 +21,7 @@
 #define OUTQ_POOL_MAX 256
 #define CONN_POOL_MAX 1024
 #define CLOSE_GRACE_SEC 2
+#define HTTP_IDLE_SEC 30
 
 struct outq {
     uint32_t head, count, cap;
@@ -563,6 +564,6 @@ struct conn *conn_new(struct loop *l, int fd)
     c->events = UV_READABLE;
     uv_poll_start(&c->poll, UV_READABLE, conn_on_io);
     /* Until its handler says otherwise, an idle connection is closed after a while. */
-    conn_timer_set(c, CONN_IDLE_SEC);
+    conn_timer_set(c, HTTP_IDLE_SEC);
     return c;
 }

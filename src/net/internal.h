@@ -13,8 +13,6 @@
 #include "net/loop.h"
 
 #define WHEEL_SLOTS 256 /* seconds; entries further out wait in their slot and are re-checked */
-/* A new connection's first request must come within this (its handler may say otherwise). */
-#define CONN_IDLE_SEC 30
 
 struct outq;
 struct tls_conn;
@@ -93,8 +91,8 @@ void conn_shutdown(struct conn *c); /* server shutdown: the handler's, or abort 
 void conn_pools_init(struct loop *loop);
 void conn_pools_free(struct loop *loop);
 /* tls.c, for loop.c and conn.c: a loop's TLS state, from ctx (the loop takes a
- * reference); the session of a connection just accepted (0, or -1 and c aborted); its
- * end, from conn_abort. */
+ * reference); the session of a connection just accepted and given its handler (0, or -1
+ * and c aborted); its end, from conn_abort. */
 int tls_loop_init(struct loop *loop, struct tls_ctx *ctx, unsigned handshake_timeout);
 void tls_loop_close(struct loop *loop); /* its handle, as the loop ends */
 void tls_loop_free(struct loop *loop);

@@ -148,9 +148,13 @@ static void on_accept(uv_poll_t *h, int status, int events)
         int one = 1;
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
         struct conn *c = conn_new(l, fd);
-        if (c == NULL || (l->tls && tls_conn_start(c) != 0))
+        if (c == NULL)
             continue;
         l->net->cfg.accept(c, l->net->cfg.ud);
+        /* After the handler, whose deadline for the first request the handshake's
+         * counts against. */
+        if (l->tls && !c->closed)
+            tls_conn_start(c);
     }
 }
 

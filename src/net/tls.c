@@ -44,6 +44,9 @@ struct tls_conn {
     /* Plaintext at the head of the connection's queue that is already encrypted in
      * pending: reported written (so that the queue lets go of it) once pending is out. */
     size_t ahead;
+    /* The loop second by which the handler wanted the first request (its timer as the
+     * connection was accepted), restored once the handshake is done; 0: none. */
+    uint32_t first_request_by;
     struct tls_conn *more_next, *more_prev; /* on the loop's list to be read again */
     uint8_t on_more;
     uint8_t unread;  /* the last read filled the buffer: OpenSSL may hold more */
@@ -394,7 +397,14 @@ static ssize_t tls_read(struct conn *c, void *buf, size_t len)
         if (e != SSL_ERROR_NONE) /* garbage, a protocol we do not speak, EOF */
             return tls_failed(t, "handshake");
         t->handshaking = 0;
-        conn_timer_set(c, CONN_IDLE_SEC); /* as a plaintext connection starts */
+        /* The handler's deadline for the first request, counted from the accept as on a
+         * plaintext connection. */
+        if (t->first_request_by) {
+            uint32_t now = loop_now_sec(c->loop);
+            conn_timer_set(c, t->first_request_by > now ? t->first_request_by - now : 1);
+        } else {
+            loop_timer_clear(c->loop, &c->timer);
+        }
     }
     size_t got = 0;
     int e = SSL_ERROR_NONE;
@@ -562,8 +572,12 @@ int tls_conn_start(struct conn *c)
     t->handshaking = 1;
     c->tls = t;
     conn_set_io(c, &tls_io);
-    /* A slow or silent handshake is cut off as a slow request head would be. */
-    conn_timer_set(c, tl->handshake_timeout);
+    /* A slow or silent handshake is cut off after handshake_timeout, or sooner if the
+     * handler wants the first request sooner. */
+    uint32_t now = loop_now_sec(c->loop);
+    t->first_request_by = c->timer.at;
+    if (t->first_request_by == 0 || t->first_request_by > now + tl->handshake_timeout)
+        conn_timer_set(c, tl->handshake_timeout);
     return 0;
 }
 
