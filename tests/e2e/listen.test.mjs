@@ -283,6 +283,40 @@ test('TLS: a client message of many records; a client that stops reading is disc
         }
     });
 
+test('TLS: a reader that keeps stalling gets every publication once and in order', T, async () => {
+    const dir = tempDir();
+    try {
+        const a = makeCert(dir, 'a');
+        await withHerald({ threads: 2, ca: a.pem, args: ['--tls_cert', a.cert, '--tls_key', a.key,
+            '--client_queue_max', String(64 << 20)] }, async (h) => {
+            const c = await wssClient(h, a.pem, [{ id: 1, connect: { token: h.token('s') } },
+                { id: 2, subscribe: { channel: 'stall' } }]);
+            await c.next((m) => m.id === 2);
+            // The socket keeps filling: herald holds records it has encrypted and sends
+            // them later, reporting the frames written only then (none lost, none twice).
+            let stop = false;
+            const stalls = (async () => {
+                while (!stop) {
+                    c.ws._socket.pause();
+                    await sleep(150);
+                    c.ws._socket.resume();
+                    await sleep(30);
+                }
+            })();
+            const pad = 'y'.repeat(40 * 1024);
+            for (let i = 0; i < 200; i++) await apiOk(h, 'publish', { channel: 'stall', data: { i, pad } });
+            const pushes = () => c.messages.filter((m) => m.push);
+            await waitFor('every publication', () => pushes().length >= 200, 30000);
+            stop = true;
+            await stalls;
+            assert.deepEqual(pushes().map((m) => m.push.pub.data.i), Array.from({ length: 200 }, (_, i) => i));
+            c.ws.close();
+        });
+    } finally {
+        rmSync(dir, { recursive: true, force: true });
+    }
+});
+
 test('TLS: garbage and a half ClientHello are closed without harm', T, async () => {
     const dir = tempDir();
     try {
