@@ -56,6 +56,7 @@ uint32_t loop_now_sec(const struct loop *l)
     return (uint32_t)((loop_clock_ms() - l->net->start_ms) / 1000) + 1;
 }
 
+/* The listening address; -1 (logged) when host is not an IPv4 address. */
 static int listen_addr(const char *host, uint16_t port, struct sockaddr_in *sa)
 {
     memset(sa, 0, sizeof(*sa));
