@@ -260,17 +260,14 @@ static void scratch_clear(struct tls_loop *tl)
         buf_reset(&tl->scratch);
 }
 
-/* What TLS wrote waits in pending (earlier, the socket was full) or in the loop's
- * scratch (this turn): send it. 0 when everything is out, 1 when some is left in
- * pending (the socket is full), -1 on a socket error (errno). */
-static int out_send(struct tls_conn *t)
+/* out_send's work; on -1 the scratch may still hold what failed to go. */
+static int out_send_some(struct tls_conn *t)
 {
     struct buf *scratch = &t->c->loop->tls->scratch;
     /* bio_write appends to pending whenever it holds something: then scratch is empty. */
     struct buf *b = t->pending.len ? &t->pending : scratch;
     uint32_t off = b == scratch ? 0 : t->pending_off;
     if (b->oom) {
-        scratch_clear(t->c->loop->tls);
         errno = ENOMEM;
         return -1;
     }
@@ -310,6 +307,21 @@ static int out_send(struct tls_conn *t)
         return -1;
     }
     return 1;
+}
+
+/* What TLS wrote waits in pending (earlier, the socket was full) or in the loop's
+ * scratch (this turn): send it. 0 when everything is out, 1 when some is left in
+ * pending (the socket is full), -1 on a socket error (errno); the scratch is empty
+ * after, whatever the outcome. */
+static int out_send(struct tls_conn *t)
+{
+    int rc = out_send_some(t);
+    if (rc < 0) {
+        int err = errno;
+        scratch_clear(t->c->loop->tls); /* never sent on the next connection's behalf */
+        errno = err;
+    }
+    return rc;
 }
 
 /* ---- reading again what the socket will not announce ---- */
