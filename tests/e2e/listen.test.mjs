@@ -228,6 +228,7 @@ async function wssClient(h, ca, commands) {
         }
     });
     await new Promise((resolve, reject) => { ws.once('open', resolve); ws.once('error', reject); });
+    ws.on('error', () => {}); // a reset of our own making; the tests look at what arrived
     const next = (pred, timeout = 10000) => {
         const seen = messages.find(pred);
         if (seen) return Promise.resolve(seen);
@@ -311,6 +312,44 @@ test('TLS: a reader that keeps stalling gets every publication once and in order
             await stalls;
             assert.deepEqual(pushes().map((m) => m.push.pub.data.i), Array.from({ length: 200 }, (_, i) => i));
             c.ws.close();
+        });
+    } finally {
+        rmSync(dir, { recursive: true, force: true });
+    }
+});
+
+test('TLS: clients that reset mid-stream do not disturb the others on their loop', T, async () => {
+    const dir = tempDir();
+    try {
+        const a = makeCert(dir, 'a');
+        await withHerald({ threads: 1, ca: a.pem, args: ['--tls_cert', a.cert, '--tls_key', a.key] }, async (h) => {
+            const sub = [{ id: 1, connect: { token: h.token('r') } }, { id: 2, subscribe: { channel: 'rst' } }];
+            const good = [];
+            const doomed = [];
+            for (let i = 0; i < 10; i++) {
+                good.push(await wssClient(h, a.pem, sub));
+                doomed.push(await wssClient(h, a.pem, sub));
+            }
+            await Promise.all([...good, ...doomed].map((c) => c.next((m) => m.id === 2)));
+            // Publications keep going out while half of the clients reset their connections
+            // (closed with unread data: the kernel sends RST), so that herald's reads and
+            // sends on them fail, now and then in the middle of a flush to the others.
+            for (const c of doomed) c.ws._socket.pause();
+            const pad = 'z'.repeat(8 * 1024);
+            const pubs = [];
+            for (let i = 0; i < 60; i++) {
+                pubs.push(apiOk(h, 'publish', { channel: 'rst', data: { i, pad } }));
+                if (i % 6 === 5) doomed[i / 6 | 0].ws._socket.destroy();
+                await sleep(5);
+            }
+            await Promise.all(pubs);
+            for (const c of good) {
+                await waitFor('every publication', () => c.messages.filter((m) => m.push).length >= 60, 10000);
+                assert.deepEqual(c.messages.filter((m) => m.push).map((m) => m.push.pub.data.i),
+                    Array.from({ length: 60 }, (_, i) => i));
+                assert.equal(c.ws.readyState, WebSocket.OPEN);
+                c.ws.close();
+            }
         });
     } finally {
         rmSync(dir, { recursive: true, force: true });
