@@ -57,7 +57,8 @@ struct tls_conn {
 struct tls_loop {
     struct tls_ctx *ctx; /* one reference; for connections accepted from now on */
     unsigned handshake_timeout;
-    struct buf scratch; /* this turn's ciphertext of one connection, sent at once */
+    struct buf scratch;                /* this turn's ciphertext of one connection, sent at once */
+    const struct tls_conn *scratch_of; /* whose records are in it */
     /* Connections whose read filled the buffer: OpenSSL may hold decrypted or read-ahead
      * records that the socket's readiness will not announce (the kernel has handed them
      * over already), so they are read again on the next turn. */
@@ -206,6 +207,16 @@ void tls_ctx_describe(const struct tls_ctx *t, char *out, size_t len)
 
 /* ---- the socket under OpenSSL: our BIO ---- */
 
+/* Empty the loop's scratch after a failure (what is in it belongs to a connection that
+ * is going; the next one must not send it). */
+static void scratch_clear(struct tls_loop *tl)
+{
+    if (tl->scratch.oom)
+        buf_free(&tl->scratch);
+    else
+        buf_reset(&tl->scratch);
+}
+
 static BIO_METHOD *bio_method;
 static pthread_once_t bio_once = PTHREAD_ONCE_INIT;
 
@@ -226,7 +237,16 @@ static int bio_read(BIO *b, char *buf, int len)
 static int bio_write(BIO *b, const char *p, int len)
 {
     struct tls_conn *t = BIO_get_data(b);
-    struct buf *out = t->pending.len ? &t->pending : &t->c->loop->tls->scratch;
+    struct tls_loop *tl = t->c->loop->tls;
+    struct buf *out = &t->pending;
+    if (t->pending.len == 0) {
+        out = &tl->scratch;
+        /* Every path empties the scratch after its connection's call; should one not,
+         * its records still never reach another connection's peer. */
+        if (tl->scratch_of != t)
+            scratch_clear(tl);
+        tl->scratch_of = t;
+    }
     BIO_clear_retry_flags(b);
     buf_append(out, p, (size_t)len);
     return out->oom ? -1 : len;
@@ -249,16 +269,6 @@ static void bio_method_init(void)
 }
 
 /* ---- sending ---- */
-
-/* Empty the loop's scratch after a failure (what is in it belongs to a connection that
- * is going; the next one must not send it). */
-static void scratch_clear(struct tls_loop *tl)
-{
-    if (tl->scratch.oom)
-        buf_free(&tl->scratch);
-    else
-        buf_reset(&tl->scratch);
-}
 
 /* out_send's work; on -1 the scratch may still hold what failed to go. */
 static int out_send_some(struct tls_conn *t)
@@ -596,9 +606,14 @@ int tls_conn_start(struct conn *c)
 void tls_conn_free(struct conn *c)
 {
     struct tls_conn *t = c->tls;
-    more_unlink(c->loop->tls, t);
+    struct tls_loop *tl = c->loop->tls;
+    more_unlink(tl, t);
     SSL_free(t->ssl); /* and the BIO */
     ERR_clear_error();
+    if (tl->scratch_of == t) {
+        scratch_clear(tl); /* empty already; and the next at this address is another */
+        tl->scratch_of = NULL;
+    }
     buf_free(&t->pending);
     free(t);
     c->tls = NULL;
