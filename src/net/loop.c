@@ -56,16 +56,24 @@ uint32_t loop_now_sec(const struct loop *l)
     return (uint32_t)((loop_clock_ms() - l->net->start_ms) / 1000) + 1;
 }
 
-/* The listening address; -1 (logged) when host is not an IPv4 address. */
-static int listen_addr(const char *host, uint16_t port, struct sockaddr_in *sa)
+/* The listening address, IPv4 or IPv6 (config keeps "[::1]:8000" as host "::1"); its
+ * length, or 0 (logged) when host is neither. */
+static socklen_t listen_addr(const char *host, uint16_t port, struct sockaddr_storage *ss)
 {
-    memset(sa, 0, sizeof(*sa));
-    sa->sin_family = AF_INET;
-    sa->sin_port = htons(port);
-    if (inet_pton(AF_INET, host, &sa->sin_addr) != 1) {
-        log_error("listen: %s is not an IPv4 address", host);
-        return -1;
+    memset(ss, 0, sizeof(*ss));
+    struct sockaddr_in *v4 = (struct sockaddr_in *)ss;
+    struct sockaddr_in6 *v6 = (struct sockaddr_in6 *)ss;
+    if (inet_pton(AF_INET, host, &v4->sin_addr) == 1) {
+        v4->sin_family = AF_INET;
+        v4->sin_port = htons(port);
+        return sizeof(*v4);
     }
+    if (inet_pton(AF_INET6, host, &v6->sin6_addr) == 1) {
+        v6->sin6_family = AF_INET6;
+        v6->sin6_port = htons(port);
+        return sizeof(*v6);
+    }
+    log_error("listen: %s is not an IPv4 or IPv6 address", host);
     return 0;
 }
 
@@ -82,17 +90,20 @@ static int listen_addr(const char *host, uint16_t port, struct sockaddr_in *sa)
  * the threads). 0, or -1 with the message logged. */
 static int probe_address(const char *host, uint16_t port)
 {
-    struct sockaddr_in sa;
-    if (listen_addr(host, port, &sa) != 0)
+    struct sockaddr_storage sa;
+    socklen_t len = listen_addr(host, port, &sa);
+    if (len == 0)
         return -1;
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    int fd = socket(sa.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0) {
         log_error("listen %s:%u: socket: %s", host, port, strerror(errno));
         return -1;
     }
     int one = 1;
     setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-    int rc = bind(fd, (struct sockaddr *)&sa, sizeof(sa));
+    if (sa.ss_family == AF_INET6) /* the address given, not the IPv4 one mapped onto it */
+        setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
+    int rc = bind(fd, (struct sockaddr *)&sa, len);
     int err = errno;
     close(fd);
     if (rc == 0)
@@ -110,16 +121,19 @@ static int probe_address(const char *host, uint16_t port)
  * connections over the loops, so no loop hands connections to another. */
 static int listen_socket(const char *host, uint16_t port)
 {
-    struct sockaddr_in sa;
-    if (listen_addr(host, port, &sa) != 0)
+    struct sockaddr_storage sa;
+    socklen_t len = listen_addr(host, port, &sa);
+    if (len == 0)
         return -1;
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    int fd = socket(sa.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0)
         return -1;
     int one = 1;
     setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
     setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
-    if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0 || listen(fd, 4096) != 0) {
+    if (sa.ss_family == AF_INET6)
+        setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
+    if (bind(fd, (struct sockaddr *)&sa, len) != 0 || listen(fd, 4096) != 0) {
         log_error("listen %s:%u: %s", host, port, strerror(errno));
         close(fd);
         return -1;

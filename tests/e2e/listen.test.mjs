@@ -3,7 +3,7 @@
 // (wss:// and the API over https on one port, hostile handshakes, SIGHUP reload, refused
 // misconfigurations).
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { X509Certificate, randomBytes } from 'node:crypto';
 import { copyFileSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
@@ -13,7 +13,7 @@ import { test } from 'node:test';
 import tls from 'node:tls';
 import WebSocket from 'ws';
 import { makeClient, once } from './lib/centrifuge.mjs';
-import { DEFAULT_API_KEY, DEFAULT_SECRET, runHerald, sanitizerReport, sleep, withHerald } from './lib/herald.mjs';
+import { DEFAULT_API_KEY, DEFAULT_SECRET, heraldBin, runHerald, sanitizerReport, sleep, withHerald } from './lib/herald.mjs';
 
 const T = { timeout: 60000 };
 
@@ -161,6 +161,44 @@ test('an address held otherwise is refused too: the wildcard over a herald, a se
             assert.match(res.stderr, new RegExp(`listen 127\\.0\\.0\\.1:${port}: address already in use`));
         } finally {
             srv.close();
+        }
+    });
+
+test('an IPv6 address is listened on ([::1]:port): a WebSocket connects, and a second herald there is refused', T,
+    async () => {
+        const port = await new Promise((resolve, reject) => {
+            const srv = net.createServer();
+            srv.on('error', reject);
+            srv.listen(0, '::1', () => { const p = srv.address().port; srv.close(() => resolve(p)); });
+        });
+        const child = spawn(heraldBin(), ['--listen', `[::1]:${port}`, '--allow_anonymous', 'true',
+            '--api_key', DEFAULT_API_KEY], { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env } });
+        let stderr = '';
+        child.stderr.on('data', (c) => { stderr += c; });
+        const exited = new Promise((r) => child.on('close', (code, signal) => r({ code, signal })));
+        try {
+            await waitFor('herald on [::1]', () => new Promise((r) => {
+                const s = net.connect(port, '::1', () => { s.destroy(); r(true); });
+                s.on('error', () => r(false));
+            }), 10000);
+            const ws = new WebSocket(`ws://[::1]:${port}/connection/websocket`);
+            const reply = await new Promise((resolve, reject) => {
+                ws.on('open', () => ws.send(JSON.stringify({ id: 1, connect: {} })));
+                ws.on('message', (m) => resolve(JSON.parse(m.toString())));
+                ws.on('error', reject);
+            });
+            ws.close();
+            assert.equal(reply.id, 1);
+            assert.ok(reply.connect && reply.connect.client, JSON.stringify(reply));
+            const res = await runHerald(['--listen', `[::1]:${port}`, '--api_key', 'k'], { timeout: 8000 });
+            assert.equal(res.timedOut, false, res.stderr);
+            assert.notEqual(res.code, 0);
+            assert.match(res.stderr, new RegExp(`listen ::1:${port}: address already in use`));
+        } finally {
+            child.kill('SIGTERM');
+            const end = await exited;
+            assert.equal(end.code, 0, stderr);
+            assert.equal(sanitizerReport(stderr), '');
         }
     });
 
