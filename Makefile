@@ -4,7 +4,7 @@
 #   make fuzz       builds the libFuzzer targets (clang)
 #   make bench      runs the standard benchmark set, writes docs/benchmarks.md
 CC      ?= cc
-PKGS    := libuv libssl libcrypto hiredis libpq
+PKGS    := libuv libssl libcrypto hiredis libpq libcurl
 WARN    := -std=c11 -Wall -Wextra -Wshadow -Werror -Wno-unused-parameter
 DEFS    := -D_GNU_SOURCE -Isrc
 CFLAGS  ?= -O2 -g
