@@ -12,6 +12,7 @@
 #include <uv.h>
 
 #include "auth/jwt.h"
+#include "auth/keys.h"
 #include "core/buf.h"
 #include "core/config.h"
 #include "core/log.h"
@@ -22,6 +23,7 @@
 #include "hub/hub.h"
 #include "limit/node.h"
 #include "metrics/metrics.h"
+#include "net/fetch.h"
 #include "net/loop.h"
 #include "net/tls.h"
 #include "pg/feed.h"
@@ -109,9 +111,84 @@ static int ready(char *detail, size_t len)
     return hub_ready(detail, len) && pg_feed_ready(detail, len);
 }
 
-static int start_websocket(struct conn *c, const struct limit_client *lc, void *ud)
+static int start_websocket(struct conn *c, const struct limit_client *lc,
+                           const uint8_t *query_token, size_t len, void *ud)
 {
-    return session_start(c, lc);
+    if (session_start(c, lc) != 0)
+        return -1;
+    session_set_query_token(c, query_token, len);
+    return 0;
+}
+
+/* The JWKS of token_jwks_url: fetched at start, every JWKS_REFRESH_MS, sooner when a
+ * token names an unknown kid (auth/keys.h paces that); a failed fetch keeps the keys
+ * there are and is retried with a growing delay. */
+#define JWKS_MAX_BODY (1024 * 1024)
+#define JWKS_TIMEOUT_MS 3000
+#define JWKS_REFRESH_MS (10 * 60 * 1000)
+#define JWKS_RETRY_MIN_MS 2000
+#define JWKS_RETRY_MAX_MS (5 * 60 * 1000)
+
+struct jwks_source {
+    struct keys *keys;
+    struct fetch *fetch;
+    unsigned retry_ms;
+};
+
+static unsigned on_jwks(void *ud, int status, const uint8_t *body, size_t len, const char *error)
+{
+    struct jwks_source *j = ud;
+    char err[160];
+    unsigned next;
+    if (status == 200 && keys_load_jwks(j->keys, body, len, err, sizeof(err)) == 0) {
+        if (j->retry_ms)
+            log_info("token_jwks_url: fetched again, %zu keys", keys_jwks_size(j->keys));
+        j->retry_ms = 0;
+        next = JWKS_REFRESH_MS;
+    } else {
+        size_t have = keys_jwks_size(j->keys);
+        if (status == 200)
+            log_warn("token_jwks_url: %s; %zu cached keys kept", err, have);
+        else if (status)
+            log_warn("token_jwks_url: HTTP %d; %zu cached keys kept", status, have);
+        else
+            log_warn("token_jwks_url: %s; %zu cached keys kept", error, have);
+        j->retry_ms = j->retry_ms ? j->retry_ms * 2 : JWKS_RETRY_MIN_MS;
+        if (j->retry_ms > JWKS_RETRY_MAX_MS)
+            j->retry_ms = JWKS_RETRY_MAX_MS;
+        next = j->retry_ms;
+    }
+    keys_fetched(j->keys, loop_clock_ms());
+    return next;
+}
+
+static void jwks_soon(void *ud, unsigned delay_ms)
+{
+    fetch_soon(ud, delay_ms);
+}
+
+static void jwks_close(struct jwks_source *j)
+{
+    fetch_stop(j->fetch);
+    keys_fetched(j->keys, loop_clock_ms());
+    keys_free(j->keys);
+}
+
+/* The token keys of the configuration; NULL (message logged) when a key is unusable. */
+static struct keys *token_keys_open(const struct config *config)
+{
+    struct keys_config kc = {config->token_hmac_secret,
+                             config->token_rsa_public_key,
+                             config->token_ecdsa_public_key,
+                             config->token_jwks_url != NULL,
+                             config->token_audience,
+                             config->token_issuer,
+                             config->token_leeway};
+    char err[200];
+    struct keys *k = keys_new(&kc, err, sizeof(err));
+    if (k == NULL)
+        log_error("%s", err);
+    return k;
 }
 
 /* SIGHUP: the certificate and key are read again, for connections accepted from now
@@ -166,12 +243,30 @@ static int server_run(const struct config *config)
         log_error("%s", ferr);
         return -1;
     }
+    struct jwks_source jwks = {token_keys_open(config), NULL, 0};
+    if (jwks.keys == NULL)
+        return -1;
+    if (config->token_jwks_url) {
+        /* Before the loops start: libcurl's global set-up is not for concurrent threads. */
+        struct fetch_config fc = {config->token_jwks_url, JWKS_MAX_BODY, JWKS_TIMEOUT_MS, on_jwks,
+                                  &jwks};
+        jwks.fetch = fetch_start(&fc, ferr, sizeof(ferr));
+        if (jwks.fetch == NULL) {
+            log_error("token_jwks_url: %s", ferr);
+            keys_free(jwks.keys);
+            return -1;
+        }
+        keys_set_fetch(jwks.keys, jwks_soon, jwks.fetch);
+    }
+    session_set_keys(jwks.keys);
     /* Large buffers (a big reply, a history answer) come from mmap and go back to the
      * system when freed: a fixed threshold stops glibc from raising it after the first
      * one and serving the next from the heap, where freed memory stays resident. */
     mallopt(M_MMAP_THRESHOLD, 128 * 1024);
-    if (metrics_init(n) != 0)
+    if (metrics_init(n) != 0) {
+        jwks_close(&jwks);
         return -1;
+    }
     /* Before the listeners: a certificate that cannot serve is refused at once. */
     struct tls_ctx *tls = NULL;
     if (config->tls_cert) {
@@ -179,6 +274,7 @@ static int server_run(const struct config *config)
         tls = tls_ctx_load(config->tls_cert, config->tls_key, terr, sizeof(terr));
         if (tls == NULL) {
             log_error("%s", terr);
+            jwks_close(&jwks);
             return -1;
         }
         tls_ctx_describe(tls, what, sizeof(what));
@@ -199,8 +295,10 @@ static int server_run(const struct config *config)
     };
     s.net = net_create(&nc);
     tls_ctx_unref(tls); /* the loops hold theirs */
-    if (s.net == NULL)
+    if (s.net == NULL) {
+        jwks_close(&jwks);
         return -1;
+    }
     s.nloops = net_nloops(s.net);
     for (unsigned i = 0; i < s.nloops; i++)
         s.loops[i] = net_loop(s.net, i);
@@ -208,6 +306,7 @@ static int server_run(const struct config *config)
                                session_lost, session_control_apply};
     if (hub_init(s.nloops, s.loops, config->max_channels, &hc) != 0) {
         net_join_and_free(s.net);
+        jwks_close(&jwks);
         return -1;
     }
     char err[160];
@@ -218,6 +317,7 @@ static int server_run(const struct config *config)
         log_error("%s", err);
         net_join_and_free(s.net);
         hub_shutdown();
+        jwks_close(&jwks);
         return -1;
     }
     hub_set_engine(s.engine);
@@ -257,6 +357,10 @@ static int server_run(const struct config *config)
     uv_run(main_loop, UV_RUN_DEFAULT);
     pg_feed_stop();
     net_join(s.net);
+    /* Connects still waiting for the JWKS are released into the loops' inboxes, which
+     * net_free runs. */
+    fetch_stop(jwks.fetch);
+    keys_fetched(jwks.keys, loop_clock_ms());
     uv_close((uv_handle_t *)&sigterm, NULL);
     uv_close((uv_handle_t *)&sigint, NULL);
     uv_close((uv_handle_t *)&sighup, NULL);
@@ -266,6 +370,7 @@ static int server_run(const struct config *config)
     hub_shutdown();
     limit_shutdown();
     metrics_free();
+    keys_free(jwks.keys);
     log_info("herald stopped");
     return 0;
 }
@@ -386,10 +491,12 @@ static int cmd_serve(int argc, char **argv)
         config_free(&c);
         return 2;
     }
-    if (c.token_hmac_secret == NULL && !c.allow_anonymous)
-        log_warn("token_hmac_secret is not set and allow_anonymous is off: no client can "
-                 "connect (run: herald genconfig -o herald.json)");
-    if (c.api_key == NULL)
+    if (c.token_hmac_secret == NULL && c.token_rsa_public_key == NULL &&
+        c.token_ecdsa_public_key == NULL && c.token_jwks_url == NULL && !c.allow_anonymous)
+        log_warn("no token key is set (token_hmac_secret, token_rsa_public_key, "
+                 "token_ecdsa_public_key, token_jwks_url) and allow_anonymous is off: no client "
+                 "can connect (run: herald genconfig -o herald.json)");
+    if (c.api_key == NULL && c.n_api_keys == 0)
         log_warn("api_key is not set: the server API answers 401 to everything");
     int rc = server_run(&c);
     config_free(&c);

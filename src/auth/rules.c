@@ -21,6 +21,15 @@ int auth_api_key_ok(const char *key, const uint8_t *given, size_t len)
     return diff == 0;
 }
 
+int auth_api_keys_ok(const char *key, char *const *keys, size_t n, const uint8_t *given,
+                     size_t len)
+{
+    int ok = auth_api_key_ok(key, given, len);
+    for (size_t i = 0; i < n; i++)
+        ok |= auth_api_key_ok(keys[i], given, len);
+    return ok;
+}
+
 int auth_origin_allowed(char *const *allowed, size_t n, const uint8_t *origin, size_t len)
 {
     if (n == 0)

@@ -14,6 +14,12 @@
  * empty key matches nothing. */
 int auth_api_key_ok(const char *key, const uint8_t *given, size_t len);
 
+/* Does given equal key or one of keys[0..n) (api_key and api_keys: several valid at
+ * once, so that they rotate without downtime)? Every key is compared, in constant time
+ * each, whichever matches: the time tells neither which key nor how many bytes. */
+int auth_api_keys_ok(const char *key, char *const *keys, size_t n, const uint8_t *given,
+                     size_t len);
+
 /* Is origin[0..len) one of the n exact values allowed (n == 0: any origin)? */
 int auth_origin_allowed(char *const *allowed, size_t n, const uint8_t *origin, size_t len);
 

@@ -65,6 +65,8 @@ struct http_conn {
     uint8_t limiting;     /* an upgrade waits for the per-IP limits across nodes */
     struct limit_client lc; /* what that upgrade holds of the limits meanwhile */
     char accept[29];        /* and its Sec-WebSocket-Accept */
+    uint8_t *query_token;   /* and the connection token of its URL (allow_query_token) */
+    size_t query_token_len;
 };
 
 static void respond_head(struct buf *b, int status, const char *content_type, size_t body_len,
@@ -135,10 +137,12 @@ static int api_authorized(const struct config *cfg, const struct http_request *r
 {
     const struct http_header *h = http_find_header(r, "authorization");
     if (h && h->value_len >= 7 && strncasecmp((const char *)h->value, "apikey ", 7) == 0 &&
-        auth_api_key_ok(cfg->api_key, h->value + 7, h->value_len - 7))
+        auth_api_keys_ok(cfg->api_key, cfg->api_keys, cfg->n_api_keys, h->value + 7,
+                         h->value_len - 7))
         return 1;
     h = http_find_header(r, "x-api-key");
-    return h && auth_api_key_ok(cfg->api_key, h->value, h->value_len);
+    return h && auth_api_keys_ok(cfg->api_key, cfg->api_keys, cfg->n_api_keys, h->value,
+                                 h->value_len);
 }
 
 /* Does the request need its body: an authorised POST to a server API method? Every
@@ -157,6 +161,42 @@ int http_ws_check(const struct http_request *r, char accept[29])
         hs[i] = (struct ws_header){r->headers[i].name, r->headers[i].name_len,
                                    r->headers[i].value, r->headers[i].value_len};
     return ws_handshake_check(r->minor_version, hs, r->num_headers, accept);
+}
+
+static int hex_digit(uint8_t c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    c |= 0x20;
+    return c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+}
+
+/* The value of the query's "token" parameter (RFC 3986 section 3.4, form-encoded as
+ * browsers write it), percent-decoded into out (as long as the query); -1 when there
+ * is none. */
+static ssize_t query_token(const struct http_request *r, uint8_t *out)
+{
+    const uint8_t *q = r->query, *end = r->query + r->query_len;
+    while (q && q < end) {
+        const uint8_t *amp = memchr(q, '&', (size_t)(end - q));
+        const uint8_t *pe = amp ? amp : end;
+        if (pe - q >= 6 && memcmp(q, "token=", 6) == 0) {
+            size_t o = 0;
+            for (const uint8_t *v = q + 6; v < pe; v++) {
+                int hi, lo;
+                if (*v == '%' && pe - v >= 3 && (hi = hex_digit(v[1])) >= 0 &&
+                    (lo = hex_digit(v[2])) >= 0) {
+                    out[o++] = (uint8_t)(hi << 4 | lo);
+                    v += 2;
+                } else {
+                    out[o++] = *v == '+' ? ' ' : *v;
+                }
+            }
+            return (ssize_t)o;
+        }
+        q = pe + 1;
+    }
+    return -1;
 }
 
 /* The last header of that name (the nearest proxy's, for X-Forwarded-For), or NULL. */
@@ -207,11 +247,14 @@ static void switch_protocols(struct http_conn *h)
     buf_free(&b);
     /* The WebSocket side takes the connection over: this state goes. */
     conn_set_handler(c, NULL, NULL);
+    uint8_t *token = h->query_token;
+    size_t token_len = h->query_token_len;
     free(h);
-    if (failed || server.websocket(c, &lc, server.ud) != 0) {
+    if (failed || server.websocket(c, &lc, token, token_len, server.ud) != 0) {
         limit_client_release(&lc);
         conn_abort(c);
     }
+    free(token);
 }
 
 /* The per-IP limits across nodes answered (on this loop). */
@@ -221,6 +264,10 @@ static void on_shared_admit(void *ud, int allowed)
     h->limiting = 0;
     if (!allowed)
         h->lc.ip_shared = 0; /* refused: not counted there */
+    if (h->dead || !allowed) {
+        free(h->query_token);
+        h->query_token = NULL;
+    }
     if (h->dead) {
         limit_client_release(&h->lc);
         if (h->ncalls == 0)
@@ -250,12 +297,34 @@ static void upgrade(struct http_conn *h, const struct http_request *r)
         respond_error(c, status, 0, status == 426 ? "Sec-WebSocket-Version: 13\r\n" : NULL);
         return;
     }
+    /* A URL lands in proxies' and browsers' logs and histories: a token there is refused
+     * unless allow_query_token says otherwise. */
+    uint8_t *token = r->query_len ? malloc(r->query_len) : NULL;
+    if (r->query_len && token == NULL) {
+        respond_error(c, 500, 0, NULL);
+        return;
+    }
+    ssize_t token_len = token ? query_token(r, token) : -1;
+    if (token_len >= 0 && !server.config->allow_query_token) {
+        static const char why[] = "400 Bad Request: a token in the URL query is refused; send "
+                                  "it in the connect command (or set allow_query_token)\n";
+        free(token);
+        respond_full(c, 400, "text/plain", (const uint8_t *)why, sizeof(why) - 1, 0, NULL, 0);
+        return;
+    }
     struct loop *loop = conn_loop(c);
     client_addr(c, r, &h->lc.addr);
     enum limit_verdict v = limit_client_admit(&h->lc, loop_now_ms(loop) * 1000, loop_id(loop));
     if (v != LIMIT_OK) {
+        free(token);
         refuse_limit(c, v);
         return;
+    }
+    if (token_len > 0) {
+        h->query_token = token;
+        h->query_token_len = (size_t)token_len;
+    } else {
+        free(token);
     }
     /* Across nodes (Redis): the 101 waits for the shared count and rate; this
      * connection reads nothing more meanwhile. */

@@ -20,9 +20,11 @@ struct http_server_config {
     const struct config *config; /* borrowed for the life of the process */
     /* The upgrade was accepted and its 101 queued: start the WebSocket side on c
      * (install its handler), which takes over what lc holds of the limits (copied;
-     * released when the connection ends). 0, or -1 (nothing taken: the caller releases lc
-     * and aborts c). */
-    int (*websocket)(struct conn *c, const struct limit_client *lc, void *ud);
+     * released when the connection ends). query_token (len 0: none) is the connection
+     * token of the URL query, allowed by allow_query_token; borrowed for the call. 0, or -1
+     * (nothing taken: the caller releases lc and aborts c). */
+    int (*websocket)(struct conn *c, const struct limit_client *lc, const uint8_t *query_token,
+                     size_t len, void *ud);
     /* /ready: 1 when every store herald needs answers, else 0 and a JSON detail. */
     int (*ready)(char *detail, size_t len);
     void *ud;

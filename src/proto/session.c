@@ -14,6 +14,7 @@
 #include <time.h>
 
 #include "auth/jwt.h"
+#include "auth/keys.h"
 #include "auth/rules.h"
 #include "core/buf.h"
 #include "core/config.h"
@@ -45,6 +46,9 @@ struct session {
     uint8_t strikes;      /* commands refused in a row by client_command_rate */
     uint64_t command_tat; /* its GCRA state (limit/limit.h) */
     struct limit_client lc; /* the client's address and what it holds of the limits */
+    uint8_t awaiting_keys; /* its connect waits for the JWKS to be fetched (unknown kid) */
+    uint8_t deferred;      /* commands waiting for the JWKS */
+    uint8_t retrying;      /* running a deferred command: an unknown kid is final */
     uint32_t pending;  /* hub/engine requests not completed yet */
     uint32_t nsubs;
     uint32_t ping_at;   /* loop second (loop_now_sec) of the next ping */
@@ -53,6 +57,8 @@ struct session {
     char *user;         /* NUL-terminated, "" for anonymous */
     uint8_t *info;      /* conn_info from the token (raw JSON) or NULL */
     uint32_t info_len;
+    uint8_t *query_token; /* the URL query's connection token (allow_query_token), or NULL */
+    uint32_t query_token_len;
     struct hub_sub *subs;
 };
 
@@ -167,6 +173,7 @@ static void drop_subs(struct session *s)
 
 static void session_free(struct session *s)
 {
+    free(s->query_token);
     free(s->user);
     free(s->info);
     free(s);
@@ -310,21 +317,31 @@ static void set_expiry(struct session *s, int64_t exp)
 
 /* ---- tokens ---- */
 
-enum token_check { TOKEN_OK, TOKEN_EXPIRED, TOKEN_REFUSED };
+/* The token keys (auth/keys.h), set by main.c before the loops run; NULL refuses every
+ * token. */
+static struct keys *token_keys;
 
-/* Verify a token (HS256 with token_hmac_secret). After connect, its sub must be the
- * session's user; with channel, its channel claim must be that channel, without, it
- * must have none (a connection token). TOKEN_OK: claims filled, the caller frees them;
- * otherwise nothing to free. A valid token for another user or channel is
- * TOKEN_REFUSED, like a bad signature (3500). */
+void session_set_keys(struct keys *k)
+{
+    token_keys = k;
+}
+
+enum token_check { TOKEN_OK, TOKEN_EXPIRED, TOKEN_REFUSED, TOKEN_UNKNOWN_KID };
+
+/* Verify a token with the key set (the key decides the algorithm). After connect, its
+ * sub must be the session's user; with channel, its channel claim must be that channel,
+ * without, it must have none (a connection token). TOKEN_OK: claims filled, the caller
+ * frees them; otherwise nothing to free. A valid token for another user or channel is
+ * TOKEN_REFUSED, like a bad signature (3500). TOKEN_UNKNOWN_KID: its kid is not in the
+ * JWKS (yet): the caller defers the command (defer) or refuses it. */
 static enum token_check check_token(const struct session *s, struct json_span token,
                                     const struct json_span *channel, struct jwt_claims *claims)
 {
-    const char *secret = config->token_hmac_secret;
-    if (secret == NULL)
+    if (token_keys == NULL)
         return TOKEN_REFUSED;
-    int r = jwt_verify_hs256(token.p, token.len, (const uint8_t *)secret, strlen(secret),
-                             (int64_t)time(NULL), claims);
+    int r = keys_verify(token_keys, token.p, token.len, (int64_t)time(NULL), claims);
+    if (r == JWT_UNKNOWN_KID)
+        return s->retrying ? TOKEN_REFUSED : TOKEN_UNKNOWN_KID;
     if (r == JWT_INVALID)
         return TOKEN_REFUSED;
     /* A subscription token (it names a channel) is not a connection token: refused for
@@ -343,6 +360,112 @@ static enum token_check check_token(const struct session *s, struct json_span to
         return TOKEN_EXPIRED;
     }
     return TOKEN_OK;
+}
+
+/* Commands of one session waiting for the JWKS at once; more are refused as invalid. */
+#define MAX_DEFERRED 4
+
+/* A command whose token names a kid the JWKS does not have yet (keys rotated): it runs
+ * again once the keys are fetched anew, on the session's loop, its spans pointing into
+ * bytes (the message it came in is gone by then). */
+struct deferred {
+    struct session *s;
+    struct proto_command cmd;
+    uint8_t bytes[];
+};
+
+static void handle_command(struct session *s, struct proto_command *cmd, struct buf *out);
+static void flush_replies(struct session *s, struct buf *out);
+
+static void run_deferred(struct loop *loop, struct loop_msg *msgs, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        struct deferred *d = msgs[i].ptr;
+        struct session *s = d->s;
+        s->deferred--;
+        if (d->cmd.method == PROTO_CONNECT)
+            s->awaiting_keys = 0;
+        if (!request_done(s) && !conn_closing(conn_of(s))) {
+            /* As on_text does for a message: the replies gathered, sent as one frame. */
+            struct buf *out = loop_reply_buf(loop);
+            buf_reset(out);
+            batch_owner = s;
+            batch_out = out;
+            s->pending++;
+            s->retrying = 1;
+            handle_command(s, &d->cmd, out);
+            s->retrying = 0;
+            if (!request_done(s) && batch_owner == s) {
+                if (conn_closing(conn_of(s))) {
+                    batch_owner = NULL;
+                    buf_shrink(out, LOOP_REPLY_KEEP);
+                } else {
+                    flush_replies(s, out);
+                }
+            }
+        }
+        free(d);
+    }
+}
+
+/* On the thread that ended the fetch: back to the session's loop. */
+static void on_keys_fetched(void *ud)
+{
+    struct deferred *d = ud;
+    struct loop_msg m = {.handle = run_deferred, .ptr = d};
+    /* Out of memory: the session stays pending (leaked) rather than be touched here, off
+     * its loop. */
+    loop_post(d->s->loop, &m);
+}
+
+static void rebase(struct json_span *sp, uint8_t *bytes, size_t *at)
+{
+    if (sp->p == NULL)
+        return;
+    memcpy(bytes + *at, sp->p, sp->len);
+    sp->p = bytes + *at;
+    *at += sp->len;
+}
+
+/* Wait for the JWKS to be fetched again and run cmd then: 1 when it will be, 0 when not
+ * (it is already the retry, too many wait, no JWKS source): the caller refuses it. */
+static int defer(struct session *s, const struct proto_command *cmd)
+{
+    if (s->retrying || s->deferred >= MAX_DEFERRED || token_keys == NULL)
+        return 0;
+    /* Every span of struct proto_command, so that none points into the message. */
+    struct json_span *spans[] = {NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL};
+    size_t total = cmd->token.len + cmd->name.len + cmd->version.len + cmd->channel.len +
+                   cmd->data.len + cmd->epoch.len + cmd->rpc_method.len +
+                   cmd->since_epoch.len;
+    struct deferred *d = malloc(sizeof(*d) + total);
+    if (d == NULL)
+        return 0;
+    d->s = s;
+    d->cmd = *cmd;
+    spans[0] = &d->cmd.token;
+    spans[1] = &d->cmd.name;
+    spans[2] = &d->cmd.version;
+    spans[3] = &d->cmd.channel;
+    spans[4] = &d->cmd.data;
+    spans[5] = &d->cmd.epoch;
+    spans[6] = &d->cmd.rpc_method;
+    spans[7] = &d->cmd.since_epoch;
+    size_t at = 0;
+    for (size_t i = 0; i < sizeof(spans) / sizeof(spans[0]); i++)
+        rebase(spans[i], d->bytes, &at);
+    s->pending++;
+    s->deferred++;
+    if (cmd->method == PROTO_CONNECT)
+        s->awaiting_keys = 1;
+    if (keys_await(token_keys, loop_clock_ms(), on_keys_fetched, d) != 0) {
+        s->pending--;
+        s->deferred--;
+        s->awaiting_keys = 0;
+        free(d);
+        return 0;
+    }
+    return 1;
 }
 
 /* ,"expires":true,"ttl":N for a token with exp (leading comma unless first). */
@@ -566,11 +689,13 @@ static void handle_subscribe(struct session *s, struct proto_command *cmd, struc
             return;
         }
         enum token_check t = check_token(s, cmd->token, &cmd->channel, &claims);
+        if (t == TOKEN_UNKNOWN_KID && defer(s, cmd))
+            return;
         if (t == TOKEN_EXPIRED) {
             fail(out, cmd->id, PROTO_ERR_TOKEN_EXPIRED);
             return;
         }
-        if (t == TOKEN_REFUSED) {
+        if (t == TOKEN_REFUSED || t == TOKEN_UNKNOWN_KID) {
             disconnect(s, PROTO_DISC_INVALID_TOKEN, "invalid token");
             return;
         }
@@ -914,24 +1039,32 @@ static void on_user_shared(void *ud, int allowed)
 
 static void handle_connect(struct session *s, struct proto_command *cmd, struct buf *out)
 {
-    if (s->connected) {
+    /* A second connect, also while the first waits for the JWKS, is a protocol error. */
+    if (s->connected || s->awaiting_keys) {
         disconnect(s, PROTO_DISC_BAD_REQUEST, "bad request");
         return;
     }
     struct jwt_claims claims;
     int have_claims = 0;
-    if (cmd->token.len == 0) {
+    /* A token in the URL query (allowed by allow_query_token, or the upgrade was
+     * refused) stands in for a connect without one. */
+    struct json_span token = cmd->token;
+    if (token.len == 0 && s->query_token)
+        token = (struct json_span){s->query_token, s->query_token_len};
+    if (token.len == 0) {
         if (!config->allow_anonymous) {
             disconnect(s, PROTO_DISC_INVALID_TOKEN, "invalid token");
             return;
         }
     } else {
-        enum token_check t = check_token(s, cmd->token, NULL, &claims);
+        enum token_check t = check_token(s, token, NULL, &claims);
+        if (t == TOKEN_UNKNOWN_KID && defer(s, cmd))
+            return;
         if (t == TOKEN_EXPIRED) {
             fail(out, cmd->id, PROTO_ERR_TOKEN_EXPIRED);
             return;
         }
-        if (t == TOKEN_REFUSED) {
+        if (t == TOKEN_REFUSED || t == TOKEN_UNKNOWN_KID) {
             disconnect(s, PROTO_DISC_INVALID_TOKEN, "invalid token");
             return;
         }
@@ -990,11 +1123,13 @@ static void handle_refresh(struct session *s, struct proto_command *cmd, struct 
 {
     struct jwt_claims claims;
     enum token_check t = check_token(s, cmd->token, NULL, &claims);
+    if (t == TOKEN_UNKNOWN_KID && defer(s, cmd))
+        return;
     if (t == TOKEN_EXPIRED) {
         disconnect(s, PROTO_DISC_EXPIRED, "connection expired");
         return;
     }
-    if (t == TOKEN_REFUSED) {
+    if (t == TOKEN_REFUSED || t == TOKEN_UNKNOWN_KID) {
         disconnect(s, PROTO_DISC_INVALID_TOKEN, "invalid token");
         return;
     }
@@ -1016,11 +1151,13 @@ static void handle_sub_refresh(struct session *s, struct proto_command *cmd, str
     }
     struct jwt_claims claims;
     enum token_check t = check_token(s, cmd->token, &cmd->channel, &claims);
+    if (t == TOKEN_UNKNOWN_KID && defer(s, cmd))
+        return;
     if (t == TOKEN_EXPIRED) {
         fail(out, cmd->id, PROTO_ERR_TOKEN_EXPIRED);
         return;
     }
-    if (t == TOKEN_REFUSED) {
+    if (t == TOKEN_REFUSED || t == TOKEN_UNKNOWN_KID) {
         disconnect(s, PROTO_DISC_INVALID_TOKEN, "invalid token");
         return;
     }
@@ -1170,6 +1307,21 @@ void session_on_text(struct conn *c, uint8_t *p, size_t len)
 }
 
 static const struct ws_conn_handler handler = {on_text, on_timer, on_shutdown, on_gone};
+
+void session_set_query_token(struct conn *c, const uint8_t *token, size_t len)
+{
+    struct session *s = of(conn_ud(c));
+    if (len == 0)
+        return;
+    free(s->query_token);
+    s->query_token = len <= UINT32_MAX ? malloc(len) : NULL;
+    if (s->query_token == NULL) {
+        disconnect(s, PROTO_DISC_SERVER_ERROR, "internal server error");
+        return;
+    }
+    memcpy(s->query_token, token, len);
+    s->query_token_len = (uint32_t)len;
+}
 
 int session_start(struct conn *c, const struct limit_client *lc)
 {

@@ -24,6 +24,14 @@ void session_init(const struct config *config, struct loop *const *loops, unsign
  * the connection limits, released when it ends. 0, or -1 out of memory (nothing taken:
  * the caller releases lc and aborts c). */
 int session_start(struct conn *c, const struct limit_client *lc);
+/* After session_start: the connection token of the upgrade's URL query (copied), used
+ * when the connect command carries none. Out of memory, the connection is closed (3004). */
+void session_set_query_token(struct conn *c, const uint8_t *token, size_t len);
+
+/* Once, before the loops run: the keys tokens are verified with (auth/keys.h; borrowed
+ * for the life of the process). Without, every token is refused. */
+struct keys;
+void session_set_keys(struct keys *k);
 
 /* One text message of c's session (the WebSocket phase's callback; public for the
  * fuzz target): commands separated by '\n', p modifiable, borrowed. */

@@ -9,6 +9,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "auth/keys.h"
 #include "core/config.h"
 #include "engine/engine.h"
 #include "hub/hub.h"
@@ -58,6 +59,11 @@ static void setup(void)
     if (limit_init(&config, e, err, sizeof(err)) != 0)
         abort();
     session_init(&config, &lp, 1);
+    struct keys_config kc = {.hmac_secret = config.token_hmac_secret};
+    struct keys *k = keys_new(&kc, err, sizeof(err));
+    if (k == NULL)
+        abort();
+    session_set_keys(k);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
