@@ -1,5 +1,6 @@
 /* Unit tests for auth/jwt: HS256 verification against reference tokens, refusals, signing
- * and base64url. */
+ * and base64url; every algorithm against keys generated here (tests/unit/sign.h), the key
+ * deciding the algorithm, and the registered claims with leeway, aud and iss. */
 #include "auth/jwt.h"
 
 #include <stdlib.h>
@@ -8,6 +9,7 @@
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
 
+#include "sign.h"
 #include "test.h"
 
 #define SECRET "secret-for-tests"
@@ -413,8 +415,238 @@ TEST(test_jwt_rejects_token_before_nbf)
     CHECK_EQ(verify_payload(payload, &c), JWT_INVALID);
 }
 
+/* Keys of this run (main generates them). */
+static EVP_PKEY *rsa_key, *p256_key, *p384_key, *ed_key;
+
+static struct jwt_key hmac_of(const char *secret)
+{
+    return (struct jwt_key){JWT_KEY_HMAC, JWT_ALG_UNKNOWN, (const uint8_t *)secret,
+                            strlen(secret), NULL};
+}
+
+static struct jwt_key pkey_of(enum jwt_key_kind kind, EVP_PKEY *k)
+{
+    return (struct jwt_key){kind, JWT_ALG_UNKNOWN, NULL, 0, k};
+}
+
+static int verify_with(const char *token, const struct jwt_key *key, const struct jwt_checks *chk)
+{
+    struct jwt_claims c;
+    int rc = jwt_verify((const uint8_t *)token, strlen(token), key, chk, &c);
+    if (rc == JWT_OK || rc == JWT_EXPIRED)
+        jwt_claims_free(&c);
+    return rc;
+}
+
+static const struct jwt_checks plain = {NOW, 0, NULL, NULL};
+
+/* Flip a bit in the signature's first character (still valid base64url). */
+static void corrupt_signature(char *token)
+{
+    char *sig = strrchr(token, '.') + 1;
+    sig[0] = sig[0] == 'A' ? 'B' : 'A';
+}
+
+TEST(test_jwt_every_algorithm_verifies_with_its_key_and_not_when_altered)
+{
+    struct jwt_key hmac = hmac_of(SECRET), rsa = pkey_of(JWT_KEY_RSA, rsa_key),
+                   p256 = pkey_of(JWT_KEY_EC_P256, p256_key),
+                   p384 = pkey_of(JWT_KEY_EC_P384, p384_key),
+                   ed = pkey_of(JWT_KEY_ED25519, ed_key);
+    const struct {
+        const char *alg;
+        struct jwt_key *key;
+        EVP_PKEY *pkey;
+    } cases[] = {
+        {"HS256", &hmac, NULL}, {"HS384", &hmac, NULL},     {"HS512", &hmac, NULL},
+        {"RS256", &rsa, rsa_key}, {"RS384", &rsa, rsa_key}, {"RS512", &rsa, rsa_key},
+        {"PS256", &rsa, rsa_key}, {"ES256", &p256, p256_key}, {"ES384", &p384, p384_key},
+        {"EdDSA", &ed, ed_key},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        char *t = test_token(cases[i].alg, NULL, "{\"sub\":\"42\",\"exp\":2000000000}",
+                             cases[i].pkey, SECRET);
+        struct jwt_claims c;
+        int rc = jwt_verify((const uint8_t *)t, strlen(t), cases[i].key, &plain, &c);
+        if (rc != JWT_OK)
+            fprintf(stderr, "  %s: %d\n", cases[i].alg, rc);
+        CHECK_EQ(rc, JWT_OK);
+        if (rc == JWT_OK) {
+            CHECK_MEM(c.sub.p, c.sub.len, "42");
+            jwt_claims_free(&c);
+        }
+        corrupt_signature(t);
+        CHECK_EQ(verify_with(t, cases[i].key, &plain), JWT_INVALID);
+        free(t);
+    }
+}
+
+TEST(test_jwt_the_key_decides_the_algorithm)
+{
+    struct jwt_key hmac = hmac_of(SECRET), rsa = pkey_of(JWT_KEY_RSA, rsa_key),
+                   p256 = pkey_of(JWT_KEY_EC_P256, p256_key),
+                   p384 = pkey_of(JWT_KEY_EC_P384, p384_key),
+                   ed = pkey_of(JWT_KEY_ED25519, ed_key);
+    const char *pl = "{\"sub\":\"1\"}";
+    char *rs = test_token("RS256", NULL, pl, rsa_key, NULL);
+    char *ps = test_token("PS256", NULL, pl, rsa_key, NULL);
+    char *es256 = test_token("ES256", NULL, pl, p256_key, NULL);
+    char *es384 = test_token("ES384", NULL, pl, p384_key, NULL);
+    char *eddsa = test_token("EdDSA", NULL, pl, ed_key, NULL);
+    char *hs = test_token("HS256", NULL, pl, NULL, SECRET);
+    /* RS token, EC keys only; EC tokens against the other curve; EdDSA against RSA. */
+    CHECK_EQ(verify_with(rs, &p256, &plain), JWT_INVALID);
+    CHECK_EQ(verify_with(rs, &hmac, &plain), JWT_INVALID);
+    CHECK_EQ(verify_with(es256, &p384, &plain), JWT_INVALID);
+    CHECK_EQ(verify_with(es384, &p256, &plain), JWT_INVALID);
+    CHECK_EQ(verify_with(es256, &rsa, &plain), JWT_INVALID);
+    CHECK_EQ(verify_with(eddsa, &rsa, &plain), JWT_INVALID);
+    CHECK_EQ(verify_with(hs, &rsa, &plain), JWT_INVALID);
+    CHECK_EQ(verify_with(hs, &ed, &plain), JWT_INVALID);
+    /* A key restricted to one alg (a JWKS "alg") refuses its kind's others. */
+    struct jwt_key rs256_only = rsa;
+    rs256_only.alg = JWT_RS256;
+    CHECK_EQ(verify_with(rs, &rs256_only, &plain), JWT_OK);
+    CHECK_EQ(verify_with(ps, &rs256_only, &plain), JWT_INVALID);
+    /* A PSS signature under an RS256 header is not PKCS#1 v1.5 (and the reverse). */
+    char *ps_as_rs = test_sign("{\"alg\":\"RS256\"}", pl, "PS256", rsa_key, NULL);
+    char *rs_as_ps = test_sign("{\"alg\":\"PS256\"}", pl, "RS256", rsa_key, NULL);
+    CHECK_EQ(verify_with(ps_as_rs, &rsa, &plain), JWT_INVALID);
+    CHECK_EQ(verify_with(rs_as_ps, &rsa, &plain), JWT_INVALID);
+    /* An ES256 token whose header says ES384, and an HS512 MAC labelled HS256. */
+    char *es_lie = test_sign("{\"alg\":\"ES384\"}", pl, "ES256", p256_key, NULL);
+    char *hs_lie = test_sign("{\"alg\":\"HS256\"}", pl, "HS512", NULL, SECRET);
+    CHECK_EQ(verify_with(es_lie, &p256, &plain), JWT_INVALID);
+    CHECK_EQ(verify_with(es_lie, &p384, &plain), JWT_INVALID);
+    CHECK_EQ(verify_with(hs_lie, &hmac, &plain), JWT_INVALID);
+    free(rs), free(ps), free(es256), free(es384), free(eddsa), free(hs);
+    free(ps_as_rs), free(rs_as_ps), free(es_lie), free(hs_lie);
+}
+
+TEST(test_jwt_alg_none_is_refused_by_every_key)
+{
+    struct jwt_key keys[] = {hmac_of(SECRET), pkey_of(JWT_KEY_RSA, rsa_key),
+                             pkey_of(JWT_KEY_EC_P256, p256_key), pkey_of(JWT_KEY_ED25519, ed_key)};
+    const char *none[] = {
+        /* {"alg":"none"}.{"sub":"1"}. and with a stray signature */
+        "eyJhbGciOiJub25lIn0.eyJzdWIiOiIxIn0.",
+        "eyJhbGciOiJub25lIn0.eyJzdWIiOiIxIn0.c2ln",
+        /* {"alg":"None"} */
+        "eyJhbGciOiJOb25lIn0.eyJzdWIiOiIxIn0.c2ln",
+    };
+    for (size_t k = 0; k < sizeof(keys) / sizeof(keys[0]); k++)
+        for (size_t i = 0; i < sizeof(none) / sizeof(none[0]); i++)
+            CHECK_EQ(verify_with(none[i], &keys[k], &plain), JWT_INVALID);
+}
+
+TEST(test_jwt_hs256_with_the_rsa_public_pem_as_secret_is_refused_by_the_rsa_key)
+{
+    char *pem = test_pem(rsa_key);
+    char *t = test_token("HS256", NULL, "{\"sub\":\"1\"}", NULL, pem);
+    struct jwt_key rsa = pkey_of(JWT_KEY_RSA, rsa_key);
+    CHECK_EQ(verify_with(t, &rsa, &plain), JWT_INVALID);
+    /* ... and it does not verify with another secret either. */
+    struct jwt_key hmac = hmac_of(SECRET);
+    CHECK_EQ(verify_with(t, &hmac, &plain), JWT_INVALID);
+    free(t);
+    free(pem);
+}
+
+TEST(test_jwt_ecdsa_signature_must_be_raw_r_s_of_the_curve_length)
+{
+    struct jwt_key p256 = pkey_of(JWT_KEY_EC_P256, p256_key);
+    char *t = test_token("ES256", NULL, "{\"sub\":\"1\"}", p256_key, NULL);
+    CHECK_EQ(verify_with(t, &p256, &plain), JWT_OK);
+    /* One byte short (the signature re-encoded without its last byte). */
+    char *sig = strrchr(t, '.') + 1;
+    uint8_t raw[64];
+    CHECK_EQ(jwt_b64url_decode((const uint8_t *)sig, strlen(sig), raw), 64);
+    jwt_b64url_encode(raw, 63, sig);
+    CHECK_EQ(verify_with(t, &p256, &plain), JWT_INVALID);
+    free(t);
+}
+
+static int verify_claims(const char *payload, const struct jwt_checks *chk)
+{
+    char *t = make_token("{\"alg\":\"HS256\"}", payload);
+    struct jwt_key hmac = hmac_of(SECRET);
+    int rc = verify_with(t, &hmac, chk);
+    free(t);
+    return rc;
+}
+
+TEST(test_jwt_exp_nbf_iat_with_leeway)
+{
+    char p[160];
+    struct jwt_checks strict = {NOW, 0, NULL, NULL}, lenient = {NOW, 10, NULL, NULL};
+    snprintf(p, sizeof(p), "{\"sub\":\"1\",\"exp\":%d}", NOW - 5);
+    CHECK_EQ(verify_claims(p, &strict), JWT_EXPIRED);
+    CHECK_EQ(verify_claims(p, &lenient), JWT_OK);
+    snprintf(p, sizeof(p), "{\"sub\":\"1\",\"exp\":%d}", NOW - 10);
+    CHECK_EQ(verify_claims(p, &lenient), JWT_EXPIRED);
+    snprintf(p, sizeof(p), "{\"sub\":\"1\",\"nbf\":%d}", NOW + 5);
+    CHECK_EQ(verify_claims(p, &strict), JWT_INVALID);
+    CHECK_EQ(verify_claims(p, &lenient), JWT_OK);
+    snprintf(p, sizeof(p), "{\"sub\":\"1\",\"nbf\":%d}", NOW + 11);
+    CHECK_EQ(verify_claims(p, &lenient), JWT_INVALID);
+    /* Issued in the future: refused beyond the leeway. */
+    snprintf(p, sizeof(p), "{\"sub\":\"1\",\"iat\":%d}", NOW + 3600);
+    CHECK_EQ(verify_claims(p, &strict), JWT_INVALID);
+    CHECK_EQ(verify_claims(p, &lenient), JWT_INVALID);
+    snprintf(p, sizeof(p), "{\"sub\":\"1\",\"iat\":%d}", NOW + 5);
+    CHECK_EQ(verify_claims(p, &strict), JWT_INVALID);
+    CHECK_EQ(verify_claims(p, &lenient), JWT_OK);
+    snprintf(p, sizeof(p), "{\"sub\":\"1\",\"iat\":%d}", NOW);
+    CHECK_EQ(verify_claims(p, &strict), JWT_OK);
+}
+
+TEST(test_jwt_aud_string_or_array_and_iss)
+{
+    struct jwt_checks aud = {NOW, 0, "herald", NULL}, iss = {NOW, 0, NULL, "https://auth"},
+                      none = {NOW, 0, NULL, NULL};
+    CHECK_EQ(verify_claims("{\"sub\":\"1\",\"aud\":\"herald\"}", &aud), JWT_OK);
+    CHECK_EQ(verify_claims("{\"sub\":\"1\",\"aud\":[\"web\",\"herald\"]}", &aud), JWT_OK);
+    CHECK_EQ(verify_claims("{\"sub\":\"1\",\"aud\":\"her\\u0061ld\"}", &aud), JWT_OK);
+    CHECK_EQ(verify_claims("{\"sub\":\"1\",\"aud\":\"other\"}", &aud), JWT_INVALID);
+    CHECK_EQ(verify_claims("{\"sub\":\"1\",\"aud\":[\"web\",\"other\"]}", &aud), JWT_INVALID);
+    CHECK_EQ(verify_claims("{\"sub\":\"1\",\"aud\":[]}", &aud), JWT_INVALID);
+    CHECK_EQ(verify_claims("{\"sub\":\"1\",\"aud\":[\"herald\",1]}", &aud), JWT_INVALID);
+    CHECK_EQ(verify_claims("{\"sub\":\"1\",\"aud\":\"heraldx\"}", &aud), JWT_INVALID);
+    CHECK_EQ(verify_claims("{\"sub\":\"1\"}", &aud), JWT_INVALID);
+    /* Without token_audience aud is not looked at. */
+    CHECK_EQ(verify_claims("{\"sub\":\"1\",\"aud\":\"other\"}", &none), JWT_OK);
+    CHECK_EQ(verify_claims("{\"sub\":\"1\",\"iss\":\"https://auth\"}", &iss), JWT_OK);
+    CHECK_EQ(verify_claims("{\"sub\":\"1\",\"iss\":\"https://evil\"}", &iss), JWT_INVALID);
+    CHECK_EQ(verify_claims("{\"sub\":\"1\",\"iss\":[\"https://auth\"]}", &iss), JWT_INVALID);
+    CHECK_EQ(verify_claims("{\"sub\":\"1\"}", &iss), JWT_INVALID);
+    CHECK_EQ(verify_claims("{\"sub\":\"1\",\"iss\":\"https://evil\"}", &none), JWT_OK);
+}
+
+TEST(test_jwt_header_gives_alg_and_kid)
+{
+    struct jwt_header h;
+    char *t = test_token("ES256", "key-1", "{\"sub\":\"1\"}", p256_key, NULL);
+    CHECK_EQ(jwt_header_parse((const uint8_t *)t, strlen(t), &h), 0);
+    CHECK_EQ(h.alg, JWT_ES256);
+    CHECK_EQ(h.has_kid, 1);
+    CHECK_MEM(h.kid, h.kid_len, "key-1");
+    free(t);
+    t = make_token("{\"alg\":\"HS256\",\"kid\":7}", "{}");
+    CHECK_EQ(jwt_header_parse((const uint8_t *)t, strlen(t), &h), JWT_INVALID);
+    free(t);
+    t = make_token("{\"alg\":\"RS1\"}", "{}");
+    CHECK_EQ(jwt_header_parse((const uint8_t *)t, strlen(t), &h), 0);
+    CHECK_EQ(h.alg, JWT_ALG_UNKNOWN);
+    CHECK_EQ(h.has_kid, 0);
+    free(t);
+}
+
 int main(void)
 {
+    rsa_key = test_rsa_key(2048);
+    p256_key = test_ec_key("P-256");
+    p384_key = test_ec_key("P-384");
+    ed_key = test_ed25519_key();
     RUN(test_jwt_verifies_reference_token_and_extracts_claims);
     RUN(test_jwt_verifies_jwtio_example_without_exp);
     RUN(test_jwt_rejects_wrong_secret);
@@ -436,5 +668,17 @@ int main(void)
     RUN(test_jwt_b64url_decode_rejects_padding_bad_length_and_stray_bits);
     RUN(test_jwt_rejects_crit_header);
     RUN(test_jwt_rejects_token_before_nbf);
+    RUN(test_jwt_every_algorithm_verifies_with_its_key_and_not_when_altered);
+    RUN(test_jwt_the_key_decides_the_algorithm);
+    RUN(test_jwt_alg_none_is_refused_by_every_key);
+    RUN(test_jwt_hs256_with_the_rsa_public_pem_as_secret_is_refused_by_the_rsa_key);
+    RUN(test_jwt_ecdsa_signature_must_be_raw_r_s_of_the_curve_length);
+    RUN(test_jwt_exp_nbf_iat_with_leeway);
+    RUN(test_jwt_aud_string_or_array_and_iss);
+    RUN(test_jwt_header_gives_alg_and_kid);
+    EVP_PKEY_free(rsa_key);
+    EVP_PKEY_free(p256_key);
+    EVP_PKEY_free(p384_key);
+    EVP_PKEY_free(ed_key);
     return test_summary("auth_jwt");
 }
