@@ -1,9 +1,14 @@
 // Subscription tokens for private namespaces, connection tokens with exp and their refresh, and
-// the "channels" claim (server-side subscriptions), through centrifuge-js and raw ws.
+// the "channels" claim (server-side subscriptions), through centrifuge-js and raw ws; RSA, ECDSA
+// and JWKS keys (a JWKS served by the test, rotated, its server gone), the URL query's token, and
+// several API keys at once.
 import assert from 'node:assert/strict';
+import { generateKeyPairSync } from 'node:crypto';
+import http from 'node:http';
 import { test } from 'node:test';
 import { makeClient, once } from './lib/centrifuge.mjs';
-import { nowSeconds, sign } from './lib/jwt.mjs';
+import { httpRequest, runHerald, withHerald } from './lib/herald.mjs';
+import { nowSeconds, sign, signAsym } from './lib/jwt.mjs';
 import { ProtoClient } from './lib/proto.mjs';
 import { apiResult, sleep, subToken, subscribeOutcome, sharedHerald } from './lib/proxy.mjs';
 
@@ -297,3 +302,217 @@ test('a token signed with another secret or without sub/exp shape is refused at 
             }
         });
     });
+
+// ---- RSA, ECDSA and JWKS keys ----
+
+const rsa = generateKeyPairSync('rsa', { modulusLength: 2048 });
+const rsaOther = generateKeyPairSync('rsa', { modulusLength: 2048 });
+const ec = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+const ed1 = generateKeyPairSync('ed25519');
+const ed2 = generateKeyPairSync('ed25519');
+const pem = (pair) => pair.publicKey.export({ type: 'spki', format: 'pem' });
+const jwk = (pair, kid, alg) => ({ ...pair.publicKey.export({ format: 'jwk' }), kid, alg, use: 'sig' });
+const claims = (sub, extra = {}) => ({ sub, exp: nowSeconds() + 600, ...extra });
+
+// 'connected' or 'closed <code>' for a connect with token through raw ws.
+async function rawConnect(h, token, timeout = 12000) {
+    const c = await ProtoClient.open(h.wsUrl);
+    try {
+        c.send({ id: 1, connect: { token } });
+        const r = await Promise.race([
+            c.reply(1, timeout).then((m) => (m.connect ? 'connected' : `error ${m.error?.code}`), () => null),
+            c.closed.then((info) => `closed ${info.code}`),
+        ]);
+        return r ?? `closed ${c.closeInfo?.code}`;
+    } finally {
+        c.close();
+    }
+}
+
+// centrifuge-js connects with token; resolves the client id, always disconnects.
+async function officialConnect(h, token) {
+    const m = makeClient(h, { token });
+    try {
+        const connected = once(m.client, 'connected', 12000);
+        m.client.connect();
+        return (await connected).client;
+    } finally {
+        m.client.disconnect();
+    }
+}
+
+test('RS256, PS256 and ES256 tokens (PEM keys) connect the official client; key confusion is refused', T,
+    async () => {
+        await withHerald({
+            config: { token_rsa_public_key: pem(rsa), token_ecdsa_public_key: pem(ec), token_audience: 'herald' },
+        }, async (h) => {
+            const aud = { aud: ['web', 'herald'] };
+            assert.ok(await officialConnect(h, signAsym(claims('rs', aud), 'RS256', rsa.privateKey)));
+            assert.ok(await officialConnect(h, signAsym(claims('es', aud), 'ES256', ec.privateKey)));
+            const got = {
+                ps256: await rawConnect(h, signAsym(claims('ps', aud), 'PS256', rsa.privateKey)),
+                hs256: await rawConnect(h, sign(claims('hs', aud), h.secret)),
+                otherRsa: await rawConnect(h, signAsym(claims('x', aud), 'RS256', rsaOther.privateKey)),
+                // HS256 with the RSA public key's PEM as the HMAC secret: checked with the
+                // secret (it has one), so it does not verify.
+                hsWithRsaPem: await rawConnect(h, sign(claims('x', aud), pem(rsa))),
+                esAsEs384: await rawConnect(h, signAsym(claims('x', aud), 'ES384',
+                    generateKeyPairSync('ec', { namedCurve: 'P-384' }).privateKey)),
+                noAud: await rawConnect(h, signAsym(claims('x'), 'RS256', rsa.privateKey)),
+                otherAud: await rawConnect(h, signAsym(claims('x', { aud: 'web' }), 'RS256', rsa.privateKey)),
+            };
+            assert.deepEqual(got, {
+                ps256: 'connected',
+                hs256: 'connected',
+                otherRsa: 'closed 3500',
+                hsWithRsaPem: 'closed 3500',
+                esAsEs384: 'closed 3500',
+                noAud: 'closed 3500',
+                otherAud: 'closed 3500',
+            });
+        });
+        // Only the RSA key: HS256 signed with its PEM has no key to verify with.
+        await withHerald({ secret: null, config: { token_rsa_public_key: pem(rsa) } }, async (h) => {
+            assert.equal(await rawConnect(h, sign(claims('x'), pem(rsa))), 'closed 3500');
+            assert.equal(await rawConnect(h, signAsym(claims('x'), 'ES256', ec.privateKey)), 'closed 3500');
+            assert.equal(await rawConnect(h, signAsym(claims('x'), 'RS256', rsa.privateKey)), 'connected');
+        });
+    });
+
+test('a PEM key that does not parse, or of the wrong type, stops herald at start naming the key', T,
+    async () => {
+        const bad = await runHerald(['--listen', '127.0.0.1:1', '--token_rsa_public_key', 'garbage']);
+        assert.notEqual(bad.code, 0);
+        assert.match(bad.stderr, /token_rsa_public_key/);
+        const wrong = await runHerald(['--listen', '127.0.0.1:1', '--token_ecdsa_public_key', pem(rsa)]);
+        assert.notEqual(wrong.code, 0);
+        assert.match(wrong.stderr, /token_ecdsa_public_key/);
+    });
+
+// A JWKS over HTTP on a free port of 127.0.0.1, served from `keys`; `down` answers 503.
+async function jwksServer(keys) {
+    const state = { keys, requests: 0, down: false };
+    const server = http.createServer((req, res) => {
+        state.requests++;
+        if (state.down) {
+            res.writeHead(503).end('down');
+            return;
+        }
+        res.writeHead(200, { 'Content-Type': 'application/json' }).end(JSON.stringify({ keys: state.keys }));
+    });
+    await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
+    state.url = `http://127.0.0.1:${server.address().port}/.well-known/jwks.json`;
+    state.close = () => new Promise((resolve) => server.close(resolve));
+    return state;
+}
+
+async function until(cond, timeout, what) {
+    const deadline = Date.now() + timeout;
+    while (!cond()) {
+        if (Date.now() > deadline) throw new Error(`timeout: ${what}`);
+        await sleep(50);
+    }
+}
+
+test('JWKS served by the test: EdDSA and RSA keys by kid; an unknown kid refetches and finds a rotated key; '
+    + 'a JWKS server that fails keeps the cached keys', { timeout: 60000 }, async () => {
+    const jwks = await jwksServer([jwk(ed1, 'ed-1', 'EdDSA'), jwk(rsa, 'rsa-1', 'RS256')]);
+    try {
+        await withHerald({ config: { token_jwks_url: jwks.url } }, async (h) => {
+            await until(() => jwks.requests >= 1, 5000, 'the first JWKS fetch');
+            assert.ok(await officialConnect(h, signAsym(claims('ed'), 'EdDSA', ed1.privateKey, { kid: 'ed-1' })));
+            assert.ok(await officialConnect(h, signAsym(claims('rs'), 'RS256', rsa.privateKey, { kid: 'rsa-1' })));
+            // The JWK says RS256: PS256 with the same key is refused, as is a kid's key misused.
+            assert.equal(await rawConnect(h, signAsym(claims('x'), 'PS256', rsa.privateKey, { kid: 'rsa-1' })),
+                'closed 3500');
+            assert.equal(await rawConnect(h, signAsym(claims('x'), 'EdDSA', ed2.privateKey, { kid: 'ed-1' })),
+                'closed 3500');
+            const before = jwks.requests;
+
+            // Rotation: the issuer adds ed-2 and signs with it at once; the connect waits for
+            // the refetch its kid triggers (paced: at most one per 5 s) and succeeds.
+            jwks.keys = [...jwks.keys, jwk(ed2, 'ed-2', 'EdDSA')];
+            const t0 = Date.now();
+            assert.ok(await officialConnect(h, signAsym(claims('ed2'), 'EdDSA', ed2.privateKey, { kid: 'ed-2' })));
+            assert.ok(jwks.requests > before, 'the unknown kid caused a fetch');
+            assert.ok(Date.now() - t0 < 8000, `waited ${Date.now() - t0} ms`);
+
+            // A kid nobody publishes: refused (3500) after the refetch.
+            const n = jwks.requests;
+            assert.equal(await rawConnect(h, signAsym(claims('x'), 'EdDSA', ed1.privateKey, { kid: 'nope' })),
+                'closed 3500');
+            assert.equal(jwks.requests, n + 1, 'one fetch for the unknown kid');
+
+            // The JWKS server fails: the keys fetched before stay.
+            jwks.down = true;
+            assert.equal(await rawConnect(h, signAsym(claims('x'), 'EdDSA', ed1.privateKey, { kid: 'nope-2' })),
+                'closed 3500');
+            await until(() => /token_jwks_url: HTTP 503; 3 cached keys kept/.test(h.stderr()), 3000,
+                'the failed fetch logged');
+            await jwks.close();
+            assert.equal(await rawConnect(h, signAsym(claims('ed'), 'EdDSA', ed1.privateKey, { kid: 'ed-1' })),
+                'connected');
+            assert.equal(await rawConnect(h, signAsym(claims('ed2'), 'EdDSA', ed2.privateKey, { kid: 'ed-2' })),
+                'connected');
+            // HS256 tokens without a kid still go to the secret.
+            assert.equal(await rawConnect(h, h.token('plain')), 'connected');
+        });
+    } finally {
+        await jwks.close().catch(() => {});
+    }
+});
+
+test('a connection token in the URL query: refused at the upgrade unless allow_query_token', T, async () => {
+    const upgrade = (h, token) => ProtoClient.open(`${h.wsUrl}?token=${encodeURIComponent(token)}`)
+        .then((c) => c, (err) => err);
+    await withHerald({}, async (h) => {
+        const token = h.token('q1');
+        const r = await upgrade(h, token);
+        assert.ok(r instanceof Error && /HTTP 400/.test(r.message), `upgrade with ?token=: ${r}`);
+        const plain = await httpRequest(h.port, 'GET', `/connection/websocket?token=${token}`, {
+            headers: { Connection: 'Upgrade', Upgrade: 'websocket', 'Sec-WebSocket-Version': '13',
+                'Sec-WebSocket-Key': 'dGhlIHNhbXBsZSBub25jZQ==' },
+        });
+        assert.equal(plain.status, 400);
+        assert.match(plain.text, /allow_query_token/);
+        assert.ok(!h.stderr().includes(token), 'the token is not logged');
+    });
+    await withHerald({ args: ['--allow_query_token', 'true'] }, async (h) => {
+        const token = h.token('q2');
+        const c = await upgrade(h, token);
+        assert.ok(!(c instanceof Error), `upgrade: ${c}`);
+        try {
+            const r = await c.command('connect', {});
+            assert.ok(r.connect, JSON.stringify(r));
+            // The connect command's own token, when it has one, counts.
+            const c2 = await upgrade(h, token);
+            const r2 = await c2.command('connect', { token: h.token('q3') });
+            assert.ok(r2.connect, JSON.stringify(r2));
+            c2.close();
+            const bad = await upgrade(h, sign(claims('x'), 'wrong'));
+            bad.send({ id: 1, connect: {} });
+            assert.equal((await bad.closed).code, 3500);
+        } finally {
+            c.close();
+        }
+        assert.ok(!h.stderr().includes(token), 'the token is not logged');
+    });
+});
+
+test('api_keys: every listed key and api_key are valid at once; another is not; none is logged', T, async () => {
+    await withHerald({ config: { api_key: 'old-key-0123', api_keys: ['new-key-4567', 'next-key-89ab'] } }, async (h) => {
+        const got = {};
+        for (const key of ['old-key-0123', 'new-key-4567', 'next-key-89ab', 'third-key-cdef', 'new-key-456', '']) {
+            got[key] = (await h.api('info', {}, { key })).status;
+        }
+        got['X-API-Key new'] = (await httpRequest(h.port, 'POST', '/api/info',
+            { body: '{}', headers: { 'X-API-Key': 'new-key-4567' } })).status;
+        assert.deepEqual(got, {
+            'old-key-0123': 200, 'new-key-4567': 200, 'next-key-89ab': 200, 'third-key-cdef': 401,
+            'new-key-456': 401, '': 401, 'X-API-Key new': 200,
+        });
+        for (const key of ['old-key-0123', 'new-key-4567', 'next-key-89ab']) {
+            assert.ok(!h.stderr().includes(key), `${key} is not logged`);
+        }
+    });
+});
