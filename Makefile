@@ -1,5 +1,5 @@
 # herald: plain Makefile with pkg-config (see STYLE.md). Targets:
-#   make            build/herald, build/herald-bench (optimised)
+#   make            build/herald, build/herald-bench, build/herald-tokenbench (optimised)
 #   make test       installs what tests need, runs unit (ASan+UBSan), fuzz smoke, e2e
 #   make fuzz       builds the libFuzzer targets (clang)
 #   make bench      runs the standard benchmark set, writes docs/benchmarks.md
@@ -20,7 +20,7 @@ OBJ      := $(LIB_SRC:%.c=build/obj/%.o)
 ASAN_OBJ := $(LIB_SRC:%.c=build/asan/%.o)
 SAN      := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 
-all: build/herald build/herald-bench build/herald-ceiling
+all: build/herald build/herald-bench build/herald-ceiling build/herald-tokenbench
 
 build/obj/%.o: %.c
 	@mkdir -p $(dir $@)
@@ -66,6 +66,10 @@ build/herald-tsan: build/tsan/src/main.o $(TSAN_OBJ) $(ASSET_OBJ)
 	$(CC) -g -fsanitize=thread -o $@ $^ $(PKG_LIBS)
 
 build/herald-bench: $(BENCH_SRC:%.c=build/obj/%.o) build/libherald.a
+	$(CC) $(CFLAGS) -o $@ $^ $(PKG_LIBS)
+
+# Token verifications per second (HS256, RS256, ES256) on one thread.
+build/herald-tokenbench: build/obj/tools/tokenbench/tokenbench.o build/libherald.a
 	$(CC) $(CFLAGS) -o $@ $^ $(PKG_LIBS)
 
 # The machine's ceiling for docs/benchmarks.md: a minimal fan-out server, same frames, same sockets.
