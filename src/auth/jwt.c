@@ -167,8 +167,7 @@ static int split(const uint8_t *token, size_t len, struct jws_parts *j)
     j->header_len = (size_t)(dot1 - token);
     j->payload = dot1 + 1;
     j->payload_len = (size_t)(dot2 - j->payload);
-    if (j->header_len == 0 || j->payload_len == 0 || j->sig_len == 0 ||
-        j->sig_len > SIG_MAX_B64)
+    if (j->header_len == 0 || j->payload_len == 0 || j->sig_len == 0 || j->sig_len > SIG_MAX_B64)
         return -1;
     return 0;
 }
@@ -241,8 +240,8 @@ static const EVP_MD *alg_md(enum jwt_alg alg)
     }
 }
 
-static int verify_hmac(const struct jwt_key *key, enum jwt_alg alg, const uint8_t *msg,
-                       size_t len, const uint8_t *sig, size_t sig_len)
+static int verify_hmac(const struct jwt_key *key, enum jwt_alg alg, const uint8_t *msg, size_t len,
+                       const uint8_t *sig, size_t sig_len)
 {
     const EVP_MD *md = alg_md(alg);
     uint8_t mac[EVP_MAX_MD_SIZE];
@@ -282,8 +281,8 @@ static int ecdsa_raw_to_der(const uint8_t *sig, size_t sig_len, size_t half, uin
     return rc;
 }
 
-static int verify_pkey(const struct jwt_key *key, enum jwt_alg alg, const uint8_t *msg,
-                       size_t len, const uint8_t *sig, size_t sig_len)
+static int verify_pkey(const struct jwt_key *key, enum jwt_alg alg, const uint8_t *msg, size_t len,
+                       const uint8_t *sig, size_t sig_len)
 {
     EVP_PKEY *pkey = key->pkey;
     if (pkey == NULL)
@@ -291,8 +290,8 @@ static int verify_pkey(const struct jwt_key *key, enum jwt_alg alg, const uint8_
     uint8_t der[2 * 48 + 16];
     if (key->kind == JWT_KEY_EC_P256 || key->kind == JWT_KEY_EC_P384) {
         size_t der_len = 0;
-        if (ecdsa_raw_to_der(sig, sig_len, key->kind == JWT_KEY_EC_P256 ? 32 : 48, der,
-                             sizeof(der), &der_len) != 0)
+        if (ecdsa_raw_to_der(sig, sig_len, key->kind == JWT_KEY_EC_P256 ? 32 : 48, der, sizeof(der),
+                             &der_len) != 0)
             return 0;
         sig = der;
         sig_len = der_len;

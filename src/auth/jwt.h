@@ -15,8 +15,8 @@ struct evp_pkey_st; /* OpenSSL's EVP_PKEY */
 
 enum jwt_result {
     JWT_OK = 0,
-    JWT_INVALID = -1, /* malformed, wrong alg, bad signature, bad claims (nbf, iat, aud, iss) */
-    JWT_EXPIRED = -2, /* signature valid but exp <= now (minus the leeway) */
+    JWT_INVALID = -1,     /* malformed, wrong alg, bad signature, bad claims (nbf, iat, aud, iss) */
+    JWT_EXPIRED = -2,     /* signature valid but exp <= now (minus the leeway) */
     JWT_UNKNOWN_KID = -3, /* auth/keys.h: the token names a key the set does not have */
 };
 
@@ -69,8 +69,8 @@ struct jwt_header {
 
 /* What the claims are checked against. audience/issuer NULL: not checked. */
 struct jwt_checks {
-    int64_t now;       /* Unix seconds */
-    unsigned leeway;   /* seconds of clock skew allowed for exp, nbf and iat */
+    int64_t now;     /* Unix seconds */
+    unsigned leeway; /* seconds of clock skew allowed for exp, nbf and iat */
     const char *audience;
     const char *issuer;
 };

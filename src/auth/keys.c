@@ -69,8 +69,8 @@ struct keys {
 static EVP_PKEY *pem_public_key(const char *pem, const char *type)
 {
     EVP_PKEY *pkey = NULL;
-    OSSL_DECODER_CTX *dctx = OSSL_DECODER_CTX_new_for_pkey(&pkey, "PEM", NULL, type,
-                                                           EVP_PKEY_PUBLIC_KEY, NULL, NULL);
+    OSSL_DECODER_CTX *dctx =
+        OSSL_DECODER_CTX_new_for_pkey(&pkey, "PEM", NULL, type, EVP_PKEY_PUBLIC_KEY, NULL, NULL);
     const unsigned char *p = (const unsigned char *)pem;
     size_t len = strlen(pem);
     if (dctx != NULL)
@@ -118,7 +118,8 @@ struct keys *keys_new(const struct keys_config *c, char *err, size_t errlen)
     k->leeway = c->leeway;
     if ((c->audience && c->audience[0] && (k->audience = strdup(c->audience)) == NULL) ||
         (c->issuer && c->issuer[0] && (k->issuer = strdup(c->issuer)) == NULL) ||
-        (c->hmac_secret && c->hmac_secret[0] && (k->secret = (uint8_t *)strdup(c->hmac_secret)) == NULL)) {
+        (c->hmac_secret && c->hmac_secret[0] &&
+         (k->secret = (uint8_t *)strdup(c->hmac_secret)) == NULL)) {
         snprintf(err, errlen, "out of memory");
         keys_free(k);
         return NULL;
@@ -280,8 +281,8 @@ static EVP_PKEY *jwk_ec(const uint8_t *js, const jsmntok_t *t, int ntok, int obj
         OSSL_PARAM_BLD *bld = OSSL_PARAM_BLD_new();
         if (bld &&
             OSSL_PARAM_BLD_push_utf8_string(bld, OSSL_PKEY_PARAM_GROUP_NAME, group, 0) == 1 &&
-            OSSL_PARAM_BLD_push_octet_string(bld, OSSL_PKEY_PARAM_PUB_KEY, point,
-                                             1 + 2 * half) == 1)
+            OSSL_PARAM_BLD_push_octet_string(bld, OSSL_PKEY_PARAM_PUB_KEY, point, 1 + 2 * half) ==
+                1)
             pkey = pkey_fromdata("EC", bld);
         OSSL_PARAM_BLD_free(bld);
         /* A point off the curve would make every check meaningless (invalid-curve
@@ -318,8 +319,7 @@ static int jwk_parse(uint8_t *js, const jsmntok_t *t, int ntok, int obj, struct 
         return -1;
     struct json_span kty = {0}, kid = {0}, alg = {0}, use = {0}, crv = {0};
     if (str_member(js, t, ntok, obj, "kty", &kty) != 1 ||
-        str_member(js, t, ntok, obj, "kid", &kid) != 1 || kid.len == 0 ||
-        kid.len > JWT_MAX_KID)
+        str_member(js, t, ntok, obj, "kid", &kid) != 1 || kid.len == 0 || kid.len > JWT_MAX_KID)
         return -1;
     int has_alg = str_member(js, t, ntok, obj, "alg", &alg);
     int has_use = str_member(js, t, ntok, obj, "use", &use);

@@ -21,8 +21,7 @@ int auth_api_key_ok(const char *key, const uint8_t *given, size_t len)
     return diff == 0;
 }
 
-int auth_api_keys_ok(const char *key, char *const *keys, size_t n, const uint8_t *given,
-                     size_t len)
+int auth_api_keys_ok(const char *key, char *const *keys, size_t n, const uint8_t *given, size_t len)
 {
     int ok = auth_api_key_ok(key, given, len);
     for (size_t i = 0; i < n; i++)

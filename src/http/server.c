@@ -141,8 +141,8 @@ static int api_authorized(const struct config *cfg, const struct http_request *r
                          h->value_len - 7))
         return 1;
     h = http_find_header(r, "x-api-key");
-    return h && auth_api_keys_ok(cfg->api_key, cfg->api_keys, cfg->n_api_keys, h->value,
-                                 h->value_len);
+    return h &&
+           auth_api_keys_ok(cfg->api_key, cfg->api_keys, cfg->n_api_keys, h->value, h->value_len);
 }
 
 /* Does the request need its body: an authorised POST to a server API method? Every

@@ -436,8 +436,7 @@ static int defer(struct session *s, const struct proto_command *cmd)
     /* Every span of struct proto_command, so that none points into the message. */
     struct json_span *spans[] = {NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL};
     size_t total = cmd->token.len + cmd->name.len + cmd->version.len + cmd->channel.len +
-                   cmd->data.len + cmd->epoch.len + cmd->rpc_method.len +
-                   cmd->since_epoch.len;
+                   cmd->data.len + cmd->epoch.len + cmd->rpc_method.len + cmd->since_epoch.len;
     struct deferred *d = malloc(sizeof(*d) + total);
     if (d == NULL)
         return 0;

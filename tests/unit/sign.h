@@ -121,7 +121,7 @@ static char *test_sign(const char *header, const char *payload, const char *alg,
 
 /* A token whose header is {"alg":alg[,"kid":kid]} signed accordingly. malloc'd. */
 static inline char *test_token(const char *alg, const char *kid, const char *payload, EVP_PKEY *key,
-                        const char *secret)
+                               const char *secret)
 {
     char header[256];
     if (kid)
@@ -152,7 +152,8 @@ static inline char *test_jwk(EVP_PKEY *key, const char *kid, const char *alg)
     if (EVP_PKEY_get_base_id(key) == EVP_PKEY_RSA) {
         char *n = test_bn_b64(key, OSSL_PKEY_PARAM_RSA_N, 0);
         char *e = test_bn_b64(key, OSSL_PKEY_PARAM_RSA_E, 0);
-        snprintf(out, 4096, "{\"kty\":\"RSA\",\"kid\":\"%s\",\"use\":\"sig\"%s,\"n\":\"%s\",\"e\":\"%s\"}",
+        snprintf(out, 4096,
+                 "{\"kty\":\"RSA\",\"kid\":\"%s\",\"use\":\"sig\"%s,\"n\":\"%s\",\"e\":\"%s\"}",
                  kid, algm, n, e);
         free(n);
         free(e);
@@ -160,8 +161,9 @@ static inline char *test_jwk(EVP_PKEY *key, const char *kid, const char *alg)
         int half = EVP_PKEY_get_bits(key) == 384 ? 48 : 32;
         char *x = test_bn_b64(key, OSSL_PKEY_PARAM_EC_PUB_X, half);
         char *y = test_bn_b64(key, OSSL_PKEY_PARAM_EC_PUB_Y, half);
-        snprintf(out, 4096, "{\"kty\":\"EC\",\"kid\":\"%s\"%s,\"crv\":\"%s\",\"x\":\"%s\",\"y\":\"%s\"}",
-                 kid, algm, half == 48 ? "P-384" : "P-256", x, y);
+        snprintf(out, 4096,
+                 "{\"kty\":\"EC\",\"kid\":\"%s\"%s,\"crv\":\"%s\",\"x\":\"%s\",\"y\":\"%s\"}", kid,
+                 algm, half == 48 ? "P-384" : "P-256", x, y);
         free(x);
         free(y);
     } else {

@@ -122,14 +122,18 @@ TEST(test_keys_claims_checks_come_from_the_config)
     struct keys_config c = {SECRET, NULL, NULL, 0, "herald", "https://auth", 30};
     struct keys *k = keys_new(&c, err, sizeof(err));
     char p[200];
-    snprintf(p, sizeof(p), "{\"sub\":\"1\",\"aud\":[\"x\",\"herald\"],\"iss\":\"https://auth\","
-                           "\"exp\":%d}", NOW - 10);
+    snprintf(p, sizeof(p),
+             "{\"sub\":\"1\",\"aud\":[\"x\",\"herald\"],\"iss\":\"https://auth\","
+             "\"exp\":%d}",
+             NOW - 10);
     CHECK_EQ(verify_new(k, test_token("HS256", NULL, p, NULL, SECRET)), JWT_OK);
-    snprintf(p, sizeof(p), "{\"sub\":\"1\",\"aud\":\"herald\",\"iss\":\"https://auth\","
-                           "\"exp\":%d}", NOW - 40);
+    snprintf(p, sizeof(p),
+             "{\"sub\":\"1\",\"aud\":\"herald\",\"iss\":\"https://auth\","
+             "\"exp\":%d}",
+             NOW - 40);
     CHECK_EQ(verify_new(k, test_token("HS256", NULL, p, NULL, SECRET)), JWT_EXPIRED);
-    CHECK_EQ(verify_new(k, test_token("HS256", NULL, "{\"aud\":\"herald\",\"iss\":\"x\"}", NULL,
-                                      SECRET)),
+    CHECK_EQ(verify_new(
+                 k, test_token("HS256", NULL, "{\"aud\":\"herald\",\"iss\":\"x\"}", NULL, SECRET)),
              JWT_INVALID);
     CHECK_EQ(verify_new(k, test_token("HS256", NULL, "{\"aud\":\"h\",\"iss\":\"https://auth\"}",
                                       NULL, SECRET)),
@@ -174,7 +178,8 @@ TEST(test_keys_jwks_skips_unusable_keys_and_refuses_non_documents)
 {
     char *good = test_jwk(p256_key, "good", "ES256");
     const char *skipped[] = {
-        "{\"kty\":\"EC\",\"crv\":\"P-256\",\"use\":\"enc\",\"kid\":\"enc\",\"x\":\"AA\",\"y\":\"AA\"}",
+        "{\"kty\":\"EC\",\"crv\":\"P-256\",\"use\":\"enc\",\"kid\":\"enc\",\"x\":\"AA\",\"y\":"
+        "\"AA\"}",
         "{\"kty\":\"oct\",\"kid\":\"sym\",\"k\":\"c2VjcmV0\"}",
         "{\"kty\":\"RSA\",\"kid\":\"short\",\"n\":\"AQAB\",\"e\":\"AQAB\"}",
         "{\"kty\":\"EC\",\"kid\":\"x-short\",\"crv\":\"P-256\",\"x\":\"AAAA\",\"y\":\"AAAA\"}",
@@ -217,8 +222,8 @@ TEST(test_keys_jwks_skips_unusable_keys_and_refuses_non_documents)
         free(doc);
     }
     free(nokid), free(wrongalg), free(eddsa_on_ec), free(offcurve), free(dup);
-    const char *refused[] = {"", "{}", "[]", "{\"keys\":{}}", "{\"keys\":[", "null",
-                             "{\"keys\":\"x\"}"};
+    const char *refused[] = {
+        "", "{}", "[]", "{\"keys\":{}}", "{\"keys\":[", "null", "{\"keys\":\"x\"}"};
     for (size_t i = 0; i < sizeof(refused) / sizeof(refused[0]); i++)
         CHECK(parse(refused[i]) == NULL);
     struct keys_jwks *empty = parse("{\"keys\":[]}");
