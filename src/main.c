@@ -167,10 +167,19 @@ static void jwks_soon(void *ud, unsigned delay_ms)
     fetch_soon(ud, delay_ms);
 }
 
+/* No more fetches: a connect that now meets an unknown kid is refused at once, and those
+ * waiting are released (their completions go to the loops' inboxes). */
+static void jwks_stop(struct jwks_source *j)
+{
+    keys_set_fetch(j->keys, NULL, NULL);
+    fetch_stop(j->fetch);
+    j->fetch = NULL;
+    keys_fetched(j->keys, loop_clock_ms());
+}
+
 static void jwks_close(struct jwks_source *j)
 {
-    fetch_stop(j->fetch);
-    keys_fetched(j->keys, loop_clock_ms());
+    jwks_stop(j);
     keys_free(j->keys);
 }
 
@@ -356,11 +365,10 @@ static int server_run(const struct config *config)
     /* The main thread only waits for signals. */
     uv_run(main_loop, UV_RUN_DEFAULT);
     pg_feed_stop();
+    /* Before the loops end, so that commands waiting for the JWKS finish on their loop (or,
+     * for a loop already ended, in net_free). */
+    jwks_stop(&jwks);
     net_join(s.net);
-    /* Connects still waiting for the JWKS are released into the loops' inboxes, which
-     * net_free runs. */
-    fetch_stop(jwks.fetch);
-    keys_fetched(jwks.keys, loop_clock_ms());
     uv_close((uv_handle_t *)&sigterm, NULL);
     uv_close((uv_handle_t *)&sigint, NULL);
     uv_close((uv_handle_t *)&sighup, NULL);

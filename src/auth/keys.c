@@ -540,11 +540,11 @@ int keys_await(struct keys *k, uint64_t now_ms, void (*done)(void *ud), void *ud
         if (k->last_fetch_ms && since < KEYS_REFETCH_MIN_MS)
             delay = (unsigned)(KEYS_REFETCH_MIN_MS - since);
     }
-    void (*fetch)(void *, unsigned) = k->fetch;
-    void *fetch_ud = k->fetch_ud;
-    pthread_mutex_unlock(&k->lock);
+    /* Under the lock, so that once keys_set_fetch(NULL) returns nobody calls the old
+     * source (it is stopped and freed next). */
     if (ask)
-        fetch(fetch_ud, delay);
+        k->fetch(k->fetch_ud, delay);
+    pthread_mutex_unlock(&k->lock);
     return 0;
 }
 

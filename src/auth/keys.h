@@ -65,7 +65,9 @@ int keys_load_jwks(struct keys *k, const uint8_t *p, size_t len, char *err, size
 /* Keys of the current JWKS (0 before the first document). */
 size_t keys_jwks_size(struct keys *k);
 
-/* How a fetch is asked for: fetch(ud, delay_ms) wants one to start within delay_ms. */
+/* How a fetch is asked for: fetch(ud, delay_ms) wants one to start within delay_ms
+ * (called under the set's lock: it must not call back into the set). NULL: no source any
+ * more; once this returns, the old one is not called again. */
 void keys_set_fetch(struct keys *k, void (*fetch)(void *ud, unsigned delay_ms), void *ud);
 
 /* A token named an unknown kid: ask for a fetch (at most one per KEYS_REFETCH_MIN_MS,

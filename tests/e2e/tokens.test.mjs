@@ -7,7 +7,7 @@ import { generateKeyPairSync } from 'node:crypto';
 import http from 'node:http';
 import { test } from 'node:test';
 import { makeClient, once } from './lib/centrifuge.mjs';
-import { httpRequest, runHerald, withHerald } from './lib/herald.mjs';
+import { httpRequest, runHerald, sanitizerReport, start, withHerald } from './lib/herald.mjs';
 import { nowSeconds, sign, signAsym } from './lib/jwt.mjs';
 import { ProtoClient } from './lib/proto.mjs';
 import { apiResult, sleep, subToken, subscribeOutcome, sharedHerald } from './lib/proxy.mjs';
@@ -418,7 +418,7 @@ test('JWKS served by the test: EdDSA and RSA keys by kid; an unknown kid refetch
     + 'a JWKS server that fails keeps the cached keys', { timeout: 60000 }, async () => {
     const jwks = await jwksServer([jwk(ed1, 'ed-1', 'EdDSA'), jwk(rsa, 'rsa-1', 'RS256')]);
     try {
-        await withHerald({ config: { token_jwks_url: jwks.url } }, async (h) => {
+        await withHerald({ config: { token_jwks_url: jwks.url, namespaces: { '': {}, priv: { private: true } } } }, async (h) => {
             await until(() => jwks.requests >= 1, 5000, 'the first JWKS fetch');
             assert.ok(await officialConnect(h, signAsym(claims('ed'), 'EdDSA', ed1.privateKey, { kid: 'ed-1' })));
             assert.ok(await officialConnect(h, signAsym(claims('rs'), 'RS256', rsa.privateKey, { kid: 'rsa-1' })));
@@ -443,11 +443,26 @@ test('JWKS served by the test: EdDSA and RSA keys by kid; an unknown kid refetch
                 'closed 3500');
             assert.equal(jwks.requests, n + 1, 'one fetch for the unknown kid');
 
+            // A subscription token under a kid published after the connection was made: the
+            // subscribe waits for the refetch too.
+            jwks.keys = [...jwks.keys, jwk(ec, 'ec-3', 'ES256')];
+            const c = await ProtoClient.open(h.wsUrl);
+            try {
+                const r = await c.connect(signAsym(claims('sub3'), 'EdDSA', ed1.privateKey, { kid: 'ed-1' }));
+                assert.ok(r.connect, JSON.stringify(r));
+                const st = signAsym(claims('sub3', { channel: 'priv:x' }), 'ES256', ec.privateKey, { kid: 'ec-3' });
+                const sr = await c.command('subscribe', { channel: 'priv:x', token: st }, 12000);
+                assert.ok(sr.subscribe, JSON.stringify(sr));
+            } finally {
+                c.close();
+            }
+            jwks.keys = jwks.keys.filter((k) => k.kid !== 'ec-3');
+
             // The JWKS server fails: the keys fetched before stay.
             jwks.down = true;
             assert.equal(await rawConnect(h, signAsym(claims('x'), 'EdDSA', ed1.privateKey, { kid: 'nope-2' })),
                 'closed 3500');
-            await until(() => /token_jwks_url: HTTP 503; 3 cached keys kept/.test(h.stderr()), 3000,
+            await until(() => /token_jwks_url: HTTP 503; 4 cached keys kept/.test(h.stderr()), 3000,
                 'the failed fetch logged');
             await jwks.close();
             assert.equal(await rawConnect(h, signAsym(claims('ed'), 'EdDSA', ed1.privateKey, { kid: 'ed-1' })),
@@ -515,4 +530,36 @@ test('api_keys: every listed key and api_key are valid at once; another is not; 
             assert.ok(!h.stderr().includes(key), `${key} is not logged`);
         }
     });
+});
+
+test('herald stops at once, cleanly, while a connect waits for a JWKS server that does not answer', T, async () => {
+    let served = 0;
+    const hung = [];
+    const server = http.createServer((req, res) => {
+        if (served++ === 0) {
+            res.writeHead(200, { 'Content-Type': 'application/json' })
+                .end(JSON.stringify({ keys: [jwk(ed1, 'ed-1', 'EdDSA')] }));
+        } else {
+            hung.push(res); // never answered
+        }
+    });
+    await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const h = await start({ config: { token_jwks_url: `http://127.0.0.1:${server.address().port}/jwks` } });
+    try {
+        await until(() => served >= 1, 5000, 'the first fetch');
+        assert.equal(await rawConnect(h, signAsym(claims('a'), 'EdDSA', ed1.privateKey, { kid: 'ed-1' })), 'connected');
+        const c = await ProtoClient.open(h.wsUrl);
+        c.send({ id: 1, connect: { token: signAsym(claims('b'), 'EdDSA', ed2.privateKey, { kid: 'ed-new' }) } });
+        await until(() => served >= 2, 8000, 'the refetch');
+        const res = await h.stop('SIGTERM', 3000);
+        assert.equal(res.code, 0, `exit ${res.code}/${res.signal}`);
+        assert.ok(res.ms < 2500, `stopped in ${res.ms} ms`);
+        assert.equal(sanitizerReport(h.stderr()), '');
+        c.close();
+    } finally {
+        await h.stop('SIGKILL');
+        for (const r of hung) r.destroy();
+        server.closeAllConnections?.();
+        await new Promise((resolve) => server.close(resolve));
+    }
 });
