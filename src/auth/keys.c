@@ -58,7 +58,7 @@ struct keys {
     void *fetch_ud;
     int fetch_asked;        /* a fetch was asked for and has not ended yet */
     uint64_t last_fetch_ms; /* when the last one ended; 0: never */
-    struct waiter *waiters;
+    struct waiter *waiters, **waiters_tail; /* in the order they came */
     unsigned nwaiters;
 };
 
@@ -526,8 +526,10 @@ int keys_await(struct keys *k, uint64_t now_ms, void (*done)(void *ud), void *ud
         free(w);
         return -1;
     }
-    w->next = k->waiters;
-    k->waiters = w;
+    if (k->waiters == NULL)
+        k->waiters_tail = &k->waiters;
+    *k->waiters_tail = w;
+    k->waiters_tail = &w->next;
     k->nwaiters++;
     /* One fetch answers everyone waiting; the next one no sooner than the minimum
      * interval after the last, whatever the tokens say (a flood of made-up kids must

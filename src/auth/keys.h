@@ -72,7 +72,7 @@ void keys_set_fetch(struct keys *k, void (*fetch)(void *ud, unsigned delay_ms), 
 
 /* A token named an unknown kid: ask for a fetch (at most one per KEYS_REFETCH_MIN_MS,
  * by now_ms on CLOCK_MONOTONIC) and have done(ud) called, on the thread that reports
- * it, once the fetch has ended. 0, or -1 (no fetch source, too many waiting, out of
+ * it, once the fetch has ended (waiters in the order they came). 0, or -1 (no fetch source, too many waiting, out of
  * memory: done is never called). */
 int keys_await(struct keys *k, uint64_t now_ms, void (*done)(void *ud), void *ud);
 /* A fetch ended, whatever its outcome: every waiter's done is called. Also at

@@ -46,9 +46,6 @@ struct session {
     uint8_t strikes;      /* commands refused in a row by client_command_rate */
     uint64_t command_tat; /* its GCRA state (limit/limit.h) */
     struct limit_client lc; /* the client's address and what it holds of the limits */
-    uint8_t awaiting_keys; /* its connect waits for the JWKS to be fetched (unknown kid) */
-    uint8_t deferred;      /* commands waiting for the JWKS */
-    uint8_t retrying;      /* running a deferred command: an unknown kid is final */
     uint32_t pending;  /* hub/engine requests not completed yet */
     uint32_t nsubs;
     uint32_t ping_at;   /* loop second (loop_now_sec) of the next ping */
@@ -57,8 +54,13 @@ struct session {
     char *user;         /* NUL-terminated, "" for anonymous */
     uint8_t *info;      /* conn_info from the token (raw JSON) or NULL */
     uint32_t info_len;
-    uint8_t *query_token; /* the URL query's connection token (allow_query_token), or NULL */
+
+    uint8_t awaiting_keys; /* its connect waits for the JWKS to be fetched (unknown kid) */
+    uint8_t deferred;      /* commands waiting for the JWKS */
+    uint8_t retrying;      /* running a deferred command: an unknown kid is final */
     uint32_t query_token_len;
+    uint8_t *query_token; /* the URL query's connection token (allow_query_token), or NULL */
+
     struct hub_sub *subs;
 };
 
@@ -433,8 +435,6 @@ static int defer(struct session *s, const struct proto_command *cmd)
 {
     if (s->retrying || s->deferred >= MAX_DEFERRED || token_keys == NULL)
         return 0;
-    /* Every span of struct proto_command, so that none points into the message. */
-    struct json_span *spans[] = {NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL};
     size_t total = cmd->token.len + cmd->name.len + cmd->version.len + cmd->channel.len +
                    cmd->data.len + cmd->epoch.len + cmd->rpc_method.len + cmd->since_epoch.len;
     struct deferred *d = malloc(sizeof(*d) + total);
@@ -442,14 +442,11 @@ static int defer(struct session *s, const struct proto_command *cmd)
         return 0;
     d->s = s;
     d->cmd = *cmd;
-    spans[0] = &d->cmd.token;
-    spans[1] = &d->cmd.name;
-    spans[2] = &d->cmd.version;
-    spans[3] = &d->cmd.channel;
-    spans[4] = &d->cmd.data;
-    spans[5] = &d->cmd.epoch;
-    spans[6] = &d->cmd.rpc_method;
-    spans[7] = &d->cmd.since_epoch;
+    /* Every span of struct proto_command (a new one must be added here), so that none
+     * points into the message. */
+    struct json_span *spans[] = {&d->cmd.token,      &d->cmd.name,       &d->cmd.version,
+                                 &d->cmd.channel,    &d->cmd.data,       &d->cmd.epoch,
+                                 &d->cmd.rpc_method, &d->cmd.since_epoch};
     size_t at = 0;
     for (size_t i = 0; i < sizeof(spans) / sizeof(spans[0]); i++)
         rebase(spans[i], d->bytes, &at);
@@ -460,7 +457,8 @@ static int defer(struct session *s, const struct proto_command *cmd)
     if (keys_await(token_keys, loop_clock_ms(), on_keys_fetched, d) != 0) {
         s->pending--;
         s->deferred--;
-        s->awaiting_keys = 0;
+        if (cmd->method == PROTO_CONNECT)
+            s->awaiting_keys = 0;
         free(d);
         return 0;
     }
@@ -1179,6 +1177,9 @@ static void handle_command(struct session *s, struct proto_command *cmd, struct 
         return;
     }
     if (!s->connected) {
+        /* Behind a connect that waits for the JWKS: run after it, in order. */
+        if (s->awaiting_keys && defer(s, cmd))
+            return;
         /* Anything before connect is a protocol violation (Centrifugo: bad request). */
         disconnect(s, PROTO_DISC_BAD_REQUEST, "bad request");
         return;

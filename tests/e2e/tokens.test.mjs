@@ -443,26 +443,31 @@ test('JWKS served by the test: EdDSA and RSA keys by kid; an unknown kid refetch
                 'closed 3500');
             assert.equal(jwks.requests, n + 1, 'one fetch for the unknown kid');
 
-            // A subscription token under a kid published after the connection was made: the
-            // subscribe waits for the refetch too.
-            jwks.keys = [...jwks.keys, jwk(ec, 'ec-3', 'ES256')];
+            // A connect and a subscribe in one message, both under kids published since the
+            // last fetch: the subscribe waits behind the connect, both for the same refetch.
+            jwks.keys = [...jwks.keys, jwk(ec, 'ec-3', 'ES256'), jwk(ed1, 'ed-3', 'EdDSA')];
             const c = await ProtoClient.open(h.wsUrl);
             try {
-                const r = await c.connect(signAsym(claims('sub3'), 'EdDSA', ed1.privateKey, { kid: 'ed-1' }));
-                assert.ok(r.connect, JSON.stringify(r));
+                const ct = signAsym(claims('sub3'), 'EdDSA', ed1.privateKey, { kid: 'ed-3' });
                 const st = signAsym(claims('sub3', { channel: 'priv:x' }), 'ES256', ec.privateKey, { kid: 'ec-3' });
-                const sr = await c.command('subscribe', { channel: 'priv:x', token: st }, 12000);
+                const n3 = jwks.requests;
+                c.send(`${JSON.stringify({ id: 1, connect: { token: ct } })}\n${
+                    JSON.stringify({ id: 2, subscribe: { channel: 'priv:x', token: st } })}`);
+                const r = await c.reply(1, 12000);
+                assert.ok(r.connect, JSON.stringify(r));
+                const sr = await c.reply(2, 3000);
                 assert.ok(sr.subscribe, JSON.stringify(sr));
+                assert.equal(jwks.requests, n3 + 1, 'one fetch for both');
             } finally {
                 c.close();
             }
-            jwks.keys = jwks.keys.filter((k) => k.kid !== 'ec-3');
+            jwks.keys = jwks.keys.filter((k) => k.kid !== 'ec-3' && k.kid !== 'ed-3');
 
             // The JWKS server fails: the keys fetched before stay.
             jwks.down = true;
             assert.equal(await rawConnect(h, signAsym(claims('x'), 'EdDSA', ed1.privateKey, { kid: 'nope-2' })),
                 'closed 3500');
-            await until(() => /token_jwks_url: HTTP 503; 4 cached keys kept/.test(h.stderr()), 3000,
+            await until(() => /token_jwks_url: HTTP 503; 5 cached keys kept/.test(h.stderr()), 3000,
                 'the failed fetch logged');
             await jwks.close();
             assert.equal(await rawConnect(h, signAsym(claims('ed'), 'EdDSA', ed1.privateKey, { kid: 'ed-1' })),

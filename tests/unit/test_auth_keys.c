@@ -3,6 +3,7 @@
  * a new document, and the pacing of refetches. Keys are generated here (sign.h). */
 #include "auth/keys.h"
 
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -290,8 +291,12 @@ static void record_fetch(void *ud, unsigned delay_ms)
     fetch_delay = delay_ms;
 }
 
+static int done_order[8];
+
 static void record_done(void *ud)
 {
+    if (done_calls < 8)
+        done_order[done_calls] = (int)(intptr_t)ud;
     done_calls++;
 }
 
@@ -303,13 +308,16 @@ TEST(test_keys_refetch_is_asked_once_and_paced)
     /* No fetch source: nothing to wait for. */
     CHECK_EQ(keys_await(k, 1000, record_done, NULL), -1);
     keys_set_fetch(k, record_fetch, NULL);
-    CHECK_EQ(keys_await(k, 1000, record_done, NULL), 0);
-    CHECK_EQ(keys_await(k, 1100, record_done, NULL), 0);
+    CHECK_EQ(keys_await(k, 1000, record_done, (void *)1), 0);
+    CHECK_EQ(keys_await(k, 1100, record_done, (void *)2), 0);
     CHECK_EQ(fetch_calls, 1);
     CHECK_EQ(fetch_delay, 0);
     CHECK_EQ(done_calls, 0);
     keys_fetched(k, 2000);
     CHECK_EQ(done_calls, 2);
+    /* In the order they came: a connect before the commands queued behind it. */
+    CHECK_EQ(done_order[0], 1);
+    CHECK_EQ(done_order[1], 2);
     /* 1 s after the last fetch: the next one waits out the interval. */
     CHECK_EQ(keys_await(k, 3000, record_done, NULL), 0);
     CHECK_EQ(fetch_calls, 2);
