@@ -26,7 +26,7 @@ struct fetch {
 
 struct body {
     uint8_t *p;
-    size_t len, max;
+    size_t len, cap, max;
     int too_large;
 };
 
@@ -47,10 +47,17 @@ static size_t on_body(char *p, size_t size, size_t n, void *ud)
         b->too_large = 1;
         return 0;
     }
-    if (b->p == NULL) {
-        b->p = malloc(b->max ? b->max : 1);
-        if (b->p == NULL)
+    if (b->len + len > b->cap) {
+        size_t cap = b->cap ? b->cap : 16384;
+        while (cap < b->len + len)
+            cap *= 2;
+        if (cap > b->max)
+            cap = b->max;
+        uint8_t *q = realloc(b->p, cap);
+        if (q == NULL)
             return 0;
+        b->p = q;
+        b->cap = cap;
     }
     memcpy(b->p + b->len, p, len);
     b->len += len;
@@ -67,7 +74,7 @@ static int on_progress(void *ud, curl_off_t dltotal, curl_off_t dlnow, curl_off_
 
 static unsigned fetch_once(struct fetch *f, CURL *curl)
 {
-    struct body b = {NULL, 0, f->cfg.max_body, 0};
+    struct body b = {NULL, 0, 0, f->cfg.max_body, 0};
     char errbuf[CURL_ERROR_SIZE] = "";
     curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, on_body);
     curl_easy_setopt(curl, CURLOPT_WRITEDATA, &b);

@@ -391,11 +391,16 @@ test('a PEM key that does not parse, or of the wrong type, stops herald at start
 
 // A JWKS over HTTP on a free port of 127.0.0.1, served from `keys`; `down` answers 503.
 async function jwksServer(keys) {
-    const state = { keys, requests: 0, down: false };
+    const state = { keys, requests: 0, down: false, huge: false };
     const server = http.createServer((req, res) => {
         state.requests++;
         if (state.down) {
             res.writeHead(503).end('down');
+            return;
+        }
+        if (state.huge) { // a body over herald's 1 MiB bound
+            res.writeHead(200, { 'Content-Type': 'application/json' })
+                .end(JSON.stringify({ keys: state.keys, pad: 'x'.repeat(2 * 1024 * 1024) }));
             return;
         }
         res.writeHead(200, { 'Content-Type': 'application/json' }).end(JSON.stringify({ keys: state.keys }));
@@ -463,7 +468,13 @@ test('JWKS served by the test: EdDSA and RSA keys by kid; an unknown kid refetch
             }
             jwks.keys = jwks.keys.filter((k) => k.kid !== 'ec-3' && k.kid !== 'ed-3');
 
-            // The JWKS server fails: the keys fetched before stay.
+            // The JWKS server fails (a body over 1 MiB, then 503): the keys fetched before stay.
+            jwks.huge = true;
+            assert.equal(await rawConnect(h, signAsym(claims('x'), 'EdDSA', ed1.privateKey, { kid: 'nope-1' })),
+                'closed 3500');
+            await until(() => /token_jwks_url: body over 1048576 bytes; 5 cached keys kept/.test(h.stderr()), 3000,
+                'the oversized body refused');
+            jwks.huge = false;
             jwks.down = true;
             assert.equal(await rawConnect(h, signAsym(claims('x'), 'EdDSA', ed1.privateKey, { kid: 'nope-2' })),
                 'closed 3500');
