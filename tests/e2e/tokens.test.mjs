@@ -341,12 +341,15 @@ async function officialConnect(h, token) {
     }
 }
 
-test('RS256, PS256 and ES256 tokens (PEM keys) connect the official client; key confusion is refused', T,
+test('RS256, PS256 and ES256 tokens (PEM keys) connect the official client; key confusion, aud, iss, exp, nbf, iat', T,
     async () => {
         await withHerald({
-            config: { token_rsa_public_key: pem(rsa), token_ecdsa_public_key: pem(ec), token_audience: 'herald' },
+            config: {
+                token_rsa_public_key: pem(rsa), token_ecdsa_public_key: pem(ec), token_audience: 'herald',
+                token_issuer: 'https://auth.example',
+            },
         }, async (h) => {
-            const aud = { aud: ['web', 'herald'] };
+            const aud = { aud: ['web', 'herald'], iss: 'https://auth.example' };
             assert.ok(await officialConnect(h, signAsym(claims('rs', aud), 'RS256', rsa.privateKey)));
             assert.ok(await officialConnect(h, signAsym(claims('es', aud), 'ES256', ec.privateKey)));
             const got = {
@@ -358,8 +361,17 @@ test('RS256, PS256 and ES256 tokens (PEM keys) connect the official client; key 
                 hsWithRsaPem: await rawConnect(h, sign(claims('x', aud), pem(rsa))),
                 esAsEs384: await rawConnect(h, signAsym(claims('x', aud), 'ES384',
                     generateKeyPairSync('ec', { namedCurve: 'P-384' }).privateKey)),
-                noAud: await rawConnect(h, signAsym(claims('x'), 'RS256', rsa.privateKey)),
-                otherAud: await rawConnect(h, signAsym(claims('x', { aud: 'web' }), 'RS256', rsa.privateKey)),
+                noAud: await rawConnect(h, signAsym(claims('x', { iss: aud.iss }), 'RS256', rsa.privateKey)),
+                otherAud: await rawConnect(h, signAsym(claims('x', { ...aud, aud: 'web' }), 'RS256', rsa.privateKey)),
+                otherIss: await rawConnect(h, signAsym(claims('x', { ...aud, iss: 'https://evil.example' }), 'RS256',
+                    rsa.privateKey)),
+                noIss: await rawConnect(h, signAsym(claims('x', { aud: 'herald' }), 'ES256', ec.privateKey)),
+                expired: await rawConnect(h, signAsym(claims('x', { ...aud, exp: nowSeconds() - 30 }), 'ES256',
+                    ec.privateKey)),
+                notYet: await rawConnect(h, signAsym(claims('x', { ...aud, nbf: nowSeconds() + 600 }), 'RS256',
+                    rsa.privateKey)),
+                issuedLater: await rawConnect(h, signAsym(claims('x', { ...aud, iat: nowSeconds() + 600 }), 'RS256',
+                    rsa.privateKey)),
             };
             assert.deepEqual(got, {
                 ps256: 'connected',
@@ -369,6 +381,11 @@ test('RS256, PS256 and ES256 tokens (PEM keys) connect the official client; key 
                 esAsEs384: 'closed 3500',
                 noAud: 'closed 3500',
                 otherAud: 'closed 3500',
+                otherIss: 'closed 3500',
+                noIss: 'closed 3500',
+                expired: 'error 109',
+                notYet: 'closed 3500',
+                issuedLater: 'closed 3500',
             });
         });
         // Only the RSA key: HS256 signed with its PEM has no key to verify with.
