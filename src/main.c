@@ -133,6 +133,7 @@ struct jwks_source {
     struct keys *keys;
     struct fetch *fetch;
     unsigned retry_ms;
+    int loaded; /* a document was loaded once */
 };
 
 static unsigned on_jwks(void *ud, int status, const uint8_t *body, size_t len, const char *error)
@@ -141,9 +142,10 @@ static unsigned on_jwks(void *ud, int status, const uint8_t *body, size_t len, c
     char err[160];
     unsigned next;
     if (status == 200 && keys_load_jwks(j->keys, body, len, err, sizeof(err)) == 0) {
-        if (j->retry_ms)
-            log_info("token_jwks_url: fetched again, %zu keys", keys_jwks_size(j->keys));
+        if (j->retry_ms || !j->loaded)
+            log_info("token_jwks_url: %zu keys", keys_jwks_size(j->keys));
         j->retry_ms = 0;
+        j->loaded = 1;
         next = JWKS_REFRESH_MS;
     } else {
         size_t have = keys_jwks_size(j->keys);
@@ -252,7 +254,7 @@ static int server_run(const struct config *config)
         log_error("%s", ferr);
         return -1;
     }
-    struct jwks_source jwks = {token_keys_open(config), NULL, 0};
+    struct jwks_source jwks = {token_keys_open(config), NULL, 0, 0};
     if (jwks.keys == NULL)
         return -1;
     if (config->token_jwks_url) {
