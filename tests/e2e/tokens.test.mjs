@@ -9,6 +9,7 @@ import { test } from 'node:test';
 import { makeClient, once } from './lib/centrifuge.mjs';
 import { httpRequest, runHerald, sanitizerReport, start, withHerald } from './lib/herald.mjs';
 import { nowSeconds, sign, signAsym } from './lib/jwt.mjs';
+import { startRedis } from './lib/redis.mjs';
 import { ProtoClient } from './lib/proto.mjs';
 import { apiResult, sleep, subToken, subscribeOutcome, sharedHerald } from './lib/proxy.mjs';
 
@@ -545,6 +546,28 @@ test('a connection token in the URL query: refused at the upgrade unless allow_q
         }
         assert.ok(!h.stderr().includes(token), 'the token is not logged');
     });
+});
+
+test('the URL query\'s token waits with the upgrade for the per-IP limit across nodes (Redis)', T, async () => {
+    const redis = await startRedis();
+    try {
+        await withHerald({
+            config: { engine: 'redis', redis_urls: [redis.url], redis_prefix: `tok${Math.floor(Math.random() * 1e9)}` },
+            args: ['--allow_query_token', '--max_connections_per_ip', '5'],
+        }, async (h) => {
+            const c = await ProtoClient.open(`${h.wsUrl}?token=${h.token('qr')}`);
+            try {
+                const r = await c.command('connect', {});
+                assert.ok(r.connect, JSON.stringify(r));
+                const info = await h.api('presence_stats', { channel: 'x' }); // the node still answers
+                assert.equal(info.status, 200);
+            } finally {
+                c.close();
+            }
+        });
+    } finally {
+        await redis.stop();
+    }
 });
 
 test('api_keys: every listed key and api_key are valid at once; another is not; none is logged', T, async () => {
