@@ -21,8 +21,9 @@
 #include <openssl/pem.h>
 #include <openssl/x509.h>
 
-/* RFC 7518 section 3.3: RSA keys of 2048 bits or more; above 8192 a signature check
- * costs tens of milliseconds, a price a hostile JWKS must not set. */
+/* RFC 7518 section 3.3: RSA keys of 2048 bits or more. The cost of a check grows with
+ * the modulus (about its square) and with the exponent's length: bounded, so that a
+ * hostile JWKS cannot make every connect expensive. */
 #define RSA_MIN_BITS 2048
 #define RSA_MAX_BITS 8192
 #define RSA_MAX_E_BYTES 8
