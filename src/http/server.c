@@ -129,6 +129,12 @@ static int origin_allowed(const struct config *cfg, const struct http_request *r
     const struct http_header *h = http_find_header(r, "origin");
     if (h == NULL)
         return 1; /* not a browser: browsers always send Origin on WebSocket upgrades */
+    /* RFC 6454 §7.3: a user agent sends at most one Origin. Two are refused whatever
+     * they say: a proxy in front that checks the other one must not disagree with us. */
+    for (const struct http_header *x = h + 1; x < r->headers + r->num_headers; x++)
+        if (x->name_len == 6 && strncasecmp((const char *)x->name, "origin", 6) == 0 &&
+            cfg->n_allowed_origins > 0)
+            return 0;
     return auth_origin_allowed(cfg->allowed_origins, cfg->n_allowed_origins, h->value,
                                h->value_len);
 }
