@@ -111,11 +111,20 @@ static void respond_full(struct conn *c, int status, const char *content_type, c
         conn_close_after_flush(c, HTTP_CLOSE_SEC);
 }
 
-static void respond_error(struct conn *c, int status, int keep_alive, const char *extra)
+/* An error answer. To a HEAD request it has no body (RFC 9110 §9.3.2): the client
+ * would read one as the start of the next response. */
+static void respond_error_to(struct conn *c, int status, int keep_alive, const char *extra,
+                             int head_only)
 {
     char body[96];
     int n = snprintf(body, sizeof(body), "%d %s\n", status, http_status_reason(status));
-    respond_full(c, status, "text/plain", (const uint8_t *)body, (size_t)n, keep_alive, extra, 0);
+    respond_full(c, status, "text/plain", (const uint8_t *)body, (size_t)n, keep_alive, extra,
+                 head_only);
+}
+
+static void respond_error(struct conn *c, int status, int keep_alive, const char *extra)
+{
+    respond_error_to(c, status, keep_alive, extra, 0);
 }
 
 static int path_is(const struct http_request *r, const char *s)
@@ -407,14 +416,14 @@ static void route(struct http_conn *h, const struct http_request *r, uint8_t *bo
     int head = r->method == HTTP_HEAD;
     if (path_is(r, "/connection/websocket")) {
         if (r->method != HTTP_GET)
-            respond_error(c, 405, ka, "Allow: GET\r\n");
+            respond_error_to(c, 405, ka, "Allow: GET\r\n", head);
         else
             upgrade(h, r);
         return;
     }
     if (r->path_len > 5 && memcmp(r->path, "/api/", 5) == 0) {
         if (r->method != HTTP_POST) {
-            respond_error(c, 405, ka, "Allow: POST\r\n");
+            respond_error_to(c, 405, ka, "Allow: POST\r\n", head);
             return;
         }
         if (!api_authorized(cfg, r)) {
@@ -479,7 +488,7 @@ static void route(struct http_conn *h, const struct http_request *r, uint8_t *bo
             respond_full(c, 200, type, asset, (size_t)(asset_end - asset), ka, NULL, head);
         return;
     }
-    respond_error(c, 404, ka, NULL);
+    respond_error_to(c, 404, ka, NULL, head);
 }
 
 static size_t on_data(struct conn *c, uint8_t *p, size_t len)
@@ -511,19 +520,20 @@ static size_t on_data(struct conn *c, uint8_t *p, size_t len)
         size_t head = (size_t)rc;
         if (req.has_transfer_encoding) {
             /* Only Content-Length bodies: every API client sends one. */
-            respond_error(c, 411, 0, NULL);
+            respond_error_to(c, 411, 0, NULL, req.method == HTTP_HEAD);
             return len;
         }
         uint64_t body_len = req.content_length > 0 ? (uint64_t)req.content_length : 0;
         if (body_len > cfg->max_request_body) {
-            respond_error(c, 413, 0, NULL);
+            respond_error_to(c, 413, 0, NULL, req.method == HTTP_HEAD);
             return len;
         }
         if (h->ncalls && !wants_body(cfg, &req))
             return used; /* answered after the calls ahead of it */
         if (!wants_body(cfg, &req)) {
             if (body_len && path_is(&req, "/connection/websocket")) {
-                respond_error(c, 400, 0, NULL); /* the body would be read as frames */
+                /* the body would be read as frames */
+                respond_error_to(c, 400, 0, NULL, req.method == HTTP_HEAD);
                 return len;
             }
             used += head;
