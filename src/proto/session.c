@@ -1065,6 +1065,12 @@ static void handle_connect(struct session *s, struct proto_command *cmd, struct 
             disconnect(s, PROTO_DISC_INVALID_TOKEN, "invalid token");
             return;
         }
+        /* The user id becomes a C string: "victim\u0000x" would be user "victim". */
+        if (memchr(claims.sub.p, 0, claims.sub.len) != NULL) {
+            jwt_claims_free(&claims);
+            disconnect(s, PROTO_DISC_INVALID_TOKEN, "invalid token");
+            return;
+        }
         have_claims = 1;
     }
     struct connecting *k = calloc(1, sizeof(*k));
