@@ -255,6 +255,9 @@ static uint32_t grace_deadline(struct session *s, int64_t exp)
     int64_t left = exp - (int64_t)time(NULL);
     if (left < 0)
         left = 0;
+    /* Loop time is 32-bit seconds: an exp 2^32 s away must not wrap to one due now. */
+    if (left > INT32_MAX)
+        left = INT32_MAX;
     return loop_now_sec(s->loop) + (uint32_t)left + config->expired_close_delay;
 }
 

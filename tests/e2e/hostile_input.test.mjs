@@ -31,6 +31,7 @@ const ASAN_OPTIONS = [process.env.ASAN_OPTIONS, 'quarantine_size_mb=2', 'thread_
 const CONFIG = {
     allowed_origins: [ORIGIN],
     client_queue_max: QUEUE_MAX,
+    expired_close_delay: 1, // a token past its exp is acted on within seconds
     namespaces: {
         '': {},
         hist: { history_size: 10, history_ttl: 300, recover: true },
@@ -721,6 +722,48 @@ describe('hostile input against one herald', { concurrency: 1 }, () => {
                 await unharmed();
             });
         }
+    });
+
+    test('tokens: exp 2^32 s away is not taken for one due now; exp in 1 s is (3005)', async () => {
+        const now = nowSeconds();
+        const far = now + 2 ** 32 + 1;
+        const farConn = await wsOpen(h.port);
+        const farSub = await wsOpen(h.port);
+        const soon = await wsOpen(h.port);
+        try {
+            farConn.sendText(JSON.stringify({ id: 1, connect: { token: sign({ sub: 'far', exp: far }, h.secret) } }));
+            farSub.sendText(`${JSON.stringify({ id: 1, connect: { token: h.token('farsub') } })}\n${JSON.stringify({ id: 2,
+                subscribe: { channel: 'priv:far', token: sign({ sub: 'farsub', channel: 'priv:far', exp: far }, h.secret) } })}`);
+            soon.sendText(JSON.stringify({ id: 1, connect: { token: sign({ sub: 'soon', exp: now + 1 }, h.secret) } }));
+            const lines = async (conn, n) => {
+                const got = [];
+                while (got.length < n) {
+                    const f = await conn.readFrame(5000);
+                    assert.ok(f && f.opcode === OP.TEXT, `expected ${n} replies, got ${got.join(' ')} then ${f && f.opcode}`);
+                    got.push(...f.payload.toString().split('\n').filter((l) => l && l !== '{}'));
+                }
+                return got.map((l) => JSON.parse(l));
+            };
+            const [c1] = await lines(farConn, 1);
+            assert.ok(c1.connect, JSON.stringify(c1));
+            const [c2, s2] = await lines(farSub, 2);
+            assert.ok(c2.connect && s2.subscribe, JSON.stringify([c2, s2]));
+            assert.ok((await lines(soon, 1))[0].connect);
+            // exp + expired_close_delay (1 s) + the loop's one-second timer resolution.
+            const closed = await soon.readClose(6000);
+            assert.equal(closed.code, 3005, 'the token that expired');
+            await sleep(1000);
+            for (const [name, conn] of [['connection token', farConn], ['subscription token', farSub]]) {
+                conn.sendText(JSON.stringify({ id: 9, ping: {} }));
+                const [r] = await lines(conn, 1);
+                assert.deepEqual(r, { id: 9, ping: {} }, `${name} 2^32 s ahead`);
+            }
+        } finally {
+            farConn.destroy();
+            farSub.destroy();
+            soon.destroy();
+        }
+        await unharmed();
     });
 
     // ---------- resources ----------
