@@ -3,7 +3,10 @@
 // foreign Origin, a client that never reads and a flood of half-made handshakes, one case after
 // another. Each case asserts herald's exact answer (status or close code) and that herald is
 // unharmed; at the end a normal client is still served, RSS is back near the baseline and the
-// sanitizers said nothing, at exit included. The cases are tables: add a row, not a test.
+// sanitizers said nothing, at exit included. The cases are tables: add a row, not a test
+// (MALFORMED, SMUGGLING: bytes -> statuses and whether herald closes; RFC6455: frames -> close
+// code; COMMANDS: text frames -> replies or close code; TOKENS: a token and where it is used ->
+// outcome). A case of another kind is a test() in its section that ends with unharmed().
 // What http.test.mjs and ws_rfc6455.test.mjs prove one by one on fresh instances is re-run here
 // as rows against the one instance that has taken everything else.
 import assert from 'node:assert/strict';
@@ -502,18 +505,7 @@ describe('hostile input against one herald', { concurrency: 1 }, () => {
         let watcher = null;
         let watchedPubs = 0;
         before(async () => {
-            watcher = await wsOpen(h.port);
-            watcher.sendText(`${JSON.stringify({ id: 1, connect: { token: h.token('watcher') } })}\n${JSON.stringify({ id: 2, subscribe: { channel: 'smuggled' } })}`);
-            let ok = 0;
-            while (ok < 2) {
-                const f = await watcher.readFrame();
-                assert.ok(f && f.opcode === OP.TEXT, 'watcher setup');
-                for (const l of f.payload.toString().split('\n')) {
-                    const m = JSON.parse(l);
-                    if (m.id === 1 && m.connect) ok++;
-                    if (m.id === 2 && m.subscribe) ok++;
-                }
-            }
+            watcher = await subscriber('watcher', 'smuggled');
             (async () => {
                 for (;;) {
                     const f = await watcher.readFrame(3600000).catch(() => null);
