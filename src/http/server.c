@@ -236,7 +236,8 @@ static void client_addr(struct conn *c, const struct http_request *r, struct lim
     if (getpeername(conn_fd(c), (struct sockaddr *)&ss, &n) == 0)
         limit_addr_from_sockaddr(&ss, &peer);
     const struct http_header *xff = last_header(r, "x-forwarded-for");
-    const struct http_header *real = http_find_header(r, "x-real-ip");
+    /* The last of each: a proxy that adds its header puts it after what the client sent. */
+    const struct http_header *real = last_header(r, "x-real-ip");
     limit_client_addr(&peer, xff ? xff->value : NULL, xff ? xff->value_len : 0,
                       real ? real->value : NULL, real ? real->value_len : 0, out);
 }

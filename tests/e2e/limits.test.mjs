@@ -192,6 +192,18 @@ test('trusted_proxies: X-Forwarded-For and X-Real-IP are believed from a trusted
     });
 });
 
+test('trusted_proxies: of two X-Real-IP headers the last (the proxy\'s) is believed', T, async () => {
+    const args = ['--max_connections_per_ip', '1', '--allow_anonymous'];
+    await withHerald({ config: { trusted_proxies: ['127.0.0.0/8'] }, args }, async (h) => {
+        const a = await handshake(h, { 'X-Real-IP': '203.0.113.50' });
+        assert.equal(a.status, 101);
+        // The client's own header first, the one a proxy appended after it.
+        const b = await handshake(h, { 'X-Real-IP': '198.51.100.1', 'x-real-ip': '203.0.113.50' });
+        assert.equal(b.status, 429, 'a forged first X-Real-IP escapes the per-IP limit');
+        a.conn.destroy();
+    });
+});
+
 test('trusted_proxies that are not CIDRs: herald refuses to start, naming the key', T, async () => {
     const r = await runHerald(['--listen', '127.0.0.1:1', '--allow_anonymous', '--trusted_proxies',
         '10.0.0.0/33']);
