@@ -26,6 +26,11 @@
  * Redis answers after a round trip: one at a time, a pipelining client would get one
  * publication per round trip). Their responses still go out in request order. */
 #define HTTP_MAX_CALLS 128
+/* What a client may send after an upgrade request that waits for the limits across
+ * nodes: a client waits for the 101 (a few frames sent early are kept for the
+ * WebSocket side). The connection is read meanwhile, so without a bound the input
+ * buffer grows with whatever it sends. */
+#define HTTP_MAX_EARLY_INPUT (64 * 1024)
 
 /* Embedded by the Makefile from web/ (ld -r -b binary). */
 extern const uint8_t _binary_index_html_start[], _binary_index_html_end[];
@@ -498,6 +503,11 @@ static size_t on_data(struct conn *c, uint8_t *p, size_t len)
     const struct config *cfg = server.config;
     struct http_limits lim = {HTTP_MAX_HEAD, HTTP_MAX_HEADERS};
     size_t used = 0;
+    if (h->limiting) {
+        if (len > HTTP_MAX_EARLY_INPUT)
+            conn_abort(c);
+        return 0;
+    }
     /* None while the output is full (a peer that pipelines without reading gets every
      * response, whole and in order, as it reads them), nor while answers that wait for
      * those ahead of them hold as much; API calls up to HTTP_MAX_CALLS at once, any

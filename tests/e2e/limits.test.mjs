@@ -449,6 +449,37 @@ test('two nodes on Redis, Redis stalled: connects are decided locally within a s
     });
 });
 
+test('two nodes on Redis, Redis stalled: what a client sends behind its waiting upgrade is not buffered', T, async () => {
+    await withRedisNodes(['--max_connections_per_ip', '100'], async ([a], redis) => {
+        const rssMB = () => Number(/^VmRSS:\s+(\d+)/m.exec(readFileSync(`/proc/${a.child.pid}/status`, 'utf8'))[1]) / 1024;
+        const base = rssMB();
+        let peak = base;
+        process.kill(redis.pid, 'SIGSTOP');
+        try {
+            // Four upgrades wait for Redis (250 ms at most); each client streams 1 MB writes for
+            // 400 ms meanwhile, as fast as herald reads them (it was 550 MB of RSS).
+            const chunk = Buffer.alloc(1 << 20, 0x41);
+            await Promise.all(Array.from({ length: 4 }, async () => {
+                const sock = net.connect(a.port, '127.0.0.1');
+                sock.on('error', () => {});
+                await new Promise((resolve) => sock.once('connect', resolve));
+                sock.write(`GET /connection/websocket HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n`
+                    + 'Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n');
+                const t0 = Date.now();
+                while (Date.now() - t0 < 400 && !sock.destroyed) {
+                    if (!sock.write(chunk)) await Promise.race([new Promise((resolve) => sock.once('drain', resolve)), sleep(50)]);
+                    peak = Math.max(peak, rssMB());
+                }
+                sock.destroy();
+            }));
+        } finally {
+            process.kill(redis.pid, 'SIGCONT');
+        }
+        assert.ok(peak < base + 64, `RSS went from ${base.toFixed(1)} MB to ${peak.toFixed(1)} MB`);
+        assert.equal((await httpRequest(a.port, 'GET', '/health')).status, 200);
+    });
+});
+
 test('two nodes on Redis: the connections of a node that died stop counting within presence_ttl', T, async () => {
     await withRedisNodes(['--max_connections_per_user', '1'], async ([a, b]) => {
         await connected(a, 'alice');
