@@ -141,6 +141,28 @@ static int64_t parse_content_length(const uint8_t *v, size_t len)
     return n;
 }
 
+/* One Transfer-Encoding field line: its codings (a list, empty elements ignored, RFC
+ * 9110 §5.6.1) appended to those of the lines before. *last_chunked says whether the
+ * final coding so far is chunked, *chunked counts them. */
+static void transfer_codings(const uint8_t *v, size_t len, int *last_chunked, int *chunked)
+{
+    size_t i = 0;
+    while (i < len) {
+        const uint8_t *comma = memchr(v + i, ',', len - i);
+        size_t end = comma ? (size_t)(comma - v) : len;
+        size_t s = i, e = end;
+        while (s < e && (v[s] == ' ' || v[s] == '\t'))
+            s++;
+        while (e > s && (v[e - 1] == ' ' || v[e - 1] == '\t'))
+            e--;
+        if (e > s) {
+            *last_chunked = equals_lower(v + s, e - s, "chunked", 7);
+            *chunked += *last_chunked;
+        }
+        i = end + 1;
+    }
+}
+
 int http_parse_request(const uint8_t *p, size_t len, const struct http_limits *lim,
                        struct http_request *req)
 {
@@ -157,6 +179,7 @@ int http_parse_request(const uint8_t *p, size_t len, const struct http_limits *l
     req->num_headers = 0;
     req->content_length = -1;
     req->has_transfer_encoding = 0;
+    req->transfer_chunked = 0;
     req->query = NULL;
     req->query_len = 0;
 
@@ -225,7 +248,7 @@ int http_parse_request(const uint8_t *p, size_t len, const struct http_limits *l
         goto stop;
 
     /* field-line = field-name ":" OWS field-value OWS (RFC 9112 §5). */
-    int hosts = 0, conn_close = 0, conn_keep_alive = 0;
+    int hosts = 0, conn_close = 0, conn_keep_alive = 0, te_last_chunked = 0, te_chunked = 0;
     for (;;) {
         if (i >= n)
             goto incomplete;
@@ -293,8 +316,10 @@ int http_parse_request(const uint8_t *p, size_t len, const struct http_limits *l
             }
             break;
         case 17:
-            if (NAME_IS(name, name_len, "transfer-encoding"))
+            if (NAME_IS(name, name_len, "transfer-encoding")) {
                 req->has_transfer_encoding = 1;
+                transfer_codings(h->value, h->value_len, &te_last_chunked, &te_chunked);
+            }
             break;
         }
     }
@@ -305,6 +330,7 @@ int http_parse_request(const uint8_t *p, size_t len, const struct http_limits *l
     /* RFC 9112 §6.1: both framings at once is a smuggling attempt; refuse it. */
     if (req->has_transfer_encoding && req->content_length >= 0)
         return -400;
+    req->transfer_chunked = te_last_chunked && te_chunked == 1;
     if (req->minor_version == 1)
         req->keep_alive = !conn_close;
     else

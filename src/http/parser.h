@@ -41,6 +41,9 @@ struct http_request {
     int64_t content_length; /* -1 when absent */
     int keep_alive; /* 1.1 default on, "Connection: close" off; 1.0 default off, "keep-alive" on */
     int has_transfer_encoding;
+    /* chunked is the final transfer coding, and the only chunked (RFC 9112 §6.1, §6.3):
+     * a request with Transfer-Encoding and not this has no length a server can find. */
+    int transfer_chunked;
 };
 
 struct http_limits {

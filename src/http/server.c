@@ -530,8 +530,12 @@ static size_t on_data(struct conn *c, uint8_t *p, size_t len)
         }
         size_t head = (size_t)rc;
         if (req.has_transfer_encoding) {
-            /* Only Content-Length bodies: every API client sends one. */
-            respond_error_to(c, 411, 0, NULL, req.method == HTTP_HEAD);
+            /* RFC 9112 §6.3: chunked not final (or twice) leaves no length: 400, as for
+             * any Transfer-Encoding on HTTP/1.0 (§6.1). A chunked body has one, but we
+             * take Content-Length bodies only (every API client sends one): 411. Both
+             * close: what follows cannot be told from the body. */
+            int te_ok = req.transfer_chunked && req.minor_version == 1;
+            respond_error_to(c, te_ok ? 411 : 400, 0, NULL, req.method == HTTP_HEAD);
             return len;
         }
         uint64_t body_len = req.content_length > 0 ? (uint64_t)req.content_length : 0;

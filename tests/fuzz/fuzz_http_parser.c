@@ -56,6 +56,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     REQUIRE(req.minor_version == 0 || req.minor_version == 1);
     REQUIRE(req.content_length >= -1);
     REQUIRE(!(req.content_length >= 0 && req.has_transfer_encoding));
+    REQUIRE(!req.transfer_chunked || req.has_transfer_encoding);
     for (size_t i = 0; i < req.num_headers; i++) {
         const struct http_header *h = &req.headers[i];
         REQUIRE(h->name_len > 0 && inside(data, head, h->name, h->name_len));

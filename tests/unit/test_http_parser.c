@@ -333,6 +333,36 @@ TEST(test_http_parse_records_transfer_encoding)
     CHECK_EQ(req.content_length, -1);
 }
 
+/* The Transfer-Encoding lines of a request, joined: is chunked final and alone? */
+static int te_chunked(const char *lines)
+{
+    char buf[512];
+    snprintf(buf, sizeof(buf), "POST / HTTP/1.1\r\nHost: h\r\n%s\r\n", lines);
+    struct http_request req;
+    if (parse_keep(buf, &req) <= 0 || !req.has_transfer_encoding)
+        return -1;
+    return req.transfer_chunked;
+}
+
+TEST(test_http_parse_records_whether_chunked_is_the_final_transfer_coding)
+{
+    /* RFC 9112 §6.1, §6.3: chunked must be the final coding, applied once. */
+    CHECK_EQ(te_chunked("Transfer-Encoding: chunked\r\n"), 1);
+    CHECK_EQ(te_chunked("Transfer-Encoding: CHUNKED\r\n"), 1);
+    CHECK_EQ(te_chunked("Transfer-Encoding: gzip, chunked\r\n"), 1);
+    CHECK_EQ(te_chunked("Transfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n"), 1);
+    CHECK_EQ(te_chunked("Transfer-Encoding: ,\t chunked ,\r\n"), 1);
+    CHECK_EQ(te_chunked("Transfer-Encoding: chunked, identity\r\n"), 0);
+    CHECK_EQ(te_chunked("Transfer-Encoding: chunked\r\nTransfer-Encoding: gzip\r\n"), 0);
+    CHECK_EQ(te_chunked("Transfer-Encoding: chunked, chunked\r\n"), 0);
+    CHECK_EQ(te_chunked("Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n"), 0);
+    CHECK_EQ(te_chunked("Transfer-Encoding: identity\r\n"), 0);
+    CHECK_EQ(te_chunked("Transfer-Encoding: xchunked\r\n"), 0);
+    CHECK_EQ(te_chunked("Transfer-Encoding: chunked;q=1\r\n"), 0);
+    CHECK_EQ(te_chunked("Transfer-Encoding:\r\n"), 0);
+    CHECK_EQ(te_chunked("Transfer-Encoding: ,\r\n"), 0);
+}
+
 TEST(test_http_parse_keep_alive_defaults_on_for_1_1)
 {
     struct http_request req;
@@ -567,6 +597,7 @@ int main(void)
     RUN(test_http_parse_rejects_differing_duplicate_content_length);
     RUN(test_http_parse_rejects_content_length_with_transfer_encoding);
     RUN(test_http_parse_records_transfer_encoding);
+    RUN(test_http_parse_records_whether_chunked_is_the_final_transfer_coding);
     RUN(test_http_parse_keep_alive_defaults_on_for_1_1);
     RUN(test_http_parse_connection_close_turns_keep_alive_off_on_1_1);
     RUN(test_http_parse_keep_alive_defaults_off_for_1_0);
