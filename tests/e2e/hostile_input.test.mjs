@@ -258,9 +258,10 @@ function publishReq(channel, extra = []) {
 
 // ---- WebSocket helpers ----
 
-// Frames (Buffers, frame() options, or functions returning either) on a fresh WebSocket; the server's close code, or
-// `reply` when a text frame came back first (the frames were accepted).
-async function wsOutcome(frames, { readReply = false } = {}) {
+// Frames (Buffers, frame() options, or functions returning either) on a fresh WebSocket.
+// -> 'close <code>' (herald's close frame; answered, then herald must end the connection),
+// 'pong <payload>', or 'eof without a close frame'.
+async function wsOutcome(frames) {
     const conn = await wsOpen(h.port);
     try {
         for (let f of frames) {
@@ -279,7 +280,6 @@ async function wsOutcome(frames, { readReply = false } = {}) {
                 return `close ${code}`;
             }
             if (f.opcode === OP.PONG) return `pong ${f.payload.toString('latin1')}`;
-            if (f.opcode === OP.TEXT && readReply) return `text ${f.payload.toString('utf8')}`;
         }
     } finally {
         conn.destroy();
@@ -307,10 +307,10 @@ function be64(n) {
 // A WebSocket that sent each of lines as its own text frame (after a connect when connect is
 // set); reads until a close frame or `want` replies. -> 'close N' or the replies, each
 // 'reply <method>' or 'error <code>', joined by ','.
-async function commandOutcome(lines, { connect = true, want = 1, token = null } = {}) {
+async function commandOutcome(lines, { connect = true, want = 1 } = {}) {
     const conn = await wsOpen(h.port);
     try {
-        if (connect) conn.sendText(JSON.stringify({ id: 1000000, connect: { token: token ?? h.token('cmd') } }));
+        if (connect) conn.sendText(JSON.stringify({ id: 1000000, connect: { token: h.token('cmd') } }));
         for (const l of lines) conn.write(Buffer.isBuffer(l) ? frame(text(l)) : frame(text(typeof l === 'string' ? l : JSON.stringify(l))));
         const got = [];
         const deadline = Date.now() + 5000;
