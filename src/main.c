@@ -296,6 +296,10 @@ static int server_run(const struct config *config)
         .port = config->listen_port,
         .nloops = n,
         .client_queue_max = config->client_queue_max,
+        /* A request head and body (http/server.c keeps both until the call), or a
+         * WebSocket message being reassembled, with room for the next one's start. */
+        .input_max = (uint64_t)config->max_request_head + config->max_request_body +
+                     config->max_message_size + 65536,
         .tls = tls,
         .tls_handshake_timeout = config->handshake_timeout,
         .accept = http_accept,

@@ -307,7 +307,8 @@ static void update_poll(struct conn *c, int want_write)
     if (c->closed)
         return;
     c->want_write = (uint8_t)want_write;
-    uint8_t events = (uint8_t)((c->paused ? 0 : UV_READABLE) | (want_write ? UV_WRITABLE : 0));
+    uint8_t events =
+        (uint8_t)((c->paused || c->held ? 0 : UV_READABLE) | (want_write ? UV_WRITABLE : 0));
     if (events == c->events)
         return;
     c->events = events;
@@ -324,8 +325,8 @@ void conn_close_after_flush(struct conn *c, uint32_t seconds)
     c->closing = 1;
     c->close_after = 1;
     /* Closing: input is read again, and discarded, until the peer closes. */
-    if (c->paused) {
-        c->paused = 0;
+    if (c->paused || c->held) {
+        c->paused = c->held = 0;
         update_poll(c, c->want_write);
     }
     mark_dirty(c);
@@ -477,6 +478,13 @@ static void consume(struct conn *c, uint8_t *p, size_t len)
     }
     if (conn_output_full(c))
         pause_input(c);
+    else if (c->in.len > c->loop->net->cfg.input_max && !c->held && !c->closing) {
+        /* More is kept than any request or message the handler may wait to complete: it
+         * holds complete ones back (API calls waiting for a slow engine, a connect waiting
+         * for keys). Reading on would buffer whatever the peer sends, without bound. */
+        c->held = 1;
+        update_poll(c, c->want_write);
+    }
 }
 
 static void conn_read(struct conn *c)
@@ -484,10 +492,11 @@ static void conn_read(struct conn *c)
     struct loop *l = c->loop;
     uint8_t *dst;
     size_t room;
-    if (c->paused || c->closed)
+    if (c->paused || c->held || c->closed)
         return;
     if (c->in.len) {
-        /* The parsers' limits bound what is kept; read at least 4 KB more at a time. */
+        /* The parsers' limits and input_max bound what is kept; read at least 4 KB more
+         * at a time. */
         if (buf_reserve(&c->in, 4096) != 0) {
             conn_abort(c);
             return;
@@ -523,6 +532,10 @@ void conn_continue(struct conn *c)
 {
     if (!c->closed && !c->paused && c->in.len)
         consume(c, c->in.p, c->in.len);
+    if (!c->closed && c->held && c->in.len <= c->loop->net->cfg.input_max) {
+        c->held = 0;
+        update_poll(c, c->want_write);
+    }
 }
 
 void conn_on_io(uv_poll_t *h, int status, int events)

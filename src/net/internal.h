@@ -29,6 +29,7 @@ struct conn {
     uint8_t closing;     /* closing: no more output taken, input drained and discarded */
     uint8_t peer_closed; /* read EOF */
     uint8_t paused;      /* output over client_queue_max: input not read (back-pressure) */
+    uint8_t held;        /* the handler left over input_max unconsumed: input not read */
     uint8_t events;      /* UV_READABLE | UV_WRITABLE being polled */
     struct loop_timer timer;
     struct conn *dirty_next;

@@ -455,6 +455,8 @@ struct net *net_create(const struct net_config *cfg)
     if (net == NULL)
         return NULL;
     net->cfg = *cfg;
+    if (net->cfg.input_max == 0)
+        net->cfg.input_max = 1u << 20;
     net->start_ms = loop_clock_ms();
     unsigned n = cfg->nloops ? cfg->nloops : 1;
     if (n > LOOP_MAX)

@@ -76,6 +76,10 @@ struct net_config {
     uint16_t port;
     unsigned nloops;           /* 1 to LOOP_MAX */
     uint64_t client_queue_max; /* output a connection may queue: past it, back-pressure */
+    /* Input a connection may keep unconsumed: at least the largest request or message its
+     * handlers wait to complete. Past it the connection is not read until the handler
+     * takes some (conn_continue). 0: 1 MiB. */
+    uint64_t input_max;
     /* A connection was accepted: install its handler (net/conn.h). */
     void (*accept)(struct conn *c, void *ud);
     /* About once a second on every loop thread (housekeeping). May be NULL. */

@@ -480,6 +480,40 @@ test('two nodes on Redis, Redis stalled: what a client sends behind its waiting 
     });
 });
 
+test('Redis stalled: an API client that pipelines publishes is not read past what its waiting calls need', T, async () => {
+    await withRedisNodes([], async ([a], redis) => {
+        const rssMB = () => Number(/^VmRSS:\s+(\d+)/m.exec(readFileSync(`/proc/${a.child.pid}/status`, 'utf8'))[1]) / 1024;
+        const body = JSON.stringify({ channel: 'p', data: { pad: 'x'.repeat(900) } });
+        const one = `POST /api/publish HTTP/1.1\r\nHost: x\r\nX-API-Key: ${a.apiKey}\r\n`
+            + `Content-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`;
+        const chunk = Buffer.from(one.repeat(1024)); // about 1 MB of requests
+        const base = rssMB();
+        let peak = base;
+        let sent = 0;
+        process.kill(redis.pid, 'SIGSTOP');
+        const sock = net.connect(a.port, '127.0.0.1');
+        sock.on('error', () => {});
+        sock.on('data', () => {});
+        try {
+            await new Promise((resolve) => sock.once('connect', resolve));
+            // 1.5 s of requests as fast as herald takes them (it was 1 GB of RSS in 2 s): the
+            // 128 calls waiting for Redis hold the rest back, and herald stops reading.
+            const t0 = Date.now();
+            while (Date.now() - t0 < 1500) {
+                if (sock.write(chunk)) sent += chunk.length;
+                else await Promise.race([new Promise((resolve) => sock.once('drain', resolve)), sleep(100)]);
+                peak = Math.max(peak, rssMB());
+            }
+        } finally {
+            process.kill(redis.pid, 'SIGCONT');
+            sock.destroy();
+        }
+        assert.ok(peak < base + 48, `RSS went from ${base.toFixed(1)} MB to ${peak.toFixed(1)} MB`);
+        assert.ok(sent < 64 << 20, `herald took ${sent} bytes of requests while Redis was stopped`);
+        assert.equal((await httpRequest(a.port, 'GET', '/health')).status, 200);
+    });
+});
+
 test('two nodes on Redis: the connections of a node that died stop counting within presence_ttl', T, async () => {
     await withRedisNodes(['--max_connections_per_user', '1'], async ([a, b]) => {
         await connected(a, 'alice');
