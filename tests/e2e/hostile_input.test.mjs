@@ -10,14 +10,14 @@
 // What http.test.mjs and ws_rfc6455.test.mjs prove one by one on fresh instances is re-run here
 // as rows against the one instance that has taken everything else.
 import assert from 'node:assert/strict';
-import { createHmac } from 'node:crypto';
+import { createHmac, generateKeyPairSync } from 'node:crypto';
 import http from 'node:http';
 import { readFileSync } from 'node:fs';
 import { after, before, describe, test } from 'node:test';
 
 import { makeClient, once } from './lib/centrifuge.mjs';
 import { httpRequest, sanitizerReport, sleep, start } from './lib/herald.mjs';
-import { nowSeconds, sign } from './lib/jwt.mjs';
+import { nowSeconds, sign, signAsym } from './lib/jwt.mjs';
 import { OP, RawConn, closePayload, frame, handshakeRequest, wsOpen } from './lib/raw.mjs';
 
 const ORIGIN = 'https://app.example';
@@ -41,6 +41,24 @@ const CONFIG = {
         priv: { private: true },
     },
 };
+
+// The asymmetric token keys: an RSA and an EC P-256 key by PEM in the configuration, an Ed25519
+// and a second RSA key in a JWKS that this test serves itself (token_jwks_url); and keys of the
+// same kinds that herald does not know, for tokens signed by someone else.
+const RSA = generateKeyPairSync('rsa', { modulusLength: 2048 });
+const EC = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+const EC384 = generateKeyPairSync('ec', { namedCurve: 'P-384' });
+const ED = generateKeyPairSync('ed25519');
+const RSA_J = generateKeyPairSync('rsa', { modulusLength: 2048 });
+const OTHER_RSA = generateKeyPairSync('rsa', { modulusLength: 2048 });
+const OTHER_ED = generateKeyPairSync('ed25519');
+const RSA_PEM = RSA.publicKey.export({ type: 'spki', format: 'pem' });
+const JWKS = { keys: [
+    { ...ED.publicKey.export({ format: 'jwk' }), kid: 'ed1', use: 'sig', alg: 'EdDSA' },
+    { ...RSA_J.publicKey.export({ format: 'jwk' }), kid: 'rsa-j', use: 'sig', alg: 'RS256' },
+] };
+let jwksServer = null;
+let jwksFetches = 0;
 
 let h = null;
 let rss0 = 0;
@@ -343,7 +361,16 @@ async function commandOutcome(lines, { connect = true, want = 1 } = {}) {
 
 describe('hostile input against one herald', { concurrency: 1 }, () => {
     before(async () => {
-        h = await start({ bin: 'asan', config: CONFIG, env: { ASAN_OPTIONS }, threads: 2 });
+        jwksServer = http.createServer((req, res) => {
+            jwksFetches++;
+            res.writeHead(200, { 'Content-Type': 'application/json' });
+            res.end(JSON.stringify(JWKS));
+        });
+        await new Promise((resolve) => jwksServer.listen(0, '127.0.0.1', resolve));
+        const config = { ...CONFIG, token_rsa_public_key: RSA_PEM,
+            token_ecdsa_public_key: EC.publicKey.export({ type: 'spki', format: 'pem' }),
+            token_jwks_url: `http://127.0.0.1:${jwksServer.address().port}/jwks` };
+        h = await start({ bin: 'asan', config, env: { ASAN_OPTIONS }, threads: 2 });
         // Warm-up: what every later case touches at least once (the official client, API calls,
         // raw handshakes), so that the baseline includes herald's steady free lists.
         for (let i = 0; i < 3; i++) await normalClient(`warm${i}`);
@@ -361,6 +388,7 @@ describe('hostile input against one herald', { concurrency: 1 }, () => {
 
     after(async () => {
         if (h && h.alive()) await h.stop('SIGKILL');
+        if (jwksServer) jwksServer.close();
     });
 
     test('baseline: a normal client is served', async () => {
@@ -677,9 +705,10 @@ describe('hostile input against one herald', { concurrency: 1 }, () => {
     });
 
     // ---------- tokens ----------
-    // HS256 only so far; a row is {name, token(now) -> string, command ('connect' | a function of the
-    // token returning the commands after a good connect), expected}. RSA, ECDSA and JWKS rows join
-    // here with their own keys.
+    // A row is {name, token(now) -> string, command ('connect' | a function of the token returning
+    // the commands after a good connect), expected}. HS256 with the secret, RS*/PS256 with the RSA
+    // key, ES256 with the P-256 key (all three from the configuration), EdDSA and a second RSA key
+    // by kid from the JWKS this test serves.
     const TOKENS = [
         ['connect: valid (control)', (now) => sign({ sub: 't', exp: now + 600 }, h.secret), 'connect', 'reply connect'],
         ['connect: wrong signature', (now) => `${sign({ sub: 't', exp: now + 600 }, h.secret).slice(0, -4)}AAAA`, 'connect', 'close 3500'],
@@ -707,6 +736,23 @@ describe('hostile input against one herald', { concurrency: 1 }, () => {
         ['connect: sub a number', (now) => sign({ sub: 42, exp: now + 600 }, h.secret), 'connect', 'close 3500'],
         ['connect: channels claim of 1,000 channels', (now) => sign({ sub: 't', exp: now + 600, channels: Array.from({ length: 1000 }, (_, i) => `c${i}`) }, h.secret), 'connect', 'reply connect'],
         ['connect: 40 KB token', (now) => sign({ sub: 't', exp: now + 600, pad: 'p'.repeat(30000) }, `${h.secret}x`), 'connect', 'close 3500'],
+        ['connect: RS256 (control)', (now) => signAsym({ sub: 't', exp: now + 600 }, 'RS256', RSA.privateKey), 'connect', 'reply connect'],
+        ['connect: PS256 (control)', (now) => signAsym({ sub: 't', exp: now + 600 }, 'PS256', RSA.privateKey), 'connect', 'reply connect'],
+        ['connect: ES256 (control)', (now) => signAsym({ sub: 't', exp: now + 600 }, 'ES256', EC.privateKey), 'connect', 'reply connect'],
+        ['connect: EdDSA by kid from the JWKS (control)', (now) => signAsym({ sub: 't', exp: now + 600 }, 'EdDSA', ED.privateKey, { kid: 'ed1' }), 'connect', 'reply connect'],
+        ['connect: RS256 by kid from the JWKS (control)', (now) => signAsym({ sub: 't', exp: now + 600 }, 'RS256', RSA_J.privateKey, { kid: 'rsa-j' }), 'connect', 'reply connect'],
+        ['connect: RS256 wrong signature', (now) => `${signAsym({ sub: 't', exp: now + 600 }, 'RS256', RSA.privateKey).slice(0, -6)}AAAAAA`, 'connect', 'close 3500'],
+        ['connect: RS256 signed by another RSA key', (now) => signAsym({ sub: 't', exp: now + 600 }, 'RS256', OTHER_RSA.privateKey), 'connect', 'close 3500'],
+        ['connect: HS256 signed with the RSA public key as the secret', (now) => sign({ sub: 't', exp: now + 600 }, RSA_PEM), 'connect', 'close 3500'],
+        ['connect: ES384 signed by a P-384 key (herald has P-256)', (now) => signAsym({ sub: 't', exp: now + 600 }, 'ES384', EC384.privateKey), 'connect', 'close 3500'],
+        ['connect: ES256 header, the P-256 signature truncated', (now) => signAsym({ sub: 't', exp: now + 600 }, 'ES256', EC.privateKey).slice(0, -10), 'connect', 'close 3500'],
+        ['connect: RS256 expired', (now) => signAsym({ sub: 't', exp: now - 600 }, 'RS256', RSA.privateKey), 'connect', 'error 109'],
+        ['connect: ES256 nbf in the future', (now) => signAsym({ sub: 't', exp: now + 600, nbf: now + 300 }, 'ES256', EC.privateKey), 'connect', 'close 3500'],
+        ['connect: RS256 iat in the future', (now) => signAsym({ sub: 't', exp: now + 600, iat: now + 300 }, 'RS256', RSA.privateKey), 'connect', 'close 3500'],
+        ['connect: EdDSA kid ed1 signed by another Ed25519 key', (now) => signAsym({ sub: 't', exp: now + 600 }, 'EdDSA', OTHER_ED.privateKey, { kid: 'ed1' }), 'connect', 'close 3500'],
+        ['connect: RS256 naming the kid of the Ed25519 key', (now) => signAsym({ sub: 't', exp: now + 600 }, 'RS256', RSA.privateKey, { kid: 'ed1' }), 'connect', 'close 3500'],
+        ['connect: HS256 naming the kid of the JWKS RSA key', (now) => sign({ sub: 't', exp: now + 600 }, h.secret, { alg: 'HS256', typ: 'JWT', kid: 'rsa-j' }), 'connect', 'close 3500'],
+        ['connect: EdDSA with an unknown kid (the JWKS fetched again, still unknown)', (now) => signAsym({ sub: 't', exp: now + 600 }, 'EdDSA', OTHER_ED.privateKey, { kid: 'nobody' }), 'connect', 'close 3500'],
         ['refresh: a token for another user', (now) => sign({ sub: 'someone-else', exp: now + 600 }, h.secret), (tok) => [{ id: 1, refresh: { token: tok } }], 'close 3500'],
         ['refresh: wrong signature', (now) => `${sign({ sub: 'cmd', exp: now + 600 }, h.secret).slice(0, -4)}AAAA`, (tok) => [{ id: 1, refresh: { token: tok } }], 'close 3500'],
         ['refresh: expired', (now) => sign({ sub: 'cmd', exp: now - 600 }, h.secret), (tok) => [{ id: 1, refresh: { token: tok } }], 'close 3005'],
@@ -732,6 +778,11 @@ describe('hostile input against one herald', { concurrency: 1 }, () => {
                 await unharmed();
             });
         }
+    });
+
+    test('tokens: the unknown kid made herald fetch the JWKS again (at start, then once more)', async () => {
+        assert.ok(jwksFetches >= 2, `JWKS fetched ${jwksFetches} times`);
+        await unharmed();
     });
 
     test('tokens: exp 2^32 s away is not taken for one due now; exp in 1 s is (3005)', async () => {
