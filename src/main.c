@@ -302,6 +302,7 @@ static int server_run(const struct config *config)
                      config->max_message_size + 65536,
         .tls = tls,
         .tls_handshake_timeout = config->handshake_timeout,
+        .client_queue_total_max = config->client_queue_total_max,
         .accept = http_accept,
         .tick = on_tick,
         .loop_start = on_loop_start,

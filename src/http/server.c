@@ -594,7 +594,8 @@ static void on_gone(struct conn *c)
         free(h);
 }
 
-static const struct conn_handler http_handler = {on_data, on_timer, on_shutdown, on_gone};
+/* Over the output budget an HTTP connection is aborted (no over_budget). */
+static const struct conn_handler http_handler = {on_data, on_timer, on_shutdown, on_gone, NULL};
 
 void http_accept(struct conn *c, void *ud)
 {

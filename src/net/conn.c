@@ -157,6 +157,55 @@ int conn_output_full(const struct conn *c)
     return c->out && c->out->bytes >= queue_bound(c);
 }
 
+/* ---- the heaviest consumers ---- */
+
+static void heavy_unlink(struct conn *c)
+{
+    struct loop *l = c->loop;
+    unsigned b = c->heavy;
+    if (c->heavy_prev)
+        c->heavy_prev->heavy_next = c->heavy_next;
+    else
+        l->heavy[b].first = c->heavy_next;
+    if (c->heavy_next)
+        c->heavy_next->heavy_prev = c->heavy_prev;
+    else
+        l->heavy[b].last = c->heavy_prev;
+    if (l->heavy[b].first == NULL)
+        l->heavy_mask &= ~(1ull << b);
+    c->heavy_next = c->heavy_prev = NULL;
+    c->heavy = 0;
+}
+
+/* Move c to the list of its queue's power of two (appended: within a list, the one that
+ * got there first leads), or off the lists below HEAVY_MIN_SHIFT. Only when the power
+ * changes: a few times per queue's growth, not per frame. */
+static void heavy_relink(struct conn *c, uint64_t bytes)
+{
+    unsigned b = bytes >> HEAVY_MIN_SHIFT ? 63u - (unsigned)__builtin_clzll(bytes) : 0;
+    if (b == c->heavy || c->shed)
+        return;
+    if (c->heavy)
+        heavy_unlink(c);
+    if (b == 0)
+        return;
+    struct loop *l = c->loop;
+    c->heavy = (uint8_t)b;
+    c->heavy_prev = l->heavy[b].last;
+    c->heavy_next = NULL;
+    if (l->heavy[b].last)
+        l->heavy[b].last->heavy_next = c;
+    else
+        l->heavy[b].first = c;
+    l->heavy[b].last = c;
+    l->heavy_mask |= 1ull << b;
+}
+
+static unsigned heavy_top(const struct loop *l)
+{
+    return l->heavy_mask ? 63u - (unsigned)__builtin_clzll(l->heavy_mask) : 0;
+}
+
 static void mark_dirty(struct conn *c)
 {
     if (c->dirty || c->closed)
@@ -195,6 +244,9 @@ static int outq_push(struct conn *c, struct frame *f, int check)
     q->items[(q->head + q->count) % q->cap] = f;
     q->count++;
     q->bytes += f->len;
+    c->loop->queued += f->len;
+    if (q->bytes >> HEAVY_MIN_SHIFT)
+        heavy_relink(c, q->bytes);
     mark_dirty(c);
     return 0;
 }
@@ -262,8 +314,11 @@ void conn_abort(struct conn *c)
     if (c->h && c->h->gone)
         c->h->gone(c);
     c->h = NULL;
+    if (c->heavy)
+        heavy_unlink(c);
     if (c->out) {
         struct outq *q = c->out;
+        l->queued -= q->bytes;
         for (uint32_t i = 0; i < q->count; i++)
             frame_unref(q->items[(q->head + i) % q->cap]);
         c->out = NULL;
@@ -399,6 +454,9 @@ void conn_flush(struct conn *c)
         }
         size_t left = (size_t)w;
         q->bytes -= left;
+        c->loop->queued -= left;
+        if (c->heavy)
+            heavy_relink(c, q->bytes);
         while (left > 0) {
             struct frame *f = q->items[q->head];
             size_t rest = f->len - q->off;
@@ -579,4 +637,110 @@ struct conn *conn_new(struct loop *l, int fd)
     /* Until its handler says otherwise, an idle connection is closed after a while. */
     conn_timer_set(c, HTTP_IDLE_SEC);
     return c;
+}
+
+/* ---- the node-wide output budget (client_queue_total_max) ----
+ *
+ * Every loop counts what its connections have queued in loop->queued (a plain add per
+ * queued frame, a subtraction per write) and settles the difference into the node's
+ * atomic total once per iteration, before it flushes: no lock, nothing shared touched
+ * per delivery. A frame shared by n connections counts n times (each would keep it
+ * alive alone), so the total bounds the memory from above. Past the cap, the loop that
+ * holds the heaviest consumer, by its queue's power of two (and, among those, the one
+ * that got there first), disconnects it, then the next, until the total is under the
+ * cap: the cost is one victim at a time, never a walk over the connections. A loop that
+ * is over the cap without holding the heaviest asks the one that does, by a message. */
+
+static void budget_publish(struct loop *l)
+{
+    int64_t delta = (int64_t)(l->queued - l->queued_shared);
+    if (delta != 0) {
+        l->queued_shared = l->queued;
+        atomic_fetch_add_explicit(&l->net->queued_total, (uint64_t)delta, memory_order_relaxed);
+    }
+    atomic_store_explicit(&l->heavy_top, heavy_top(l), memory_order_relaxed);
+}
+
+/* Drop what c had queued and not begun to write: the frame being written goes on
+ * (the peer then reads whole frames only), nothing after it. */
+static void discard_unsent(struct conn *c)
+{
+    struct outq *q = c->out;
+    if (q == NULL)
+        return;
+    uint32_t keep = q->off ? 1 : 0;
+    while (q->count > keep) {
+        struct frame *f = q->items[(q->head + q->count - 1) % q->cap];
+        q->bytes -= f->len;
+        c->loop->queued -= f->len;
+        q->count--;
+        frame_unref(f);
+    }
+    if (q->count == 0) {
+        c->out = NULL;
+        outq_put(c->loop, q);
+    }
+}
+
+static void on_shed_asked(struct loop *l, struct loop_msg *msgs, size_t n)
+{
+    (void)msgs;
+    (void)n;
+    atomic_store_explicit(&l->shed_asked, 0, memory_order_relaxed);
+    budget_publish(l);
+    conn_budget_enforce(l);
+}
+
+static void ask_to_shed(struct loop *l)
+{
+    if (atomic_exchange_explicit(&l->shed_asked, 1, memory_order_relaxed))
+        return; /* a message is already on its way */
+    struct loop_msg m = {.handle = on_shed_asked};
+    if (loop_post(l, &m) != 0)
+        atomic_store_explicit(&l->shed_asked, 0, memory_order_relaxed);
+}
+
+void conn_budget_enforce(struct loop *l)
+{
+    struct net *net = l->net;
+    uint64_t cap = net->cfg.client_queue_total_max;
+    if (cap == 0)
+        return;
+    while (atomic_load_explicit(&net->queued_total, memory_order_relaxed) > cap) {
+        /* The loop with the heaviest consumer (ties: the lowest id). */
+        unsigned best = l->id, best_top = heavy_top(l);
+        for (unsigned i = 0; i < net->nloops; i++) {
+            unsigned t = atomic_load_explicit(&net->loops[i]->heavy_top, memory_order_relaxed);
+            if (i != l->id && (t > best_top || (t == best_top && i < best))) {
+                best = i;
+                best_top = t;
+            }
+        }
+        if (best_top == 0)
+            return; /* nobody holds more than a little: nothing to take back */
+        if (best != l->id) {
+            ask_to_shed(net->loops[best]);
+            return;
+        }
+        struct conn *c = l->heavy[best_top].first;
+        heavy_unlink(c);
+        c->shed = 1;
+        if (c->closing || c->h == NULL || c->h->over_budget == NULL) {
+            conn_abort(c); /* already closing (its close frame would wait behind it) */
+        } else {
+            discard_unsent(c);
+            c->h->over_budget(c);
+        }
+        budget_publish(l);
+    }
+}
+
+void conn_budget_settle(struct loop *l)
+{
+    if (l->queued == l->queued_shared)
+        return;
+    int grew = l->queued > l->queued_shared;
+    budget_publish(l);
+    if (grew)
+        conn_budget_enforce(l);
 }

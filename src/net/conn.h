@@ -29,6 +29,12 @@ struct conn_handler {
     /* The connection is being aborted: free the handler's state. c is still valid
      * during the call, but nothing may be sent on it. May be NULL. */
     void (*gone)(struct conn *c);
+    /* The node's queued output is over client_queue_total_max and this connection is
+     * among those holding the most: what it had queued and not begun to write is
+     * already dropped (and off the budget). Close it with the protocol's code (the
+     * close goes out after the frame being written, if any). Not called during the
+     * handler's own callbacks. May be NULL: the connection is aborted. */
+    void (*over_budget)(struct conn *c);
 };
 
 /* Socket I/O, plain by default; a TLS layer would install its own. */

@@ -4,6 +4,7 @@
 #define HERALD_NET_INTERNAL_H
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <uv.h>
 
@@ -13,6 +14,11 @@
 #include "net/loop.h"
 
 #define WHEEL_SLOTS 256 /* seconds; entries further out wait in their slot and are re-checked */
+/* The node-wide output budget (client_queue_total_max) chooses whom to disconnect among
+ * the connections with at least 2^HEAVY_MIN_SHIFT bytes queued, kept per loop in one list
+ * per power of two of their queue (conn.c): the one with the most is found in O(1). */
+#define HEAVY_MIN_SHIFT 14
+#define HEAVY_BUCKETS 64
 
 struct outq;
 struct tls_conn;
@@ -31,9 +37,12 @@ struct conn {
     uint8_t paused;      /* output over client_queue_max: input not read (back-pressure) */
     uint8_t held;        /* the handler left over input_max unconsumed: input not read */
     uint8_t events;      /* UV_READABLE | UV_WRITABLE being polled */
+    uint8_t heavy;       /* on loop->heavy[heavy] (log2 of its queued bytes), 0: on none */
+    uint8_t shed;        /* disconnected for the output budget: never chosen again */
     struct loop_timer timer;
     struct conn *dirty_next;
     struct conn *next, *prev; /* loop->conns */
+    struct conn *heavy_next, *heavy_prev; /* loop->heavy[heavy], oldest first */
     struct loop *loop;
     struct buf in; /* unconsumed input (partial frame or request), empty when none */
     struct outq *out; /* pending output or NULL */
@@ -76,6 +85,19 @@ struct loop {
     int joined;           /* its thread ran and was joined */
     int accept_paused;    /* out of descriptors: accepting again at the next tick */
     struct tls_loop *tls; /* NULL: the listener is plaintext */
+
+    /* The output budget. queued is this loop's own (plain adds on the delivery path);
+     * what it adds to net->queued_total is settled once per loop iteration. */
+    uint64_t queued;        /* bytes queued on this loop's connections */
+    uint64_t queued_shared; /* the part of queued counted in net->queued_total */
+    struct {
+        struct conn *first, *last;
+    } heavy[HEAVY_BUCKETS];
+    uint64_t heavy_mask;          /* bit b: heavy[b] is not empty */
+    _Atomic uint32_t heavy_top;   /* highest non-empty bucket as of the last settling, for
+                                     the other loops to compare with theirs */
+    _Atomic int shed_asked;       /* another loop asked this one to shed (a message is on
+                                     its way) */
 };
 
 struct net {
@@ -83,6 +105,7 @@ struct net {
     unsigned nloops;
     struct loop *loops[LOOP_MAX];
     uint64_t start_ms;
+    _Atomic uint64_t queued_total; /* bytes queued to clients on every loop (settled) */
 };
 
 /* conn.c, for loop.c */
@@ -99,6 +122,12 @@ void tls_loop_close(struct loop *loop); /* its handle, as the loop ends */
 void tls_loop_free(struct loop *loop);
 int tls_conn_start(struct conn *c);
 void tls_conn_free(struct conn *c);
+/* Count this loop's queued output in the node's total and, past client_queue_total_max,
+ * disconnect the heaviest consumers (here, or by asking the loop that holds them). Once
+ * per loop iteration. */
+void conn_budget_settle(struct loop *loop);
+/* The node is over budget and this loop was named as holding the heaviest consumer. */
+void conn_budget_enforce(struct loop *loop);
 /* loop.c, for conn.c */
 void loop_conn_gone(struct loop *loop);
 

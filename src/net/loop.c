@@ -241,6 +241,7 @@ static void flush_dirty(struct loop *l)
         conn_flush(c);
     }
     l->last_flush_ns = uv_hrtime();
+    conn_budget_settle(l); /* what was written comes off the node's total at once */
 }
 
 static void on_flush_timer(uv_timer_t *h)
@@ -251,6 +252,9 @@ static void on_flush_timer(uv_timer_t *h)
 static void on_flush(uv_prepare_t *h)
 {
     struct loop *l = h->data;
+    /* Before writing: past the node's budget, the heaviest consumers are disconnected
+     * (their unsent output dropped) rather than written to. */
+    conn_budget_settle(l);
     if (l->dirty == NULL)
         return;
     uint64_t since = uv_hrtime() - l->last_flush_ns;
@@ -329,6 +333,7 @@ static void on_tick(uv_timer_t *h)
             t->fire(t);
         }
     }
+    conn_budget_settle(l);
     if (l->accept_paused && !l->shutting_down) {
         l->accept_paused = 0;
         uv_poll_start(&l->listen_poll, UV_READABLE, on_accept);

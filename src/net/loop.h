@@ -80,6 +80,9 @@ struct net_config {
      * handlers wait to complete. Past it the connection is not read until the handler
      * takes some (conn_continue). 0: 1 MiB. */
     uint64_t input_max;
+    /* Output all connections of every loop may queue together; past it the heaviest are
+     * disconnected (conn_handler.over_budget) until the total is under it again. 0: none. */
+    uint64_t client_queue_total_max;
     /* A connection was accepted: install its handler (net/conn.h). */
     void (*accept)(struct conn *c, void *ud);
     /* About once a second on every loop thread (housekeeping). May be NULL. */

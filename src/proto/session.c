@@ -247,6 +247,12 @@ static void on_shutdown(struct ws_conn *w)
     disconnect(of(w), PROTO_DISC_SHUTDOWN, "shutdown");
 }
 
+/* The node's output budget chose this client as one of the furthest behind. */
+static void on_slow(struct ws_conn *w)
+{
+    disconnect(of(w), PROTO_DISC_SLOW, "slow");
+}
+
 /* ---- timers ---- */
 
 /* Loop second at which a token expiring at exp (Unix seconds) closes its holder. */
@@ -1315,7 +1321,7 @@ void session_on_text(struct conn *c, uint8_t *p, size_t len)
     on_text(conn_ud(c), p, len);
 }
 
-static const struct ws_conn_handler handler = {on_text, on_timer, on_shutdown, on_gone};
+static const struct ws_conn_handler handler = {on_text, on_timer, on_shutdown, on_gone, on_slow};
 
 void session_set_query_token(struct conn *c, const uint8_t *token, size_t len)
 {

@@ -144,7 +144,17 @@ static void on_gone(struct conn *c)
     w->h->gone(w);
 }
 
-static const struct conn_handler ws_handler = {on_data, on_timer, on_shutdown, on_gone};
+static void on_over_budget(struct conn *c)
+{
+    struct ws_conn *w = of(c);
+    if (w->h->slow)
+        w->h->slow(w);
+    else
+        ws_conn_close(w, WS_CLOSE_POLICY, "slow");
+}
+
+static const struct conn_handler ws_handler = {on_data, on_timer, on_shutdown, on_gone,
+                                               on_over_budget};
 
 struct ws_conn *ws_conn_of(struct conn *c)
 {

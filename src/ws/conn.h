@@ -25,6 +25,10 @@ struct ws_conn_handler {
     void (*shutdown)(struct ws_conn *w);
     /* The connection is being aborted: free the owner's state (w included). */
     void (*gone)(struct ws_conn *w);
+    /* The node's output budget is exceeded and this connection holds the most (its
+     * unsent output is already dropped): close it with the protocol's code. NULL: it is
+     * closed with 1008 (policy violation). */
+    void (*slow)(struct ws_conn *w);
 };
 
 struct ws_conn {
