@@ -21,6 +21,9 @@
 #include "ws/handshake.h"
 
 #define HTTP_KEEPALIVE_SEC 30
+/* A request body must arrive whole within this of its head (a fixed deadline, not one
+ * renewed by every byte: a body dribbled byte by byte cannot hold the connection). */
+#define HTTP_BODY_SEC 30
 #define HTTP_CLOSE_SEC 3
 /* Pipelined API calls of one connection that may be answering at once (an engine on
  * Redis answers after a round trip: one at a time, a pipelining client would get one
@@ -72,7 +75,23 @@ struct http_conn {
     char accept[29];        /* and its Sec-WebSocket-Accept */
     uint8_t *query_token;   /* and the connection token of its URL (allow_query_token) */
     size_t query_token_len;
+    uint8_t phase;        /* enum http_phase: which deadline the connection's timer is */
 };
+
+/* Slowloris: a request head must arrive whole within handshake_timeout of its first
+ * byte (of the accept, for the first request), however slowly it trickles in; an idle
+ * keep-alive connection is closed after HTTP_KEEPALIVE_SEC. */
+enum http_phase { PHASE_HEAD, PHASE_BODY, PHASE_IDLE };
+
+static void set_phase(struct http_conn *h, enum http_phase phase)
+{
+    if (h->phase == phase)
+        return; /* the deadline runs from the phase's start, not from the latest bytes */
+    h->phase = (uint8_t)phase;
+    conn_timer_set(h->c, phase == PHASE_HEAD   ? server.config->handshake_timeout
+                         : phase == PHASE_BODY ? HTTP_BODY_SEC
+                                               : HTTP_KEEPALIVE_SEC);
+}
 
 static void respond_head(struct buf *b, int status, const char *content_type, size_t body_len,
                          int keep_alive, const char *extra)
@@ -501,7 +520,7 @@ static size_t on_data(struct conn *c, uint8_t *p, size_t len)
 {
     struct http_conn *h = conn_ud(c);
     const struct config *cfg = server.config;
-    struct http_limits lim = {HTTP_MAX_HEAD, HTTP_MAX_HEADERS};
+    struct http_limits lim = {cfg->max_request_head, HTTP_MAX_HEADERS};
     size_t used = 0;
     if (h->limiting) {
         if (len > HTTP_MAX_EARLY_INPUT)
@@ -522,8 +541,10 @@ static size_t on_data(struct conn *c, uint8_t *p, size_t len)
         }
         struct http_request req;
         int rc = http_parse_request(p + used, len - used, &lim, &req);
-        if (rc == 0)
+        if (rc == 0) {
+            set_phase(h, PHASE_HEAD);
             return used;
+        }
         if (rc < 0) {
             respond_error(c, -rc, 0, NULL);
             return len;
@@ -556,16 +577,20 @@ static size_t on_data(struct conn *c, uint8_t *p, size_t len)
             h->last = !req.keep_alive;
             route(h, &req, NULL, 0);
         } else {
-            if (len - used - head < body_len)
+            if (len - used - head < body_len) {
+                set_phase(h, PHASE_BODY);
                 return used; /* wait for the rest of the body */
+            }
             h->last = !req.keep_alive; /* nothing after a request that closes */
             route(h, &req, p + used + head, (size_t)body_len);
             used += head + (size_t)body_len;
         }
         if (conn_ud(c) != h)
             return used; /* upgraded: the WebSocket side reads the rest */
-        if (!conn_closing(c))
-            conn_timer_set(c, HTTP_KEEPALIVE_SEC);
+        if (!conn_closing(c)) {
+            h->phase = PHASE_HEAD; /* whatever it was: the idle deadline starts now */
+            set_phase(h, PHASE_IDLE);
+        }
     }
     return conn_closing(c) ? len : used;
 }
@@ -607,4 +632,6 @@ void http_accept(struct conn *c, void *ud)
     h->c = c;
     h->calls_tail = &h->calls;
     conn_set_handler(c, &http_handler, h);
+    h->phase = PHASE_IDLE;
+    set_phase(h, PHASE_HEAD); /* the first request's head, from the accept */
 }

@@ -13,9 +13,6 @@ struct conn;
 struct http_request;
 struct limit_client;
 
-/* Head size limit (431 beyond it). */
-#define HTTP_MAX_HEAD (16 * 1024)
-
 struct http_server_config {
     const struct config *config; /* borrowed for the life of the process */
     /* The upgrade was accepted and its 101 queued: start the WebSocket side on c
