@@ -108,9 +108,16 @@ static int get_string(struct call *r, int obj, const char *key, struct json_span
     return 0;
 }
 
+/* A channel over max_channel_length makes the whole call 400 (with error 107): the
+ * request is malformed for this node, as a body that cannot be decoded. */
+static int channel_too_long(struct json_span ch)
+{
+    return ch.len > ctx.config->max_channel_length;
+}
+
 static int valid_channel(struct json_span ch)
 {
-    if (ch.p == NULL || ch.len == 0 || ch.len > PROTO_MAX_CHANNEL)
+    if (ch.p == NULL || ch.len == 0 || channel_too_long(ch))
         return 0;
     for (size_t i = 0; i < ch.len; i++)
         if (ch.p[i] < 0x20)
@@ -122,6 +129,8 @@ static int valid_channel(struct json_span ch)
 static const struct ns_opts *get_channel_ns(struct call *r, struct json_span *ch, int *code)
 {
     if (get_string(r, 0, "channel", ch) != 0 || !valid_channel(*ch)) {
+        if (channel_too_long(*ch))
+            r->status = 400;
         *code = PROTO_ERR_BAD_REQUEST;
         return NULL;
     }
@@ -176,6 +185,10 @@ static void api_publish(struct call *r)
         fail(r, code);
         return;
     }
+    if (ns->max_data_size && data.len > ns->max_data_size) {
+        fail(r, PROTO_ERR_LIMIT_EXCEEDED); /* the namespace's max_data_size, as for clients */
+        return;
+    }
     hub_publish(ch.p, ch.len, ns, data.p, data.len, NULL, 0, key.p, key.len, on_published, r);
 }
 
@@ -187,6 +200,8 @@ struct broadcast {
     struct slot {
         int status;
         struct engine_pos pos;
+        struct json_span ch;
+        const struct ns_opts *ns; /* NULL: not published (status says why) */
     } slots[];
 };
 
@@ -238,33 +253,48 @@ static void api_broadcast(struct call *r)
     b->n = n;
     b->remaining = n + 1; /* one for this function: nothing completes the call under it */
     struct engine_pos none = {0, ""};
+    /* Every channel is checked before any is published: one too long refuses the call. */
     for (int i = chs + 1, k = 0; (size_t)k < n; k++, i = json_skip(r->t, r->n, i)) {
         struct slot *sl = &b->slots[k];
         sl->pos = none;
-        struct json_span ch = {NULL, 0};
-        const struct ns_opts *ns = NULL;
+        sl->ch = (struct json_span){NULL, 0};
+        sl->ns = NULL;
         sl->status = -PROTO_ERR_BAD_REQUEST;
-        if (r->t[i].type == JSMN_STRING) {
-            uint8_t *p = r->js + r->t[i].start;
-            ssize_t len = json_unescape(p, (size_t)(r->t[i].end - r->t[i].start));
-            ch.p = p;
-            ch.len = len < 0 ? 0 : (size_t)len;
-            if (valid_channel(ch)) {
-                ns = config_namespace(ctx.config, ch.p, ch.len);
-                if (ns == NULL)
-                    sl->status = -PROTO_ERR_UNKNOWN_CHANNEL;
-            }
+        if (r->t[i].type != JSMN_STRING)
+            continue;
+        uint8_t *p = r->js + r->t[i].start;
+        ssize_t len = json_unescape(p, (size_t)(r->t[i].end - r->t[i].start));
+        sl->ch.p = p;
+        sl->ch.len = len < 0 ? 0 : (size_t)len;
+        if (channel_too_long(sl->ch)) {
+            free(b);
+            r->status = 400;
+            fail(r, PROTO_ERR_BAD_REQUEST);
+            return;
         }
-        struct broadcast_one *one = ns ? malloc(sizeof(*one)) : NULL;
-        if (ns && one == NULL)
+        if (!valid_channel(sl->ch))
+            continue;
+        sl->ns = config_namespace(ctx.config, sl->ch.p, sl->ch.len);
+        if (sl->ns == NULL)
+            sl->status = -PROTO_ERR_UNKNOWN_CHANNEL;
+        else if (sl->ns->max_data_size && data.len > sl->ns->max_data_size) {
+            sl->status = -PROTO_ERR_LIMIT_EXCEEDED;
+            sl->ns = NULL;
+        }
+    }
+    for (size_t k = 0; k < n; k++) {
+        struct slot *sl = &b->slots[k];
+        struct broadcast_one *one = sl->ns ? malloc(sizeof(*one)) : NULL;
+        if (sl->ns && one == NULL)
             sl->status = -PROTO_ERR_INTERNAL;
         if (one == NULL) {
             b->remaining--;
             continue;
         }
         one->b = b;
-        one->i = (size_t)k;
-        hub_publish(ch.p, ch.len, ns, data.p, data.len, NULL, 0, NULL, 0, on_broadcast_one, one);
+        one->i = k;
+        hub_publish(sl->ch.p, sl->ch.len, sl->ns, data.p, data.len, NULL, 0, NULL, 0,
+                    on_broadcast_one, one);
     }
     if (--b->remaining == 0)
         broadcast_done(b);
@@ -434,6 +464,8 @@ static void api_history_remove(struct call *r)
 {
     struct json_span ch;
     if (get_string(r, 0, "channel", &ch) != 0 || !valid_channel(ch)) {
+        if (channel_too_long(ch))
+            r->status = 400;
         fail(r, PROTO_ERR_BAD_REQUEST);
         return;
     }
@@ -503,6 +535,8 @@ static void api_user_control(struct call *r, enum session_control kind)
     }
     if (kind != SESSION_DISCONNECT) {
         if (get_string(r, 0, "channel", &ch) != 0 || !valid_channel(ch)) {
+            if (channel_too_long(ch))
+                r->status = 400;
             fail(r, PROTO_ERR_BAD_REQUEST);
             return;
         }

@@ -24,8 +24,9 @@ enum proto_method {
     PROTO_SUB_REFRESH,
 };
 
-/* Limits on what a command may carry (from the config). */
-#define PROTO_MAX_CHANNEL 255
+/* The longest channel name a command may carry at all (names are kept with 16-bit
+ * lengths); the configured max_channel_length, at most this, is checked by the session. */
+#define PROTO_MAX_CHANNEL 65535
 /* Commands up to about 1 KB tokenize on the stack; larger ones (data of any shape
  * within max_message_size) in a buffer sized by their length. */
 #define PROTO_STACK_TOKENS 512

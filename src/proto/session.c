@@ -32,7 +32,6 @@
 #include "ws/conn.h"
 
 #define HERALD_VERSION "0.1.0"
-#define CONNECT_TIMEOUT_SEC 10
 
 struct session {
     struct ws_conn ws; /* first: the WebSocket phase hands it back */
@@ -841,6 +840,10 @@ static void handle_publish(struct session *s, struct proto_command *cmd, struct 
     const struct ns_opts *ns = command_ns(cmd, out);
     if (ns == NULL)
         return;
+    if (ns->max_data_size && cmd->data.len > ns->max_data_size) {
+        fail(out, cmd->id, PROTO_ERR_LIMIT_EXCEEDED); /* the namespace's max_data_size */
+        return;
+    }
     struct hub_sub *own = find_sub(s, cmd->channel.p, cmd->channel.len);
     if (!auth_client_may_publish(ns, cmd->channel.p, cmd->channel.len, s->user, own != NULL)) {
         fail(out, cmd->id, PROTO_ERR_PERMISSION_DENIED);
@@ -1016,7 +1019,7 @@ static void subscribe_claimed(struct session *s, const struct jwt_claims *claims
             continue;
         struct json_span name = json_tok_span(claims->channels.p, &t[i]);
         const struct ns_opts *ns = config_namespace(config, name.p, name.len);
-        if (ns == NULL || name.len == 0 || name.len > PROTO_MAX_CHANNEL ||
+        if (ns == NULL || name.len == 0 || name.len > config->max_channel_length ||
             memchr(name.p, '\\', name.len) != NULL)
             continue;
         k->remaining++;
@@ -1199,6 +1202,11 @@ static void handle_command(struct session *s, struct proto_command *cmd, struct 
         disconnect(s, PROTO_DISC_BAD_REQUEST, "bad request");
         return;
     }
+    if (cmd->channel.len > config->max_channel_length) {
+        /* As Centrifugo's channel_max_length: an error, not a disconnect. */
+        fail(out, cmd->id, PROTO_ERR_BAD_REQUEST);
+        return;
+    }
     switch (cmd->method) {
     case PROTO_SUBSCRIBE:
         handle_subscribe(s, cmd, out);
@@ -1271,12 +1279,32 @@ static int command_admitted(struct session *s, const struct proto_command *cmd, 
     return 0;
 }
 
+/* Does p[0..len) hold more than max commands (non-empty lines)? */
+static int too_many_commands(const uint8_t *p, size_t len, unsigned max)
+{
+    size_t n = 0, start = 0;
+    while (start < len) {
+        const uint8_t *nl = memchr(p + start, '\n', len - start);
+        size_t end = nl ? (size_t)(nl - p) : len;
+        if (end > start && !(end - start == 1 && p[start] == '\r') && ++n > max)
+            return 1;
+        start = end + 1;
+    }
+    return 0;
+}
+
 static void on_text(struct ws_conn *w, uint8_t *p, size_t len)
 {
     struct session *s = of(w);
     struct conn *c = conn_of(s);
     struct buf *out = loop_reply_buf(s->loop);
     const uint64_t budget = config->client_queue_max;
+    /* A message of more than max_commands_per_message commands is refused whole, before
+     * any of it runs: 3501, as Centrifugo answers a malformed command stream. */
+    if (too_many_commands(p, len, config->max_commands_per_message)) {
+        disconnect(s, PROTO_DISC_BAD_REQUEST, "bad request");
+        return;
+    }
     buf_reset(out);
     batch_owner = s;
     batch_out = out;
@@ -1347,7 +1375,7 @@ int session_start(struct conn *c, const struct limit_client *lc)
         s->lc = *lc;
     s->loop = conn_loop(c);
     ws_conn_start(&s->ws, c, &handler, (uint32_t)config->max_message_size);
-    conn_timer_set(c, CONNECT_TIMEOUT_SEC);
+    conn_timer_set(c, config->client_connect_timeout); /* then 3502 stale, as Centrifugo */
     return 0;
 }
 

@@ -288,10 +288,19 @@ TEST(test_proto_command_rejects_bad_channels)
     snprintf(s, sizeof(s), "{\"id\":1,\"subscribe\":{\"channel\":\"%s\"}}", name);
     CHECK_EQ(decode(s, &c), 0);
     CHECK_EQ(c.channel.len, 255);
-    name[255] = 'c';
-    name[256] = '\0';
-    snprintf(s, sizeof(s), "{\"id\":1,\"subscribe\":{\"channel\":\"%s\"}}", name);
-    CHECK_EQ(decode(s, &c), -1);
+    /* Longer names are the session's to refuse (max_channel_length, error 107); the
+     * decoder only refuses what a 16-bit length cannot hold. */
+    static char long_cmd[PROTO_MAX_CHANNEL + 64];
+    size_t big = sizeof(long_cmd);
+    int head = snprintf(long_cmd, big, "{\"id\":1,\"subscribe\":{\"channel\":\"");
+    memset(long_cmd + head, 'c', PROTO_MAX_CHANNEL);
+    snprintf(long_cmd + head + PROTO_MAX_CHANNEL, big - head - PROTO_MAX_CHANNEL, "\"}}");
+    CHECK_EQ(proto_command_decode((uint8_t *)long_cmd, strlen(long_cmd), &c), 0);
+    CHECK_EQ(c.channel.len, PROTO_MAX_CHANNEL);
+    head = snprintf(long_cmd, big, "{\"id\":1,\"subscribe\":{\"channel\":\"");
+    memset(long_cmd + head, 'c', PROTO_MAX_CHANNEL + 1);
+    snprintf(long_cmd + head + PROTO_MAX_CHANNEL + 1, big - head - PROTO_MAX_CHANNEL - 1, "\"}}");
+    CHECK_EQ(proto_command_decode((uint8_t *)long_cmd, strlen(long_cmd), &c), -1);
     /* the limit counts bytes after unescaping: 255 of them written as escapes */
     char *w = s + snprintf(s, sizeof(s), "{\"id\":1,\"subscribe\":{\"channel\":\"");
     for (int i = 0; i < 85; i++)
