@@ -87,7 +87,7 @@ struct loop {
     struct tls_loop *tls; /* NULL: the listener is plaintext */
 
     /* The output budget. queued is this loop's own (plain adds on the delivery path);
-     * what it adds to net->queued_total is settled once per loop iteration. */
+     * what it adds to net->queued_total is settled after each flush. */
     uint64_t queued;        /* bytes queued on this loop's connections */
     uint64_t queued_shared; /* the part of queued counted in net->queued_total */
     struct {
@@ -123,8 +123,8 @@ void tls_loop_free(struct loop *loop);
 int tls_conn_start(struct conn *c);
 void tls_conn_free(struct conn *c);
 /* Count this loop's queued output in the node's total and, past client_queue_total_max,
- * disconnect the heaviest consumers (here, or by asking the loop that holds them). Once
- * per loop iteration. */
+ * disconnect the heaviest consumers (here, or by asking the loop that holds them). After
+ * each flush, and every tick. */
 void conn_budget_settle(struct loop *loop);
 /* The node is over budget and this loop was named as holding the heaviest consumer. */
 void conn_budget_enforce(struct loop *loop);

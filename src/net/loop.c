@@ -232,16 +232,23 @@ static void on_wake(uv_async_t *h)
 
 static void flush_dirty(struct loop *l)
 {
-    while (l->dirty) {
-        struct conn *c = l->dirty;
-        l->dirty = c->dirty_next;
-        l->ndirty--;
-        c->dirty_next = NULL;
-        c->dirty = 0;
-        conn_flush(c);
+    for (int pass = 0; pass < 2; pass++) {
+        while (l->dirty) {
+            struct conn *c = l->dirty;
+            l->dirty = c->dirty_next;
+            l->ndirty--;
+            c->dirty_next = NULL;
+            c->dirty = 0;
+            conn_flush(c);
+        }
+        /* The output budget is judged on what the writes left queued: a client that keeps
+         * up is never counted as behind for what one iteration queued to it. Those it
+         * disconnects have a close frame to send: a second pass, now. */
+        conn_budget_settle(l);
+        if (l->dirty == NULL)
+            break;
     }
     l->last_flush_ns = uv_hrtime();
-    conn_budget_settle(l); /* what was written comes off the node's total at once */
 }
 
 static void on_flush_timer(uv_timer_t *h)
@@ -252,9 +259,6 @@ static void on_flush_timer(uv_timer_t *h)
 static void on_flush(uv_prepare_t *h)
 {
     struct loop *l = h->data;
-    /* Before writing: past the node's budget, the heaviest consumers are disconnected
-     * (their unsent output dropped) rather than written to. */
-    conn_budget_settle(l);
     if (l->dirty == NULL)
         return;
     uint64_t since = uv_hrtime() - l->last_flush_ns;
