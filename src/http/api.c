@@ -174,15 +174,17 @@ static void on_published(void *ud, int status, const struct engine_pos *pos)
 static void api_publish(struct call *r)
 {
     struct json_span ch, data, key = {NULL, 0};
-    if (get_string(r, 0, "channel", &ch) != 0 || ch.p == NULL || get_data(r, &data) != 0 ||
-        get_string(r, 0, "idempotency_key", &key) != 0 || key.len > 64) {
-        fail(r, PROTO_ERR_BAD_REQUEST);
-        return;
-    }
+    /* The channel is read (unescaped in place) once: a second read would unescape what the
+     * first one left, and an escaped name would become another. */
     int code;
     const struct ns_opts *ns = get_channel_ns(r, &ch, &code);
     if (ns == NULL) {
         fail(r, code);
+        return;
+    }
+    if (get_data(r, &data) != 0 || get_string(r, 0, "idempotency_key", &key) != 0 ||
+        key.len > 64) {
+        fail(r, PROTO_ERR_BAD_REQUEST);
         return;
     }
     if (ns->max_data_size && data.len > ns->max_data_size) {
