@@ -356,10 +356,12 @@ test('a channel over max_channel_length: error 107 for subscribe and publish, HT
                 a = await h.api('broadcast', { channels: [ok16, long], data: { x: 4 } });
                 assert.equal(a.status, 400, a.text);
                 assert.equal(a.json?.error?.code, 107, a.text);
-                a = await h.api('publish', { channel: ok16, data: { x: 5 } });
+                // The bound counts the name's bytes after unescaping: 16 written as 96.
+                a = await h.api('publish', `{"channel":"${'\\u0063'.repeat(16)}","data":{"x":5}}`);
                 assert.equal(a.status, 200, a.text);
+                assert.ok(a.json?.result, a.text);
                 const pubs = await c.waitPublications(before + 1, ok16);
-                assert.deepEqual(pubs.map((p) => p.pub.data), [{ x: 2 }, { x: 5 }].slice(-pubs.length));
+                assert.deepEqual(pubs.map((p) => p.pub.data), [{ x: 2 }, { x: 5 }]);
             } finally {
                 c.sock.close();
             }
