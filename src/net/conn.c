@@ -704,7 +704,9 @@ void conn_budget_enforce(struct loop *l)
 {
     struct net *net = l->net;
     uint64_t cap = net->cfg.client_queue_total_max;
-    if (cap == 0)
+    /* Shutting down, every connection goes anyway; and a message posted to a loop that
+     * has ended would wake a closed handle. */
+    if (cap == 0 || l->shutting_down)
         return;
     while (atomic_load_explicit(&net->queued_total, memory_order_relaxed) > cap) {
         /* The loop with the heaviest consumer (ties: the lowest id). */
