@@ -182,8 +182,7 @@ static void api_publish(struct call *r)
         fail(r, code);
         return;
     }
-    if (get_data(r, &data) != 0 || get_string(r, 0, "idempotency_key", &key) != 0 ||
-        key.len > 64) {
+    if (get_data(r, &data) != 0 || get_string(r, 0, "idempotency_key", &key) != 0 || key.len > 64) {
         fail(r, PROTO_ERR_BAD_REQUEST);
         return;
     }

@@ -643,13 +643,13 @@ struct conn *conn_new(struct loop *l, int fd)
  *
  * Every loop counts what its connections have queued in loop->queued (a plain add per
  * queued frame, a subtraction per write) and settles the difference into the node's
- * atomic total after each flush (once per iteration with output), so that it judges
- * what the writes left behind: no lock, nothing shared touched per delivery. A frame shared by n connections counts n times (each would keep it
- * alive alone), so the total bounds the memory from above. Past the cap, the loop that
- * holds the heaviest consumer, by its queue's power of two (and, among those, the one
- * that got there first), disconnects it, then the next, until the total is under the
- * cap: the cost is one victim at a time, never a walk over the connections. A loop that
- * is over the cap without holding the heaviest asks the one that does, by a message. */
+ * atomic total after each flush, so that it judges what the writes left behind: no lock,
+ * nothing shared touched per delivery. A frame shared by n connections counts n times
+ * (each would keep it alive alone), so the total bounds the memory from above. Past the
+ * cap, the loop that holds the heaviest consumer, by its queue's power of two (and, among
+ * those, the one that got there first), disconnects it, then the next, until the total is
+ * under the cap: one victim at a time, never a walk over the connections. A loop over the
+ * cap that does not hold the heaviest asks the one that does, by a message. */
 
 static void budget_publish(struct loop *l)
 {

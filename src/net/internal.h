@@ -93,11 +93,11 @@ struct loop {
     struct {
         struct conn *first, *last;
     } heavy[HEAVY_BUCKETS];
-    uint64_t heavy_mask;          /* bit b: heavy[b] is not empty */
-    _Atomic uint32_t heavy_top;   /* highest non-empty bucket as of the last settling, for
-                                     the other loops to compare with theirs */
-    _Atomic int shed_asked;       /* another loop asked this one to shed (a message is on
-                                     its way) */
+    uint64_t heavy_mask;        /* bit b: heavy[b] is not empty */
+    _Atomic uint32_t heavy_top; /* highest non-empty bucket as of the last settling, for
+                                   the other loops to compare with theirs */
+    _Atomic int shed_asked;     /* another loop asked this one to shed (a message is on
+                                   its way) */
 };
 
 struct net {
