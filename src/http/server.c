@@ -546,6 +546,8 @@ static size_t on_data(struct conn *c, uint8_t *p, size_t len)
             return used;
         }
         if (rc < 0) {
+            if (rc == -431)
+                metrics_add(loop_id(conn_loop(c)), METRIC_LIMIT_HEAD_SIZE, 1);
             respond_error(c, -rc, 0, NULL);
             return len;
         }
@@ -597,7 +599,10 @@ static size_t on_data(struct conn *c, uint8_t *p, size_t len)
 
 static void on_timer(struct conn *c)
 {
-    conn_abort(c); /* idle */
+    struct http_conn *h = conn_ud(c);
+    if (h && h->phase == PHASE_HEAD)
+        metrics_add(loop_id(conn_loop(c)), METRIC_LIMIT_HEAD_TIMEOUTS, 1);
+    conn_abort(c); /* a head or body not in time, or idle */
 }
 
 static void on_shutdown(struct conn *c)

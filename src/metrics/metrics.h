@@ -24,6 +24,14 @@ enum metric {
     METRIC_LIMIT_CHANNEL_PUBLISH,  /* channel_publish_rate: error 111 */
     METRIC_LIMIT_SUBSCRIPTIONS,    /* max_subscriptions_per_connection: error 106 */
     METRIC_LIMIT_LOCAL_FALLBACK,   /* shared limits decided locally: the engine unreachable */
+    /* counters: timeouts and sizes (docs/configuration.md, "Timeouts and sizes") */
+    METRIC_LIMIT_HEAD_TIMEOUTS,    /* handshake_timeout: the connection closed */
+    METRIC_LIMIT_HEAD_SIZE,        /* max_request_head: HTTP 431 */
+    METRIC_LIMIT_CONNECT_TIMEOUTS, /* client_connect_timeout: 3502 */
+    METRIC_LIMIT_MESSAGE_COMMANDS, /* max_commands_per_message: 3501 */
+    METRIC_LIMIT_CHANNEL_LENGTH,   /* max_channel_length, client commands: error 107 */
+    METRIC_LIMIT_DATA_SIZE,        /* a namespace's max_data_size, client publishes: error 106 */
+    METRIC_LIMIT_QUEUE_TOTAL,      /* client_queue_total_max: 3008 (HTTP: closed) */
     METRIC_COUNT,
 };
 

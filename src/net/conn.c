@@ -727,6 +727,7 @@ void conn_budget_enforce(struct loop *l)
         struct conn *c = l->heavy[best_top].first;
         heavy_unlink(c);
         c->shed = 1;
+        metrics_add(l->id, METRIC_LIMIT_QUEUE_TOTAL, 1);
         if (c->closing || c->h == NULL || c->h->over_budget == NULL) {
             conn_abort(c); /* already closing (its close frame would wait behind it) */
         } else {

@@ -283,6 +283,7 @@ static void on_timer(struct ws_conn *w)
     struct session *s = of(w);
     struct conn *c = conn_of(s);
     if (!s->connected) {
+        metrics_add(loop_id(s->loop), METRIC_LIMIT_CONNECT_TIMEOUTS, 1);
         disconnect(s, PROTO_DISC_STALE, "stale");
         return;
     }
@@ -841,6 +842,7 @@ static void handle_publish(struct session *s, struct proto_command *cmd, struct 
     if (ns == NULL)
         return;
     if (ns->max_data_size && cmd->data.len > ns->max_data_size) {
+        metrics_add(loop_id(s->loop), METRIC_LIMIT_DATA_SIZE, 1);
         fail(out, cmd->id, PROTO_ERR_LIMIT_EXCEEDED); /* the namespace's max_data_size */
         return;
     }
@@ -1204,6 +1206,7 @@ static void handle_command(struct session *s, struct proto_command *cmd, struct 
     }
     if (cmd->channel.len > config->max_channel_length) {
         /* As Centrifugo's channel_max_length: an error, not a disconnect. */
+        metrics_add(loop_id(s->loop), METRIC_LIMIT_CHANNEL_LENGTH, 1);
         fail(out, cmd->id, PROTO_ERR_BAD_REQUEST);
         return;
     }
@@ -1302,6 +1305,7 @@ static void on_text(struct ws_conn *w, uint8_t *p, size_t len)
     /* A message of more than max_commands_per_message commands is refused whole, before
      * any of it runs: 3501, as Centrifugo answers a malformed command stream. */
     if (too_many_commands(p, len, config->max_commands_per_message)) {
+        metrics_add(loop_id(s->loop), METRIC_LIMIT_MESSAGE_COMMANDS, 1);
         disconnect(s, PROTO_DISC_BAD_REQUEST, "bad request");
         return;
     }
