@@ -83,6 +83,8 @@ struct http_conn {
  * keep-alive connection is closed after HTTP_KEEPALIVE_SEC. */
 enum http_phase { PHASE_HEAD, PHASE_BODY, PHASE_IDLE };
 
+static const struct conn_handler http_handler;
+
 static void set_phase(struct http_conn *h, enum http_phase phase)
 {
     if (h->phase == phase)
@@ -587,8 +589,10 @@ static size_t on_data(struct conn *c, uint8_t *p, size_t len)
             route(h, &req, p + used + head, (size_t)body_len);
             used += head + (size_t)body_len;
         }
-        if (conn_ud(c) != h)
-            return used; /* upgraded: the WebSocket side reads the rest */
+        /* Upgraded: the WebSocket side reads the rest. By the handler, not by the state:
+         * h is freed then, and the session made next may well get its address. */
+        if (conn_handler_of(c) != &http_handler)
+            return used;
         if (!conn_closing(c)) {
             h->phase = PHASE_HEAD; /* whatever it was: the idle deadline starts now */
             set_phase(h, PHASE_IDLE);
