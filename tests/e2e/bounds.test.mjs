@@ -9,7 +9,7 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 
 import { withHerald, httpRequest, sleep } from './lib/herald.mjs';
-import { RawConn, wsOpen } from './lib/raw.mjs';
+import { OP, RawConn, frame, handshakeRequest, wsOpen } from './lib/raw.mjs';
 import { ProtoClient } from './lib/proto.mjs';
 import { makeClient, once } from './lib/centrifuge.mjs';
 
@@ -198,6 +198,35 @@ test('an idle keep-alive connection after a request is closed as before; the nex
         }
     });
 });
+
+test('an upgrade request with its first frame in the same write: every one answered (the head deadline ends with the upgrade)',
+    T(60), async () => {
+        await withHerald({ threads: 1 }, async (h) => {
+            let next = 0;
+            const failures = [];
+            const one = async (i) => {
+                const conn = await RawConn.connect(h.port);
+                try {
+                    const { text } = handshakeRequest({ port: h.port });
+                    conn.write(Buffer.concat([Buffer.from(text),
+                        frame({ opcode: OP.TEXT, payload: JSON.stringify({ id: 1, connect: { token: h.token(`p${i}`) } }) })]));
+                    const head = await conn.readHead(5000);
+                    if (!head || head.status !== 101) throw new Error(`handshake: ${head && head.status}`);
+                    const f = await conn.readFrame(5000);
+                    if (!f || !/"id":1,"connect"/.test(f.payload.toString('utf8'))) {
+                        throw new Error(`no connect reply: ${f ? f.payload.toString('utf8').slice(0, 100) : 'EOF'}`);
+                    }
+                } catch (err) {
+                    failures.push(`${i}: ${err.message}`);
+                } finally {
+                    conn.destroy();
+                }
+            };
+            await Promise.all(Array.from({ length: 50 }, async () => { while (next < 2000) await one(next++); }));
+            assert.deepEqual(failures.slice(0, 5), []);
+            assert.ok(h.alive(), 'herald died');
+        });
+    });
 
 test('WebSockets that never send connect are closed after client_connect_timeout with 3502', T(60), async () => {
     await withHerald({ env: ASAN_ENV, args: ['--client_connect_timeout', '2'] }, async (h) => {
