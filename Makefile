@@ -30,16 +30,16 @@ build/asan/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(WARN) $(DEFS) -O1 -g $(SAN) $(PKG_CFLAGS) -MMD -MP -c $< -o $@
 
-# Browser assets embedded in the binary: the demo page and the official centrifuge
+# Browser assets embedded in the binary: the demo page, the status page and the official centrifuge
 # client from npm (web/node_modules, installed by the quick start's first command).
 ASSET_OBJ := build/gen/assets.o
 CENTRIFUGE_JS := web/node_modules/centrifuge/dist/centrifuge.js
-$(ASSET_OBJ): web/index.html $(wildcard $(CENTRIFUGE_JS))
+$(ASSET_OBJ): web/index.html web/status.html $(wildcard $(CENTRIFUGE_JS))
 	@mkdir -p build/gen
-	cp web/index.html build/gen/index.html
+	cp web/index.html web/status.html build/gen/
 	if [ -f $(CENTRIFUGE_JS) ]; then cp $(CENTRIFUGE_JS) build/gen/centrifuge.js; \
 	else echo '/* centrifuge client not installed: run npm ci --prefix web, then make */' > build/gen/centrifuge.js; fi
-	cd build/gen && ld -r -b binary -z noexecstack -o assets.o index.html centrifuge.js
+	cd build/gen && ld -r -b binary -z noexecstack -o assets.o index.html status.html centrifuge.js
 
 OBJ += $(ASSET_OBJ)
 ASAN_OBJ += $(ASSET_OBJ)

@@ -41,6 +41,7 @@ static const struct key keys[] = {
     {"api_key", KEY_STRING, FIELD(api_key), 0, 0},
     {"api_keys", KEY_LIST, offsetof(struct config, api_keys), 0, offsetof(struct config, n_api_keys),
      0},
+    {"admin_password", KEY_STRING, FIELD(admin_password), 0, 0},
     {"token_rsa_public_key", KEY_STRING, FIELD(token_rsa_public_key), 0, 0},
     {"token_ecdsa_public_key", KEY_STRING, FIELD(token_ecdsa_public_key), 0, 0},
     {"token_jwks_url", KEY_STRING, FIELD(token_jwks_url), 0, 0},
@@ -202,6 +203,7 @@ void config_free(struct config *c)
     for (size_t i = 0; i < c->n_api_keys; i++)
         free_secret(c->api_keys[i]);
     free(c->api_keys);
+    free_secret(c->admin_password);
     free(c->token_rsa_public_key);
     free(c->token_ecdsa_public_key);
     free(c->token_jwks_url);

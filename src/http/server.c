@@ -34,10 +34,14 @@
  * WebSocket side). The connection is read meanwhile, so without a bound the input
  * buffer grows with whatever it sends. */
 #define HTTP_MAX_EARLY_INPUT (64 * 1024)
+/* The base64 of the status page's Basic credentials: room for a long user name and a
+ * 64-byte key many times over; longer is refused. */
+#define STATUS_MAX_BASIC 4096
 
 /* Embedded by the Makefile from web/ (ld -r -b binary). */
 extern const uint8_t _binary_index_html_start[], _binary_index_html_end[];
 extern const uint8_t _binary_centrifuge_js_start[], _binary_centrifuge_js_end[];
+extern const uint8_t _binary_status_html_start[], _binary_status_html_end[];
 
 static struct http_server_config server;
 
@@ -184,6 +188,111 @@ static int api_authorized(const struct config *cfg, const struct http_request *r
     h = http_find_header(r, "x-api-key");
     return h &&
            auth_api_keys_ok(cfg->api_key, cfg->api_keys, cfg->n_api_keys, h->value, h->value_len);
+}
+
+/* RFC 4648 §4 base64 (padding optional), decoded into out (room for len * 3 / 4 bytes);
+ * -1 on a character outside the alphabet. */
+static ssize_t base64_decode(const uint8_t *p, size_t len, uint8_t *out)
+{
+    size_t o = 0;
+    uint32_t acc = 0;
+    int bits = 0;
+    for (size_t i = 0; i < len; i++) {
+        uint8_t ch = p[i];
+        int v;
+        if (ch >= 'A' && ch <= 'Z')
+            v = ch - 'A';
+        else if (ch >= 'a' && ch <= 'z')
+            v = ch - 'a' + 26;
+        else if (ch >= '0' && ch <= '9')
+            v = ch - '0' + 52;
+        else if (ch == '+')
+            v = 62;
+        else if (ch == '/')
+            v = 63;
+        else if (ch == '=')
+            break;
+        else
+            return -1;
+        acc = acc << 6 | (uint32_t)v;
+        bits += 6;
+        if (bits >= 8) {
+            bits -= 8;
+            out[o++] = (uint8_t)(acc >> bits);
+        }
+    }
+    return (ssize_t)o;
+}
+
+/* The status page and its data: HTTP Basic (RFC 7617) whose password is admin_password
+ * or an API key, the user name ignored (a browser asks for both); or an API key as the
+ * server API takes it, or as "Authorization: Bearer <key>". Every comparison in
+ * constant time (auth/rules.h). */
+static int status_authorized(const struct config *cfg, const struct http_request *r)
+{
+    if (api_authorized(cfg, r))
+        return 1;
+    const struct http_header *h = http_find_header(r, "authorization");
+    if (h == NULL)
+        return 0;
+    if (h->value_len >= 7 && strncasecmp((const char *)h->value, "bearer ", 7) == 0)
+        return auth_api_keys_ok(cfg->api_key, cfg->api_keys, cfg->n_api_keys, h->value + 7,
+                                h->value_len - 7);
+    if (h->value_len < 6 || strncasecmp((const char *)h->value, "basic ", 6) != 0)
+        return 0;
+    uint8_t cred[STATUS_MAX_BASIC / 4 * 3 + 3];
+    size_t n = h->value_len - 6;
+    if (n > STATUS_MAX_BASIC)
+        return 0;
+    ssize_t m = base64_decode(h->value + 6, n, cred);
+    const uint8_t *colon = m > 0 ? memchr(cred, ':', (size_t)m) : NULL;
+    if (colon == NULL)
+        return 0;
+    const uint8_t *pw = colon + 1;
+    size_t pw_len = (size_t)(cred + m - pw);
+    /* Both compared whichever matches: the time does not tell which one it was. */
+    int admin = auth_api_key_ok(cfg->admin_password, pw, pw_len);
+    int key = auth_api_keys_ok(cfg->api_key, cfg->api_keys, cfg->n_api_keys, pw, pw_len);
+    return admin | key;
+}
+
+/* GET /status (the page) and /status/info (this node's info, the page's fallback for
+ * the connection count while /metrics does not answer). Nothing at all without a
+ * credential configured (404); 401 with the Basic challenge otherwise. */
+static void status_route(struct conn *c, const struct http_request *r, int ka)
+{
+    const struct config *cfg = server.config;
+    int head = r->method == HTTP_HEAD;
+    if (cfg->admin_password == NULL && cfg->api_key == NULL && cfg->n_api_keys == 0) {
+        respond_error_to(c, 404, ka, NULL, head);
+        return;
+    }
+    if (r->method != HTTP_GET && !head) {
+        respond_error(c, 405, ka, "Allow: GET, HEAD\r\n");
+        return;
+    }
+    if (!status_authorized(cfg, r)) {
+        respond_error_to(c, 401, ka,
+                         "WWW-Authenticate: Basic realm=\"herald status\", charset=\"UTF-8\"\r\n",
+                         head);
+        return;
+    }
+    /* The page shows live numbers: never from a cache, never framed by another site. */
+    static const char nocache[] = "Cache-Control: no-store\r\nX-Frame-Options: DENY\r\n"
+                                  "X-Content-Type-Options: nosniff\r\n";
+    if (path_is(r, "/status")) {
+        respond_full(c, 200, "text/html; charset=utf-8", _binary_status_html_start,
+                     (size_t)(_binary_status_html_end - _binary_status_html_start), ka, nocache,
+                     head);
+        return;
+    }
+    struct buf b = BUF_INIT;
+    api_node_info(&b);
+    if (b.oom)
+        respond_error(c, 500, 0, NULL);
+    else
+        respond_full(c, 200, "application/json", b.p, b.len, ka, nocache, head);
+    buf_free(&b);
 }
 
 /* Does the request need its body: an authorised POST to a server API method? Every
@@ -495,6 +604,10 @@ static void route(struct http_conn *h, const struct http_request *r, uint8_t *bo
         static const char ok[] = "{\"status\":\"ok\"}";
         respond_full(c, 200, "application/json", (const uint8_t *)ok, sizeof(ok) - 1, ka, NULL,
                      head);
+        return;
+    }
+    if (path_is(r, "/status") || path_is(r, "/status/info")) {
+        status_route(c, r, ka);
         return;
     }
     const uint8_t *asset = NULL, *asset_end = NULL;
