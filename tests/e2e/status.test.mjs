@@ -26,14 +26,14 @@ async function status(h, urlPath, headers = {}) {
     return httpRequest(h.port, 'GET', urlPath, { headers });
 }
 
-async function withBrowser(fn) {
+async function withBrowser(fn, { prompt = true } = {}) {
     assert.ok(existsSync(CHROMIUM), `${CHROMIUM} is missing: scripts/test-deps installs Debian chromium`);
     const profile = mkdtempSync(path.join(os.tmpdir(), 'herald-chromium-'));
     const browser = await chromium.launchPersistentContext(profile, {
         executablePath: CHROMIUM,
         headless: true,
         // What an operator types into the browser's Basic prompt.
-        httpCredentials: { username: 'admin', password: PASSWORD },
+        ...(prompt ? { httpCredentials: { username: 'admin', password: PASSWORD } } : {}),
         viewport: { width: 1280, height: 800 },
         args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
             '--disable-background-networking', '--disable-component-update', '--disable-sync'],
@@ -146,6 +146,28 @@ test('status: the page in Chromium shows the connection count rising as clients 
                 for (const c of clients) c.disconnect();
             }
         });
+    });
+});
+
+test('status: the browser\'s own Basic credentials go with the page\'s requests', async () => {
+    await withHerald({ args: ['--admin_password', PASSWORD] }, async (h) => {
+        await withBrowser(async (browser) => {
+            const page = await browser.newPage();
+            const statuses = [];
+            page.on('response', (r) => statuses.push(`${new URL(r.url()).pathname} ${r.status()}`));
+            // No prompt answered by the test: the credentials of the address, cached by Chromium.
+            const res = await page.goto(`http://admin:${PASSWORD}@127.0.0.1:${h.port}/status`);
+            assert.equal(res.status(), 200);
+            const c = await connected(h, 'status-basic');
+            try {
+                await page.waitForFunction(() => document.getElementById('clients').textContent === '1', null, { timeout: 10000 });
+            } finally {
+                c.disconnect();
+            }
+            assert.match(await page.$eval('#source', (e) => e.textContent), /\/status\/info: ok/);
+            assert.ok(statuses.includes('/status/info 200'), statuses.join(', '));
+            assert.ok(!statuses.includes('/status/info 401'), statuses.join(', '));
+        }, { prompt: false });
     });
 });
 
