@@ -87,6 +87,7 @@ TEST(test_config_defaults_match_the_header)
     CHECK_EQ(c.listen_port, 8000);
     CHECK(c.token_hmac_secret == NULL);
     CHECK(c.api_key == NULL);
+    CHECK(c.admin_password == NULL);
     CHECK_EQ(c.allow_anonymous, 0);
     CHECK_EQ(c.client_publish, 0);
     CHECK_EQ(c.n_allowed_origins, 0);
@@ -114,6 +115,7 @@ TEST(test_config_file_sets_every_key)
                            "  \"listen\": \"0.0.0.0:9001\",\n"
                            "  \"token_hmac_secret\": \"s\\u00e9cret\",\n"
                            "  \"api_key\": \"key\",\n"
+                           "  \"admin_password\": \"status-pw\",\n"
                            "  \"allow_anonymous\": true,\n"
                            "  \"client_publish\": true,\n"
                            "  \"allowed_origins\": [\"https://a.example\",\n"
@@ -132,6 +134,7 @@ TEST(test_config_file_sets_every_key)
     CHECK(c.token_hmac_secret && strcmp(c.token_hmac_secret, "s\xc3\xa9"
                                                              "cret") == 0);
     CHECK(c.api_key && strcmp(c.api_key, "key") == 0);
+    CHECK(c.admin_password && strcmp(c.admin_password, "status-pw") == 0);
     CHECK_EQ(c.allow_anonymous, 1);
     CHECK_EQ(c.client_publish, 1);
     CHECK_EQ(c.namespaces[0].client_publish, 1);
@@ -341,6 +344,9 @@ TEST(test_config_bad_bools_and_strings_are_refused_naming_the_key)
     CHECK(has("api_key: expected a string"));
     CHECK_EQ(load_file(&c, "{\"token_hmac_secret\": \"\"}"), -1);
     CHECK(has("token_hmac_secret: must not be empty"));
+    /* An empty admin password would open the status page to a Basic "user:". */
+    CHECK_EQ(load(&c, "--admin_password=", NULL), -1);
+    CHECK(has("admin_password: must not be empty"));
     CHECK_EQ(load_file(&c, "{\"api_key\": \"a\\u0000b\"}"), -1);
     CHECK(has("api_key: "));
     CHECK_EQ(load(&c, "--api_key", NULL), -1);
