@@ -69,6 +69,7 @@ test('status: /status and /status/info are refused without the admin password or
                 ['a password prefix', { Authorization: basic('admin', PASSWORD.slice(0, -1)) }],
                 ['no colon', { Authorization: `Basic ${Buffer.from(PASSWORD).toString('base64')}` }],
                 ['not base64', { Authorization: 'Basic !!!!' }],
+                ['an overlong Basic value', { Authorization: basic('admin'.repeat(1000), PASSWORD) }],
                 ['a wrong API key', { 'X-API-Key': 'nope' }],
                 ['the password as an API key', { 'X-API-Key': PASSWORD }],
                 ['the password as a bearer token', { Authorization: `Bearer ${PASSWORD}` }],
