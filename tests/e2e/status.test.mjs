@@ -2,7 +2,8 @@
 // with the admin password or an API key; opened in headless Debian Chromium (playwright-core),
 // it shows the connection count rising as official centrifuge clients connect (screenshot kept
 // in build/test-artifacts/status.png), and it computes rates, p99, per-loop load and engine and
-// feed state from a /metrics exposition (served to the page by the test, with known values).
+// feed state from a /metrics exposition (served to the page by the test, with known values;
+// build/test-artifacts/status-metrics.png).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync, mkdirSync, mkdtempSync, rmSync, statSync } from 'node:fs';
@@ -97,6 +98,14 @@ test('status: /status and /status/info are refused without the admin password or
         assert.equal(info.json.num_clients, 0);
         const post = await httpRequest(h.port, 'POST', '/status', { body: '', headers: { 'X-API-Key': h.apiKey } });
         assert.equal(post.status, 405);
+        // HEAD: the same status and length, no body.
+        const headOk = await httpRequest(h.port, 'HEAD', '/status', { headers: { 'X-API-Key': h.apiKey } });
+        assert.equal(headOk.status, 200);
+        assert.equal(Number(headOk.headers['content-length']), Buffer.byteLength(page.text));
+        assert.equal(headOk.text, '');
+        const headNo = await httpRequest(h.port, 'HEAD', '/status');
+        assert.equal(headNo.status, 401);
+        assert.equal(headNo.text, '');
     });
     // Neither an admin password nor an API key: there is no status page.
     await withHerald({ apiKey: null }, async (h) => {
@@ -238,6 +247,8 @@ test('status: the page computes rates, p99, loop load and engine and feed state 
             assert.equal(await read('feed'), 'up');
             assert.match(await read('feed-detail'), /slot lag 4096 bytes, 1\.5 s behind/);
             assert.ok(await page.$$eval('#chart-loops polyline', (ls) => ls.length) >= 2, 'one line per loop');
+            mkdirSync(ARTIFACTS, { recursive: true });
+            await page.screenshot({ path: path.join(ARTIFACTS, 'status-metrics.png'), fullPage: true });
             assert.ok(seen.length >= 3);
             assert.ok(seen.every((hd) => hd['x-api-key'] === h.apiKey), 'every /metrics request carries X-API-Key');
         });
