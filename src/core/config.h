@@ -55,7 +55,7 @@ struct config {
     char *api_key;           /* server API key; NULL if unset (then the API answers 401) */
     char **api_keys;         /* more valid API keys, for rotation without downtime */
     size_t n_api_keys;
-    char *admin_password;    /* HTTP Basic password of the status page /status; NULL if unset */
+    char *admin_password;   /* HTTP Basic password of the status page /status; NULL if unset */
     int allow_anonymous;     /* connect without token (default false) */
     int client_publish;      /* default namespace option, default false */
     char **allowed_origins;  /* exact Origin values allowed; n == 0: no check */
