@@ -246,14 +246,17 @@ static int status_authorized(const struct config *cfg, const struct http_request
         return 0;
     ssize_t m = base64_decode(h->value + 6, n, cred);
     const uint8_t *colon = m > 0 ? memchr(cred, ':', (size_t)m) : NULL;
-    if (colon == NULL)
-        return 0;
-    const uint8_t *pw = colon + 1;
-    size_t pw_len = (size_t)(cred + m - pw);
-    /* Both compared whichever matches: the time does not tell which one it was. */
-    int admin = auth_api_key_ok(cfg->admin_password, pw, pw_len);
-    int key = auth_api_keys_ok(cfg->api_key, cfg->api_keys, cfg->n_api_keys, pw, pw_len);
-    return admin | key;
+    int ok = 0;
+    if (colon) {
+        const uint8_t *pw = colon + 1;
+        size_t pw_len = (size_t)(cred + m - pw);
+        /* Both compared whichever matches: the time does not tell which one it was. */
+        int admin = auth_api_key_ok(cfg->admin_password, pw, pw_len);
+        int key = auth_api_keys_ok(cfg->api_key, cfg->api_keys, cfg->n_api_keys, pw, pw_len);
+        ok = admin | key;
+    }
+    explicit_bzero(cred, sizeof(cred)); /* the password goes no further than this call */
+    return ok;
 }
 
 /* GET /status (the page) and /status/info (this node's info, the page's fallback for
