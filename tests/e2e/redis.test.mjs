@@ -269,6 +269,9 @@ test('a node killed with SIGKILL leaves presence within presence_ttl and info wi
         const pa = await subscribed(a, 'room:crash', 'ann');
         const pb = await subscribed(b, 'room:crash', 'bob');
         const stats = () => apiResult(a, 'presence_stats', { channel: 'room:crash' });
+        // A subscribe is answered before its presence entry has reached Redis (the entry is
+        // written right after the position read): wait for both.
+        await waitFor(async () => (await stats()).num_clients === 2, 5000, () => 'both in presence');
         assert.deepEqual(await stats(), { num_clients: 2, num_users: 2 });
         await sleep(4000); /* longer than presence_ttl: refreshed, both still there */
         assert.deepEqual(await stats(), { num_clients: 2, num_users: 2 });
