@@ -13,6 +13,7 @@ struct frame *frame_new(size_t cap)
         return NULL;
     atomic_init(&f->refs, 1);
     f->len = 0;
+    atomic_init(&f->stamp, 0);
     return f;
 }
 

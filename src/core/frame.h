@@ -10,6 +10,9 @@
 struct frame {
     atomic_uint refs;
     uint32_t len;
+    /* A publication's frame: when it was published (metrics_stamp_us), taken by the first
+     * write of it to a socket for the publish-to-write histogram; 0 for any other. */
+    atomic_uint stamp;
     uint8_t data[];
 };
 

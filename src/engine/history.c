@@ -4,8 +4,25 @@
 #include <stdlib.h>
 
 #include "core/frame.h"
+#include "metrics/metrics.h"
 
 #define HISTORY_FIRST_CAP 4
+
+/* herald_history_entries and _bytes: counted on whichever thread changes the ring (the
+ * channel's lock is held); the gauges are the sums. */
+static void counted(const struct history_entry *e, int sign)
+{
+    metrics_count(METRIC_HISTORY_ENTRIES, sign);
+    metrics_count(METRIC_HISTORY_BYTES, sign * (int64_t)e->pub->len);
+}
+
+static void drop_head(struct history *h)
+{
+    counted(&h->e[h->head], -1);
+    frame_unref(h->e[h->head].pub);
+    h->head = (h->head + 1) % h->cap;
+    h->count--;
+}
 
 struct history *history_new(uint32_t max)
 {
@@ -43,9 +60,9 @@ static int grow(struct history *h)
 
 void history_clear(struct history *h)
 {
-    for (uint32_t i = 0; i < h->count; i++)
-        frame_unref(h->e[(h->head + i) % h->cap].pub);
-    h->count = h->head = 0;
+    while (h->count)
+        drop_head(h);
+    h->head = 0;
 }
 
 void history_free(struct history *h)
@@ -59,24 +76,19 @@ void history_free(struct history *h)
 
 void history_push(struct history *h, const struct history_entry *e)
 {
-    if (h->count == h->cap && (h->cap == h->max || grow(h) != 0)) {
-        frame_unref(h->e[h->head].pub);
-        h->head = (h->head + 1) % h->cap;
-        h->count--;
-    }
+    if (h->count == h->cap && (h->cap == h->max || grow(h) != 0))
+        drop_head(h);
     h->e[(h->head + h->count) % h->cap] = *e;
     h->count++;
+    counted(e, 1);
 }
 
 uint32_t history_expire(struct history *h, uint64_t now_ms, uint64_t ttl_ms)
 {
     if (ttl_ms == 0)
         return h->count;
-    while (h->count && h->e[h->head].time_ms + ttl_ms <= now_ms) {
-        frame_unref(h->e[h->head].pub);
-        h->head = (h->head + 1) % h->cap;
-        h->count--;
-    }
+    while (h->count && h->e[h->head].time_ms + ttl_ms <= now_ms)
+        drop_head(h);
     return h->count;
 }
 

@@ -40,6 +40,7 @@
 #include "engine/engine.h"
 #include "engine/redis_cluster.h"
 #include "engine/redis_msg.h"
+#include "metrics/metrics.h"
 
 #define RETRY_MIN_MS 100
 #define RETRY_MAX_MS 5000
@@ -225,6 +226,7 @@ struct pending {
     char *cmd; /* on a cluster: the command's bytes, sent again where MOVED/ASK points */
     size_t len;
     unsigned redirects;
+    uint32_t sent_us; /* metrics_stamp_us() when sent: herald_engine_command_seconds */
 };
 
 /* One RESP connection (command or pub/sub) of a shard, on the engine thread. */
@@ -559,6 +561,7 @@ static struct pending *expect(struct rconn *c,
     }
     p->done = done;
     p->arg = arg;
+    p->sent_us = metrics_stamp_us();
     if (c->tail)
         c->tail->next = p;
     else
@@ -641,11 +644,15 @@ static void conn_lost(struct rconn *c)
      * quietly: it may come back as a replica. */
     if (c->up || (c->connecting && (!c->r->cluster || atomic_load(&c->sh->owns) > 0)))
         log_warn("redis: %s: connection lost; reconnecting", c->sh->url);
+    if (c->up)
+        metrics_count(METRIC_ENGINE_RECONNECTS, 1);
     if (c->r->cluster)
         schedule_remap(c->r); /* a failover, perhaps: who serves its slots now */
     c->up = c->connecting = 0;
     c->down = 1;
     atomic_store(&c->sh->reachable, 0);
+    metrics_engine_shard(c->sh->index, c->sh->url);
+    metrics_engine_up(c->sh->index, 0);
     if (c->reader) {
         redisReaderFree(c->reader);
         c->reader = NULL;
@@ -724,8 +731,10 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
         redisReply *rep = reply;
         if (c->pubsub && rep->type == REDIS_REPLY_ARRAY) {
             /* A cluster's sharded pub/sub says the same with an 's' in front. */
-            if (is_push(rep, "message") || is_push(rep, "smessage"))
+            if (is_push(rep, "message") || is_push(rep, "smessage")) {
+                metrics_count(METRIC_ENGINE_PUBSUB, 1);
                 on_pubsub(c->r, c->sh, rep);
+            }
             else if (is_push(rep, "subscribe") || is_push(rep, "ssubscribe"))
                 on_subscribed(c->r, c->sh, rep->element[1]->str, rep->element[1]->len);
             else if (is_push(rep, "sunsubscribe"))
@@ -739,6 +748,7 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
             if (c->head == NULL)
                 c->tail = NULL;
             if (rep->type != REDIS_REPLY_ERROR || p->cmd == NULL || !redirect(c, p, rep)) {
+                metrics_observe(METRIC_H_ENGINE_COMMAND, (uint32_t)(metrics_stamp_us() - p->sent_us));
                 p->done(c->r, p->arg, rep);
                 free(p->cmd);
                 free(p);
@@ -840,6 +850,8 @@ static void conn_ready(struct rconn *c)
     c->down = 0;
     c->backoff_ms = 0;
     atomic_store(&c->sh->reachable, c->sh->cmd.up && c->sh->sub.up);
+    metrics_engine_shard(c->sh->index, c->sh->url);
+    metrics_engine_up(c->sh->index, c->sh->cmd.up && c->sh->sub.up);
     struct shard *sh = c->sh;
     /* Before anything queued: AUTH, SELECT, the scripts. */
     char *held = c->outbox;
@@ -1789,6 +1801,8 @@ static void on_fill(struct redis *r, void *arg, redisReply *reply)
         return;
     }
     const struct engine_pub *pubs = q->items;
+    if (q->n > 0)
+        metrics_count(METRIC_ENGINE_GAPS, 1); /* the read found what pub/sub had not brought */
     /* Lost: another epoch, a gap the stream no longer holds, or a stream behind what
      * this node handed on (a failed-over master that had not replicated them). */
     int other_epoch = c->epoch[0] && strcmp(c->epoch, q->pos.epoch) != 0;

@@ -173,6 +173,11 @@ static struct local_channel *local_find(struct table *t, uint64_t hash, const ui
 
 /* ---- fan-out ---- */
 
+/* When the publish this thread is inside was made (metrics_stamp_us), 0 outside one: the
+ * memory engine hands the publication over inside hub_publish, so its frame carries the
+ * publish's time; one that comes from elsewhere (Redis pub/sub) carries its arrival's. */
+static _Thread_local uint32_t publishing_since;
+
 /* Publications of one channel that reached this loop together are concatenated into
  * one frame buffer, once per loop, so each subscriber gets them as one iovec and one
  * queue entry (one reference) instead of n. NULL when n == 1 or out of memory. */
@@ -189,11 +194,15 @@ static struct frame *concat_frames(struct loop_msg *msgs, size_t n)
     if (f == NULL)
         return NULL;
     uint8_t *w = f->data;
+    uint32_t stamp = 0;
     for (size_t i = 0; i < n; i++) {
         struct frame *m = msgs[i].ptr;
         memcpy(w, m->data, m->len);
         w += m->len;
+        if (stamp == 0) /* the oldest not yet written elsewhere */
+            stamp = atomic_load_explicit(&m->stamp, memory_order_relaxed);
     }
+    atomic_store_explicit(&f->stamp, stamp, memory_order_relaxed);
     f->len = (uint32_t)total;
     struct frame *first = msgs[0].ptr;
     memcpy(w, first->data + first->len, name_len);
@@ -323,6 +332,8 @@ static void on_engine_publication(void *ud, const uint8_t *ch, size_t len,
     struct frame *f = hub.cb.encode_publication(ch, len, pub, len);
     if (f == NULL)
         return;
+    atomic_store_explicit(&f->stamp, publishing_since ? publishing_since : metrics_stamp_us(),
+                          memory_order_relaxed);
     post(ch, len, f, pub->offset);
     frame_unref(f);
 }
@@ -606,7 +617,10 @@ void hub_publish(const uint8_t *ch, size_t len, const struct ns_opts *ns, const 
 {
     struct engine_stream_opts o = stream_opts(ns);
     struct engine_pub pub = {data, data_len, info, info ? info_len : 0, 0};
+    publishing_since = metrics_stamp_us();
+    metrics_count(METRIC_PUBLISHES, 1);
     hub.engine->ops->publish(hub.engine, ch, len, &o, &pub, key, key_len, cb, ud);
+    publishing_since = 0;
 }
 
 void hub_history(const uint8_t *ch, size_t len, const struct ns_opts *ns,
@@ -644,6 +658,11 @@ void hub_presence_stats(const uint8_t *ch, size_t len, const struct ns_opts *ns,
         return;
     }
     hub.engine->ops->presence_stats(hub.engine, ch, len, cb, ud);
+}
+
+uint64_t hub_channel_count(void)
+{
+    return atomic_load_explicit(&hub.num_routes, memory_order_relaxed);
 }
 
 int hub_ready(char *detail, size_t len)

@@ -123,6 +123,8 @@ void hub_presence_stats(const uint8_t *ch, size_t len, const struct ns_opts *ns,
 
 /* Any thread: 1 when the engine's stores are reachable; else 0 and a JSON detail. */
 int hub_ready(char *detail, size_t len);
+/* Any thread: channels with local subscribers on this node. */
+uint64_t hub_channel_count(void);
 /* Any thread: msg (borrowed) to every node's callbacks.control, this one's included. */
 void hub_control(const uint8_t *msg, size_t len);
 /* This node's announcement (every few seconds), and the live nodes. */

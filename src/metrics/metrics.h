@@ -25,7 +25,7 @@ enum metric {
     METRIC_REPLIES_OUT,     /* WebSocket text frames sent by sessions (replies, pushes) */
     METRIC_BYTES_IN,        /* bytes read on WebSocket connections */
     METRIC_BYTES_OUT,       /* bytes written on WebSocket connections */
-    METRIC_PUBLISHES,       /* publishes the engine accepted (API, client, feed) */
+    METRIC_PUBLISHES,       /* publishes handed to the engine (API, client, feed) */
     METRIC_SLOW,            /* subscribers disconnected as slow (3008) */
     METRIC_RECOVERED,       /* subscribes recovering: recovered */
     METRIC_NOT_RECOVERED,   /* subscribes recovering: not recovered */
@@ -41,6 +41,8 @@ enum metric {
     METRIC_FEED_LAG_BYTES,      /* gauge (feed slot): WAL seen minus WAL confirmed */
     METRIC_FEED_BEHIND_MS,      /* gauge (feed slot): commit to hand-over, last transaction */
     METRIC_FEED_CHANGES,        /* changes handed to the hub */
+    METRIC_HISTORY_ENTRIES,     /* gauge: publications in the memory engine's history */
+    METRIC_HISTORY_BYTES,       /* gauge: their bytes */
     /* counters: refusals by limit (limit/node.h) */
     METRIC_LIMIT_CONNECTIONS,      /* max_connections: HTTP 503 */
     METRIC_LIMIT_IP_CONNECTIONS,   /* max_connections_per_ip: HTTP 429 */
@@ -182,7 +184,7 @@ struct metrics_sources {
     uint64_t (*now_ms)(void);
     uint64_t (*users)(void);
     uint64_t (*channels)(void);
-    int (*history)(uint64_t *entries, uint64_t *bytes); /* 0, or -1: not known */
+    int history; /* history is kept here (the memory engine): herald_history_* exposed */
     int feed; /* a change feed is configured: herald_feed_* are exposed */
 };
 /* Once, before the loops run (copied). */

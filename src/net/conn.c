@@ -30,6 +30,15 @@ struct outq {
     struct frame *items[];
 };
 
+/* The first write of a publication's frame: how long since it was published (once per
+ * frame, whichever connection and loop writes it first). */
+static __attribute__((noinline)) void frame_written(struct frame *f)
+{
+    uint32_t at = atomic_exchange_explicit(&f->stamp, 0, memory_order_relaxed);
+    if (at)
+        metrics_observe(METRIC_H_PUBLISH_TO_WRITE, (uint32_t)(metrics_stamp_us() - at));
+}
+
 /* ---- plain socket I/O ---- */
 
 static ssize_t plain_read(struct conn *c, void *buf, size_t len)
@@ -102,6 +111,11 @@ void *conn_ud(const struct conn *c)
 const struct conn_handler *conn_handler_of(const struct conn *c)
 {
     return c->h;
+}
+
+void conn_set_metered(struct conn *c)
+{
+    c->metered = 1;
 }
 
 void conn_set_io(struct conn *c, const struct conn_io *io)
@@ -453,6 +467,8 @@ void conn_flush(struct conn *c)
             return;
         }
         size_t left = (size_t)w;
+        if (c->metered)
+            metrics_add(c->loop->id, METRIC_BYTES_OUT, (int64_t)w);
         q->bytes -= left;
         c->loop->queued -= left;
         if (c->heavy)
@@ -468,6 +484,8 @@ void conn_flush(struct conn *c)
             q->off = 0;
             q->head = (q->head + 1) % q->cap;
             q->count--;
+            if (atomic_load_explicit(&f->stamp, memory_order_relaxed))
+                frame_written(f);
             frame_unref(f);
         }
         if ((size_t)w < total) {
@@ -573,6 +591,8 @@ static void conn_read(struct conn *c)
         conn_abort(c);
         return;
     }
+    if (c->metered)
+        metrics_add(l->id, METRIC_BYTES_IN, n);
     if (c->in.len) {
         c->in.len += (uint32_t)n;
         consume(c, c->in.p, c->in.len);
@@ -632,6 +652,7 @@ struct conn *conn_new(struct loop *l, int fd)
         l->conns->prev = c;
     l->conns = c;
     metrics_add(l->id, METRIC_CONNECTIONS, 1);
+    metrics_add(l->id, METRIC_ACCEPTED, 1);
     c->events = UV_READABLE;
     uv_poll_start(&c->poll, UV_READABLE, conn_on_io);
     /* Until its handler says otherwise, an idle connection is closed after a while. */
@@ -653,6 +674,9 @@ struct conn *conn_new(struct loop *l, int fd)
 
 static void budget_publish(struct loop *l)
 {
+    /* herald_loop_queued_bytes: the loop's own figure, as it stands after the flush. */
+    atomic_store_explicit(&metrics_slots[l->id].v[METRIC_QUEUED_BYTES], (int64_t)l->queued,
+                          memory_order_relaxed);
     int64_t delta = (int64_t)(l->queued - l->queued_shared);
     if (delta != 0) {
         l->queued_shared = l->queued;

@@ -51,6 +51,8 @@ void conn_set_handler(struct conn *c, const struct conn_handler *h, void *ud);
 void *conn_ud(const struct conn *c);
 const struct conn_handler *conn_handler_of(const struct conn *c);
 void conn_set_io(struct conn *c, const struct conn_io *io);
+/* Count this connection's bytes read and written in the metrics (the WebSocket phase). */
+void conn_set_metered(struct conn *c);
 int conn_fd(const struct conn *c);
 struct loop *conn_loop(const struct conn *c);
 

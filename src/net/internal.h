@@ -36,6 +36,7 @@ struct conn {
     uint8_t peer_closed; /* read EOF */
     uint8_t paused;      /* output over client_queue_max: input not read (back-pressure) */
     uint8_t held;        /* the handler left over input_max unconsumed: input not read */
+    uint8_t metered;     /* its bytes count in herald_bytes_*_total (a WebSocket) */
     uint8_t events;      /* UV_READABLE | UV_WRITABLE being polled */
     uint8_t heavy;       /* on loop->heavy[heavy] (log2 of its queued bytes), 0: on none */
     uint8_t shed;        /* disconnected for the output budget: never chosen again */
@@ -59,6 +60,8 @@ struct loop {
     pthread_t thread;
     int listen_fd;
     uv_poll_t listen_poll;
+    int metrics_fd; /* loop 0 with metrics_listen: its listener, plaintext; else -1 */
+    uv_poll_t metrics_poll;
     uv_async_t wake;
     uv_prepare_t flush;
     uv_timer_t tick;

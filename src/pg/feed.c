@@ -18,6 +18,7 @@
 #include "core/config.h"
 #include "core/log.h"
 #include "hub/hub.h"
+#include "metrics/metrics.h"
 #include "pg/pgoutput.h"
 
 #define RETRY_MIN_MS 500
@@ -553,6 +554,7 @@ static void publish(const char *ch, size_t ch_len, const uint8_t *data, size_t l
     F.inflight++;
     F.cur->remaining++;
     pthread_mutex_unlock(&F.lock);
+    metrics_count(METRIC_FEED_CHANGES, 1);
     hub_publish((const uint8_t *)ch, ch_len, ns, data, len, NULL, 0, (const uint8_t *)key,
                 (size_t)kl, on_published, F.cur);
 }
@@ -692,6 +694,9 @@ static void on_commit(const struct pgo_msg *m)
     }
     if (m->lsn > F.handed)
         F.handed = m->lsn;
+    /* herald_feed_seconds_behind: PostgreSQL's commit to its hand-over to the hub. */
+    int64_t behind_us = pg_now_since_2000() - F.cur_time;
+    metrics_set(METRIC_FEED_BEHIND_MS, behind_us > 0 ? behind_us / 1000 : 0);
     pthread_mutex_lock(&F.lock);
     if (F.cur) {
         F.cur->end_lsn = m->end_lsn;
@@ -758,7 +763,12 @@ static int send_status(PGconn *pg, int reply)
 {
     pthread_mutex_lock(&F.lock);
     uint64_t at = F.confirmed;
+    uint64_t lag = F.received > F.confirmed ? F.received - F.confirmed : 0;
+    int idle = F.head == NULL && F.cur == NULL;
     pthread_mutex_unlock(&F.lock);
+    metrics_set(METRIC_FEED_LAG_BYTES, (int64_t)lag);
+    if (idle)
+        metrics_set(METRIC_FEED_BEHIND_MS, 0); /* nothing waits: not behind */
     uint8_t msg[34];
     size_t n = pg_status_update(msg, at, at, at, pg_now_since_2000(), reply);
     if (PQputCopyData(pg, (const char *)msg, (int)n) != 1 || PQflush(pg) < 0)
@@ -842,6 +852,7 @@ static void drop_partial(void)
 static void *feed_main(void *arg)
 {
     const struct config *c = F.config;
+    metrics_set_thread_slot(metrics_other_slot()); /* not a loop: the slot for the others */
     unsigned backoff = 0;
     while (!atomic_load(&F.stop)) {
         char why[240] = "";
@@ -908,7 +919,10 @@ static void *feed_main(void *arg)
         for (size_t i = 0; i < F.nrels; i++)
             free(F.rels[i].cols);
         F.nrels = 0; /* PostgreSQL sends each Relation again on a new stream */
+        metrics_set(METRIC_FEED_UP, 1);
         stream(pg);
+        metrics_set(METRIC_FEED_UP, 0);
+        metrics_count(METRIC_FEED_RECONNECTS, 1);
         drop_partial();
     retry:
         PQfinish(pg);

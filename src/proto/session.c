@@ -126,6 +126,7 @@ static void reply_done(struct session *s, struct buf *out)
 
 static void fail(struct buf *out, uint32_t id, int code)
 {
+    metrics_count_error(code);
     proto_reply_error(out, id, code, 0);
 }
 
@@ -133,10 +134,13 @@ static void fail(struct buf *out, uint32_t id, int code)
  * that the SDK retries). */
 static void fail_status(struct buf *out, uint32_t id, int status)
 {
-    if (status == ENGINE_ERR_UNAVAILABLE)
+    if (status == ENGINE_ERR_UNAVAILABLE) {
+        metrics_count_error(PROTO_ERR_INTERNAL);
         proto_reply_error(out, id, PROTO_ERR_INTERNAL, 1);
-    else
+    } else {
+        metrics_count_error(-status);
         proto_reply_error(out, id, -status, 0);
+    }
 }
 
 /* The ClientInfo object of this session
@@ -201,6 +205,7 @@ static void disconnect(struct session *s, unsigned code, const char *reason)
 
 void session_slow(void *owner)
 {
+    metrics_count(METRIC_SLOW, 1);
     disconnect(owner, PROTO_DISC_SLOW, "slow");
 }
 
@@ -514,6 +519,7 @@ static void subscribe_result(struct buf *out, const struct ns_opts *ns, int64_t 
         SEP();
         proto_render_position(out, pos);
         if (was_recovering) {
+            metrics_count(recovered ? METRIC_RECOVERED : METRIC_NOT_RECOVERED, 1);
             buf_appendf(out, ",\"was_recovering\":true,\"recovered\":%s",
                         recovered ? "true" : "false");
             if (recovered && n) {
@@ -1282,6 +1288,24 @@ static int command_admitted(struct session *s, const struct proto_command *cmd, 
     return 0;
 }
 
+/* herald_commands_total's label of each method (metrics/ knows nothing of proto/). */
+static const enum metric_method metric_method_of[] = {
+    [PROTO_CONNECT] = METRIC_M_CONNECT,
+    [PROTO_SUBSCRIBE] = METRIC_M_SUBSCRIBE,
+    [PROTO_UNSUBSCRIBE] = METRIC_M_UNSUBSCRIBE,
+    [PROTO_PUBLISH] = METRIC_M_PUBLISH,
+    [PROTO_PRESENCE] = METRIC_M_PRESENCE,
+    [PROTO_PRESENCE_STATS] = METRIC_M_PRESENCE_STATS,
+    [PROTO_HISTORY] = METRIC_M_HISTORY,
+    [PROTO_PING] = METRIC_M_PING,
+    [PROTO_SEND] = METRIC_M_SEND,
+    [PROTO_RPC] = METRIC_M_RPC,
+    [PROTO_REFRESH] = METRIC_M_REFRESH,
+    [PROTO_SUB_REFRESH] = METRIC_M_SUB_REFRESH,
+};
+_Static_assert(sizeof(metric_method_of) / sizeof(metric_method_of[0]) == PROTO_SUB_REFRESH + 1,
+               "every method has its label");
+
 /* Does p[0..len) hold more than max commands (non-empty lines)? */
 static int too_many_commands(const uint8_t *p, size_t len, unsigned max)
 {
@@ -1327,6 +1351,8 @@ static void on_text(struct ws_conn *w, uint8_t *p, size_t len)
             disconnect(s, PROTO_DISC_BAD_REQUEST, "bad request");
             break;
         }
+        if (cmd.method != PROTO_EMPTY)
+            metrics_count_method(metric_method_of[cmd.method]);
         if (limit_command_rate.interval_us && cmd.method != PROTO_EMPTY &&
             !command_admitted(s, &cmd, out))
             continue;

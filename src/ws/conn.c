@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "core/frame.h"
+#include "metrics/metrics.h"
 #include "net/conn.h"
 
 #define CLOSE_GRACE_SEC 3
@@ -34,6 +35,8 @@ int ws_conn_send_text(struct ws_conn *w, const void *p, size_t len)
     int r = conn_send_frame_owned(w->conn, f);
     if (r != 0)
         frame_unref(f);
+    else
+        metrics_count(METRIC_REPLIES_OUT, 1);
     return r;
 }
 
@@ -44,7 +47,10 @@ int ws_conn_reply_text(struct ws_conn *w, const void *p, size_t len)
     struct frame *f = ws_text_frame(p, len);
     if (f == NULL)
         return -1;
-    return conn_reply_frame(w->conn, f);
+    int r = conn_reply_frame(w->conn, f);
+    if (r == 0)
+        metrics_count(METRIC_REPLIES_OUT, 1);
+    return r;
 }
 
 void ws_conn_close(struct ws_conn *w, unsigned code, const char *reason)
@@ -65,6 +71,7 @@ void ws_conn_close(struct ws_conn *w, unsigned code, const char *reason)
             memcpy(fr + h + 2, reason, rlen);
     }
     conn_send_bytes(c, fr, h + plen);
+    metrics_count_close(code);
     conn_close_after_flush(c, CLOSE_GRACE_SEC);
 }
 
@@ -74,6 +81,7 @@ static int on_message(void *ud, int opcode, uint8_t *p, size_t len)
     struct conn *c = w->conn;
     switch (opcode) {
     case WS_OP_TEXT:
+        metrics_count(METRIC_MESSAGES_IN, 1);
         w->h->text(w, p, len);
         return conn_closing(c) || conn_output_full(c);
     case WS_OP_BINARY:
@@ -169,4 +177,5 @@ void ws_conn_start(struct ws_conn *w, struct conn *c, const struct ws_conn_handl
     w->h = h;
     w->max_message = max_message;
     conn_set_handler(c, &ws_handler, w);
+    conn_set_metered(c);
 }
