@@ -50,6 +50,10 @@ build/libherald.a: $(OBJ)
 build/libherald-asan.a: $(ASAN_OBJ)
 	@rm -f $@; ar rcs $@ $^
 
+# herald_build_info's commit label (main.o is rebuilt only when main.c changes).
+HERALD_COMMIT := $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
+build/obj/src/main.o build/asan/src/main.o build/tsan/src/main.o: DEFS += -DHERALD_COMMIT='"$(HERALD_COMMIT)"'
+
 build/herald: build/obj/src/main.o build/libherald.a
 	$(CC) $(CFLAGS) -o $@ $^ $(PKG_LIBS)
 

@@ -29,6 +29,12 @@
 #include "pg/feed.h"
 #include "proto/push.h"
 #include "proto/session.h"
+#include "proto/users.h"
+
+#define HERALD_VERSION "0.1.0"
+#ifndef HERALD_COMMIT
+#define HERALD_COMMIT "unknown" /* the Makefile passes git's */
+#endif
 
 /* What one server process is made of. */
 struct server {
@@ -69,6 +75,7 @@ static _Thread_local int current_slot = -1;
 static void on_loop_start(struct loop *loop, void *ud)
 {
     current_slot = (int)loop_id(loop);
+    metrics_set_thread_slot(loop_id(loop));
 }
 
 static int host_current(void *ud)
@@ -308,6 +315,9 @@ static int server_run(const struct config *config)
         .loop_start = on_loop_start,
         .loop_exit = on_loop_exit,
         .ud = &s,
+        .metrics_host = config->metrics_listen_host,
+        .metrics_port = config->metrics_listen_port,
+        .metrics_accept = http_metrics_accept,
     };
     s.net = net_create(&nc);
     tls_ctx_unref(tls); /* the loops hold theirs */
@@ -350,6 +360,22 @@ static int server_run(const struct config *config)
     api_init(&ac);
     struct http_server_config hsc = {config, start_websocket, ready, &s};
     http_init(&hsc);
+    struct metrics_sources ms = {
+        .version = HERALD_VERSION,
+        .commit = HERALD_COMMIT,
+        .start_ms = ac.start_ms,
+        .now_ms = loop_clock_ms,
+        .users = users_count,
+        .channels = hub_channel_count,
+        .history = strcmp(config->engine, "memory") == 0,
+        .feed = config->feed.n_tables > 0,
+    };
+    metrics_set_sources(&ms);
+    if (ms.history) {
+        /* The memory engine is always up: one shard, named so. */
+        metrics_engine_up(0, 1);
+        metrics_engine_shard(0, "memory");
+    }
 
     uv_loop_t *main_loop = uv_default_loop();
     uv_signal_t sigterm, sigint, sighup;

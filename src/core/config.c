@@ -37,6 +37,8 @@ struct key {
 
 static const struct key keys[] = {
     {"listen", KEY_LISTEN, 0, 0, 0, 0},
+    {"metrics_listen", KEY_LISTEN, 1, 0, 0, 0}, /* offset 1: the metrics listener */
+    {"metrics_key", KEY_STRING, FIELD(metrics_key), 0, 0},
     {"token_hmac_secret", KEY_STRING, FIELD(token_hmac_secret), 0, 0},
     {"api_key", KEY_STRING, FIELD(api_key), 0, 0},
     {"api_keys", KEY_LIST, offsetof(struct config, api_keys), 0, offsetof(struct config, n_api_keys),
@@ -200,6 +202,7 @@ void config_free(struct config *c)
         return;
     free_secret(c->token_hmac_secret);
     free_secret(c->api_key);
+    free_secret(c->metrics_key);
     for (size_t i = 0; i < c->n_api_keys; i++)
         free_secret(c->api_keys[i]);
     free(c->api_keys);
@@ -315,10 +318,13 @@ static int value_uint(struct load *l, const char *key, const struct value *v, ui
     return 0;
 }
 
-static int set_listen(struct load *l, const struct value *v)
+/* "listen" or "metrics_listen" (which): "host:port". */
+static int set_listen(struct load *l, const struct key *k, const struct value *v)
 {
     char *s;
-    if (value_string(l, "listen", v, &s) != 0)
+    char *dst_host = k->offset ? l->c->metrics_listen_host : l->c->listen_host;
+    uint16_t *dst_port = k->offset ? &l->c->metrics_listen_port : &l->c->listen_port;
+    if (value_string(l, k->name, v, &s) != 0)
         return -1;
     char *colon = strrchr(s, ':');
     uint64_t port = 0;
@@ -336,12 +342,12 @@ static int set_listen(struct load *l, const struct value *v)
         ok = n > 0 && n < sizeof(l->c->listen_host) && strpbrk(host, " \t[]") == NULL;
     }
     if (ok) {
-        strcpy(l->c->listen_host, host);
-        l->c->listen_port = (uint16_t)port;
+        strcpy(dst_host, host);
+        *dst_port = (uint16_t)port;
     }
     free(s);
     if (!ok)
-        return fail(l, "listen: expected \"host:port\" with a port from 1 to 65535");
+        return fail(l, "%s: expected \"host:port\" with a port from 1 to 65535", k->name);
     return 0;
 }
 
@@ -805,7 +811,7 @@ static int set_key(struct load *l, const struct key *k, const struct value *v)
     uint64_t u;
     switch (k->type) {
     case KEY_LISTEN:
-        return set_listen(l, v);
+        return set_listen(l, k, v);
     case KEY_STRING:
         return set_string(l, k, v);
     case KEY_ENGINE:

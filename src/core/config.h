@@ -44,6 +44,11 @@ struct change_feed {
 struct config {
     char listen_host[64]; /* "listen": "host:port", default "127.0.0.1:8000" */
     uint16_t listen_port;
+    /* "metrics_listen": "host:port", a listener of its own serving /metrics only (plain
+     * HTTP); port 0: unset, /metrics is on the main listener. */
+    char metrics_listen_host[64];
+    uint16_t metrics_listen_port;
+    char *metrics_key; /* when set, /metrics needs it (Bearer or X-API-Key); NULL: open */
     char *token_hmac_secret; /* HS256 secret for connection/subscription tokens; NULL if unset */
     char *token_rsa_public_key;   /* PEM: RS256/384/512 and PS256 tokens; NULL if unset */
     char *token_ecdsa_public_key; /* PEM: ES256/384 tokens; NULL if unset */

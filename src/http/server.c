@@ -67,6 +67,7 @@ struct api_call {
 /* A connection's HTTP state, until it upgrades or closes. */
 struct http_conn {
     struct conn *c;
+    uint8_t metrics_only;   /* accepted on metrics_listen: /metrics and nothing else */
     uint64_t skip_body;   /* bytes of a request body still to discard unread */
     struct api_call *calls, **calls_tail; /* answering, oldest first */
     unsigned ncalls;
@@ -176,6 +177,43 @@ static int origin_allowed(const struct config *cfg, const struct http_request *r
             return 0;
     return auth_origin_allowed(cfg->allowed_origins, cfg->n_allowed_origins, h->value,
                                h->value_len);
+}
+
+/* metrics_key, when set: "Authorization: Bearer <key>" or "X-API-Key: <key>", compared
+ * in constant time (a scraper's key is a secret like the API's). */
+static int metrics_authorized(const struct config *cfg, const struct http_request *r)
+{
+    if (cfg->metrics_key == NULL)
+        return 1;
+    const struct http_header *h = http_find_header(r, "authorization");
+    if (h && h->value_len >= 7 && strncasecmp((const char *)h->value, "bearer ", 7) == 0 &&
+        auth_api_key_ok(cfg->metrics_key, h->value + 7, h->value_len - 7))
+        return 1;
+    h = http_find_header(r, "x-api-key");
+    return h && auth_api_key_ok(cfg->metrics_key, h->value, h->value_len);
+}
+
+/* GET /metrics: the exposition, built on this loop (metrics/ sums the slots; nothing in
+ * it walks connections or channels). */
+static void serve_metrics(struct conn *c, const struct http_request *r, int ka)
+{
+    if (r->method != HTTP_GET && r->method != HTTP_HEAD) {
+        respond_error(c, 405, ka, "Allow: GET, HEAD\r\n");
+        return;
+    }
+    if (!metrics_authorized(server.config, r)) {
+        respond_error(c, 401, ka, "WWW-Authenticate: Bearer\r\n");
+        return;
+    }
+    struct buf b = BUF_INIT;
+    buf_reserve(&b, 32 * 1024);
+    metrics_write(&b);
+    if (b.oom)
+        respond_error(c, 500, ka, NULL);
+    else
+        respond_full(c, 200, "text/plain; version=0.0.4; charset=utf-8", b.p, b.len, ka, NULL,
+                     r->method == HTTP_HEAD);
+    buf_free(&b);
 }
 
 static int api_authorized(const struct config *cfg, const struct http_request *r)
@@ -443,11 +481,13 @@ static void upgrade(struct http_conn *h, const struct http_request *r)
 {
     struct conn *c = h->c;
     if (!origin_allowed(server.config, r)) {
+        metrics_count(METRIC_REFUSED_ORIGIN, 1);
         respond_error(c, 403, 0, NULL);
         return;
     }
     int status = http_ws_check(r, h->accept);
     if (status != 0) {
+        metrics_count(METRIC_REFUSED_BAD_REQUEST, 1);
         respond_error(c, status, 0, status == 426 ? "Sec-WebSocket-Version: 13\r\n" : NULL);
         return;
     }
@@ -463,6 +503,7 @@ static void upgrade(struct http_conn *h, const struct http_request *r)
         static const char why[] = "400 Bad Request: a token in the URL query is refused; send "
                                   "it in the connect command (or set allow_query_token)\n";
         free(token);
+        metrics_count(METRIC_REFUSED_QUERY_TOKEN, 1);
         respond_full(c, 400, "text/plain", (const uint8_t *)why, sizeof(why) - 1, 0, NULL, 0);
         return;
     }
@@ -553,6 +594,14 @@ static void route(struct http_conn *h, const struct http_request *r, uint8_t *bo
     int ka = r->keep_alive;
     int get = r->method == HTTP_GET || r->method == HTTP_HEAD;
     int head = r->method == HTTP_HEAD;
+    if (h->metrics_only || path_is(r, "/metrics")) {
+        /* With metrics_listen, /metrics is there only (and nothing else is). */
+        if (path_is(r, "/metrics") && h->metrics_only == (cfg->metrics_listen_port != 0))
+            serve_metrics(c, r, ka);
+        else
+            respond_error_to(c, 404, ka, NULL, head);
+        return;
+    }
     if (path_is(r, "/connection/websocket")) {
         if (r->method != HTTP_GET)
             respond_error_to(c, 405, ka, "Allow: GET\r\n", head);
@@ -756,7 +805,13 @@ void http_accept(struct conn *c, void *ud)
     }
     h->c = c;
     h->calls_tail = &h->calls;
+    h->metrics_only = (uint8_t)(ud == &server); /* http_metrics_accept */
     conn_set_handler(c, &http_handler, h);
     h->phase = PHASE_IDLE;
     set_phase(h, PHASE_HEAD); /* the first request's head, from the accept */
+}
+
+void http_metrics_accept(struct conn *c, void *ud)
+{
+    http_accept(c, &server);
 }

@@ -1,5 +1,5 @@
 /* The HTTP/1.1 side of a connection: parses request heads and bodies, routes
- * (/health, /, /connection/websocket, /api/<method>), answers errors, upgrades to
+ * (/health, /ready, /metrics, /, /connection/websocket, /api/<method>), answers errors, upgrades to
  * WebSocket and hands the connection to whoever runs the WebSocket side. Not the API
  * handlers (http/api.h). */
 #ifndef HERALD_HTTP_SERVER_H
@@ -32,6 +32,8 @@ void http_init(const struct http_server_config *cfg);
 
 /* The loops' accept callback: c starts with the HTTP handler. */
 void http_accept(struct conn *c, void *ud);
+/* The accept callback of metrics_listen: /metrics only. */
+void http_metrics_accept(struct conn *c, void *ud);
 
 /* The WebSocket opening handshake checked on a parsed request head (ws/handshake.h):
  * 0 and accept filled, or the HTTP status to refuse with. */

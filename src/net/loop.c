@@ -173,6 +173,32 @@ static void on_accept(uv_poll_t *h, int status, int events)
     }
 }
 
+/* The metrics listener: a few scrapers, no TLS, no limits of the client side. */
+static void on_metrics_accept(uv_poll_t *h, int status, int events)
+{
+    struct loop *l = h->data;
+    if (status < 0 || l->shutting_down)
+        return;
+    for (int i = 0; i < 16; i++) {
+        int fd = accept4(l->metrics_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0)
+            return;
+        struct conn *c = conn_new(l, fd);
+        if (c != NULL)
+            l->net->cfg.metrics_accept(c, l->net->cfg.ud);
+    }
+}
+
+static void metrics_listener_close(struct loop *l, uv_close_cb cb)
+{
+    if (l->metrics_fd < 0)
+        return;
+    uv_poll_stop(&l->metrics_poll);
+    uv_close((uv_handle_t *)&l->metrics_poll, cb);
+    close(l->metrics_fd);
+    l->metrics_fd = -1;
+}
+
 int loop_post(struct loop *l, const struct loop_msg *msg)
 {
     pthread_mutex_lock(&l->inbox_lock);
@@ -386,6 +412,7 @@ static void on_shutdown(struct loop *l, struct loop_msg *msgs, size_t n)
         close(l->listen_fd);
         l->listen_fd = -1;
     }
+    metrics_listener_close(l, on_handle_closed);
     for (struct conn *c = l->conns, *next; c; c = next) {
         next = c->next;
         conn_shutdown(c);
@@ -427,6 +454,7 @@ static struct loop *loop_new(struct net *net, unsigned id, int fd)
     l->id = id;
     l->net = net;
     l->listen_fd = fd;
+    l->metrics_fd = -1;
     l->read_buf = malloc(LOOP_READ_BUF);
     if (l->read_buf == NULL || uv_loop_init(&l->uv) != 0) {
         free(l->read_buf);
@@ -487,6 +515,20 @@ struct net *net_create(const struct net_config *cfg)
         net->loops[i] = l;
     }
     net->nloops = n;
+    if (cfg->metrics_port) {
+        struct loop *l = net->loops[0];
+        int fd = probe_address(cfg->metrics_host, cfg->metrics_port) == 0
+                     ? listen_socket(cfg->metrics_host, cfg->metrics_port)
+                     : -1;
+        if (fd < 0) {
+            net_join_and_free(net);
+            return NULL;
+        }
+        l->metrics_fd = fd;
+        uv_poll_init(&l->uv, &l->metrics_poll, fd);
+        l->metrics_poll.data = l;
+        uv_poll_start(&l->metrics_poll, UV_READABLE, on_metrics_accept);
+    }
     return net;
 }
 
@@ -559,6 +601,8 @@ void net_free(struct net *net)
             uv_run(&l->uv, UV_RUN_NOWAIT);
             if (l->listen_fd >= 0)
                 close(l->listen_fd);
+            metrics_listener_close(l, NULL);
+            uv_run(&l->uv, UV_RUN_NOWAIT);
         }
         loop_free(l);
     }

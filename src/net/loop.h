@@ -95,6 +95,11 @@ struct net_config {
     /* TLS on the listener (net/tls.h; borrowed: each loop takes a reference), or NULL. */
     struct tls_ctx *tls;
     unsigned tls_handshake_timeout; /* seconds a TLS handshake may take */
+    /* A listener of its own on loop 0 (metrics_listen; plaintext), port 0: none; its
+     * connections start with metrics_accept (same ud). */
+    const char *metrics_host;
+    uint16_t metrics_port;
+    void (*metrics_accept)(struct conn *c, void *ud);
 };
 
 /* Create the listeners and loops (not running yet). NULL with a message logged. */
