@@ -47,6 +47,12 @@ struct server {
 };
 
 #define ANNOUNCE_SEC 5
+#define FDS_COUNT_MS 5000
+
+static void on_count_fds(uv_timer_t *t)
+{
+    metrics_refresh_open_fds();
+}
 
 static void on_tick(struct loop *loop, void *ud)
 {
@@ -386,6 +392,11 @@ static int server_run(const struct config *config)
     uv_signal_start(&sigterm, on_signal, SIGTERM);
     uv_signal_start(&sigint, on_signal, SIGINT);
     uv_signal_start(&sighup, on_reload, SIGHUP);
+    /* process_open_fds is counted here, off the loops (metrics.h). */
+    uv_timer_t fds_timer;
+    uv_timer_init(main_loop, &fds_timer);
+    uv_timer_start(&fds_timer, on_count_fds, 0, FDS_COUNT_MS);
+    uv_unref((uv_handle_t *)&fds_timer);
 
     if (net_run(s.net) != 0) {
         log_error("cannot start the loop threads");
@@ -405,6 +416,7 @@ static int server_run(const struct config *config)
     uv_close((uv_handle_t *)&sigterm, NULL);
     uv_close((uv_handle_t *)&sigint, NULL);
     uv_close((uv_handle_t *)&sighup, NULL);
+    uv_close((uv_handle_t *)&fds_timer, NULL);
     uv_run(main_loop, UV_RUN_NOWAIT);
     engine_close(s.engine); /* its last completions wait in the loops' inboxes */
     net_free(s.net);

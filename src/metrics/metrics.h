@@ -190,6 +190,11 @@ struct metrics_sources {
 /* Once, before the loops run (copied). */
 void metrics_set_sources(const struct metrics_sources *src);
 
+/* Count the open descriptors for process_open_fds (procfs: milliseconds with tens of
+ * thousands of connections). Not on a loop: main.c calls it every few seconds on the main
+ * thread; a scrape reports the last count. */
+void metrics_refresh_open_fds(void);
+
 /* The whole exposition (text format 0.0.4) appended to out; out->oom on failure.
  * Any thread. */
 void metrics_write(struct buf *out);
