@@ -662,8 +662,28 @@ TEST(test_config_change_feed)
     }
 }
 
+TEST(test_config_metrics_listen_and_key)
+{
+    struct config c;
+    clear_env();
+    CHECK_EQ(load(&c, NULL), 0);
+    CHECK_EQ(c.metrics_listen_port, 0); /* unset: /metrics on the main listener */
+    CHECK(c.metrics_key == NULL);
+    config_free(&c);
+    CHECK_EQ(load(&c, "--metrics_listen", "[::1]:9100", "--metrics-key", "k1", NULL), 0);
+    CHECK(strcmp(c.metrics_listen_host, "::1") == 0);
+    CHECK_EQ(c.metrics_listen_port, 9100);
+    CHECK(strcmp(c.listen_host, "127.0.0.1") == 0); /* the main listener untouched */
+    CHECK_EQ(c.listen_port, 8000);
+    CHECK(c.metrics_key && strcmp(c.metrics_key, "k1") == 0);
+    config_free(&c);
+    CHECK_EQ(load_file(&c, "{\"metrics_listen\": \"127.0.0.1:0\"}"), -1);
+    CHECK(has("metrics_listen: expected \"host:port\""));
+}
+
 int main(void)
 {
+    RUN(test_config_metrics_listen_and_key);
     RUN(test_config_defaults_match_the_header);
     RUN(test_config_file_sets_every_key);
     RUN(test_config_flags_beat_env_beat_file_beat_defaults);
