@@ -748,7 +748,8 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
             if (c->head == NULL)
                 c->tail = NULL;
             if (rep->type != REDIS_REPLY_ERROR || p->cmd == NULL || !redirect(c, p, rep)) {
-                metrics_observe(METRIC_H_ENGINE_COMMAND, (uint32_t)(metrics_stamp_us() - p->sent_us));
+                metrics_observe(METRIC_H_ENGINE_COMMAND,
+                                (uint32_t)(metrics_stamp_us() - p->sent_us));
                 p->done(c->r, p->arg, rep);
                 free(p->cmd);
                 free(p);

@@ -32,9 +32,8 @@ static struct {
 
 /* Upper bounds in microseconds: 0.1 ms to 2.5 s, a delivery's range from idle to
  * overloaded. */
-static const uint64_t bounds_us[METRIC_BUCKETS] = {100,    500,    1000,   2500,   5000,
-                                                   10000,  25000,  50000,  100000, 250000,
-                                                   500000, 1000000, 2500000};
+static const uint64_t bounds_us[METRIC_BUCKETS] = {
+    100, 500, 1000, 2500, 5000, 10000, 25000, 50000, 100000, 250000, 500000, 1000000, 2500000};
 
 int metrics_init(unsigned nloops)
 {
@@ -85,8 +84,7 @@ void metrics_count_close(unsigned code)
         i = 16 + code - 3000;
     else
         i = METRIC_CLOSE_CODES - 1;
-    atomic_fetch_add_explicit(&metrics_slots[metrics_self].close_code[i], 1,
-                              memory_order_relaxed);
+    atomic_fetch_add_explicit(&metrics_slots[metrics_self].close_code[i], 1, memory_order_relaxed);
 }
 
 void metrics_observe(enum metric_hist which, uint64_t us)
@@ -132,9 +130,9 @@ void metrics_hist_sum(enum metric_hist which, struct metrics_hist *out)
     for (unsigned s = 0; s < metrics_nslots; s++) {
         struct metrics_hist *h = &metrics_slots[s].hist[which];
         for (unsigned b = 0; b <= METRIC_BUCKETS; b++)
-            atomic_fetch_add_explicit(
-                &out->bucket[b], atomic_load_explicit(&h->bucket[b], memory_order_relaxed),
-                memory_order_relaxed);
+            atomic_fetch_add_explicit(&out->bucket[b],
+                                      atomic_load_explicit(&h->bucket[b], memory_order_relaxed),
+                                      memory_order_relaxed);
         atomic_fetch_add_explicit(&out->sum_us,
                                   atomic_load_explicit(&h->sum_us, memory_order_relaxed),
                                   memory_order_relaxed);
@@ -244,8 +242,8 @@ static void gauge(struct buf *out, const char *name, const char *help, double v)
 #define SLOT_OFFSET(field) offsetof(struct metrics_slot, field)
 
 static const char *const method_names[METRIC_METHODS] = {
-    "connect", "subscribe",   "unsubscribe", "publish", "presence", "presence_stats",
-    "history", "ping",        "refresh",     "sub_refresh", "rpc",  "send",
+    "connect", "subscribe", "unsubscribe", "publish",     "presence", "presence_stats",
+    "history", "ping",      "refresh",     "sub_refresh", "rpc",      "send",
 };
 
 static const struct {
@@ -352,14 +350,15 @@ static void write_process(struct buf *out)
     if (getrlimit(RLIMIT_NOFILE, &rl) == 0)
         gauge(out, "process_max_fds", "Maximum number of open file descriptors.",
               rl.rlim_cur == RLIM_INFINITY ? -1 : (double)rl.rlim_cur);
-    gauge(out, "process_start_time_seconds", "Start time of the process since the epoch, in "
-          "seconds.", start_wall);
+    gauge(out, "process_start_time_seconds",
+          "Start time of the process since the epoch, in "
+          "seconds.",
+          start_wall);
     gauge(out, "herald_threads", "OS threads of the process.", (double)threads);
 }
 
 static void labelled(struct buf *out, const char *name, const char *type, const char *help,
-                     const char *key, const char *const *values, const enum metric *ms,
-                     size_t n)
+                     const char *key, const char *const *values, const enum metric *ms, size_t n)
 {
     metrics_write_family(out, name, type, help);
     char labels[96];
@@ -463,8 +462,8 @@ void metrics_write(struct buf *out)
     metrics_write_family(out, "herald_loop_queued_bytes", "gauge",
                          "Outbound bytes queued on the connections of each loop.");
     for (unsigned i = 0; i + 1 < metrics_nslots; i++) {
-        int64_t q = atomic_load_explicit(&metrics_slots[i].v[METRIC_QUEUED_BYTES],
-                                         memory_order_relaxed);
+        int64_t q =
+            atomic_load_explicit(&metrics_slots[i].v[METRIC_QUEUED_BYTES], memory_order_relaxed);
         snprintf(labels, sizeof(labels), "loop=\"%u\"", i);
         metrics_write_counter(out, "herald_loop_queued_bytes", labels, q > 0 ? (uint64_t)q : 0);
     }
@@ -476,8 +475,7 @@ void metrics_write(struct buf *out)
                          "Requests refused by a limit, by limit.");
     for (size_t i = 0; i < sizeof(limits) / sizeof(limits[0]); i++) {
         snprintf(labels, sizeof(labels), "limit=\"%s\"", limits[i].limit);
-        metrics_write_counter(out, "herald_rate_limited_total", labels,
-                              metrics_sum(limits[i].m));
+        metrics_write_counter(out, "herald_rate_limited_total", labels, metrics_sum(limits[i].m));
     }
     static const char *const recovered[] = {"true", "false"};
     static const enum metric recovered_m[] = {METRIC_RECOVERED, METRIC_NOT_RECOVERED};
@@ -494,8 +492,7 @@ void metrics_write(struct buf *out)
         metrics_escape_label(name, a, sizeof(a));
         snprintf(labels, sizeof(labels), "shard=\"%s\"", a);
         metrics_write_counter(out, "herald_engine_up", labels,
-                              (uint64_t)atomic_load_explicit(&shards[i].up,
-                                                             memory_order_relaxed));
+                              (uint64_t)atomic_load_explicit(&shards[i].up, memory_order_relaxed));
     }
     counter(out, "herald_engine_reconnects_total", "Engine (Redis) connections lost.",
             metrics_sum(METRIC_ENGINE_RECONNECTS));

@@ -14,23 +14,23 @@
 struct buf;
 
 enum metric {
-    METRIC_CONNECTIONS,  /* gauge: open connections, any state */
-    METRIC_CLIENTS,      /* gauge: connected clients (after connect) */
+    METRIC_CONNECTIONS,   /* gauge: open connections, any state */
+    METRIC_CLIENTS,       /* gauge: connected clients (after connect) */
     METRIC_SUBSCRIPTIONS, /* gauge: subscriptions */
-    METRIC_MESSAGES_OUT, /* counter: frames queued to clients by fan-out */
-    METRIC_PUBLICATIONS, /* counter: publications received for local delivery */
+    METRIC_MESSAGES_OUT,  /* counter: frames queued to clients by fan-out */
+    METRIC_PUBLICATIONS,  /* counter: publications received for local delivery */
     /* counters and gauges of /metrics (docs/metrics.md) */
-    METRIC_ACCEPTED,        /* connections accepted */
-    METRIC_MESSAGES_IN,     /* WebSocket text messages received */
-    METRIC_REPLIES_OUT,     /* WebSocket text frames sent by sessions (replies, pushes) */
-    METRIC_BYTES_IN,        /* bytes read on WebSocket connections */
-    METRIC_BYTES_OUT,       /* bytes written on WebSocket connections */
-    METRIC_PUBLISHES,       /* publishes handed to the engine (API, client, feed) */
-    METRIC_SLOW,            /* subscribers disconnected as slow (3008) */
-    METRIC_RECOVERED,       /* subscribes recovering: recovered */
-    METRIC_NOT_RECOVERED,   /* subscribes recovering: not recovered */
-    METRIC_QUEUED_BYTES,    /* gauge: outbound bytes queued on the loop's connections */
-    METRIC_REFUSED_ORIGIN,  /* handshakes refused: Origin not allowed (403) */
+    METRIC_ACCEPTED,            /* connections accepted */
+    METRIC_MESSAGES_IN,         /* WebSocket text messages received */
+    METRIC_REPLIES_OUT,         /* WebSocket text frames sent by sessions (replies, pushes) */
+    METRIC_BYTES_IN,            /* bytes read on WebSocket connections */
+    METRIC_BYTES_OUT,           /* bytes written on WebSocket connections */
+    METRIC_PUBLISHES,           /* publishes handed to the engine (API, client, feed) */
+    METRIC_SLOW,                /* subscribers disconnected as slow (3008) */
+    METRIC_RECOVERED,           /* subscribes recovering: recovered */
+    METRIC_NOT_RECOVERED,       /* subscribes recovering: not recovered */
+    METRIC_QUEUED_BYTES,        /* gauge: outbound bytes queued on the loop's connections */
+    METRIC_REFUSED_ORIGIN,      /* handshakes refused: Origin not allowed (403) */
     METRIC_REFUSED_BAD_REQUEST, /* handshakes refused: not a valid upgrade (400, 426) */
     METRIC_REFUSED_QUERY_TOKEN, /* handshakes refused: a token in the URL (400) */
     METRIC_ENGINE_RECONNECTS,   /* Redis connections lost while up */
@@ -185,7 +185,7 @@ struct metrics_sources {
     uint64_t (*users)(void);
     uint64_t (*channels)(void);
     int history; /* history is kept here (the memory engine): herald_history_* exposed */
-    int feed; /* a change feed is configured: herald_feed_* are exposed */
+    int feed;    /* a change feed is configured: herald_feed_* are exposed */
 };
 /* Once, before the loops run (copied). */
 void metrics_set_sources(const struct metrics_sources *src);

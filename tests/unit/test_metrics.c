@@ -176,10 +176,10 @@ TEST(test_metrics_exposition_is_well_formed)
     CHECK(has_line(&out, "# TYPE herald_publish_to_write_seconds histogram"));
     CHECK(has_line(&out, "# TYPE herald_engine_command_seconds histogram"));
     char line[256];
-    const char *names[] = {"process_cpu_seconds_total ", "process_resident_memory_bytes ",
-                           "process_open_fds ",          "process_max_fds ",
+    const char *names[] = {"process_cpu_seconds_total ",  "process_resident_memory_bytes ",
+                           "process_open_fds ",           "process_max_fds ",
                            "process_start_time_seconds ", "herald_threads ",
-                           "herald_history_entries ",    "herald_feed_slot_lag_bytes "};
+                           "herald_history_entries ",     "herald_feed_slot_lag_bytes "};
     for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
         CHECK(find_line(&out, names[i], line, sizeof(line)));
     char typed[64] = "";
