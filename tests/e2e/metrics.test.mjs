@@ -1,7 +1,8 @@
 // GET /metrics against the real binary: the exposition passes promtool's parser, and a scripted
 // session (3 clients, 10 publications, one disconnect with a known code, one rate-limited
 // command) moves each counter by exactly that much; metrics_key and metrics_listen; a Redis
-// shard's herald_engine_up follows redis-server going away and coming back.
+// shard's herald_engine_up follows redis-server going away and coming back; the change feed's
+// herald_feed_* follow its stream and its changes.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
@@ -10,6 +11,7 @@ import { freePort, httpRequest, withHerald } from './lib/herald.mjs';
 import { makeClient, once } from './lib/centrifuge.mjs';
 import { ProtoClient } from './lib/proto.mjs';
 import { waitFor } from './lib/proxy.mjs';
+import { startPostgres } from './lib/postgres.mjs';
 import { startRedis } from './lib/redis.mjs';
 
 const T = { timeout: 60000 };
@@ -190,5 +192,40 @@ test('Redis: herald_engine_up goes 0 when redis-server stops and back to 1 when 
         });
     } finally {
         await redis.stop();
+    }
+});
+
+test('change feed: herald_feed_up while it streams, each change counted, 0 when PostgreSQL goes', T, async () => {
+    const pg = await startPostgres();
+    try {
+        pg.psql('CREATE TABLE public.items (id int PRIMARY KEY, name text)');
+        const slot = `herald_m${Date.now()}`;
+        const config = {
+            postgres: pg.conninfo,
+            change_feed: { slot, tables: [{ table: 'public.items' }] },
+            namespaces: { '': {}, table: {} },
+        };
+        await withHerald({ config }, async (h) => {
+            await waitFor(async () => (await scrape(h.port)).m.get('herald_feed_up') === 1, 20000,
+                () => 'herald_feed_up to be 1');
+            const before = (await scrape(h.port)).m;
+            pg.psql("INSERT INTO public.items VALUES (1, 'a'), (2, 'b'); UPDATE public.items SET name = 'c' WHERE id = 1");
+            await waitFor(async () => delta(before, (await scrape(h.port)).m, 'herald_feed_changes_published_total') === 3,
+                10000, () => 'three changes counted');
+            const after = await scrape(h.port);
+            assert.equal(promtool(after.text).status, 0);
+            assert.equal(delta(before, after.m, 'herald_publications_total'), 3);
+            assert.ok(value(after.m, 'herald_feed_slot_lag_bytes') >= 0);
+            assert.ok(value(after.m, 'herald_feed_seconds_behind') >= 0);
+            await pg.down();
+            await waitFor(async () => (await scrape(h.port)).m.get('herald_feed_up') === 0, 15000,
+                () => 'herald_feed_up to be 0');
+            assert.ok(delta(before, (await scrape(h.port)).m, 'herald_feed_reconnects_total') >= 1);
+            await pg.up();
+            await waitFor(async () => (await scrape(h.port)).m.get('herald_feed_up') === 1, 20000,
+                () => 'herald_feed_up to be 1 again');
+        });
+    } finally {
+        await pg.stop();
     }
 });
