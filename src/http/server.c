@@ -297,9 +297,10 @@ static int status_authorized(const struct config *cfg, const struct http_request
     return ok;
 }
 
-/* GET /status (the page) and /status/info (this node's info, the page's fallback for
- * the connection count while /metrics does not answer). Nothing at all without a
- * credential configured (404); 401 with the Basic challenge otherwise. */
+/* GET /status (the page), /status/metrics (the exposition, for the page: behind the
+ * page's credential, whatever metrics_key and metrics_listen say of /metrics) and
+ * /status/info (this node's info, the page's fallback for the connection count). Nothing
+ * at all without a credential configured (404); 401 with the Basic challenge otherwise. */
 static void status_route(struct conn *c, const struct http_request *r, int ka)
 {
     const struct config *cfg = server.config;
@@ -328,11 +329,17 @@ static void status_route(struct conn *c, const struct http_request *r, int ka)
         return;
     }
     struct buf b = BUF_INIT;
-    api_node_info(&b);
+    int metrics = path_is(r, "/status/metrics");
+    if (metrics)
+        metrics_write(&b);
+    else
+        api_node_info(&b);
     if (b.oom)
         respond_error(c, 500, 0, NULL);
     else
-        respond_full(c, 200, "application/json", b.p, b.len, ka, nocache, head);
+        respond_full(c, 200,
+                     metrics ? "text/plain; version=0.0.4; charset=utf-8" : "application/json",
+                     b.p, b.len, ka, nocache, head);
     buf_free(&b);
 }
 
@@ -658,7 +665,7 @@ static void route(struct http_conn *h, const struct http_request *r, uint8_t *bo
                      head);
         return;
     }
-    if (path_is(r, "/status") || path_is(r, "/status/info")) {
+    if (path_is(r, "/status") || path_is(r, "/status/info") || path_is(r, "/status/metrics")) {
         status_route(c, r, ka);
         return;
     }

@@ -59,7 +59,7 @@ async function connected(h, user) {
 
 test('status: /status and /status/info are refused without the admin password or an API key', async () => {
     await withHerald({ args: ['--admin_password', PASSWORD] }, async (h) => {
-        for (const p of ['/status', '/status/info']) {
+        for (const p of ['/status', '/status/info', '/status/metrics']) {
             const none = await status(h, p);
             assert.equal(none.status, 401, `${p} without a credential`);
             assert.match(none.headers['www-authenticate'] ?? '', /^Basic realm="herald status"/);
@@ -216,6 +216,23 @@ function exposition(t0) {
         '',
     ].join('\n');
 }
+
+test('status: /status/metrics is the exposition behind the page\'s credential, whatever metrics_key and metrics_listen say', async () => {
+    await withHerald({ args: ['--admin_password', PASSWORD, '--metrics_key', 'e2e-metrics-key'] }, async (h) => {
+        const client = await connected(h, 'm1');
+        try {
+            assert.equal((await status(h, '/metrics')).status, 401, '/metrics wants metrics_key');
+            const r = await status(h, '/status/metrics', { Authorization: basic('admin', PASSWORD) });
+            assert.equal(r.status, 200);
+            assert.match(r.headers['content-type'], /^text\/plain; version=0\.0\.4/);
+            assert.match(r.text, /^herald_clients 1$/m);
+            assert.equal((await status(h, '/status/metrics', { 'X-API-Key': 'e2e-metrics-key' })).status, 401,
+                'the metrics key is not the page\'s credential');
+        } finally {
+            client.disconnect();
+        }
+    });
+});
 
 test('status: the page computes rates, p99, loop load and engine and feed state from /metrics', async () => {
     await withHerald({ args: ['--admin_password', PASSWORD] }, async (h) => {
