@@ -36,10 +36,11 @@ static inline int limit_take(const struct limit_rate *r, uint64_t *tat, uint64_t
 
 /* ---- Keyed tables: one entry per key (an IP, a user, a channel) holding a bucket and a
  * count, in a fixed array allocated once: set-associative, LIMIT_WAYS entries a set, a
- * key's set picked by its hash. An attacker rotating keys cannot grow it: an entry whose
- * count is 0 and whose bucket has refilled says nothing a missing one does not, and is
- * dropped whenever its set is looked at; a full set gives up the idle entry whose bucket
- * refills first. A set full of counted entries (live connections) refuses new keys.
+ * key in either of two sets picked by its hash. An attacker rotating keys cannot grow it:
+ * an entry whose count is 0 and whose bucket has refilled says nothing a missing one does
+ * not, and is dropped whenever its sets are looked at; full sets give up the idle entry
+ * whose bucket refills first. A new key whose two sets are full of counted entries (live
+ * connections) is refused: size the table well above the keys that can be live.
  * Thread-safe: a lock per group of sets, taken per call (connects, publishes: never on
  * the delivery path). Keys are compared by length, 64-bit hash and their first
  * LIMIT_KEY_BYTES bytes. */

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 
 #include "core/config.h"
 #include "core/log.h"
@@ -14,8 +15,21 @@
 #include "metrics/metrics.h"
 
 /* Entries of each table: IPs and users with live connections or a bucket still
- * refilling. A table this size is about 5 MB, touched only as it fills. */
-#define TABLE_CAPACITY (64 * 1024)
+ * refilling. At least this many (about 5 MB, touched only as it fills), and four per
+ * descriptor the process may open: every live connection may hold a counted key of its
+ * own (a user, an IP), and a table at most a quarter full of them all but never has both
+ * sets of a new key full (limit.h). */
+#define TABLE_MIN (64 * 1024)
+
+static size_t table_capacity(void)
+{
+    struct rlimit rl;
+    size_t n = TABLE_MIN;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY &&
+        rl.rlim_cur < (1u << 24) && 4 * (size_t)rl.rlim_cur > n)
+        n = 4 * (size_t)rl.rlim_cur;
+    return n;
+}
 
 struct limit_rate limit_command_rate;
 
@@ -73,14 +87,15 @@ int limit_init(const struct config *c, struct engine *e, char *err, size_t errle
     limit_rate_init(&L.channel_publish, c->channel_publish_rate, c->channel_publish_burst);
     /* A table only for a limit that is on: a node without limits holds none. */
     int ok = 1;
+    size_t cap = table_capacity();
     if (c->max_connections_per_ip || c->connection_rate_per_ip)
-        ok &= (L.ips = limit_table_new(TABLE_CAPACITY)) != NULL;
+        ok &= (L.ips = limit_table_new(cap)) != NULL;
     if (c->max_connections_per_user)
-        ok &= (L.users = limit_table_new(TABLE_CAPACITY)) != NULL;
+        ok &= (L.users = limit_table_new(cap)) != NULL;
     if (c->user_publish_rate)
-        ok &= (L.user_pubs = limit_table_new(TABLE_CAPACITY)) != NULL;
+        ok &= (L.user_pubs = limit_table_new(cap)) != NULL;
     if (c->channel_publish_rate)
-        ok &= (L.channels = limit_table_new(TABLE_CAPACITY)) != NULL;
+        ok &= (L.channels = limit_table_new(cap)) != NULL;
     if (!ok) {
         limit_shutdown();
         snprintf(err, errlen, "limits: out of memory");

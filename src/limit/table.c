@@ -65,9 +65,18 @@ void limit_table_free(struct limit_table *t)
     free(t);
 }
 
+/* table_hash (FNV-1a) mixed again (the 64-bit finalizer of MurmurHash3): FNV's upper bits
+ * barely move with the last bytes, so keys that differ only there ("user-1" ... "user-999")
+ * crowded into an eighth of the sets, and a few hundred users filled sets of live
+ * connections and were refused. Every bit of the result depends on every byte. */
 static uint64_t hash_of(const uint8_t *key, size_t len)
 {
     uint64_t h = table_hash(key, len);
+    h ^= h >> 33;
+    h *= 0xff51afd7ed558ccdULL;
+    h ^= h >> 33;
+    h *= 0xc4ceb9fe1a85ec53ULL;
+    h ^= h >> 33;
     return h ? h : 1;
 }
 
@@ -84,45 +93,82 @@ static int idle(const struct entry *x, uint64_t now_us)
     return x->count == 0 && x->tat <= now_us;
 }
 
-/* Lock the key's set; the set's first entry. */
-static struct entry *lock_set(struct limit_table *t, uint64_t hash, pthread_mutex_t **lock)
+/* A key's two sets (two choices: a new key goes to either, so a set of live counted keys
+ * turns a key away only when both of its sets are full, which a table with room to spare
+ * makes vanishingly rare; with one set, a few full ones refused keys while the table was
+ * mostly empty), locked for the call. */
+struct sets {
+    struct entry *a, *b; /* b == a when both choices are the same set */
+    pthread_mutex_t *la, *lb;
+};
+
+static void lock_sets(struct limit_table *t, uint64_t hash, struct sets *k)
 {
-    size_t set = (size_t)(hash >> 17) & (t->nsets - 1);
-    *lock = &t->locks[set % LOCKS];
-    pthread_mutex_lock(*lock);
-    return &t->e[set * LIMIT_WAYS];
+    size_t a = (size_t)(hash >> 17) & (t->nsets - 1);
+    size_t b = (size_t)(hash >> 41 ^ hash) & (t->nsets - 1);
+    k->a = &t->e[a * LIMIT_WAYS];
+    k->b = &t->e[b * LIMIT_WAYS];
+    k->la = &t->locks[a % LOCKS];
+    k->lb = &t->locks[b % LOCKS];
+    if (k->la == k->lb) {
+        pthread_mutex_lock(k->la);
+        return;
+    }
+    /* Always in address order: two calls locking the same two never wait on each other. */
+    pthread_mutex_t *first = k->la < k->lb ? k->la : k->lb;
+    pthread_mutex_lock(first);
+    pthread_mutex_lock(first == k->la ? k->lb : k->la);
 }
 
-/* The key's entry in its set, or NULL. */
-static struct entry *find(struct entry *set, uint64_t hash, const uint8_t *key, size_t len)
+static void unlock_sets(struct sets *k)
+{
+    pthread_mutex_unlock(k->la);
+    if (k->lb != k->la)
+        pthread_mutex_unlock(k->lb);
+}
+
+/* The key's entry in its sets, or NULL. */
+static struct entry *find(const struct sets *k, uint64_t hash, const uint8_t *key, size_t len)
 {
     for (int i = 0; i < LIMIT_WAYS; i++)
-        if (same(&set[i], hash, key, len))
-            return &set[i];
+        if (same(&k->a[i], hash, key, len))
+            return &k->a[i];
+    if (k->b != k->a)
+        for (int i = 0; i < LIMIT_WAYS; i++)
+            if (same(&k->b[i], hash, key, len))
+                return &k->b[i];
     return NULL;
+}
+
+/* Where a new key goes: an empty entry, else one that holds nothing, else the idle one
+ * whose bucket refills first (forgetting it lets that key a little early: the price of a
+ * bound); NULL when every entry of both sets is counted. */
+static struct entry *room(const struct sets *k, uint64_t now_us)
+{
+    struct entry *victim = NULL;
+    for (int n = 0; n < 2 * LIMIT_WAYS; n++) {
+        if (n == LIMIT_WAYS && k->b == k->a)
+            break;
+        struct entry *y = n < LIMIT_WAYS ? &k->a[n] : &k->b[n - LIMIT_WAYS];
+        if (y->hash == 0 || idle(y, now_us))
+            return y;
+        if (y->count == 0 && (victim == NULL || y->tat < victim->tat))
+            victim = y;
+    }
+    return victim;
 }
 
 enum limit_verdict limit_table_admit(struct limit_table *t, const uint8_t *key, size_t len,
                                      const struct limit_rate *rate, unsigned max, uint64_t now_us)
 {
     uint64_t hash = hash_of(key, len);
-    pthread_mutex_t *lock;
-    struct entry *set = lock_set(t, hash, &lock);
-    struct entry *x = find(set, hash, key, len);
+    struct sets k;
+    lock_sets(t, hash, &k);
+    struct entry *x = find(&k, hash, key, len);
     if (x == NULL) {
-        /* A new key: an empty entry, else one that holds nothing, else the idle one
-         * whose bucket refills first (forgetting it lets that key a little early:
-         * the price of a bound). */
-        struct entry *victim = NULL;
-        for (int i = 0; i < LIMIT_WAYS && (victim == NULL || victim->hash); i++) {
-            struct entry *y = &set[i];
-            if (y->hash == 0 || idle(y, now_us))
-                victim = y;
-            else if (y->count == 0 && (victim == NULL || y->tat < victim->tat))
-                victim = y;
-        }
+        struct entry *victim = room(&k, now_us);
         if (victim == NULL) {
-            pthread_mutex_unlock(lock);
+            unlock_sets(&k);
             return LIMIT_FULL;
         }
         x = victim;
@@ -145,41 +191,41 @@ enum limit_verdict limit_table_admit(struct limit_table *t, const uint8_t *key, 
     }
     if (idle(x, now_us))
         x->hash = 0; /* a refused count of a key holding nothing else */
-    pthread_mutex_unlock(lock);
+    unlock_sets(&k);
     return v;
 }
 
 void limit_table_release(struct limit_table *t, const uint8_t *key, size_t len)
 {
     uint64_t hash = hash_of(key, len);
-    pthread_mutex_t *lock;
-    struct entry *set = lock_set(t, hash, &lock);
-    struct entry *x = find(set, hash, key, len);
+    struct sets k;
+    lock_sets(t, hash, &k);
+    struct entry *x = find(&k, hash, key, len);
     if (x && x->count)
         x->count--;
-    pthread_mutex_unlock(lock);
+    unlock_sets(&k);
 }
 
 void limit_table_refund(struct limit_table *t, const uint8_t *key, size_t len,
                         const struct limit_rate *rate)
 {
     uint64_t hash = hash_of(key, len);
-    pthread_mutex_t *lock;
-    struct entry *set = lock_set(t, hash, &lock);
-    struct entry *x = find(set, hash, key, len);
+    struct sets k;
+    lock_sets(t, hash, &k);
+    struct entry *x = find(&k, hash, key, len);
     if (x && x->tat >= rate->interval_us)
         x->tat -= rate->interval_us;
-    pthread_mutex_unlock(lock);
+    unlock_sets(&k);
 }
 
 unsigned limit_table_count(struct limit_table *t, const uint8_t *key, size_t len)
 {
     uint64_t hash = hash_of(key, len);
-    pthread_mutex_t *lock;
-    struct entry *set = lock_set(t, hash, &lock);
-    struct entry *x = find(set, hash, key, len);
+    struct sets k;
+    lock_sets(t, hash, &k);
+    struct entry *x = find(&k, hash, key, len);
     unsigned n = x ? x->count : 0;
-    pthread_mutex_unlock(lock);
+    unlock_sets(&k);
     return n;
 }
 

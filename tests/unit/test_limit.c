@@ -170,6 +170,23 @@ TEST(test_limit_table_full_of_counted_keys_refuses_new_ones)
     limit_table_free(t);
 }
 
+/* Live keys like real user ids ("user-1" ... "user-20000", differing in their last bytes)
+ * all find room in a table of 65,536 entries: they were crowded into an eighth of the sets
+ * by a hash whose upper bits barely moved, and a thousand users already met full sets. */
+TEST(test_limit_table_similar_keys_fill_it_evenly)
+{
+    struct limit_table *t = limit_table_new(64 * 1024);
+    int full = 0;
+    for (int i = 0; i < 20000; i++) {
+        char k[16];
+        int n = snprintf(k, sizeof(k), "user-%d", i);
+        full += limit_table_admit(t, (uint8_t *)k, (size_t)n, NULL, 1, SEC) != LIMIT_OK;
+    }
+    CHECK_EQ(full, 0);
+    CHECK_EQ(limit_table_entries(t), 20000);
+    limit_table_free(t);
+}
+
 /* Idle entries expire: released counts with refilled buckets leave the table as soon
  * as their set is looked at. */
 TEST(test_limit_table_idle_entries_expire)
@@ -293,6 +310,7 @@ int main(void)
     RUN(test_limit_table_keys_differ_by_bytes_past_the_stored_prefix);
     RUN(test_limit_table_bounded_under_key_rotation);
     RUN(test_limit_table_full_of_counted_keys_refuses_new_ones);
+    RUN(test_limit_table_similar_keys_fill_it_evenly);
     RUN(test_limit_table_idle_entries_expire);
     RUN(test_limit_addr_parses_ipv4_as_mapped_and_ipv6);
     RUN(test_limit_cidr_parse_and_match);
