@@ -57,6 +57,7 @@ static void on_count_fds(uv_timer_t *t)
 static void on_tick(struct loop *loop, void *ud)
 {
     struct server *s = ud;
+    log_tick(); /* summaries of the bad clients' lines held back last second */
     /* One loop does the engine's housekeeping: expired history, idle streams; then
      * hands the free memory of every malloc arena back to the system, so that a burst
      * (a large history answer, a flood that back-pressure stopped) does not stay in
@@ -156,18 +157,18 @@ static unsigned on_jwks(void *ud, int status, const uint8_t *body, size_t len, c
     unsigned next;
     if (status == 200 && keys_load_jwks(j->keys, body, len, err, sizeof(err)) == 0) {
         if (j->retry_ms || !j->loaded)
-            log_info("token_jwks_url: %zu keys", keys_jwks_size(j->keys));
+            log_info("jwks_fetched", "token_jwks_url: %zu keys", keys_jwks_size(j->keys));
         j->retry_ms = 0;
         j->loaded = 1;
         next = JWKS_REFRESH_MS;
     } else {
         size_t have = keys_jwks_size(j->keys);
         if (status == 200)
-            log_warn("token_jwks_url: %s; %zu cached keys kept", err, have);
+            log_warn("jwks_failed", "token_jwks_url: %s; %zu cached keys kept", err, have);
         else if (status)
-            log_warn("token_jwks_url: HTTP %d; %zu cached keys kept", status, have);
+            log_warn("jwks_failed", "token_jwks_url: HTTP %d; %zu cached keys kept", status, have);
         else
-            log_warn("token_jwks_url: %s; %zu cached keys kept", error, have);
+            log_warn("jwks_failed", "token_jwks_url: %s; %zu cached keys kept", error, have);
         j->retry_ms = j->retry_ms ? j->retry_ms * 2 : JWKS_RETRY_MIN_MS;
         if (j->retry_ms > JWKS_RETRY_MAX_MS)
             j->retry_ms = JWKS_RETRY_MAX_MS;
@@ -211,7 +212,7 @@ static struct keys *token_keys_open(const struct config *config)
     char err[200];
     struct keys *k = keys_new(&kc, err, sizeof(err));
     if (k == NULL)
-        log_error("%s", err);
+        log_error("config_error", "%s", err);
     return k;
 }
 
@@ -222,19 +223,19 @@ static void on_reload(uv_signal_t *h, int signum)
     struct server *s = h->data;
     const struct config *c = s->config;
     if (c->tls_cert == NULL) {
-        log_info("SIGHUP: nothing to reload (tls_cert is not set)");
+        log_info("reload_skipped", "SIGHUP: nothing to reload (tls_cert is not set)");
         return;
     }
     char err[512], what[512];
     struct tls_ctx *t = tls_ctx_load(c->tls_cert, c->tls_key, err, sizeof(err));
     if (t == NULL) {
-        log_error("SIGHUP: TLS not reloaded, the current certificate stays: %s", err);
+        log_error("reload_failed", "SIGHUP: TLS not reloaded, the current certificate stays: %s", err);
         return;
     }
     tls_ctx_describe(t, what, sizeof(what));
     net_set_tls(s->net, t);
     tls_ctx_unref(t);
-    log_info("SIGHUP: TLS reloaded: %s", what);
+    log_info("reloaded", "SIGHUP: TLS reloaded: %s", what);
 }
 
 static void on_signal(uv_signal_t *h, int signum)
@@ -243,11 +244,14 @@ static void on_signal(uv_signal_t *h, int signum)
     static int stopping;
     if (stopping++)
         return;
-    log_info("signal %d: shutting down", signum);
+    log_info("shutting_down", "signal %d: shutting down", signum);
     pg_feed_stop(); /* nothing more is read from PostgreSQL; what was is published */
     net_stop(s->net); /* every client gets 3001; the loops end once their connections have */
     uv_stop(h->loop);
 }
+
+/* This process's node id: in every log line, and what the engine announces. */
+static char node_uid[37];
 
 /* Run until SIGTERM or SIGINT; then every client gets close code 3001, output is
  * flushed, and 0 is returned (or -1 if the server could not start: message logged). */
@@ -264,7 +268,7 @@ static int server_run(const struct config *config)
     signal(SIGPIPE, SIG_IGN);
     char ferr[320];
     if (pg_feed_check(config, ferr, sizeof(ferr)) != 0) {
-        log_error("%s", ferr);
+        log_error("config_error", "%s", ferr);
         return -1;
     }
     struct jwks_source jwks = {token_keys_open(config), NULL, 0, 0};
@@ -276,7 +280,7 @@ static int server_run(const struct config *config)
                                   &jwks};
         jwks.fetch = fetch_start(&fc, ferr, sizeof(ferr));
         if (jwks.fetch == NULL) {
-            log_error("token_jwks_url: %s", ferr);
+            log_error("config_error", "token_jwks_url: %s", ferr);
             keys_free(jwks.keys);
             return -1;
         }
@@ -297,12 +301,12 @@ static int server_run(const struct config *config)
         char terr[512], what[512];
         tls = tls_ctx_load(config->tls_cert, config->tls_key, terr, sizeof(terr));
         if (tls == NULL) {
-            log_error("%s", terr);
+            log_error("config_error", "%s", terr);
             jwks_close(&jwks);
             return -1;
         }
         tls_ctx_describe(tls, what, sizeof(what));
-        log_info("tls: %s", what);
+        log_info("tls_loaded", "tls: %s", what);
     }
     struct net_config nc = {
         .host = config->listen_host,
@@ -346,7 +350,7 @@ static int server_run(const struct config *config)
     struct engine_host host = {host_current, host_post, host_uv_loop, &s};
     s.engine = engine_open(config, &ev, &host, err, sizeof(err));
     if (s.engine == NULL) {
-        log_error("%s", err);
+        log_error("start_failed", "%s", err);
         net_join_and_free(s.net);
         hub_shutdown();
         jwks_close(&jwks);
@@ -354,7 +358,7 @@ static int server_run(const struct config *config)
     }
     hub_set_engine(s.engine);
     if (limit_init(config, s.engine, err, sizeof(err)) != 0) {
-        log_error("%s", err);
+        log_error("start_failed", "%s", err);
         engine_close(s.engine);
         net_join_and_free(s.net);
         hub_shutdown();
@@ -362,7 +366,7 @@ static int server_run(const struct config *config)
     }
     session_init(config, s.loops, s.nloops);
     struct api_context ac = {config, s.loops, s.nloops, loop_clock_ms(), ""};
-    rand_uuid(ac.node_uid);
+    memcpy(ac.node_uid, node_uid, sizeof(ac.node_uid));
     api_init(&ac);
     struct http_server_config hsc = {config, start_websocket, ready, &s};
     http_init(&hsc);
@@ -399,13 +403,13 @@ static int server_run(const struct config *config)
     uv_unref((uv_handle_t *)&fds_timer);
 
     if (net_run(s.net) != 0) {
-        log_error("cannot start the loop threads");
+        log_error("start_failed", "cannot start the loop threads");
         return -1;
     }
-    log_info("herald listening on %s:%u with %u loops%s", config->listen_host, config->listen_port,
+    log_info("listening", "herald listening on %s:%u with %u loops%s", config->listen_host, config->listen_port,
              s.nloops, config->tls_cert ? " (TLS)" : "");
     if (pg_feed_start(config) != 0)
-        log_error("change feed: cannot start its thread");
+        log_error("start_failed", "change feed: cannot start its thread");
     /* The main thread only waits for signals. */
     uv_run(main_loop, UV_RUN_DEFAULT);
     pg_feed_stop();
@@ -424,7 +428,7 @@ static int server_run(const struct config *config)
     limit_shutdown();
     metrics_free();
     keys_free(jwks.keys);
-    log_info("herald stopped");
+    log_info("stopped", "herald stopped");
     return 0;
 }
 
@@ -544,13 +548,17 @@ static int cmd_serve(int argc, char **argv)
         config_free(&c);
         return 2;
     }
+    log_format = c.log_format;
+    log_min_level = c.log_level;
+    rand_uuid(node_uid);
+    log_set_node(node_uid);
     if (c.token_hmac_secret == NULL && c.token_rsa_public_key == NULL &&
         c.token_ecdsa_public_key == NULL && c.token_jwks_url == NULL && !c.allow_anonymous)
-        log_warn("no token key is set (token_hmac_secret, token_rsa_public_key, "
+        log_warn("no_token_key", "no token key is set (token_hmac_secret, token_rsa_public_key, "
                  "token_ecdsa_public_key, token_jwks_url) and allow_anonymous is off: no client "
                  "can connect (run: herald genconfig -o herald.json)");
     if (c.api_key == NULL && c.n_api_keys == 0)
-        log_warn("api_key is not set: the server API answers 401 to everything");
+        log_warn("no_api_key", "api_key is not set: the server API answers 401 to everything");
     int rc = server_run(&c);
     config_free(&c);
     return rc == 0 ? 0 : 1;

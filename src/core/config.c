@@ -13,6 +13,7 @@
 #include <openssl/rand.h>
 
 #include "core/json.h"
+#include "core/log.h"
 
 /* A config file is a few kilobytes; the cap only keeps a wrong path (a log, a disk image)
  * from being slurped into memory. */
@@ -23,7 +24,8 @@ extern char **environ;
 
 int config_load_json(struct config *c, const uint8_t *p, size_t len, char *err, size_t errlen);
 
-enum key_type { KEY_LISTEN, KEY_STRING, KEY_BOOL, KEY_UINT, KEY_LIST, KEY_ENGINE, KEY_NS, KEY_FEED };
+enum key_type { KEY_LISTEN, KEY_STRING, KEY_BOOL, KEY_UINT, KEY_LIST, KEY_ENGINE, KEY_NS, KEY_FEED,
+               KEY_LOG };
 
 struct key {
     const char *name;
@@ -96,6 +98,8 @@ static const struct key keys[] = {
     {"max_channel_length", KEY_UINT, FIELD(max_channel_length), 1, 65535},
     {"client_queue_total_max", KEY_UINT, FIELD(client_queue_total_max), 1, 1ull << 44},
     {"engine", KEY_ENGINE, 0, 0, 0, 0},
+    {"log_format", KEY_LOG, 0, 0, 0, 0},
+    {"log_level", KEY_LOG, 0, 0, 0, 0},
     {"namespaces", KEY_NS, 0, 0, 0, 0},
     {"postgres", KEY_STRING, FIELD(postgres), 0, 0},
     {"change_feed", KEY_FEED, 0, 0, 0, 0},
@@ -163,6 +167,8 @@ static void set_defaults(struct config *c)
     c->max_channel_length = 255;
     c->client_queue_total_max = 1ull << 30;
     strcpy(c->engine, "memory");
+    c->log_format = LOG_JSON;
+    c->log_level = LOG_INFO;
 }
 
 static void free_secret(char *s)
@@ -382,6 +388,31 @@ static int set_engine(struct load *l, const struct value *v)
         rc = fail(l, "engine: expected \"memory\" or \"redis\"");
     free(s);
     return rc;
+}
+
+/* log_format: "json" or "text"; log_level: "debug", "info", "warn" or "error". */
+static int set_log(struct load *l, const struct key *k, const struct value *v)
+{
+    static const char *const formats[] = {"json", "text"};
+    static const char *const levels[] = {"debug", "info", "warn", "error"};
+    int format = strcmp(k->name, "log_format") == 0;
+    const char *const *names = format ? formats : levels;
+    unsigned n = format ? 2 : 4;
+    char *s;
+    if (value_string(l, k->name, v, &s) != 0)
+        return -1;
+    int rc = -1;
+    for (unsigned i = 0; i < n; i++) {
+        if (strcmp(s, names[i]) == 0) {
+            *(format ? &l->c->log_format : &l->c->log_level) = (int)i;
+            rc = 0;
+        }
+    }
+    free(s);
+    if (rc != 0)
+        return format ? fail(l, "log_format: expected \"json\" or \"text\"")
+                      : fail(l, "log_level: expected \"debug\", \"info\", \"warn\" or \"error\"");
+    return 0;
 }
 
 static void replace_list(struct config *c, const struct key *k, char **o, size_t n)
@@ -816,6 +847,8 @@ static int set_key(struct load *l, const struct key *k, const struct value *v)
         return set_string(l, k, v);
     case KEY_ENGINE:
         return set_engine(l, v);
+    case KEY_LOG:
+        return set_log(l, k, v);
     case KEY_BOOL:
         if (value_bool(l, k->name, v, (int *)((char *)l->c + k->offset)) != 0)
             return -1;

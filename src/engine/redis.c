@@ -643,7 +643,7 @@ static void conn_lost(struct rconn *c)
     /* On a cluster, a node that serves no slot (a master failed over) is tried again
      * quietly: it may come back as a replica. */
     if (c->up || (c->connecting && (!c->r->cluster || atomic_load(&c->sh->owns) > 0)))
-        log_warn("redis: %s: connection lost; reconnecting", c->sh->url);
+        log_warn("redis_down", "redis: %s: connection lost; reconnecting", c->sh->url);
     if (c->up)
         metrics_count(METRIC_ENGINE_RECONNECTS, 1);
     if (c->r->cluster)
@@ -766,7 +766,7 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
 static void ignore_reply(struct redis *r, void *arg, redisReply *reply)
 {
     if (reply && reply->type == REDIS_REPLY_ERROR)
-        log_warn("redis: %s", reply->str);
+        log_warn("redis_error", "redis: %s", reply->str);
 }
 
 static void on_script_loaded(struct redis *r, void *arg, redisReply *reply)
@@ -775,7 +775,7 @@ static void on_script_loaded(struct redis *r, void *arg, redisReply *reply)
     if (reply && reply->type == REDIS_REPLY_STRING && reply->len == 40)
         memcpy(sha, reply->str, 41);
     else if (reply)
-        log_warn("redis: SCRIPT LOAD: %s", reply->type == REDIS_REPLY_ERROR ? reply->str : "?");
+        log_warn("redis_script_failed", "redis: SCRIPT LOAD: %s", reply->type == REDIS_REPLY_ERROR ? reply->str : "?");
 }
 
 static void conn_ready(struct rconn *c);
@@ -795,7 +795,7 @@ static void tls_handshake(struct rconn *c)
         unsigned long code = ERR_get_error();
         char why[160];
         ERR_error_string_n(code, why, sizeof(why));
-        log_warn("redis: %s: TLS handshake failed: %s", c->sh->url, why);
+        log_warn("redis_tls_failed", "redis: %s: TLS handshake failed: %s", c->sh->url, why);
         ERR_clear_error();
         conn_lost(c);
     }
@@ -1072,7 +1072,7 @@ static int reply_status(redisReply *reply)
 static void log_reply_error(redisReply *reply)
 {
     if (reply && reply->type == REDIS_REPLY_ERROR)
-        log_warn("redis: %s", reply->str);
+        log_warn("redis_error", "redis: %s", reply->str);
 }
 
 static long long reply_int(const redisReply *x)
@@ -1669,7 +1669,7 @@ static struct request *own_request(const struct rchan *c)
  * the subscribers learn of the loss. */
 static void went_back(struct redis *r, struct rchan *c, const struct engine_pos *pos)
 {
-    log_warn("redis: %.*s: the stream went back from offset %llu to %llu (a failover before "
+    log_warn("redis_stream_reset", "redis: %.*s: the stream went back from offset %llu to %llu (a failover before "
              "replication); a new epoch",
              (int)c->name_len, c->name, (unsigned long long)c->last,
              (unsigned long long)pos->offset);
@@ -1814,7 +1814,7 @@ static void on_fill(struct redis *r, void *arg, redisReply *reply)
     } else if (lost) {
         /* The stream no longer holds what this node missed: never silently, the
          * subscribers resubscribe and learn that they did not recover. */
-        log_warn("redis: %.*s: publications lost for this node (epoch %s, offset %llu after %llu)",
+        log_warn("redis_publications_lost", "redis: %.*s: publications lost for this node (epoch %s, offset %llu after %llu)",
                  (int)q->ch_len, q->ch, q->pos.epoch, (unsigned long long)q->pos.offset,
                  (unsigned long long)c->last);
         if (r->e.events.lost)
@@ -2963,7 +2963,7 @@ static struct shard *shard_at(struct redis *r, const struct shard *from,
         uv_ip6_addr(host, ep->port, (struct sockaddr_in6 *)&addr) != 0) {
         /* A name would need a resolver call on the loop; clusters announce addresses
          * unless told otherwise (cluster-preferred-endpoint-type). */
-        log_warn("redis: cluster node %s:%u is not an address; ignored", host, ep->port);
+        log_warn("redis_cluster_bad_node", "redis: cluster node %s:%u is not an address; ignored", host, ep->port);
         return NULL;
     }
     for (unsigned i = 0; i < r->nshards; i++) {
@@ -2982,7 +2982,7 @@ static struct shard *shard_at(struct redis *r, const struct shard *from,
         }
     }
     if (r->nshards == r->cap) {
-        log_warn("redis: more than %u cluster masters; %s:%u ignored", r->cap, host, ep->port);
+        log_warn("redis_cluster_too_many", "redis: more than %u cluster masters; %s:%u ignored", r->cap, host, ep->port);
         return NULL;
     }
     struct shard *sh = &r->shards[r->nshards];
@@ -2997,7 +2997,7 @@ static struct shard *shard_at(struct redis *r, const struct shard *from,
     sh->user = r->seed_user ? strdup(r->seed_user) : NULL;
     sh->password = r->seed_password ? strdup(r->seed_password) : NULL;
     r->nshards++;
-    log_info("redis: cluster master %s", sh->url);
+    log_info("redis_cluster_master", "redis: cluster master %s", sh->url);
     shard_start(r, sh);
     return sh;
 }
@@ -3058,14 +3058,14 @@ static void on_slots(struct redis *r, void *arg, redisReply *reply)
     r->remapping = 0;
     if (reply == NULL || reply->type != REDIS_REPLY_ARRAY) {
         if (reply && reply->type == REDIS_REPLY_ERROR)
-            log_warn("redis: %s: CLUSTER SLOTS: %s", from->url, reply->str);
+            log_warn("redis_cluster_slots_failed", "redis: %s: CLUSTER SLOTS: %s", from->url, reply->str);
         return;
     }
     struct redis_slot_range *ranges =
         reply->elements ? malloc(reply->elements * sizeof(*ranges)) : NULL;
     int n = redis_slots_parse(reply, ranges, reply->elements);
     if (n < 0 || (reply->elements && ranges == NULL)) {
-        log_warn("redis: %s: CLUSTER SLOTS: not a slot map; ignored", from->url);
+        log_warn("redis_cluster_slots_failed", "redis: %s: CLUSTER SLOTS: not a slot map; ignored", from->url);
         free(ranges);
         return;
     }
@@ -3086,7 +3086,7 @@ static void on_slots(struct redis *r, void *arg, redisReply *reply)
     free(ranges);
     count_slots(r);
     if (changed)
-        log_info("redis: cluster slot map: %d ranges%s", n,
+        log_info("redis_cluster_slot_map", "redis: cluster slot map: %d ranges%s", n,
                  atomic_load(&r->mapped) ? "" : ", some slots without a master");
     route_all(r);
 }
@@ -3188,7 +3188,7 @@ static void sub_error(struct rconn *c, const redisReply *rep)
     struct redis *r = c->r;
     struct redis_redirect to;
     if (!r->cluster || redis_redirect_parse(rep->str, rep->len, &to) != 0) {
-        log_warn("redis: %s: %s", c->sh->url, rep->str);
+        log_warn("redis_error", "redis: %s: %s", c->sh->url, rep->str);
         return;
     }
     if (!to.ask) {

@@ -73,7 +73,7 @@ static socklen_t listen_addr(const char *host, uint16_t port, struct sockaddr_st
         v6->sin6_port = htons(port);
         return sizeof(*v6);
     }
-    log_error("listen: %s is not an IPv4 or IPv6 address", host);
+    log_error("listen_failed", "listen: %s is not an IPv4 or IPv6 address", host);
     return 0;
 }
 
@@ -96,7 +96,7 @@ static int probe_address(const char *host, uint16_t port)
         return -1;
     int fd = socket(sa.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0) {
-        log_error("listen %s:%u: socket: %s", host, port, strerror(errno));
+        log_error("listen_failed", "listen %s:%u: socket: %s", host, port, strerror(errno));
         return -1;
     }
     int one = 1;
@@ -109,11 +109,11 @@ static int probe_address(const char *host, uint16_t port)
     if (rc == 0)
         return 0;
     if (err == EADDRINUSE)
-        log_error("listen %s:%u: address already in use (by another herald or another "
+        log_error("listen_failed", "listen %s:%u: address already in use (by another herald or another "
                   "server); refusing to share it",
                   host, port);
     else
-        log_error("listen %s:%u: %s", host, port, strerror(err));
+        log_error("listen_failed", "listen %s:%u: %s", host, port, strerror(err));
     return -1;
 }
 
@@ -134,7 +134,7 @@ static int listen_socket(const char *host, uint16_t port)
     if (sa.ss_family == AF_INET6)
         setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
     if (bind(fd, (struct sockaddr *)&sa, len) != 0 || listen(fd, 4096) != 0) {
-        log_error("listen %s:%u: %s", host, port, strerror(errno));
+        log_error("listen_failed", "listen %s:%u: %s", host, port, strerror(errno));
         close(fd);
         return -1;
     }
@@ -153,7 +153,7 @@ static void on_accept(uv_poll_t *h, int status, int events)
                 /* Out of descriptors: the pending connection stays in the backlog and the
                  * listener stays readable, so a level-triggered poll would spin. Stop
                  * accepting until the next tick (one second). */
-                log_warn("accept: %s (connections: %lu); pausing accepts for a second",
+                log_warn("accept_paused", "accept: %s (connections: %lu); pausing accepts for a second",
                          strerror(errno), (unsigned long)metrics_sum(METRIC_CONNECTIONS));
                 uv_poll_stop(&l->listen_poll);
                 l->accept_paused = 1;

@@ -394,7 +394,7 @@ static ssize_t tls_failed(struct tls_conn *t, const char *what)
     if (log_min_level <= LOG_DEBUG) {
         char why[160];
         ERR_error_string_n(ERR_peek_last_error(), why, sizeof(why));
-        log_debug("tls: %s failed: %s", what, why);
+        log_debug("tls_failed", "tls: %s failed: %s", what, why);
     }
     ERR_clear_error();
     scratch_clear(t->c->loop->tls);
@@ -625,7 +625,7 @@ int tls_loop_init(struct loop *l, struct tls_ctx *ctx, unsigned handshake_timeou
 {
     pthread_once(&bio_once, bio_method_init);
     if (bio_method == NULL) {
-        log_error("tls: cannot create the connection BIO");
+        log_error("tls_out_of_memory", "tls: cannot create the connection BIO");
         return -1;
     }
     struct tls_loop *tl = calloc(1, sizeof(*tl));
@@ -676,7 +676,7 @@ int net_set_tls(struct net *net, struct tls_ctx *t)
         struct loop_msg m = {.handle = on_set_tls, .ptr = t};
         if (loop_post(net->loops[i], &m) != 0) {
             tls_ctx_unref(t);
-            log_error("tls: loop %u keeps its certificate (out of memory)", i);
+            log_error("tls_out_of_memory", "tls: loop %u keeps its certificate (out of memory)", i);
         }
     }
     return 0;

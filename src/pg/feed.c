@@ -106,7 +106,7 @@ static void set_status(const char *fmt, ...)
     memcpy(F.status, s, sizeof(s));
     pthread_mutex_unlock(&F.lock);
     if (changed && s[0])
-        log_warn("change feed: %s", s);
+        log_warn("feed_down", "change feed: %s", s);
 }
 
 /* ---- SQL ---- */
@@ -265,7 +265,7 @@ int pg_feed_check(const struct config *c, char *err, size_t errlen)
         return 0;
     PGconn *pg = connect_pg(c, 0);
     if (PQstatus(pg) != CONNECTION_OK) {
-        log_warn("change feed: PostgreSQL not reachable at start (%s); trying again",
+        log_warn("feed_down", "change feed: PostgreSQL not reachable at start (%s); trying again",
                  first_line(PQerrorMessage(pg)));
         PQfinish(pg);
         return 0;
@@ -289,7 +289,7 @@ static void on_reset(void *ud, int status)
  * theirs. */
 static int replace_lost_slot(PGconn *pg, const struct change_feed *f, char *why, size_t n)
 {
-    log_error("change feed: replication slot %s was invalidated (it fell behind "
+    log_error("feed_slot_invalidated", "change feed: replication slot %s was invalidated (it fell behind "
               "max_slot_wal_keep_size): the changes committed meanwhile are lost; the change "
               "channels start new streams and a new slot is made",
               f->slot);
@@ -350,7 +350,7 @@ static int set_up(PGconn *pg, const struct change_feed *f, char *why, size_t n)
         buf_append_char(&b, 0);
         if (b.oom || run(pg, (const char *)b.p, why, n) != 0)
             goto out;
-        log_info("change feed: publication %s over %zu tables", f->publication, f->n_tables);
+        log_info("feed_publication", "change feed: publication %s over %zu tables", f->publication, f->n_tables);
     }
     for (size_t i = 0; i < f->n_tables; i++) {
         const struct feed_table *t = &f->tables[i];
@@ -403,7 +403,7 @@ static int set_up(PGconn *pg, const struct change_feed *f, char *why, size_t n)
         if (r == NULL)
             goto out;
         PQclear(r);
-        log_info("change feed: replication slot %s created", f->slot);
+        log_info("feed_slot_created", "change feed: replication slot %s created", f->slot);
     }
     rc = 0;
 out:
@@ -433,7 +433,7 @@ static void on_published(void *ud, int status, const struct engine_pos *pos)
 {
     struct txn *t = ud;
     if (status != 0 && status != ENGINE_ERR_NOT_AVAILABLE)
-        log_warn("change feed: a publication was refused by the engine (%d)", status);
+        log_warn("feed_publish_refused", "change feed: a publication was refused by the engine (%d)", status);
     pthread_mutex_lock(&F.lock);
     t->remaining--;
     F.inflight--;
@@ -543,7 +543,7 @@ static void publish(const char *ch, size_t ch_len, const uint8_t *data, size_t l
 {
     const struct ns_opts *ns = config_namespace(F.config, (const uint8_t *)ch, ch_len);
     if (ns == NULL) {
-        log_warn("change feed: %.*s: no such namespace; not published", (int)ch_len, ch);
+        log_warn("feed_no_namespace", "change feed: %.*s: no such namespace; not published", (int)ch_len, ch);
         return;
     }
     char key[40];
@@ -607,7 +607,7 @@ static void on_change(const struct pgo_msg *m, uint64_t lsn)
     }
     envelope_tail(b);
     if (b->oom) {
-        log_error("change feed: %s: out of memory for a change", r->name);
+        log_error("feed_out_of_memory", "change feed: %s: out of memory for a change", r->name);
         return;
     }
     char ch[300];
@@ -656,7 +656,7 @@ static void on_message(const struct pgo_msg *m, uint64_t lsn)
         return;
     const uint8_t *nl = memchr(m->content, '\n', m->content_len);
     if (nl == NULL || nl == m->content) {
-        log_warn("change feed: a herald message without its channel; ignored");
+        log_warn("feed_bad_message", "change feed: a herald message without its channel; ignored");
         return;
     }
     size_t cl = (size_t)(nl - m->content);
@@ -712,7 +712,7 @@ static int on_xlog(const uint8_t *p, size_t len, uint64_t lsn)
 {
     struct pgo_msg m;
     if (pgo_parse(p, len, &m, F.vals, 2 * MAX_COLUMNS) != 0) {
-        log_error("change feed: a pgoutput message herald cannot read (%zu bytes at %llx)", len,
+        log_error("feed_bad_message", "change feed: a pgoutput message herald cannot read (%zu bytes at %llx)", len,
                   (unsigned long long)lsn);
         return -1;
     }
@@ -902,7 +902,7 @@ static void *feed_main(void *arg)
                 F.status[0] = 0;
                 pthread_mutex_unlock(&F.lock);
                 if (!was)
-                    log_info("change feed: another node streams slot %s; standing by",
+                    log_info("feed_standby", "change feed: another node streams slot %s; standing by",
                              c->feed.slot);
                 wait = STANDBY_RETRY_MS;
             } else {
@@ -914,7 +914,7 @@ static void *feed_main(void *arg)
         pthread_mutex_lock(&F.lock);
         F.standby = 0;
         pthread_mutex_unlock(&F.lock);
-        log_info("change feed: streaming slot %s", c->feed.slot);
+        log_info("feed_streaming", "change feed: streaming slot %s", c->feed.slot);
         backoff = 0;
         for (size_t i = 0; i < F.nrels; i++)
             free(F.rels[i].cols);
