@@ -119,10 +119,38 @@ static void on_loop_exit(struct loop *loop, void *ud)
     hub_loop_exit(loop);
 }
 
-/* /ready: the engine's stores, then the change feed. */
-static int ready(char *detail, size_t len)
+/* /ready's body: {"status":"unavailable","unavailable":[{"name","reason"}, ...]}, every
+ * store that does not answer listed, the engine's then PostgreSQL. */
+struct unready {
+    struct buf *out;
+    unsigned n;
+};
+
+static void add_unready(struct unready *u, const char *name, const char *reason)
 {
-    return hub_ready(detail, len) && pg_feed_ready(detail, len);
+    buf_append_str(u->out, u->n++ ? ",{\"name\":" : "{\"status\":\"unavailable\",\"unavailable\":[{\"name\":");
+    buf_append_json_str(u->out, (const uint8_t *)name, strlen(name));
+    buf_append_str(u->out, ",\"reason\":");
+    buf_append_json_str(u->out, (const uint8_t *)reason, strlen(reason));
+    buf_append_char(u->out, '}');
+}
+
+static void on_store(void *ud, const char *name, const char *down_reason)
+{
+    if (down_reason)
+        add_unready(ud, name, down_reason);
+}
+
+static int ready(struct buf *out)
+{
+    struct unready u = {out, 0};
+    hub_stores(on_store, &u);
+    char why[256];
+    if (pg_feed_state(why, sizeof(why)) == 0)
+        add_unready(&u, "postgres", why);
+    if (u.n)
+        buf_append_str(out, "]}");
+    return u.n == 0;
 }
 
 static int start_websocket(struct conn *c, const struct limit_client *lc,

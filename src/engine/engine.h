@@ -130,6 +130,9 @@ struct engine_limit {
 };
 /* Once per channel holding state, then once with ch == NULL at the end. */
 typedef void (*engine_channel_cb)(void *ud, const uint8_t *ch, size_t len);
+/* One store an engine needs: its name (a Redis shard's URL without its password) and,
+ * when it does not answer, why (NULL when it does). Both borrowed for the call. */
+typedef void (*engine_store_cb)(void *ud, const char *name, const char *down_reason);
 
 struct engine_ops {
     const char *name;
@@ -183,9 +186,8 @@ struct engine_ops {
     /* Housekeeping, about once a second from one thread: expire history, forget idle
      * streams. */
     void (*sweep)(struct engine *e);
-    /* Any thread: 1 when every store the engine needs is reachable; else 0 with a JSON
-     * object saying which is not in detail (NUL-terminated, cut to len). */
-    int (*ready)(struct engine *e, char *detail, size_t len);
+    /* Any thread: every store the engine needs, each once, for /ready and /api/info. */
+    void (*stores)(struct engine *e, engine_store_cb cb, void *ud);
     /* Send msg (borrowed) to every node's events.control, this one's included. */
     void (*control)(struct engine *e, const uint8_t *msg, size_t len);
     /* This node is alive: its uid and JSON info (borrowed), every few seconds. */

@@ -721,9 +721,9 @@ static void memory_sweep(struct engine *e)
     }
 }
 
-static int memory_ready(struct engine *e, char *detail, size_t len)
+static void memory_stores(struct engine *e, engine_store_cb cb, void *ud)
 {
-    return 1;
+    /* Nothing outside the process. */
 }
 
 /* One node: a control reaches it at once; nodes are not listed (the caller knows the
@@ -775,7 +775,7 @@ static const struct engine_ops memory_ops = {
     .presence_stats = memory_presence_stats,
     .channels = memory_channels,
     .sweep = memory_sweep,
-    .ready = memory_ready,
+    .stores = memory_stores,
     .control = memory_control,
     .announce = memory_announce,
     .nodes = memory_nodes,

@@ -263,12 +263,16 @@ struct batch {
     size_t n, cap;
 };
 
+#define DOWN_LOST 1
+
 struct shard {
     struct batch subscribe, unsubscribe;
     int tls;
     char host[256]; /* for the certificate check */
     char url[256]; /* without its password, for /ready */
     atomic_int reachable; /* both connections up: read by any thread */
+    atomic_int down_why;  /* when not: 0 (never connected), DOWN_LOST or the last connect's
+                             libuv error (ECONNREFUSED) */
     struct sockaddr_storage addr;
     char *user, *password;
     int db;
@@ -648,6 +652,8 @@ static void conn_lost(struct rconn *c)
         metrics_count(METRIC_ENGINE_RECONNECTS, 1);
     if (c->r->cluster)
         schedule_remap(c->r); /* a failover, perhaps: who serves its slots now */
+    if (c->up)
+        atomic_store(&c->sh->down_why, DOWN_LOST);
     c->up = c->connecting = 0;
     c->down = 1;
     atomic_store(&c->sh->reachable, 0);
@@ -806,6 +812,7 @@ static void on_connected(uv_connect_t *req, int status)
     struct rconn *c = req->data;
     c->connecting = 0;
     if (status != 0) {
+        atomic_store(&c->sh->down_why, status);
         conn_lost(c);
         return;
     }
@@ -2696,34 +2703,32 @@ static void redis_sweep(struct engine *e)
     /* Redis expires history and streams itself (EXPIRE, MAXLEN). */
 }
 
-static int redis_ready(struct engine *e, char *detail, size_t len)
+static const char *down_reason(const struct shard *sh)
+{
+    int why = atomic_load(&sh->down_why);
+    if (why < 0)
+        return uv_strerror(why); /* static text: safe from any thread */
+    return why == DOWN_LOST ? "connection lost" : "not connected yet";
+}
+
+static void redis_stores(struct engine *e, engine_store_cb cb, void *ud)
 {
     struct redis *r = of(e);
     if (r->cluster) {
         /* Every slot served, and every master that serves one reachable. */
-        if (!atomic_load(&r->mapped)) {
-            snprintf(detail, len, "{\"status\":\"unavailable\",\"redis\":\"cluster\","
-                                  "\"reason\":\"slots without a master\"}");
-            return 0;
-        }
+        if (!atomic_load(&r->mapped))
+            cb(ud, "redis cluster", "slots without a master");
         for (unsigned i = 0; i < r->cap; i++) {
-            if (atomic_load(&r->shards[i].owns) > 0 && !atomic_load(&r->shards[i].reachable)) {
-                snprintf(detail, len,
-                         "{\"status\":\"unavailable\",\"redis\":\"%s\",\"shard\":%u}",
-                         r->shards[i].url, i);
-                return 0;
-            }
+            const struct shard *sh = &r->shards[i];
+            if (atomic_load(&sh->owns) > 0)
+                cb(ud, sh->url, atomic_load(&sh->reachable) ? NULL : down_reason(sh));
         }
-        return 1;
+        return;
     }
     for (unsigned i = 0; i < r->nshards; i++) {
-        if (!atomic_load(&r->shards[i].reachable)) {
-            snprintf(detail, len, "{\"status\":\"unavailable\",\"redis\":\"%s\",\"shard\":%u}",
-                     r->shards[i].url, i);
-            return 0;
-        }
+        const struct shard *sh = &r->shards[i];
+        cb(ud, sh->url, atomic_load(&sh->reachable) ? NULL : down_reason(sh));
     }
-    return 1;
 }
 
 /* After the home loop's thread has ended: its handles are closed from here. */
@@ -2850,7 +2855,7 @@ static const struct engine_ops redis_ops = {
     .presence_stats = redis_presence_stats,
     .channels = redis_channels,
     .sweep = redis_sweep,
-    .ready = redis_ready,
+    .stores = redis_stores,
     .control = redis_control,
     .announce = redis_announce,
     .nodes = redis_nodes,

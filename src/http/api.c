@@ -16,6 +16,7 @@
 #include "hub/hub.h"
 #include "metrics/metrics.h"
 #include "net/loop.h"
+#include "pg/feed.h"
 #include "proto/codes.h"
 #include "proto/command.h"
 #include "proto/reply.h"
@@ -315,6 +316,25 @@ static long rss_bytes(void)
     return resident * sysconf(_SC_PAGESIZE);
 }
 
+struct store_list {
+    struct buf *out;
+    unsigned n, down;
+};
+
+static void on_store(void *ud, const char *name, const char *down_reason)
+{
+    struct store_list *sl = ud;
+    buf_append_str(sl->out, sl->n++ ? ",{\"name\":" : "{\"name\":");
+    buf_append_json_str(sl->out, (const uint8_t *)name, strlen(name));
+    buf_appendf(sl->out, ",\"state\":\"%s\"", down_reason ? "down" : "up");
+    if (down_reason) {
+        sl->down++;
+        buf_append_str(sl->out, ",\"reason\":");
+        buf_append_json_str(sl->out, (const uint8_t *)down_reason, strlen(down_reason));
+    }
+    buf_append_char(sl->out, '}');
+}
+
 void api_node_info(struct buf *out)
 {
     /* Clients before subscriptions: a client that goes meanwhile drops its
@@ -334,11 +354,31 @@ void api_node_info(struct buf *out)
     buf_appendf(out,
                 ",\"version\":\"0.1.0\",\"num_clients\":%llu,\"num_users\":%llu,"
                 "\"num_channels\":%llu,\"num_subs\":%llu,\"num_connections\":%llu,"
-                "\"uptime\":%llu,\"process\":{\"cpu\":%.3f,\"rss\":%ld}}",
+                "\"uptime\":%llu,\"process\":{\"cpu\":%.3f,\"rss\":%ld}",
                 (unsigned long long)clients, (unsigned long long)session_num_users(),
                 (unsigned long long)channels, (unsigned long long)subs,
                 (unsigned long long)connections,
                 (unsigned long long)((loop_clock_ms() - ctx.start_ms) / 1000), cpu, rss_bytes());
+    /* The stores, as /ready sees them: "engine":{"name","state","shards":[{"name",
+     * "state"[,"reason"]}]}, "database":{"name":"postgres","state"[,"reason"]} or null. */
+    struct store_list sl = {out, 0, 0};
+    buf_append_str(out, ",\"engine\":{\"name\":");
+    buf_append_json_str(out, (const uint8_t *)ctx.config->engine, strlen(ctx.config->engine));
+    buf_append_str(out, ",\"shards\":[");
+    hub_stores(on_store, &sl);
+    buf_appendf(out, "],\"state\":\"%s\"},\"database\":", sl.down ? "down" : "up");
+    char why[256];
+    int feed = pg_feed_state(why, sizeof(why));
+    if (feed < 0) {
+        buf_append_str(out, "null}");
+        return;
+    }
+    buf_appendf(out, "{\"name\":\"postgres\",\"state\":\"%s\"", feed ? "up" : "down");
+    if (!feed) {
+        buf_append_str(out, ",\"reason\":");
+        buf_append_json_str(out, (const uint8_t *)why, strlen(why));
+    }
+    buf_append_str(out, "}}");
 }
 
 const char *api_node_uid(void)

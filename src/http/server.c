@@ -11,6 +11,7 @@
 #include "core/buf.h"
 #include "core/config.h"
 #include "core/frame.h"
+#include "core/log.h"
 #include "http/api.h"
 #include "http/parser.h"
 #include "hub/hub.h"
@@ -484,17 +485,33 @@ static void on_shared_admit(void *ud, int allowed)
     conn_continue(c); /* what the client sent after its request, to the WebSocket side */
 }
 
+/* A refused handshake, rate-limited: a bad client sends them as fast as it likes. */
+static void log_refused(struct conn *c, const struct http_request *r, int status,
+                        const char *why)
+{
+    if (log_min_level > LOG_INFO)
+        return;
+    struct limit_addr a;
+    char addr[48];
+    client_addr(c, r, &a);
+    limit_addr_format(&a, addr, sizeof(addr));
+    struct log_who who = {NULL, NULL, addr, status};
+    log_client(LOG_INFO, "handshake_refused", &who, "WebSocket handshake refused: %s", why);
+}
+
 static void upgrade(struct http_conn *h, const struct http_request *r)
 {
     struct conn *c = h->c;
     if (!origin_allowed(server.config, r)) {
         metrics_count(METRIC_REFUSED_ORIGIN, 1);
+        log_refused(c, r, 403, "Origin not allowed");
         respond_error(c, 403, 0, NULL);
         return;
     }
     int status = http_ws_check(r, h->accept);
     if (status != 0) {
         metrics_count(METRIC_REFUSED_BAD_REQUEST, 1);
+        log_refused(c, r, status, "not a valid WebSocket upgrade");
         respond_error(c, status, 0, status == 426 ? "Sec-WebSocket-Version: 13\r\n" : NULL);
         return;
     }
@@ -507,6 +524,7 @@ static void upgrade(struct http_conn *h, const struct http_request *r)
     }
     ssize_t token_len = token ? query_token(r, token) : -1;
     if (token_len >= 0 && !server.config->allow_query_token) {
+        log_refused(c, r, 400, "a token in the URL query");
         static const char why[] = "400 Bad Request: a token in the URL query is refused; send "
                                   "it in the connect command (or set allow_query_token)\n";
         free(token);
@@ -519,6 +537,8 @@ static void upgrade(struct http_conn *h, const struct http_request *r)
     enum limit_verdict v = limit_client_admit(&h->lc, loop_now_ms(loop) * 1000, loop_id(loop));
     if (v != LIMIT_OK) {
         free(token);
+        log_refused(c, r, v == LIMIT_FULL ? 503 : 429,
+                    v == LIMIT_FULL ? "max_connections" : "a per-IP connection limit");
         refuse_limit(c, v);
         return;
     }
@@ -646,13 +666,20 @@ static void route(struct http_conn *h, const struct http_request *r, uint8_t *bo
             respond_error(c, 405, ka, "Allow: GET, HEAD\r\n");
             return;
         }
-        char detail[384];
-        int ready = server.ready ? server.ready(detail, sizeof(detail))
-                                 : hub_ready(detail, sizeof(detail));
+        struct buf detail = BUF_INIT;
+        int ready = server.ready ? server.ready(&detail) : 1;
+        if (detail.oom) {
+            buf_free(&detail);
+            respond_error(c, 500, ka, NULL);
+            return;
+        }
+        static const char ok[] = "{\"status\":\"ready\"}";
         if (ready)
-            strcpy(detail, "{\"status\":\"ready\"}");
-        respond_full(c, ready ? 200 : 503, "application/json", (const uint8_t *)detail,
-                     strlen(detail), ka, NULL, head);
+            respond_full(c, 200, "application/json", (const uint8_t *)ok, sizeof(ok) - 1, ka,
+                         NULL, head);
+        else
+            respond_full(c, 503, "application/json", detail.p, detail.len, ka, NULL, head);
+        buf_free(&detail);
         return;
     }
     if (path_is(r, "/health")) {

@@ -8,6 +8,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+struct buf;
 struct config;
 struct conn;
 struct http_request;
@@ -22,8 +23,9 @@ struct http_server_config {
      * (nothing taken: the caller releases lc and aborts c). */
     int (*websocket)(struct conn *c, const struct limit_client *lc, const uint8_t *query_token,
                      size_t len, void *ud);
-    /* /ready: 1 when every store herald needs answers, else 0 and a JSON detail. */
-    int (*ready)(char *detail, size_t len);
+    /* /ready: 1 when every store herald needs answers, else 0 with the JSON body that
+     * names each one that does not appended to out. NULL: always ready. */
+    int (*ready)(struct buf *out);
     void *ud;
 };
 

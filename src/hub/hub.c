@@ -665,9 +665,9 @@ uint64_t hub_channel_count(void)
     return atomic_load_explicit(&hub.num_routes, memory_order_relaxed);
 }
 
-int hub_ready(char *detail, size_t len)
+void hub_stores(engine_store_cb cb, void *ud)
 {
-    return hub.engine->ops->ready(hub.engine, detail, len);
+    hub.engine->ops->stores(hub.engine, cb, ud);
 }
 
 void hub_control(const uint8_t *msg, size_t len)

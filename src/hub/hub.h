@@ -121,8 +121,8 @@ void hub_presence(const uint8_t *ch, size_t len, const struct ns_opts *ns, engin
 void hub_presence_stats(const uint8_t *ch, size_t len, const struct ns_opts *ns,
                         engine_stats_cb cb, void *ud);
 
-/* Any thread: 1 when the engine's stores are reachable; else 0 and a JSON detail. */
-int hub_ready(char *detail, size_t len);
+/* Any thread: the engine's stores and whether each answers (engine.h). */
+void hub_stores(engine_store_cb cb, void *ud);
 /* Any thread: channels with local subscribers on this node. */
 uint64_t hub_channel_count(void);
 /* Any thread: msg (borrowed) to every node's callbacks.control, this one's included. */

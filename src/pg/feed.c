@@ -981,14 +981,14 @@ void pg_feed_stop(void)
      * from the engine, which closes after this. */
 }
 
-int pg_feed_ready(char *detail, size_t len)
+int pg_feed_state(char *reason, size_t len)
 {
     if (!atomic_load(&F.running))
-        return 1;
+        return -1;
     pthread_mutex_lock(&F.lock);
     int ok = F.status[0] == 0;
     if (!ok)
-        snprintf(detail, len, "{\"status\":\"unavailable\",\"postgres\":\"%s\"}", F.status);
+        snprintf(reason, len, "%s", F.status);
     pthread_mutex_unlock(&F.lock);
     return ok;
 }

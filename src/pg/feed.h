@@ -27,8 +27,9 @@ int pg_feed_start(const struct config *c);
 /* Stop and join it (before the engine closes). */
 void pg_feed_stop(void);
 /* Any thread: 1 when the feed streams or stands by (another node streams the slot);
- * else 0 with a JSON detail naming the reason. 1 when there is no feed. */
-int pg_feed_ready(char *detail, size_t len);
+ * 0 when PostgreSQL does not answer, with why in reason (NUL-terminated, cut to len);
+ * -1 when there is no feed. */
+int pg_feed_state(char *reason, size_t len);
 
 /* The SQL that sets the feed up (publication, replica identity, herald.publish(), the
  * slot), as herald runs it: for `herald pg sql`. */

@@ -195,10 +195,52 @@ static int request_done(struct session *s)
     return 1;
 }
 
+/* Whom a line about s is about; addr is the caller's (at least 48 bytes). */
+static struct log_who who_of(const struct session *s, char *addr, int code)
+{
+    limit_addr_format(&s->lc.addr, addr, 48);
+    return (struct log_who){s->client, s->user ? s->user : "", addr, code};
+}
+
+/* Codes a client earns by what it sends (or fails to read): a bad client can have
+ * them at will, so their lines are rate-limited (log_client). */
+static int client_caused(unsigned code)
+{
+    switch (code) {
+    case PROTO_DISC_EXPIRED:
+    case PROTO_DISC_SUB_EXPIRED:
+    case PROTO_DISC_SLOW:
+    case PROTO_DISC_NO_PONG:
+    case PROTO_DISC_TOO_MANY_REQUESTS:
+    case PROTO_DISC_INVALID_TOKEN:
+    case PROTO_DISC_BAD_REQUEST:
+    case PROTO_DISC_STALE:
+    case PROTO_DISC_CONNECTION_LIMIT:
+    case PROTO_DISC_PERMISSION_DENIED:
+        return 1;
+    default:
+        return 0;
+    }
+}
+
+static void log_disconnect(const struct session *s, unsigned code, const char *reason)
+{
+    char addr[48];
+    struct log_who who = who_of(s, addr, (int)code);
+    if (code == PROTO_DISC_SHUTDOWN) /* every client at once: one line says it (main.c) */
+        log_event(LOG_DEBUG, "client_disconnected", &who, "disconnected: %s", reason);
+    else if (client_caused(code))
+        log_client(LOG_INFO, "client_disconnected", &who, "disconnected: %s", reason);
+    else
+        log_event(LOG_INFO, "client_disconnected", &who, "disconnected: %s", reason);
+}
+
 static void disconnect(struct session *s, unsigned code, const char *reason)
 {
     if (s->dead || conn_closing(conn_of(s)))
         return;
+    if (log_min_level <= LOG_INFO || code == PROTO_DISC_SHUTDOWN)
+        log_disconnect(s, code, reason);
     drop_subs(s);
     ws_conn_close(&s->ws, code, reason);
 }
@@ -230,6 +272,11 @@ void session_lost(void *owner, struct hub_sub *sub)
 static void on_gone(struct ws_conn *w)
 {
     struct session *s = of(w);
+    if (log_min_level <= LOG_DEBUG) {
+        char addr[48];
+        struct log_who who = who_of(s, addr, 0);
+        log_client(LOG_DEBUG, "client_gone", &who, "connection closed");
+    }
     drop_subs(s);
     if (s->connected) {
         metrics_add(loop_id(s->loop), METRIC_CLIENTS, -1);
