@@ -209,13 +209,11 @@ size_t log_format_line(char *out, size_t cap, enum log_format format, enum log_l
 }
 
 static void write_line(enum log_level level, const char *event, const struct log_who *who,
-                       uint64_t suppressed, const char *msg)
+                       uint64_t suppressed, const char *msg, const struct timespec *ts)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
     char line[LINE_MAX_BYTES];
     size_t n = log_format_line(line, sizeof(line), (enum log_format)log_format, level, event,
-                               who, suppressed, msg, &ts);
+                               who, suppressed, msg, ts);
     size_t off = 0;
     while (off < n) {
         ssize_t w = write(STDERR_FILENO, line + off, n - off);
@@ -237,7 +235,9 @@ void log_event(enum log_level level, const char *event, const struct log_who *wh
     va_start(ap, fmt);
     vsnprintf(msg, sizeof(msg), fmt, ap);
     va_end(ap);
-    write_line(level, event, who, 0, msg);
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    write_line(level, event, who, 0, msg, &ts);
 }
 
 /* ---- rate-limited events ---- */
@@ -248,20 +248,13 @@ void log_event(enum log_level level, const char *event, const struct log_who *wh
 struct rate {
     const char *event;
     enum log_level level;
-    int64_t second; /* CLOCK_MONOTONIC second the counts are of */
+    int64_t second; /* the wall-clock second the counts are of: the one lines show */
     uint32_t lines;
     uint64_t suppressed;
 };
 static _Thread_local struct rate rates[RATE_SLOTS];
 
-static int64_t mono_sec(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
-    return (int64_t)ts.tv_sec;
-}
-
-static void summarise(struct rate *r)
+static void summarise(struct rate *r, const struct timespec *ts)
 {
     if (r->suppressed == 0)
         return;
@@ -269,7 +262,7 @@ static void summarise(struct rate *r)
     group_thousands(r->suppressed, grouped, sizeof(grouped));
     snprintf(msg, sizeof(msg), "%s similar line%s suppressed", grouped,
              r->suppressed == 1 ? "" : "s");
-    write_line(r->level, r->event, NULL, r->suppressed, msg);
+    write_line(r->level, r->event, NULL, r->suppressed, msg, ts);
     r->suppressed = 0;
 }
 
@@ -278,7 +271,11 @@ void log_client(enum log_level level, const char *event, const struct log_who *w
 {
     if ((int)level < log_min_level)
         return;
-    int64_t now = mono_sec();
+    /* The window is the second the line's time shows (a jump of the clock only starts
+     * a new window early). */
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    int64_t now = (int64_t)ts.tv_sec;
     struct rate *r = NULL;
     for (unsigned i = 0; i < RATE_SLOTS; i++) {
         if (rates[i].event == event || rates[i].event == NULL) {
@@ -292,7 +289,7 @@ void log_client(enum log_level level, const char *event, const struct log_who *w
             r->second = now;
         }
         if (r->second != now) {
-            summarise(r);
+            summarise(r, &ts);
             r->second = now;
             r->lines = 0;
         }
@@ -308,15 +305,17 @@ void log_client(enum log_level level, const char *event, const struct log_who *w
     va_start(ap, fmt);
     vsnprintf(msg, sizeof(msg), fmt, ap);
     va_end(ap);
-    write_line(level, event, who, 0, msg);
+    write_line(level, event, who, 0, msg, &ts);
 }
 
 void log_tick(void)
 {
-    int64_t now = mono_sec();
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    int64_t now = (int64_t)ts.tv_sec;
     for (unsigned i = 0; i < RATE_SLOTS && rates[i].event; i++) {
         if (rates[i].second != now && rates[i].suppressed) {
-            summarise(&rates[i]);
+            summarise(&rates[i], &ts);
             rates[i].second = now;
             rates[i].lines = 0;
         }

@@ -1035,7 +1035,7 @@ test('an invalidated slot: logged as an error, replaced by a new one; the change
         })();
         const tu = Date.now();
         await pg.up();
-        await waitFor(() => /^\S+ error .*invalidated/m.test(b.stderr()), 20000,
+        await waitFor(() => /"level":"error".*invalidated/.test(b.stderr()), 20000,
             () => `an error line mentioning 'invalidated' in herald's log`);
         let now = '';
         await waitFor(async () => {

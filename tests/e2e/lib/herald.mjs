@@ -1,7 +1,7 @@
 // Starts the real herald binary for one test: free port, private temporary directory, readiness
 // by GET /health, and a kill that always happens (stop(), withHerald's finally, process exit).
 import { spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { appendFileSync, existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import https from 'node:https';
 import net from 'node:net';
@@ -13,6 +13,22 @@ import { userToken } from './jwt.mjs';
 export const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
 export const DEFAULT_SECRET = 'e2e-hmac-secret-0123456789abcdef';
 export const DEFAULT_API_KEY = 'e2e-api-key';
+// A payload marker some tests publish: it must never reach a log (scripts/check-log-secrets).
+export const PAYLOAD_MARKER = 'e2e-payload-marker-5c1f';
+// The password of the Redis that logs.test.mjs puts in redis_urls.
+export const REDIS_PASSWORD = 'e2e-redis-password-91d2';
+
+// Every herald's stderr, kept for the check that no token, key or payload is logged:
+// build/e2e-logs/<test file>.<pid>.log, appended by every instance this process starts.
+export const LOG_DIR = path.join(REPO, 'build', 'e2e-logs');
+const logFile = path.join(LOG_DIR,
+    `${path.basename(process.argv[1] || 'e2e', '.mjs')}.${process.pid}.log`);
+function keepLog(child) {
+    try { mkdirSync(LOG_DIR, { recursive: true }); } catch { /* exists */ }
+    child.stderr.on('data', (c) => {
+        try { appendFileSync(logFile, c); } catch { /* the directory went: not the test's failure */ }
+    });
+}
 
 // bin: 'release' (build/herald) or 'asan' (build/herald-asan) picks a build regardless of
 // HERALD_BIN; without it, HERALD_BIN or the ASan build when present.
@@ -101,6 +117,7 @@ export function runHerald(args, { env = {}, cwd = null, timeout = 10000 } = {}) 
             cwd: cwd || os.tmpdir(), env: childEnv(env), stdio: ['ignore', 'pipe', 'pipe'],
         });
         live.add(child);
+        keepLog(child);
         let stdout = '';
         let stderr = '';
         child.stdout.on('data', (c) => { stdout += c; });
@@ -192,6 +209,7 @@ export async function start(opts = {}) {
             cwd: dir, env: childEnv(opts.env || {}), stdio: ['ignore', 'pipe', 'pipe'],
         });
         live.add(child);
+        keepLog(child);
         let stderr = '';
         let stdout = '';
         child.stderr.on('data', (c) => { stderr += c; });
