@@ -2870,7 +2870,7 @@ static int parse_url(const char *name, const char *url, struct shard *sh, char *
     sh->tls = strncmp(url, "rediss://", 9) == 0;
     const char *p = url + (sh->tls ? 9 : 8); /* checked by the config */
     const char *at = strrchr(p, '@');
-    /* Named in /ready without its password; no quote or backslash to escape. */
+    /* Named in /ready, /api/info and the log without its user and password. */
     snprintf(sh->url, sizeof(sh->url), "%s://%s", sh->tls ? "rediss" : "redis", at ? at + 1 : p);
     for (char *q = sh->url; *q; q++)
         if (*q == '"' || *q == '\\' || (unsigned char)*q < 0x20)

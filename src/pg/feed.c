@@ -98,9 +98,6 @@ static void set_status(const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(s, sizeof(s), fmt, ap);
     va_end(ap);
-    for (char *q = s; *q; q++)
-        if (*q == '"' || *q == '\\' || (unsigned char)*q < 0x20)
-            *q = '\''; /* it goes into /ready's JSON */
     pthread_mutex_lock(&F.lock);
     int changed = strcmp(F.status, s) != 0;
     memcpy(F.status, s, sizeof(s));

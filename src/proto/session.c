@@ -272,10 +272,17 @@ void session_lost(void *owner, struct hub_sub *sub)
 static void on_gone(struct ws_conn *w)
 {
     struct session *s = of(w);
-    if (log_min_level <= LOG_DEBUG) {
+    unsigned code = s->ws.close_code;
+    /* A frame the WebSocket layer refused (RFC 6455 section 7.4.1): a bad client's doing. */
+    int protocol = code == WS_CLOSE_PROTOCOL || code == WS_CLOSE_UNSUPPORTED ||
+                   code == WS_CLOSE_INVALID_DATA || code == WS_CLOSE_TOO_BIG;
+    if (log_min_level <= (protocol ? LOG_INFO : LOG_DEBUG)) {
         char addr[48];
-        struct log_who who = who_of(s, addr, 0);
-        log_client(LOG_DEBUG, "client_gone", &who, "connection closed");
+        struct log_who who = who_of(s, addr, (int)code);
+        if (protocol)
+            log_client(LOG_INFO, "protocol_error", &who, "closed: WebSocket protocol error");
+        else
+            log_client(LOG_DEBUG, "client_gone", &who, "connection closed");
     }
     drop_subs(s);
     if (s->connected) {

@@ -58,6 +58,7 @@ void ws_conn_close(struct ws_conn *w, unsigned code, const char *reason)
     struct conn *c = w->conn;
     if (conn_closing(c))
         return;
+    w->close_code = (uint16_t)code; /* for the owner's log line when the connection goes */
     uint8_t fr[2 + 2 + 123];
     size_t rlen = reason ? strlen(reason) : 0;
     if (rlen > 123)
@@ -176,6 +177,7 @@ void ws_conn_start(struct ws_conn *w, struct conn *c, const struct ws_conn_handl
     w->conn = c;
     w->h = h;
     w->max_message = max_message;
+    w->close_code = 0;
     conn_set_handler(c, &ws_handler, w);
     conn_set_metered(c);
 }

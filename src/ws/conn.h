@@ -36,6 +36,7 @@ struct ws_conn {
     struct conn *conn;
     const struct ws_conn_handler *h;
     uint32_t max_message; /* payload bytes of one message or frame */
+    uint16_t close_code;  /* of the close frame sent (ours, or the peer's echoed); 0: none */
 };
 
 /* Switch c (its 101 queued) to the WebSocket phase with owner handler h; w is the

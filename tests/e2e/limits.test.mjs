@@ -9,7 +9,7 @@ import { spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import net from 'node:net';
 
-import { heraldBin, freePort, httpRequest, sleep, sanitizerReport, start, withHerald, runHerald }
+import { heraldBin, freePort, httpRequest, keepLog, sleep, sanitizerReport, start, withHerald, runHerald }
     from './lib/herald.mjs';
 import { makeClient, once } from './lib/centrifuge.mjs';
 import { ProtoClient } from './lib/proto.mjs';
@@ -29,6 +29,7 @@ test('with its descriptors exhausted herald pauses accepting, does not spin, and
     const child = spawn('sh', ['-c', 'ulimit -n 64 && exec "$0" "$@"', heraldBin(),
         '--listen', `127.0.0.1:${port}`, '--threads', '1', '--allow_anonymous', '--api_key', 'k'],
     { env, stdio: ['ignore', 'ignore', 'pipe'] });
+    keepLog(child);
     let stderr = '';
     child.stderr.on('data', (c) => { stderr += c; });
     const exited = new Promise((resolve) => child.on('exit', (code, signal) => resolve({ code, signal })));

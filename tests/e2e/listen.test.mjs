@@ -13,7 +13,7 @@ import { test } from 'node:test';
 import tls from 'node:tls';
 import WebSocket from 'ws';
 import { makeClient, once } from './lib/centrifuge.mjs';
-import { DEFAULT_API_KEY, DEFAULT_SECRET, heraldBin, runHerald, sanitizerReport, sleep, withHerald } from './lib/herald.mjs';
+import { DEFAULT_API_KEY, DEFAULT_SECRET, heraldBin, keepLog, runHerald, sanitizerReport, sleep, withHerald } from './lib/herald.mjs';
 
 const T = { timeout: 60000 };
 
@@ -173,6 +173,7 @@ test('an IPv6 address is listened on ([::1]:port): a WebSocket connects, and a s
         });
         const child = spawn(heraldBin(), ['--listen', `[::1]:${port}`, '--allow_anonymous', 'true',
             '--api_key', DEFAULT_API_KEY], { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env } });
+        keepLog(child);
         let stderr = '';
         child.stderr.on('data', (c) => { stderr += c; });
         const exited = new Promise((r) => child.on('close', (code, signal) => r({ code, signal })));

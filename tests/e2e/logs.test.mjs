@@ -76,6 +76,12 @@ test('every line is one JSON object with time, level, event and node; a disconne
         await waitFor(() => jsonLines(h.stderr()).some((o) => o.event === 'client_disconnected' && o.code === 3501),
             5000, () => `the bad request's disconnect:\n${h.stderr()}`);
         conn.destroy();
+        // An unmasked frame (RFC 6455 5.1): closed with 1002, logged as a protocol error.
+        const bad = await wsOpen(h.port);
+        bad.write(frame({ opcode: OP.TEXT, payload: Buffer.from('{}'), masked: false }));
+        await waitFor(() => jsonLines(h.stderr()).some((o) => o.event === 'protocol_error' && o.code === 1002
+            && o.addr === '127.0.0.1'), 5000, () => `a protocol_error line:\n${h.stderr()}`);
+        bad.destroy();
         m.client.disconnect();
         await h.stop();
         const lines = jsonLines(h.stderr());

@@ -23,7 +23,7 @@ export const REDIS_PASSWORD = 'e2e-redis-password-91d2';
 export const LOG_DIR = path.join(REPO, 'build', 'e2e-logs');
 const logFile = path.join(LOG_DIR,
     `${path.basename(process.argv[1] || 'e2e', '.mjs')}.${process.pid}.log`);
-function keepLog(child) {
+export function keepLog(child) {
     try { mkdirSync(LOG_DIR, { recursive: true }); } catch { /* exists */ }
     child.stderr.on('data', (c) => {
         try { appendFileSync(logFile, c); } catch { /* the directory went: not the test's failure */ }
