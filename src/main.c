@@ -393,7 +393,7 @@ static int server_run(const struct config *config)
         return -1;
     }
     session_init(config, s.loops, s.nloops);
-    struct api_context ac = {config, s.loops, s.nloops, loop_clock_ms(), ""};
+    struct api_context ac = {config, s.loops, s.nloops, loop_clock_ms(), "", pg_feed_state};
     memcpy(ac.node_uid, node_uid, sizeof(ac.node_uid));
     api_init(&ac);
     struct http_server_config hsc = {config, start_websocket, ready, &s};

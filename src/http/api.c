@@ -16,7 +16,6 @@
 #include "hub/hub.h"
 #include "metrics/metrics.h"
 #include "net/loop.h"
-#include "pg/feed.h"
 #include "proto/codes.h"
 #include "proto/command.h"
 #include "proto/reply.h"
@@ -368,7 +367,7 @@ void api_node_info(struct buf *out)
     hub_stores(on_store, &sl);
     buf_appendf(out, "],\"state\":\"%s\"},\"database\":", sl.down ? "down" : "up");
     char why[256];
-    int feed = pg_feed_state(why, sizeof(why));
+    int feed = ctx.database ? ctx.database(why, sizeof(why)) : -1;
     if (feed < 0) {
         buf_append_str(out, "null}");
         return;

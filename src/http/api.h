@@ -17,6 +17,10 @@ struct api_context {
     unsigned nloops;
     uint64_t start_ms; /* loop_clock_ms() at start, for uptime */
     char node_uid[37];
+    /* The change feed's PostgreSQL, for info (pg_feed_state, passed in by main.c so that
+     * http/ does not depend on pg/): 1 up, 0 down with why in reason, -1 no feed. NULL:
+     * no feed. */
+    int (*database)(char *reason, size_t len);
 };
 
 /* Once, before the loops run. The context is copied (its loops array is borrowed). */
