@@ -43,6 +43,14 @@ static void puts_(struct line *l, const char *s)
     put(l, s, strlen(s));
 }
 
+/* JSON syntax: all of it or nothing, so that a line cut short still parses. */
+static void put_whole(struct line *l, const char *s)
+{
+    size_t n = strlen(s);
+    if (n <= l->cap - l->len)
+        put(l, s, n);
+}
+
 /* Length of the valid UTF-8 sequence at s[0..n) (RFC 3629: no overlong forms, no
  * surrogates, nothing past U+10FFFF), 0 when it is not one. */
 static size_t utf8_seq(const unsigned char *s, size_t n)
@@ -82,8 +90,7 @@ static void put_json_str(struct line *l, const char *str)
     const unsigned char *s = (const unsigned char *)str;
     size_t n = strlen(str);
     put(l, "\"", 1);
-    size_t room = l->cap - l->len;
-    room = room > 0 ? room - 1 : 0; /* the closing quote */
+    size_t room = l->cap - l->len - 1; /* the closing quote (put_field made room for both) */
     size_t start = l->len;
     for (size_t i = 0; i < n;) {
         char esc[8];
@@ -117,6 +124,8 @@ static void put_json_str(struct line *l, const char *str)
 
 static void put_field(struct line *l, const char *name, const char *value)
 {
+    if (l->cap - l->len < strlen(name) + 6) /* ,"name":"" */
+        return;
     put(l, ",\"", 2);
     puts_(l, name);
     put(l, "\":", 2);
@@ -195,11 +204,11 @@ size_t log_format_line(char *out, size_t cap, enum log_format format, enum log_l
     char num[48];
     if (who && who->code) {
         snprintf(num, sizeof(num), ",\"code\":%d", who->code);
-        puts_(&l, num);
+        put_whole(&l, num);
     }
     if (suppressed) {
         snprintf(num, sizeof(num), ",\"suppressed\":%llu", (unsigned long long)suppressed);
-        puts_(&l, num);
+        put_whole(&l, num);
     }
     put_field(&l, "msg", msg);
     /* The room kept by cap - 2: the object always closes. */

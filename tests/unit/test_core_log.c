@@ -2,6 +2,8 @@
  * the text line, and the rate limit of log_client with its summary. */
 #include "core/log.h"
 
+#include "core/json.h"
+
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -88,6 +90,31 @@ TEST(test_log_json_cut_to_fit_is_still_one_object)
     }
 }
 
+/* Whatever is long (a user id, the message), a line cut to fit parses as one object
+ * and keeps its time, level and event. */
+TEST(test_log_json_cut_anywhere_still_parses)
+{
+    log_set_node("n-1");
+    static char user[3000], msg[3000];
+    for (size_t i = 0; i < sizeof(user) - 1; i++)
+        user[i] = "ab\"\\\n\xc3\xa9"[i % 7];
+    for (size_t i = 0; i < sizeof(msg) - 1; i++)
+        msg[i] = "x\"\x01"[i % 3];
+    struct log_who who = {"c-1", user, "::1", 3501};
+    static char out[4000];
+    for (size_t cap = 64; cap <= sizeof(out); cap += 13) {
+        size_t n = log_format_line(out, cap, LOG_JSON, LOG_INFO, "client_disconnected", &who,
+                                   7, msg, &T0);
+        CHECK(n <= cap && n > 2 && out[n - 1] == '\n');
+        jsmntok_t t[64];
+        int ntok = json_tokenize((const uint8_t *)out, n - 1, t, 64);
+        CHECK(ntok > 0 && t[0].type == JSMN_OBJECT && (size_t)t[0].end == n - 1);
+        if (ntok <= 0)
+            fprintf(stderr, "  cap %zu: %.*s\n", cap, (int)n, out);
+        CHECK(ntok > 0 && json_obj_get((const uint8_t *)out, t, ntok, 0, "event") > 0);
+    }
+}
+
 TEST(test_log_summary_line_counts_with_thousands_grouped)
 {
     log_set_node("n-1");
@@ -166,6 +193,7 @@ int main(void)
     RUN(test_log_json_leaves_out_what_does_not_apply);
     RUN(test_log_json_escapes_quotes_controls_and_bad_utf8);
     RUN(test_log_json_cut_to_fit_is_still_one_object);
+    RUN(test_log_json_cut_anywhere_still_parses);
     RUN(test_log_summary_line_counts_with_thousands_grouped);
     RUN(test_log_text_line_is_the_old_line_with_whom_after_it);
     RUN(test_log_client_rate_limits_and_summarises);
