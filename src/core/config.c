@@ -1073,11 +1073,12 @@ static int finish(struct load *l)
         l->client_publish_level > l->ns_client_publish_level)
         c->namespaces[0].client_publish = c->client_publish;
     c->client_publish = c->namespaces[0].client_publish;
+    char red[300]; /* a URL named in a message, without its password */
     for (size_t i = 0; i < c->n_redis_urls; i++) {
         if (strncmp(c->redis_urls[i], "redis://", 8) != 0 &&
             strncmp(c->redis_urls[i], "rediss://", 9) != 0)
             return fail(l, "redis_urls: %s: expected redis[s]://[user:password@]host:port[/db]",
-                        c->redis_urls[i]);
+                        log_redact_url(c->redis_urls[i], red, sizeof(red)));
     }
     if (c->n_redis_urls && c->n_redis_cluster_urls)
         return fail(l, "redis_cluster_urls: either redis_urls (independent instances) or "
@@ -1087,14 +1088,15 @@ static int finish(struct load *l)
         int tls = strncmp(u, "rediss://", 9) == 0;
         if (!tls && strncmp(u, "redis://", 8) != 0)
             return fail(l, "redis_cluster_urls: %s: expected redis[s]://[user:password@]host:port",
-                        u);
+                        log_redact_url(u, red, sizeof(red)));
         if (tls != (strncmp(c->redis_cluster_urls[0], "rediss://", 9) == 0))
             return fail(l, "redis_cluster_urls: %s: every seed redis:// or every seed rediss://",
-                        u);
+                        log_redact_url(u, red, sizeof(red)));
         const char *host = strrchr(u, '@');
         const char *slash = strchr(host ? host : u + 8 + tls, '/');
         if (slash && slash[1] && strcmp(slash, "/0") != 0)
-            return fail(l, "redis_cluster_urls: %s: a Redis Cluster has database 0 only", u);
+            return fail(l, "redis_cluster_urls: %s: a Redis Cluster has database 0 only",
+                        log_redact_url(u, red, sizeof(red)));
     }
     if ((c->tls_cert == NULL) != (c->tls_key == NULL))
         return fail(l, "%s: tls_cert and tls_key go together", c->tls_cert ? "tls_key" : "tls_cert");

@@ -132,6 +132,23 @@ static void put_field(struct line *l, const char *name, const char *value)
     put_json_str(l, value);
 }
 
+const char *log_redact_url(const char *url, char *out, size_t len)
+{
+    const char *p = strstr(url, "://");
+    const char *at = p ? strrchr(p + 3, '@') : NULL;
+    if (at == NULL) {
+        snprintf(out, len, "%s", url);
+        return out;
+    }
+    p += 3;
+    const char *colon = memchr(p, ':', (size_t)(at - p));
+    if (colon)
+        snprintf(out, len, "%.*s***%s", (int)(colon + 1 - url), url, at);
+    else
+        snprintf(out, len, "%.*s***%s", (int)(p - url), url, at);
+    return out;
+}
+
 /* 1234567 -> "1,234,567". */
 static void group_thousands(uint64_t v, char *out, size_t len)
 {

@@ -46,6 +46,11 @@ void log_client(enum log_level level, const char *event, const struct log_who *w
 /* Once a second on each loop thread: the summaries of seconds that are over. */
 void log_tick(void);
 
+/* url with the password of its user-info replaced, "redis://user:[***]@host:6379" where
+ * [***] is three stars (a user-info without ':' is taken for a secret whole), into
+ * out[0..len); returns out. For a URL that has to be named in a message. */
+const char *log_redact_url(const char *url, char *out, size_t len);
+
 /* The line as it is written, newline included, into out[0..cap) (cut short to fit, a
  * valid line still); its length. suppressed: a summary's count, else 0. For tests. */
 size_t log_format_line(char *out, size_t cap, enum log_format format, enum log_level level,

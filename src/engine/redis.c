@@ -2867,6 +2867,7 @@ static const struct engine_ops redis_ops = {
 static int parse_url(const char *name, const char *url, struct shard *sh, char *err,
                      size_t errlen)
 {
+    char red[300]; /* url in an error message, without its password */
     sh->tls = strncmp(url, "rediss://", 9) == 0;
     const char *p = url + (sh->tls ? 9 : 8); /* checked by the config */
     const char *at = strrchr(p, '@');
@@ -2878,7 +2879,8 @@ static int parse_url(const char *name, const char *url, struct shard *sh, char *
     if (at) {
         const char *colon = memchr(p, ':', (size_t)(at - p));
         if (colon == NULL) {
-            snprintf(err, errlen, "%s: %s: expected user:password@ before the host", name, url);
+            snprintf(err, errlen, "%s: %s: expected user:password@ before the host", name,
+                     log_redact_url(url, red, sizeof(red)));
             return -1;
         }
         if (colon > p)
@@ -2897,7 +2899,7 @@ static int parse_url(const char *name, const char *url, struct shard *sh, char *
     char host[256], port[16] = "6379";
     size_t hl = (size_t)((colon ? colon : hostend) - p);
     if (hl == 0 || hl >= sizeof(host)) {
-        snprintf(err, errlen, "%s: %s: expected a host", name, url);
+        snprintf(err, errlen, "%s: %s: expected a host", name, log_redact_url(url, red, sizeof(red)));
         return -1;
     }
     memcpy(host, p, hl);
@@ -2906,7 +2908,8 @@ static int parse_url(const char *name, const char *url, struct shard *sh, char *
     if (colon) {
         size_t pl = (size_t)(hostend - colon - 1);
         if (pl == 0 || pl >= sizeof(port)) {
-            snprintf(err, errlen, "%s: %s: expected a port", name, url);
+            snprintf(err, errlen, "%s: %s: expected a port", name,
+                     log_redact_url(url, red, sizeof(red)));
             return -1;
         }
         memcpy(port, colon + 1, pl);
@@ -2917,7 +2920,8 @@ static int parse_url(const char *name, const char *url, struct shard *sh, char *
     memset(&hints, 0, sizeof(hints));
     hints.ai_socktype = SOCK_STREAM;
     if (getaddrinfo(host, port, &hints, &res) != 0 || res == NULL) {
-        snprintf(err, errlen, "%s: %s: cannot resolve %s", name, url, host);
+        snprintf(err, errlen, "%s: %s: cannot resolve %s", name,
+                 log_redact_url(url, red, sizeof(red)), host);
         return -1;
     }
     memcpy(&sh->addr, res->ai_addr, res->ai_addrlen);

@@ -4,7 +4,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 
-import { DEFAULT_API_KEY, DEFAULT_SECRET, PAYLOAD_MARKER, REDIS_PASSWORD, httpRequest, start, withHerald }
+import { DEFAULT_API_KEY, DEFAULT_SECRET, PAYLOAD_MARKER, REDIS_PASSWORD, httpRequest, runHerald, start, withHerald }
     from './lib/herald.mjs';
 import { makeClient, once } from './lib/centrifuge.mjs';
 import { apiResult, sleep, waitFor } from './lib/proxy.mjs';
@@ -259,4 +259,16 @@ test('/api/info: version, uptime, clients, users, subscriptions, channels, engin
         assert.equal(n.database, null);
         for (const x of [a, b, c]) x.m.client.disconnect();
     });
+});
+
+test('a Redis URL refused at start is named without its password', T, async () => {
+    for (const [key, url, want] of [
+        ['redis_cluster_urls', `redis://admin:${REDIS_PASSWORD}@127.0.0.1:7000/3`, /redis:\/\/admin:\*\*\*@127\.0\.0\.1:7000\/3: a Redis Cluster has database 0 only/],
+        ['redis_urls', `redis://:${REDIS_PASSWORD}@127.0.0.1`, /redis:\/\/:\*\*\*@127\.0\.0\.1: expected a port/],
+    ]) {
+        const r = await runHerald(['--listen', '127.0.0.1:1', '--engine', 'redis', `--${key}`, url]);
+        assert.notEqual(r.code, 0, r.stderr);
+        assert.match(r.stderr, want);
+        assert.ok(!r.stderr.includes(REDIS_PASSWORD), r.stderr);
+    }
 });

@@ -139,6 +139,17 @@ TEST(test_log_text_line_is_the_old_line_with_whom_after_it)
               "2026-12-01T17:20:23.869Z warn go away client=c-9 user=ann addr=::1 code=4500\n");
 }
 
+TEST(test_log_redact_url_hides_the_password)
+{
+    char out[128];
+    CHECK(strcmp(log_redact_url("redis://user:s3cret@h:6379/2", out, sizeof(out)),
+                 "redis://user:***@h:6379/2") == 0);
+    CHECK(strcmp(log_redact_url("rediss://:p@ss:w@rd@h:1", out, sizeof(out)),
+                 "rediss://:***@h:1") == 0);
+    CHECK(strcmp(log_redact_url("redis://s3cret@h:1", out, sizeof(out)), "redis://***@h:1") == 0);
+    CHECK(strcmp(log_redact_url("redis://h:1", out, sizeof(out)), "redis://h:1") == 0);
+}
+
 /* log_client on a pipe: RATE lines of the event pass in one second, the rest are
  * counted and summarised by log_tick once the second is over; another event has its
  * own count. */
@@ -196,6 +207,7 @@ int main(void)
     RUN(test_log_json_cut_anywhere_still_parses);
     RUN(test_log_summary_line_counts_with_thousands_grouped);
     RUN(test_log_text_line_is_the_old_line_with_whom_after_it);
+    RUN(test_log_redact_url_hides_the_password);
     RUN(test_log_client_rate_limits_and_summarises);
     return test_summary("core_log");
 }
