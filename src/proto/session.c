@@ -217,6 +217,7 @@ static int client_caused(unsigned code)
     case PROTO_DISC_STALE:
     case PROTO_DISC_CONNECTION_LIMIT:
     case PROTO_DISC_PERMISSION_DENIED:
+    case PROTO_DISC_SERVER_ERROR: /* what a client sends can lead there too */
         return 1;
     default:
         return 0;
@@ -239,7 +240,7 @@ static void disconnect(struct session *s, unsigned code, const char *reason)
 {
     if (s->dead || conn_closing(conn_of(s)))
         return;
-    if (log_min_level <= LOG_INFO || code == PROTO_DISC_SHUTDOWN)
+    if (log_min_level <= (code == PROTO_DISC_SHUTDOWN ? LOG_DEBUG : LOG_INFO))
         log_disconnect(s, code, reason);
     drop_subs(s);
     ws_conn_close(&s->ws, code, reason);
