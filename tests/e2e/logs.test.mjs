@@ -4,7 +4,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 
-import { DEFAULT_API_KEY, DEFAULT_SECRET, PAYLOAD_MARKER, REDIS_PASSWORD, httpRequest, runHerald, start, withHerald }
+import { DEFAULT_API_KEY, DEFAULT_SECRET, PAYLOAD_MARKER, REDIS_PASSWORD, freePort, httpRequest, runHerald, start, withHerald }
     from './lib/herald.mjs';
 import { makeClient, once } from './lib/centrifuge.mjs';
 import { apiResult, sleep, waitFor } from './lib/proxy.mjs';
@@ -264,9 +264,9 @@ test('/api/info: version, uptime, clients, users, subscriptions, channels, engin
 test('a Redis URL refused at start is named without its password', T, async () => {
     for (const [key, url, want] of [
         ['redis_cluster_urls', `redis://admin:${REDIS_PASSWORD}@127.0.0.1:7000/3`, /redis:\/\/admin:\*\*\*@127\.0\.0\.1:7000\/3: a Redis Cluster has database 0 only/],
-        ['redis_urls', `redis://:${REDIS_PASSWORD}@127.0.0.1`, /redis:\/\/:\*\*\*@127\.0\.0\.1: expected a port/],
+        ['redis_urls', `redis://:${REDIS_PASSWORD}@127.0.0.1:x`, /redis:\/\/:\*\*\*@127\.0\.0\.1:x: cannot resolve/],
     ]) {
-        const r = await runHerald(['--listen', '127.0.0.1:1', '--engine', 'redis', `--${key}`, url]);
+        const r = await runHerald(['--listen', `127.0.0.1:${await freePort()}`, '--engine', 'redis', `--${key}`, url]);
         assert.notEqual(r.code, 0, r.stderr);
         assert.match(r.stderr, want);
         assert.ok(!r.stderr.includes(REDIS_PASSWORD), r.stderr);
