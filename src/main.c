@@ -128,7 +128,8 @@ struct unready {
 
 static void add_unready(struct unready *u, const char *name, const char *reason)
 {
-    buf_append_str(u->out, u->n++ ? ",{\"name\":" : "{\"status\":\"unavailable\",\"unavailable\":[{\"name\":");
+    buf_append_str(u->out, u->n++ ? ",{\"name\":"
+                                  : "{\"status\":\"unavailable\",\"unavailable\":[{\"name\":");
     buf_append_json_str(u->out, (const uint8_t *)name, strlen(name));
     buf_append_str(u->out, ",\"reason\":");
     buf_append_json_str(u->out, (const uint8_t *)reason, strlen(reason));
@@ -257,7 +258,8 @@ static void on_reload(uv_signal_t *h, int signum)
     char err[512], what[512];
     struct tls_ctx *t = tls_ctx_load(c->tls_cert, c->tls_key, err, sizeof(err));
     if (t == NULL) {
-        log_error("reload_failed", "SIGHUP: TLS not reloaded, the current certificate stays: %s", err);
+        log_error("reload_failed", "SIGHUP: TLS not reloaded, the current certificate stays: %s",
+                  err);
         return;
     }
     tls_ctx_describe(t, what, sizeof(what));
@@ -434,8 +436,8 @@ static int server_run(const struct config *config)
         log_error("start_failed", "cannot start the loop threads");
         return -1;
     }
-    log_info("listening", "herald listening on %s:%u with %u loops%s", config->listen_host, config->listen_port,
-             s.nloops, config->tls_cert ? " (TLS)" : "");
+    log_info("listening", "herald listening on %s:%u with %u loops%s", config->listen_host,
+             config->listen_port, s.nloops, config->tls_cert ? " (TLS)" : "");
     if (pg_feed_start(config) != 0)
         log_error("start_failed", "change feed: cannot start its thread");
     /* The main thread only waits for signals. */
@@ -582,7 +584,8 @@ static int cmd_serve(int argc, char **argv)
     log_set_node(node_uid);
     if (c.token_hmac_secret == NULL && c.token_rsa_public_key == NULL &&
         c.token_ecdsa_public_key == NULL && c.token_jwks_url == NULL && !c.allow_anonymous)
-        log_warn("no_token_key", "no token key is set (token_hmac_secret, token_rsa_public_key, "
+        log_warn("no_token_key",
+                 "no token key is set (token_hmac_secret, token_rsa_public_key, "
                  "token_ecdsa_public_key, token_jwks_url) and allow_anonymous is off: no client "
                  "can connect (run: herald genconfig -o herald.json)");
     if (c.api_key == NULL && c.n_api_keys == 0)

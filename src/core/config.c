@@ -24,8 +24,17 @@ extern char **environ;
 
 int config_load_json(struct config *c, const uint8_t *p, size_t len, char *err, size_t errlen);
 
-enum key_type { KEY_LISTEN, KEY_STRING, KEY_BOOL, KEY_UINT, KEY_LIST, KEY_ENGINE, KEY_NS, KEY_FEED,
-               KEY_LOG };
+enum key_type {
+    KEY_LISTEN,
+    KEY_STRING,
+    KEY_BOOL,
+    KEY_UINT,
+    KEY_LIST,
+    KEY_ENGINE,
+    KEY_NS,
+    KEY_FEED,
+    KEY_LOG
+};
 
 struct key {
     const char *name;

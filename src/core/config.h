@@ -100,8 +100,8 @@ struct config {
     char **trusted_proxies;            /* CIDRs whose X-Forwarded-For / X-Real-IP are believed */
     size_t n_trusted_proxies;
     char *tls_cert, *tls_key;          /* PEM files: TLS on the listener, reloaded on SIGHUP */
-    int log_format;               /* LOG_JSON (default) or LOG_TEXT (core/log.h) */
-    int log_level;                /* the least level logged: LOG_INFO by default */
+    int log_format;                    /* LOG_JSON (default) or LOG_TEXT (core/log.h) */
+    int log_level;                     /* the least level logged: LOG_INFO by default */
     char engine[16];              /* "memory" (default) or "redis" */
     char **redis_urls; /* redis[s]://[user:password@]host:port[/db], one per shard */
     size_t n_redis_urls;

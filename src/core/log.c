@@ -173,8 +173,7 @@ size_t log_format_line(char *out, size_t cap, enum log_format format, enum log_l
     gmtime_r(&now->tv_sec, &tm);
     char time[80];
     snprintf(time, sizeof(time), "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ", tm.tm_year + 1900,
-             tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
-             now->tv_nsec / 1000000);
+             tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, now->tv_nsec / 1000000);
     struct line l = {out, 0, cap - 2};
     if (format == LOG_TEXT) {
         /* Today's line, and whom it is about after it. */
@@ -238,8 +237,8 @@ static void write_line(enum log_level level, const char *event, const struct log
                        uint64_t suppressed, const char *msg, const struct timespec *ts)
 {
     char line[LINE_MAX_BYTES];
-    size_t n = log_format_line(line, sizeof(line), (enum log_format)log_format, level, event,
-                               who, suppressed, msg, ts);
+    size_t n = log_format_line(line, sizeof(line), (enum log_format)log_format, level, event, who,
+                               suppressed, msg, ts);
     size_t off = 0;
     while (off < n) {
         ssize_t w = write(STDERR_FILENO, line + off, n - off);
@@ -251,8 +250,8 @@ static void write_line(enum log_level level, const char *event, const struct log
     }
 }
 
-void log_event(enum log_level level, const char *event, const struct log_who *who,
-               const char *fmt, ...)
+void log_event(enum log_level level, const char *event, const struct log_who *who, const char *fmt,
+               ...)
 {
     if ((int)level < log_min_level)
         return;
@@ -292,8 +291,8 @@ static void summarise(struct rate *r, const struct timespec *ts)
     r->suppressed = 0;
 }
 
-void log_client(enum log_level level, const char *event, const struct log_who *who,
-                const char *fmt, ...)
+void log_client(enum log_level level, const char *event, const struct log_who *who, const char *fmt,
+                ...)
 {
     if ((int)level < log_min_level)
         return;

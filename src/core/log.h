@@ -32,16 +32,16 @@ void log_set_node(const char *node);
 
 /* Any thread: one line, one write(2). event is a short stable snake_case name
  * ("listening", "redis_down"); fmt makes the human msg. */
-void log_event(enum log_level level, const char *event, const struct log_who *who,
-               const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+void log_event(enum log_level level, const char *event, const struct log_who *who, const char *fmt,
+               ...) __attribute__((format(printf, 4, 5)));
 
 /* As log_event, for what a bad client can cause at will (a refused handshake, an
  * invalid token): at most LOG_CLIENT_RATE lines per second of each event on this
  * thread (no lock: the counters are the thread's); the suppressed ones are summarised
  * in one line ("1,204 similar lines suppressed") by log_tick or the next call. event
  * must be a string literal (compared by address). */
-void log_client(enum log_level level, const char *event, const struct log_who *who,
-                const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+void log_client(enum log_level level, const char *event, const struct log_who *who, const char *fmt,
+                ...) __attribute__((format(printf, 4, 5)));
 
 /* Once a second on each loop thread: the summaries of seconds that are over. */
 void log_tick(void);

@@ -781,7 +781,8 @@ static void on_script_loaded(struct redis *r, void *arg, redisReply *reply)
     if (reply && reply->type == REDIS_REPLY_STRING && reply->len == 40)
         memcpy(sha, reply->str, 41);
     else if (reply)
-        log_warn("redis_script_failed", "redis: SCRIPT LOAD: %s", reply->type == REDIS_REPLY_ERROR ? reply->str : "?");
+        log_warn("redis_script_failed", "redis: SCRIPT LOAD: %s",
+                 reply->type == REDIS_REPLY_ERROR ? reply->str : "?");
 }
 
 static void conn_ready(struct rconn *c);
@@ -1676,7 +1677,8 @@ static struct request *own_request(const struct rchan *c)
  * the subscribers learn of the loss. */
 static void went_back(struct redis *r, struct rchan *c, const struct engine_pos *pos)
 {
-    log_warn("redis_stream_reset", "redis: %.*s: the stream went back from offset %llu to %llu (a failover before "
+    log_warn("redis_stream_reset",
+             "redis: %.*s: the stream went back from offset %llu to %llu (a failover before "
              "replication); a new epoch",
              (int)c->name_len, c->name, (unsigned long long)c->last,
              (unsigned long long)pos->offset);
@@ -1821,7 +1823,8 @@ static void on_fill(struct redis *r, void *arg, redisReply *reply)
     } else if (lost) {
         /* The stream no longer holds what this node missed: never silently, the
          * subscribers resubscribe and learn that they did not recover. */
-        log_warn("redis_publications_lost", "redis: %.*s: publications lost for this node (epoch %s, offset %llu after %llu)",
+        log_warn("redis_publications_lost",
+                 "redis: %.*s: publications lost for this node (epoch %s, offset %llu after %llu)",
                  (int)q->ch_len, q->ch, q->pos.epoch, (unsigned long long)q->pos.offset,
                  (unsigned long long)c->last);
         if (r->e.events.lost)
@@ -2899,7 +2902,8 @@ static int parse_url(const char *name, const char *url, struct shard *sh, char *
     char host[256], port[16] = "6379";
     size_t hl = (size_t)((colon ? colon : hostend) - p);
     if (hl == 0 || hl >= sizeof(host)) {
-        snprintf(err, errlen, "%s: %s: expected a host", name, log_redact_url(url, red, sizeof(red)));
+        snprintf(err, errlen, "%s: %s: expected a host", name,
+                 log_redact_url(url, red, sizeof(red)));
         return -1;
     }
     memcpy(host, p, hl);
@@ -2972,7 +2976,8 @@ static struct shard *shard_at(struct redis *r, const struct shard *from,
         uv_ip6_addr(host, ep->port, (struct sockaddr_in6 *)&addr) != 0) {
         /* A name would need a resolver call on the loop; clusters announce addresses
          * unless told otherwise (cluster-preferred-endpoint-type). */
-        log_warn("redis_cluster_bad_node", "redis: cluster node %s:%u is not an address; ignored", host, ep->port);
+        log_warn("redis_cluster_bad_node", "redis: cluster node %s:%u is not an address; ignored",
+                 host, ep->port);
         return NULL;
     }
     for (unsigned i = 0; i < r->nshards; i++) {
@@ -2991,7 +2996,8 @@ static struct shard *shard_at(struct redis *r, const struct shard *from,
         }
     }
     if (r->nshards == r->cap) {
-        log_warn("redis_cluster_too_many", "redis: more than %u cluster masters; %s:%u ignored", r->cap, host, ep->port);
+        log_warn("redis_cluster_too_many", "redis: more than %u cluster masters; %s:%u ignored",
+                 r->cap, host, ep->port);
         return NULL;
     }
     struct shard *sh = &r->shards[r->nshards];
@@ -3067,14 +3073,16 @@ static void on_slots(struct redis *r, void *arg, redisReply *reply)
     r->remapping = 0;
     if (reply == NULL || reply->type != REDIS_REPLY_ARRAY) {
         if (reply && reply->type == REDIS_REPLY_ERROR)
-            log_warn("redis_cluster_slots_failed", "redis: %s: CLUSTER SLOTS: %s", from->url, reply->str);
+            log_warn("redis_cluster_slots_failed", "redis: %s: CLUSTER SLOTS: %s", from->url,
+                     reply->str);
         return;
     }
     struct redis_slot_range *ranges =
         reply->elements ? malloc(reply->elements * sizeof(*ranges)) : NULL;
     int n = redis_slots_parse(reply, ranges, reply->elements);
     if (n < 0 || (reply->elements && ranges == NULL)) {
-        log_warn("redis_cluster_slots_failed", "redis: %s: CLUSTER SLOTS: not a slot map; ignored", from->url);
+        log_warn("redis_cluster_slots_failed", "redis: %s: CLUSTER SLOTS: not a slot map; ignored",
+                 from->url);
         free(ranges);
         return;
     }

@@ -486,8 +486,7 @@ static void on_shared_admit(void *ud, int allowed)
 }
 
 /* A refused handshake, rate-limited: a bad client sends them as fast as it likes. */
-static void log_refused(struct conn *c, const struct http_request *r, int status,
-                        const char *why)
+static void log_refused(struct conn *c, const struct http_request *r, int status, const char *why)
 {
     if (log_min_level > LOG_INFO)
         return;
@@ -675,8 +674,8 @@ static void route(struct http_conn *h, const struct http_request *r, uint8_t *bo
         }
         static const char ok[] = "{\"status\":\"ready\"}";
         if (ready)
-            respond_full(c, 200, "application/json", (const uint8_t *)ok, sizeof(ok) - 1, ka,
-                         NULL, head);
+            respond_full(c, 200, "application/json", (const uint8_t *)ok, sizeof(ok) - 1, ka, NULL,
+                         head);
         else
             respond_full(c, 503, "application/json", detail.p, detail.len, ka, NULL, head);
         buf_free(&detail);

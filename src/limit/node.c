@@ -154,7 +154,8 @@ static void on_shared(void *ud, int status, int allowed)
     if (status != 0) {
         metrics_add(a->slot, METRIC_LIMIT_LOCAL_FALLBACK, 1);
         if (atomic_exchange(&L.shared_down, 1) == 0)
-            log_warn("limits_local", "limits: the engine cannot be asked (status %d): per-IP and per-user "
+            log_warn("limits_local",
+                     "limits: the engine cannot be asked (status %d): per-IP and per-user "
                      "limits apply on this node alone",
                      status);
         allowed = 1;

@@ -109,7 +109,8 @@ static int probe_address(const char *host, uint16_t port)
     if (rc == 0)
         return 0;
     if (err == EADDRINUSE)
-        log_error("listen_failed", "listen %s:%u: address already in use (by another herald or another "
+        log_error("listen_failed",
+                  "listen %s:%u: address already in use (by another herald or another "
                   "server); refusing to share it",
                   host, port);
     else
@@ -153,7 +154,8 @@ static void on_accept(uv_poll_t *h, int status, int events)
                 /* Out of descriptors: the pending connection stays in the backlog and the
                  * listener stays readable, so a level-triggered poll would spin. Stop
                  * accepting until the next tick (one second). */
-                log_warn("accept_paused", "accept: %s (connections: %lu); pausing accepts for a second",
+                log_warn("accept_paused",
+                         "accept: %s (connections: %lu); pausing accepts for a second",
                          strerror(errno), (unsigned long)metrics_sum(METRIC_CONNECTIONS));
                 uv_poll_stop(&l->listen_poll);
                 l->accept_paused = 1;

@@ -286,7 +286,8 @@ static void on_reset(void *ud, int status)
  * theirs. */
 static int replace_lost_slot(PGconn *pg, const struct change_feed *f, char *why, size_t n)
 {
-    log_error("feed_slot_invalidated", "change feed: replication slot %s was invalidated (it fell behind "
+    log_error("feed_slot_invalidated",
+              "change feed: replication slot %s was invalidated (it fell behind "
               "max_slot_wal_keep_size): the changes committed meanwhile are lost; the change "
               "channels start new streams and a new slot is made",
               f->slot);
@@ -347,7 +348,8 @@ static int set_up(PGconn *pg, const struct change_feed *f, char *why, size_t n)
         buf_append_char(&b, 0);
         if (b.oom || run(pg, (const char *)b.p, why, n) != 0)
             goto out;
-        log_info("feed_publication", "change feed: publication %s over %zu tables", f->publication, f->n_tables);
+        log_info("feed_publication", "change feed: publication %s over %zu tables", f->publication,
+                 f->n_tables);
     }
     for (size_t i = 0; i < f->n_tables; i++) {
         const struct feed_table *t = &f->tables[i];
@@ -430,7 +432,8 @@ static void on_published(void *ud, int status, const struct engine_pos *pos)
 {
     struct txn *t = ud;
     if (status != 0 && status != ENGINE_ERR_NOT_AVAILABLE)
-        log_warn("feed_publish_refused", "change feed: a publication was refused by the engine (%d)", status);
+        log_warn("feed_publish_refused",
+                 "change feed: a publication was refused by the engine (%d)", status);
     pthread_mutex_lock(&F.lock);
     t->remaining--;
     F.inflight--;
@@ -540,7 +543,8 @@ static void publish(const char *ch, size_t ch_len, const uint8_t *data, size_t l
 {
     const struct ns_opts *ns = config_namespace(F.config, (const uint8_t *)ch, ch_len);
     if (ns == NULL) {
-        log_warn("feed_no_namespace", "change feed: %.*s: no such namespace; not published", (int)ch_len, ch);
+        log_warn("feed_no_namespace", "change feed: %.*s: no such namespace; not published",
+                 (int)ch_len, ch);
         return;
     }
     char key[40];
@@ -709,7 +713,8 @@ static int on_xlog(const uint8_t *p, size_t len, uint64_t lsn)
 {
     struct pgo_msg m;
     if (pgo_parse(p, len, &m, F.vals, 2 * MAX_COLUMNS) != 0) {
-        log_error("feed_bad_message", "change feed: a pgoutput message herald cannot read (%zu bytes at %llx)", len,
+        log_error("feed_bad_message",
+                  "change feed: a pgoutput message herald cannot read (%zu bytes at %llx)", len,
                   (unsigned long long)lsn);
         return -1;
     }
@@ -899,7 +904,8 @@ static void *feed_main(void *arg)
                 F.status[0] = 0;
                 pthread_mutex_unlock(&F.lock);
                 if (!was)
-                    log_info("feed_standby", "change feed: another node streams slot %s; standing by",
+                    log_info("feed_standby",
+                             "change feed: another node streams slot %s; standing by",
                              c->feed.slot);
                 wait = STANDBY_RETRY_MS;
             } else {

@@ -103,8 +103,8 @@ TEST(test_log_json_cut_anywhere_still_parses)
     struct log_who who = {"c-1", user, "::1", 3501};
     static char out[4000];
     for (size_t cap = 64; cap <= sizeof(out); cap += 13) {
-        size_t n = log_format_line(out, cap, LOG_JSON, LOG_INFO, "client_disconnected", &who,
-                                   7, msg, &T0);
+        size_t n =
+            log_format_line(out, cap, LOG_JSON, LOG_INFO, "client_disconnected", &who, 7, msg, &T0);
         CHECK(n <= cap && n > 2 && out[n - 1] == '\n');
         jsmntok_t t[64];
         int ntok = json_tokenize((const uint8_t *)out, n - 1, t, 64);
