@@ -634,6 +634,114 @@ static void api_disconnect(struct call *r)
     api_user_control(r, SESSION_DISCONNECT);
 }
 
+/* ---- batch ---- */
+
+/* Commands one batch may carry: each holds a reply until the last is answered. */
+#define BATCH_MAX 1000
+
+/* One command of a batch: its reply, once answered. */
+struct batch_item {
+    struct batch *b;
+    struct buf out;
+    char name[16];
+};
+
+/* Centrifugo's batch: {"commands": [{"publish": {...}}, {"broadcast": {...}}, ...]}, answered
+ * {"replies": [{"publish": {...}}, {"error": {...}}, ...]} in the order of the commands.
+ * Each command runs as the method would alone (its body a copy of its object); they are
+ * all issued at once, in order, so on Redis they share the round trips and a channel's
+ * publications keep their order. */
+struct batch {
+    struct call *r;
+    size_t n, left;
+    struct batch_item items[];
+};
+
+static void batch_finish(struct batch *b)
+{
+    struct call *r = b->r;
+    buf_append_str(&r->out, "{\"replies\":[");
+    for (size_t i = 0; i < b->n; i++) {
+        if (i)
+            buf_append_char(&r->out, ',');
+        buf_append(&r->out, b->items[i].out.p, b->items[i].out.len);
+        buf_free(&b->items[i].out);
+    }
+    buf_append_str(&r->out, "]}");
+    free(b);
+    finish(r);
+}
+
+/* A command's answer: {"result": X} becomes {"<method>": X}; an error object stays. */
+static void on_batch_reply(void *ud, int status, const uint8_t *body, size_t len)
+{
+    struct batch_item *it = ud;
+    static const char result[] = "{\"result\":";
+    size_t rl = sizeof(result) - 1;
+    if (len > rl + 1 && memcmp(body, result, rl) == 0 && body[len - 1] == '}') {
+        buf_appendf(&it->out, "{\"%s\":", it->name);
+        buf_append(&it->out, body + rl, len - rl);
+    } else if (len > 0 && body[0] == '{') {
+        buf_append(&it->out, body, len);
+    } else {
+        error(&it->out, PROTO_ERR_INTERNAL);
+    }
+    if (--it->b->left == 0)
+        batch_finish(it->b);
+}
+
+static void api_batch(struct call *r)
+{
+    int cmds = json_obj_get(r->js, r->t, r->n, 0, "commands");
+    if (cmds < 0 || r->t[cmds].type != JSMN_ARRAY || r->t[cmds].size > BATCH_MAX) {
+        fail(r, r->t && cmds >= 0 && r->t[cmds].type == JSMN_ARRAY ? PROTO_ERR_LIMIT_EXCEEDED
+                                                                    : PROTO_ERR_BAD_REQUEST);
+        return;
+    }
+    size_t n = (size_t)r->t[cmds].size;
+    struct batch *b = calloc(1, sizeof(*b) + n * sizeof(b->items[0]));
+    if (b == NULL) {
+        fail(r, PROTO_ERR_INTERNAL);
+        return;
+    }
+    b->r = r;
+    b->n = n;
+    b->left = n + 1; /* the loop below holds one: answers may come before it ends */
+    for (int i = cmds + 1, k = 0; (size_t)k < n; k++, i = json_skip(r->t, r->n, i)) {
+        struct batch_item *it = &b->items[k];
+        it->b = b;
+        it->out = (struct buf)BUF_INIT;
+        const jsmntok_t *c = &r->t[i];
+        /* One member, the method, whose value is its request object. */
+        if (c->type != JSMN_OBJECT || c->size != 1 || r->t[i + 1].type != JSMN_STRING ||
+            r->t[i + 2].type != JSMN_OBJECT) {
+            error(&it->out, PROTO_ERR_BAD_REQUEST);
+            b->left--;
+            continue;
+        }
+        struct json_span name = json_tok_span(r->js, &r->t[i + 1]);
+        if (!api_method_known(name.p, name.len) ||
+            (name.len == 5 && memcmp(name.p, "batch", 5) == 0)) {
+            error(&it->out, PROTO_ERR_METHOD_NOT_FOUND);
+            b->left--;
+            continue;
+        }
+        memcpy(it->name, name.p, name.len); /* a known method's name: short */
+        struct json_span req = json_tok_raw(r->js, &r->t[i + 2]);
+        uint8_t *copy = malloc(req.len ? req.len : 1);
+        if (copy == NULL) {
+            error(&it->out, PROTO_ERR_INTERNAL);
+            b->left--;
+            continue;
+        }
+        memcpy(copy, req.p, req.len);
+        api_handle(name.p, name.len, copy, req.len, on_batch_reply, it);
+        free(copy); /* borrowed for the call only */
+    }
+    if (--b->left == 0)
+        batch_finish(b);
+}
+
 /* ---- dispatch ---- */
 
 static const struct method {
@@ -652,6 +760,7 @@ static const struct method {
     {"disconnect", api_disconnect, 0},
     {"presence", api_presence_members, 0},
     {"presence_stats", api_presence_stats, 0},
+    {"batch", api_batch, 0},
 };
 
 static const struct method *find_method(const uint8_t *name, size_t name_len)
