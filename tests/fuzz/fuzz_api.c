@@ -16,7 +16,7 @@
 
 static const char *methods[] = {"publish", "broadcast", "info", "channels", "history",
                                 "history_remove", "subscribe", "unsubscribe", "disconnect",
-                                "presence", "presence_stats", "nope"};
+                                "presence", "presence_stats", "nope", "batch"};
 
 static struct config config;
 
