@@ -314,23 +314,15 @@ static int verify_pkey(const struct jwt_key *key, enum jwt_alg alg, const uint8_
     return ok;
 }
 
-/* A string claim, unescaped in place inside the payload; absent gives an empty span. */
+/* A string claim, unescaped in place inside the payload; absent gives an empty span (not
+ * NULL: callers compare it with memcmp). 0, or -1 not a string. */
 static int claim_string(uint8_t *js, const jsmntok_t *t, int ntok, const char *key,
                         struct json_span *out)
 {
-    int i = json_obj_get(js, t, ntok, 0, key);
-    out->p = js;
-    out->len = 0;
-    if (i < 0)
-        return 0;
-    if (t[i].type != JSMN_STRING)
-        return -1;
-    ssize_t n = json_unescape(js + t[i].start, (size_t)(t[i].end - t[i].start));
-    if (n < 0)
-        return -1;
-    out->p = js + t[i].start;
-    out->len = (size_t)n;
-    return 0;
+    int rc = json_obj_string(js, t, ntok, 0, key, out);
+    if (rc == 0)
+        out->p = js;
+    return rc < 0 ? -1 : 0;
 }
 
 static int claim_int(const uint8_t *js, const jsmntok_t *t, int ntok, const char *key, int64_t *out,

@@ -206,23 +206,6 @@ static uint8_t *b64_member(const uint8_t *js, const jsmntok_t *t, int ntok, int 
     return out;
 }
 
-/* An optional string member, unescaped in place: 1 present (span set), 0 absent, -1 bad. */
-static int str_member(uint8_t *js, const jsmntok_t *t, int ntok, int obj, const char *name,
-                      struct json_span *out)
-{
-    int i = json_obj_get(js, t, ntok, obj, name);
-    if (i < 0)
-        return 0;
-    if (t[i].type != JSMN_STRING)
-        return -1;
-    ssize_t n = json_unescape(js + t[i].start, (size_t)(t[i].end - t[i].start));
-    if (n < 0)
-        return -1;
-    out->p = js + t[i].start;
-    out->len = (size_t)n;
-    return 1;
-}
-
 static int span_is(struct json_span s, const char *lit)
 {
     return s.len == strlen(lit) && memcmp(s.p, lit, s.len) == 0;
@@ -319,12 +302,12 @@ static int jwk_parse(uint8_t *js, const jsmntok_t *t, int ntok, int obj, struct 
     if (t[obj].type != JSMN_OBJECT)
         return -1;
     struct json_span kty = {0}, kid = {0}, alg = {0}, use = {0}, crv = {0};
-    if (str_member(js, t, ntok, obj, "kty", &kty) != 1 ||
-        str_member(js, t, ntok, obj, "kid", &kid) != 1 || kid.len == 0 || kid.len > JWT_MAX_KID)
+    if (json_obj_string(js, t, ntok, obj, "kty", &kty) != 1 ||
+        json_obj_string(js, t, ntok, obj, "kid", &kid) != 1 || kid.len == 0 || kid.len > JWT_MAX_KID)
         return -1;
-    int has_alg = str_member(js, t, ntok, obj, "alg", &alg);
-    int has_use = str_member(js, t, ntok, obj, "use", &use);
-    int has_crv = str_member(js, t, ntok, obj, "crv", &crv);
+    int has_alg = json_obj_string(js, t, ntok, obj, "alg", &alg);
+    int has_use = json_obj_string(js, t, ntok, obj, "use", &use);
+    int has_crv = json_obj_string(js, t, ntok, obj, "crv", &crv);
     /* RFC 7517 section 4.2: "sig" keys verify; "enc" ones are not for us. */
     if (has_alg < 0 || has_use < 0 || has_crv < 0 || (has_use && !span_is(use, "sig")))
         return -1;

@@ -513,3 +513,21 @@ ssize_t json_unescape(uint8_t *p, size_t len)
     }
     return (ssize_t)w;
 }
+
+int json_obj_string(uint8_t *js, const jsmntok_t *t, int ntok, int obj, const char *key,
+                    struct json_span *out)
+{
+    out->p = NULL;
+    out->len = 0;
+    int i = json_obj_get(js, t, ntok, obj, key);
+    if (i < 0)
+        return 0;
+    if (t[i].type != JSMN_STRING)
+        return -1;
+    ssize_t n = json_unescape(js + t[i].start, (size_t)(t[i].end - t[i].start));
+    if (n < 0)
+        return -1;
+    out->p = js + t[i].start;
+    out->len = (size_t)n;
+    return 1;
+}

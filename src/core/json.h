@@ -39,6 +39,11 @@ int json_skip(const jsmntok_t *t, int ntok, int i);
  * Keys are compared with their raw (escaped) bytes. */
 int json_obj_get(const uint8_t *js, const jsmntok_t *t, int ntok, int obj, const char *key);
 
+/* The string member key of the object at token obj, unescaped in place (js writable): 1
+ * present (out set), 0 absent (out {NULL, 0}), -1 not a string or a bad escape. */
+int json_obj_string(uint8_t *js, const jsmntok_t *t, int ntok, int obj, const char *key,
+                    struct json_span *out);
+
 /* Does string token i equal s (raw bytes)? */
 int json_tok_eq(const uint8_t *js, const jsmntok_t *tok, const char *s);
 

@@ -92,20 +92,7 @@ static void fail(struct call *r, int code)
 /* A string member, unescaped in place; NULL span when absent. -1 when not a string. */
 static int get_string(struct call *r, int obj, const char *key, struct json_span *out)
 {
-    out->p = NULL;
-    out->len = 0;
-    int i = json_obj_get(r->js, r->t, r->n, obj, key);
-    if (i < 0)
-        return 0;
-    if (r->t[i].type != JSMN_STRING)
-        return -1;
-    uint8_t *p = r->js + r->t[i].start;
-    ssize_t len = json_unescape(p, (size_t)(r->t[i].end - r->t[i].start));
-    if (len < 0)
-        return -1;
-    out->p = p;
-    out->len = (size_t)len;
-    return 0;
+    return json_obj_string(r->js, r->t, r->n, obj, key, out) < 0 ? -1 : 0;
 }
 
 /* A channel over max_channel_length makes the whole call 400 (with error 107): the
