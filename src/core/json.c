@@ -46,39 +46,45 @@ static int is_digit(uint8_t c)
     return c >= '0' && c <= '9';
 }
 
-/* RFC 8259 section 6: -? (0 | [1-9][0-9]*) (. [0-9]+)? ([eE] [+-]? [0-9]+)? */
-static int valid_number(const uint8_t *s, size_t n)
+int json_scan_number(const uint8_t *p, size_t n, size_t *i)
 {
-    size_t i = 0;
-    if (i < n && s[i] == '-')
-        i++;
-    if (i == n)
+    size_t j = *i;
+    if (j < n && p[j] == '-')
+        j++;
+    if (j == n)
         return 0;
-    if (s[i] == '0') {
-        i++;
-    } else if (s[i] >= '1' && s[i] <= '9') {
-        while (i < n && is_digit(s[i]))
-            i++;
+    if (p[j] == '0') {
+        j++;
+    } else if (p[j] >= '1' && p[j] <= '9') {
+        while (j < n && is_digit(p[j]))
+            j++;
     } else {
         return 0;
     }
-    if (i < n && s[i] == '.') {
-        i++;
-        if (i == n || !is_digit(s[i]))
+    if (j < n && p[j] == '.') {
+        j++;
+        if (j == n || !is_digit(p[j]))
             return 0;
-        while (i < n && is_digit(s[i]))
-            i++;
+        while (j < n && is_digit(p[j]))
+            j++;
     }
-    if (i < n && (s[i] == 'e' || s[i] == 'E')) {
-        i++;
-        if (i < n && (s[i] == '+' || s[i] == '-'))
-            i++;
-        if (i == n || !is_digit(s[i]))
+    if (j < n && (p[j] == 'e' || p[j] == 'E')) {
+        j++;
+        if (j < n && (p[j] == '+' || p[j] == '-'))
+            j++;
+        if (j == n || !is_digit(p[j]))
             return 0;
-        while (i < n && is_digit(s[i]))
-            i++;
+        while (j < n && is_digit(p[j]))
+            j++;
     }
-    return i == n;
+    *i = j;
+    return 1;
+}
+
+static int valid_number(const uint8_t *s, size_t n)
+{
+    size_t i = 0;
+    return json_scan_number(s, n, &i) && i == n;
 }
 
 static int span_is(const uint8_t *s, size_t n, const char *lit)

@@ -32,6 +32,10 @@ struct json_span {
  * deeper than JSON_MAX_DEPTH or too many tokens. */
 int json_tokenize(const uint8_t *p, size_t len, jsmntok_t *t, unsigned n);
 
+/* A JSON number (RFC 8259 section 6: -? (0 | [1-9][0-9]*) (. [0-9]+)? ([eE] [+-]? [0-9]+)?)
+ * at p[*i], within p[0..n): 1 and *i past it, or 0 (*i unchanged). */
+int json_scan_number(const uint8_t *p, size_t n, size_t *i);
+
 /* Index of the first token after the subtree rooted at token i. */
 int json_skip(const jsmntok_t *t, int ntok, int i);
 

@@ -6,6 +6,8 @@
 #include <string.h>
 #include <time.h>
 
+#include "core/json.h"
+
 /* ---- a bounds-checked big-endian reader ---------------------------------------------- */
 
 /* A read that does not fit sets bad and empties the reader, so that every later read
@@ -416,47 +418,11 @@ static int is_digit(uint8_t c)
     return c >= '0' && c <= '9';
 }
 
-/* RFC 8259 section 6: -? (0 | [1-9][0-9]*) (. [0-9]+)? ([eE] [+-]? [0-9]+)?, from p[*i];
- * *i moves past it. */
-static int scan_number(const uint8_t *p, size_t n, size_t *i)
-{
-    size_t j = *i;
-    if (j < n && p[j] == '-')
-        j++;
-    if (j == n)
-        return 0;
-    if (p[j] == '0') {
-        j++;
-    } else if (p[j] >= '1' && p[j] <= '9') {
-        while (j < n && is_digit(p[j]))
-            j++;
-    } else {
-        return 0;
-    }
-    if (j < n && p[j] == '.') {
-        j++;
-        if (j == n || !is_digit(p[j]))
-            return 0;
-        while (j < n && is_digit(p[j]))
-            j++;
-    }
-    if (j < n && (p[j] == 'e' || p[j] == 'E')) {
-        j++;
-        if (j < n && (p[j] == '+' || p[j] == '-'))
-            j++;
-        if (j == n || !is_digit(p[j]))
-            return 0;
-        while (j < n && is_digit(p[j]))
-            j++;
-    }
-    *i = j;
-    return 1;
-}
 
 static int json_number(const uint8_t *p, size_t n)
 {
     size_t i = 0;
-    return scan_number(p, n, &i) && i == n;
+    return json_scan_number(p, n, &i) && i == n;
 }
 
 static int is_hex(uint8_t c)
@@ -546,7 +512,7 @@ static int json_valid(const uint8_t *p, size_t n)
         } else if (c == 't' || c == 'f' || c == 'n') {
             if (!scan_literal(p, n, &i, c == 't' ? "true" : c == 'f' ? "false" : "null"))
                 return 0;
-        } else if (!scan_number(p, n, &i)) {
+        } else if (!json_scan_number(p, n, &i)) {
             return 0;
         }
         /* A value ended: close containers, or go on to the next member or element. */
