@@ -641,6 +641,7 @@ struct batch_item {
 struct batch {
     struct call *r;
     size_t n, left;
+    size_t bytes; /* of the replies kept: bounded by client_queue_max (the first is kept) */
     struct batch_item items[];
 };
 
@@ -665,7 +666,11 @@ static void on_batch_reply(void *ud, int status, const uint8_t *body, size_t len
     struct batch_item *it = ud;
     static const char result[] = "{\"result\":";
     size_t rl = sizeof(result) - 1;
-    if (len > rl + 1 && memcmp(body, result, rl) == 0 && body[len - 1] == '}') {
+    /* Replies wait for the last one: a batch of large answers (1,000 history calls) would
+     * hold a thousand times what one call may. Past the bound, error 106 in their place. */
+    if (it->b->bytes && it->b->bytes + len > ctx.config->client_queue_max) {
+        error(&it->out, PROTO_ERR_LIMIT_EXCEEDED);
+    } else if (len > rl + 1 && memcmp(body, result, rl) == 0 && body[len - 1] == '}') {
         buf_appendf(&it->out, "{\"%s\":", it->name);
         buf_append(&it->out, body + rl, len - rl);
     } else if (len > 0 && body[0] == '{') {
@@ -673,6 +678,7 @@ static void on_batch_reply(void *ud, int status, const uint8_t *body, size_t len
     } else {
         error(&it->out, PROTO_ERR_INTERNAL);
     }
+    it->b->bytes += it->out.len;
     if (--it->b->left == 0)
         batch_finish(it->b);
 }

@@ -4,6 +4,7 @@
 // two nodes on Redis; a bad command is an error in its place, not the batch's.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
 
 import { start, withHerald } from './lib/herald.mjs';
 import { makeClient } from './lib/centrifuge.mjs';
@@ -64,6 +65,28 @@ test('batch: replies in command order, errors in place, publications delivered i
         assert.deepEqual((await h.api('batch', { commands: many })).json,
             { error: { code: 106, message: 'limit exceeded' } });
         assert.deepEqual((await h.api('batch', { commands: [] })).json, { replies: [] });
+    });
+});
+
+test('batch: the replies one batch holds are bounded by client_queue_max (error 106 past it), memory measured', async () => {
+    const config = { client_queue_max: 8 << 20, namespaces: { '': {}, h: { history_size: 100, history_ttl: 300 } } };
+    // The release build: ASan's quarantine keeps freed answers resident and says nothing of herald.
+    await withHerald({ config, bin: 'release' }, async (h) => {
+        const pad = 'p'.repeat(60000);
+        for (let i = 0; i < 100; i += 10) {
+            const r = await h.api('batch', { commands: Array.from({ length: 10 }, (_, k) => ({ publish: { channel: 'h:big', data: { i: i + k, pad } } })) });
+            assert.ok(r.json.replies.every((x) => x.publish), JSON.stringify(r.json).slice(0, 200));
+        }
+        // Each history answer is about 6 MB: 40 of them would hold 240 MB until the last.
+        const hwm = () => Number(/^VmHWM:\s+(\d+)/m.exec(readFileSync(`/proc/${h.child.pid}/status`, 'utf8'))[1]) / 1024;
+        const before = hwm();
+        const r = await h.api('batch', { commands: Array.from({ length: 40 }, () => ({ history: { channel: 'h:big', limit: -1 } })) });
+        const grew = hwm() - before;
+        assert.ok(grew < 100, `peak RSS grew by ${grew.toFixed(1)} MB`);
+        const replies = r.json.replies;
+        assert.equal(replies.length, 40);
+        assert.equal(replies[0].history.publications.length, 100);
+        assert.ok(replies.slice(1).every((x) => x.error && x.error.code === 106), 'past the bound: 106');
     });
 });
 
