@@ -27,7 +27,11 @@ enum conn_state {
     CS_CLOSING, /* close frame sent or uv_close pending */
 };
 
-#define READ_CHUNK 65536
+/* One read() takes up to this much: under a flood a read holds hundreds of frames, parsed
+ * in place; only the partial frame at its end is copied (to the connection's tail). */
+#define RBUF_SIZE (256u * 1024u)
+/* A tail longer than this (a frame over 128 KiB in progress) is read into directly. */
+#define TAIL_INLINE_MAX (RBUF_SIZE / 2)
 #define HANDSHAKE_TIMEOUT_NS (15ull * 1000000000ull)
 
 struct wconn {
@@ -40,7 +44,7 @@ struct wconn {
     uint8_t counted;    /* its failure/loss already counted */
     uint8_t need_pub;   /* churn: subscribed, its publication not yet sent */
     struct ws_reader rd;
-    uint8_t *tail; /* unparsed bytes (a partial frame or handshake reply) */
+    uint8_t *tail; /* unparsed bytes (a partial frame or handshake reply), copied out of rbuf */
     uint32_t tail_len;
     uint32_t tail_cap;
     char *accept; /* expected Sec-WebSocket-Accept while handshaking */
@@ -77,8 +81,9 @@ struct worker {
     uint64_t cycles;        /* churn cycles started */
     uint64_t rng;
     uint64_t t_progress; /* last progress message */
+    uint64_t now; /* the clock at the current read: every publication it holds is timed by it */
     struct bench_stats st;
-    uint8_t rbuf[READ_CHUNK];
+    uint8_t rbuf[RBUF_SIZE];
 };
 
 static const struct ws_limits limits = {16u << 20, 16u << 20};
@@ -377,15 +382,12 @@ static void on_subscribed(struct wconn *c)
     }
 }
 
-static void on_publication(struct wconn *c, const uint8_t *p, size_t len)
+/* Publication seq of connection c, timed t by the publisher, received at wk->now: counted
+ * once for loss, duplicates and order (exact: the last 64 sequence numbers are remembered). */
+static void count_publication(struct wconn *c, uint64_t t, uint64_t s)
 {
     struct worker *wk = c->wk;
-    uint64_t t, s;
-    if (scan_u64(p, len, "\"t\":", &t) != 0 || scan_u64(p, len, "\"s\":", &s) != 0) {
-        bench_err_add(wk->st.errs, "publication_unparsed", 1);
-        return;
-    }
-    uint64_t now = bench_now_ns();
+    uint64_t now = wk->now;
     bench_hist_record(&wk->st.latency, now > t ? now - t : 0);
     wk->st.t_last_delivery = now;
     uint32_t seq = (uint32_t)s;
@@ -425,6 +427,54 @@ static void on_publication(struct wconn *c, const uint8_t *p, size_t len)
         wk->st.completed++;
         conn_goodbye(c, 1000);
     }
+}
+
+static void on_publication(struct wconn *c, const uint8_t *p, size_t len)
+{
+    uint64_t t, s;
+    if (scan_u64(p, len, "\"t\":", &t) != 0 || scan_u64(p, len, "\"s\":", &s) != 0) {
+        bench_err_add(c->wk->st.errs, "publication_unparsed", 1);
+        return;
+    }
+    count_publication(c, t, s);
+}
+
+/* Digits at *q (below end) as a number; *q moves past them. -1 if there are none. */
+static inline int digits(const uint8_t **q, const uint8_t *end, uint64_t *out)
+{
+    const uint8_t *d = *q;
+    uint64_t v = 0;
+    while (d < end && (unsigned)(*d - '0') < 10)
+        v = v * 10 + (uint64_t)(*d++ - '0');
+    if (d == *q)
+        return -1;
+    *q = d;
+    *out = v;
+    return 0;
+}
+
+static const char push_head[] = "{\"push\":{\"channel\":\"";
+static const char pub_head[] = ",\"pub\":{\"data\":{\"t\":";
+
+/* The publication push herald (and herald-ceiling) frame for data the bench published:
+ * {"push":{"channel":"NAME","pub":{"data":{"t":T,"s":S,... Matched from the start of the
+ * message, no search: returns the byte after S's digits with *t and *s set, or NULL when p
+ * is anything else (handled by the general path). */
+static const uint8_t *pub_fast(const uint8_t *p, const uint8_t *end, uint64_t *t, uint64_t *s)
+{
+    const size_t ph = sizeof(push_head) - 1, pb = sizeof(pub_head) - 1;
+    if ((size_t)(end - p) < ph + pb + 8 || memcmp(p, push_head, ph) != 0)
+        return NULL;
+    const uint8_t *q = memchr(p + ph, '"', (size_t)(end - p - ph)); /* the name's end */
+    if (q == NULL || (size_t)(end - q) < 1 + pb + 6 || memcmp(q + 1, pub_head, pb) != 0)
+        return NULL;
+    q += 1 + pb;
+    if (digits(&q, end, t) != 0 || end - q < 6 || memcmp(q, ",\"s\":", 5) != 0)
+        return NULL;
+    q += 5;
+    if (digits(&q, end, s) != 0)
+        return NULL;
+    return q;
 }
 
 static void on_reply(struct wconn *c, const uint8_t *p, size_t len)
@@ -469,21 +519,30 @@ static void on_line(struct wconn *c, const uint8_t *p, size_t len)
         on_reply(c, p, len);
 }
 
+/* A text message: newline-separated replies and pushes, publications on the fast path. */
+static void on_text(struct wconn *c, const uint8_t *p, size_t len)
+{
+    const uint8_t *end = p + len;
+    while (p < end && c->state != CS_CLOSING) {
+        uint64_t t, s;
+        const uint8_t *q = pub_fast(p, end, &t, &s);
+        const uint8_t *nl = memchr(q ? q : p, '\n', (size_t)(end - (q ? q : p)));
+        const uint8_t *le = nl ? nl : end;
+        if (q != NULL)
+            count_publication(c, t, s);
+        else if (le > p)
+            on_line(c, p, (size_t)(le - p));
+        p = le + 1;
+    }
+}
+
 static int on_message(void *ud, int opcode, uint8_t *p, size_t len)
 {
     struct wconn *c = ud;
     switch (opcode) {
-    case WS_OP_TEXT: {
-        size_t i = 0;
-        while (i < len && c->state != CS_CLOSING) {
-            const uint8_t *nl = memchr(p + i, '\n', len - i);
-            size_t end = nl ? (size_t)(nl - p) : len;
-            if (end > i)
-                on_line(c, p + i, end - i);
-            i = end + 1;
-        }
+    case WS_OP_TEXT:
+        on_text(c, p, len);
         break;
-    }
     case WS_OP_BINARY:
         conn_error(c, "binary_frame");
         break;
@@ -511,43 +570,52 @@ static int on_message(void *ud, int opcode, uint8_t *p, size_t len)
 
 /* ---- reading ---- */
 
+/* Keep p[0..n) (the unparsed end of a read: a partial frame) in c->tail. */
 static void keep_tail(struct wconn *c, const uint8_t *p, size_t n)
 {
     if (n == 0) {
-        free(c->tail); /* idle connections keep no buffer */
-        c->tail = NULL;
-        c->tail_len = c->tail_cap = 0;
+        c->tail_len = 0;
+        if (c->tail_cap > 4096) { /* a large frame's buffer goes; small ones stay */
+            free(c->tail);
+            c->tail = NULL;
+            c->tail_cap = 0;
+        }
         return;
     }
     if (c->tail != NULL && p >= c->tail && p < c->tail + c->tail_cap) {
         memmove(c->tail, p, n);
     } else {
         if (c->tail_cap < n) {
-            uint8_t *t = realloc(c->tail, n + READ_CHUNK);
+            size_t cap = n < 512 ? 512 : n;
+            uint8_t *t = realloc(c->tail, cap);
             if (t == NULL) {
                 conn_error(c, "out_of_memory");
                 return;
             }
             c->tail = t;
-            c->tail_cap = (uint32_t)(n + READ_CHUNK);
+            c->tail_cap = (uint32_t)cap;
         }
         memcpy(c->tail, p, n);
     }
     c->tail_len = (uint32_t)n;
 }
 
+/* Reads go to the worker's rbuf, after a copy of the connection's tail; a tail too long for
+ * that (a large frame arriving) is read into directly, grown. */
 static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *b)
 {
     struct wconn *c = h->data;
-    if (c->tail_len == 0) {
-        b->base = (char *)c->wk->rbuf;
-        b->len = sizeof(c->wk->rbuf);
+    if (c->tail_len <= TAIL_INLINE_MAX) {
+        if (c->tail_len > 0)
+            memcpy(c->wk->rbuf, c->tail, c->tail_len);
+        b->base = (char *)c->wk->rbuf + c->tail_len;
+        b->len = RBUF_SIZE - c->tail_len;
         return;
     }
-    if (c->tail_cap - c->tail_len < READ_CHUNK / 4) {
+    if (c->tail_cap - c->tail_len < RBUF_SIZE / 4) {
         size_t cap = (size_t)c->tail_cap * 2;
-        if (cap < (size_t)c->tail_len + READ_CHUNK)
-            cap = (size_t)c->tail_len + READ_CHUNK;
+        if (cap < (size_t)c->tail_len + RBUF_SIZE)
+            cap = (size_t)c->tail_len + RBUF_SIZE;
         uint8_t *t = realloc(c->tail, cap);
         if (t == NULL) {
             b->base = NULL;
@@ -559,6 +627,63 @@ static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *b)
     }
     b->base = (char *)c->tail + c->tail_len;
     b->len = c->tail_cap - c->tail_len;
+}
+
+static void frame_error(struct wconn *c, int code)
+{
+    char name[40];
+    snprintf(name, sizeof(name), "ws_protocol_%d", code);
+    conn_error(c, name);
+}
+
+/* Server frames in p[0..len), in place: an unfragmented unmasked text frame (all herald
+ * sends for publications) is handled where it lies; any other frame (control, fragment,
+ * or one breaking the rules) goes whole through ws_reader, which checks it and reassembles.
+ * Returns the bytes consumed (complete frames), or -1 once the connection is closing. */
+static ssize_t feed_frames(struct wconn *c, uint8_t *p, size_t len)
+{
+    size_t off = 0;
+    while (len - off >= 2) {
+        uint8_t *f = p + off;
+        size_t avail = len - off;
+        uint64_t plen = f[1] & 0x7f;
+        size_t head = 2;
+        if (plen == 126) {
+            if (avail < 4)
+                break;
+            plen = (uint64_t)f[2] << 8 | f[3];
+            head = 4;
+        } else if (plen == 127) {
+            if (avail < 10)
+                break;
+            plen = 0;
+            for (int i = 2; i < 10; i++)
+                plen = plen << 8 | f[i];
+            head = 10;
+        }
+        if (f[1] & 0x80)
+            head += 4; /* masked: ws_reader refuses it below */
+        if (plen > limits.max_frame) {
+            frame_error(c, WS_CLOSE_TOO_BIG);
+            return -1;
+        }
+        if (avail - head < plen)
+            break;
+        size_t flen = head + (size_t)plen;
+        if (f[0] == (0x80 | WS_OP_TEXT) && !(f[1] & 0x80) && c->rd.msg_opcode == 0) {
+            on_text(c, f + head, (size_t)plen);
+        } else {
+            ssize_t n = ws_reader_feed(&c->rd, f, flen, &limits, on_message, c);
+            if (n < 0 && c->state != CS_CLOSING) {
+                frame_error(c, (int)-n);
+                return -1;
+            }
+        }
+        if (c->state == CS_CLOSING)
+            return -1;
+        off += flen;
+    }
+    return (ssize_t)off;
 }
 
 static int handshake_reply(struct wconn *c, const uint8_t *p, size_t head_len)
@@ -596,6 +721,7 @@ static int handshake_reply(struct wconn *c, const uint8_t *p, size_t head_len)
 static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
 {
     struct wconn *c = s->data;
+    struct worker *wk = c->wk;
     if (nread == 0)
         return;
     if (c->state == CS_CLOSING)
@@ -612,13 +738,14 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
     }
     uint8_t *p;
     size_t len;
-    if (b->base == (char *)c->wk->rbuf) {
-        p = c->wk->rbuf;
-        len = (size_t)nread;
+    if (b->base >= (char *)wk->rbuf && b->base < (char *)wk->rbuf + RBUF_SIZE) {
+        p = wk->rbuf; /* on_alloc copied the tail in front */
+        len = c->tail_len + (size_t)nread;
     } else {
         p = c->tail;
         len = c->tail_len + (size_t)nread;
     }
+    wk->now = bench_now_ns(); /* one clock reading per read, for every publication in it */
     size_t off = 0;
     if (c->state == CS_HANDSHAKE) {
         const uint8_t *end = memmem(p, len, "\r\n\r\n", 4);
@@ -637,15 +764,9 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
             return;
     }
     if (off < len) {
-        ssize_t n = ws_reader_feed(&c->rd, p + off, len - off, &limits, on_message, c);
-        if (c->state == CS_CLOSING)
+        ssize_t n = feed_frames(c, p + off, len - off);
+        if (n < 0)
             return;
-        if (n < 0) {
-            char name[40];
-            snprintf(name, sizeof(name), "ws_protocol_%d", (int)-n);
-            conn_error(c, name);
-            return;
-        }
         off += (size_t)n;
     }
     keep_tail(c, p + off, len - off);
