@@ -32,6 +32,7 @@ struct bench_opts {
     uint32_t inflight; /* unanswered API requests at most */
     uint32_t api_conns;
     uint32_t connect_concurrency; /* handshakes in progress per worker at most */
+    uint32_t batch;   /* publications per POST /api/batch (0: one POST /api/publish each) */
     uint64_t max_lag; /* rate 0: deliveries still owed to subscribers at most (0 = no cap) */
     int pid;
     int json;
@@ -59,6 +60,8 @@ struct bench_stats {
     uint64_t publish_errors;
     uint64_t completed;       /* churn: full cycles (publication received) */
     uint64_t cpu_ns;          /* this worker's user+system CPU between GO and STOP */
+    uint64_t reads;           /* read() calls that returned data, between GO and STOP */
+    uint64_t read_bytes;      /* the bytes they returned */
     double connect_seconds;   /* from start to all subscribed/failed */
     uint64_t t_last_delivery; /* bench_now_ns() of the last publication received */
     struct bench_err errs[BENCH_ERR_SLOTS];

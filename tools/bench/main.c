@@ -228,12 +228,18 @@ struct parent {
     uint32_t nchan;
     uint32_t *ok;       /* accepted publications per channel */
     uint64_t *next_seq; /* per channel */
+    unsigned next_conn;   /* --batch: the API connection the next batch tries first */
+    uint32_t *cursor;     /* --batch, channels: per API connection, its next channel's rank */
+    uint32_t *batch_ch;   /* --batch: per request slot, the count then the channels */
+    uint32_t *batch_free; /* --batch: free request slots */
+    uint32_t batch_free_n;
     uint64_t sent, published, publish_errors;
     uint64_t subscribed; /* at GO, all workers */
     uint64_t last_published, last_delivered;
     struct buf body;
     struct bench_stats total;
     struct hist api_latency;
+    double worker_cpu_max; /* CPU seconds of the busiest worker */
     int finals;
 };
 
@@ -303,6 +309,65 @@ static void start_stop(void);
 
 static void on_phase_timer(uv_timer_t *t);
 
+static void channel_of(uint32_t ch, char *name, size_t cap)
+{
+    if (P.o->scenario == BENCH_CHANNELS)
+        snprintf(name, cap, "%s-%u", P.o->channel, ch);
+    else
+        snprintf(name, cap, "%s", P.o->channel);
+}
+
+/* --batch: the channels of the publications one POST /api/batch carries, in order (its
+ * request tag is the slot's index). */
+static uint32_t *batch_slot(uint32_t slot)
+{
+    return P.batch_ch + (size_t)slot * (P.o->batch + 1); /* [0]: the count */
+}
+
+/* One POST /api/batch of up to n publications on connection conn: fanout, all to the
+ * channel; channels, round-robin over this connection's channels (those i with
+ * i % connections == conn, so a channel's publications keep one connection and their
+ * order). Returns the publications queued (0 when out of slots or memory). */
+static uint32_t publish_batch(unsigned conn, uint64_t n, uint64_t now)
+{
+    const struct bench_opts *o = P.o;
+    if (P.batch_free_n == 0 || n == 0)
+        return 0;
+    uint32_t slot = P.batch_free[P.batch_free_n - 1];
+    uint32_t *chs = batch_slot(slot);
+    uint32_t per_conn = (P.nchan - conn + P.api_n - 1) / P.api_n; /* channels of conn */
+    buf_reset(&P.body);
+    buf_append_str(&P.body, "{\"commands\":[");
+    uint32_t k = 0;
+    for (; k < n && k < o->batch; k++) {
+        uint32_t ch = 0;
+        if (o->scenario == BENCH_CHANNELS) {
+            ch = conn + P.api_n * P.cursor[conn];
+            if (++P.cursor[conn] >= per_conn)
+                P.cursor[conn] = 0;
+        }
+        char name[300];
+        channel_of(ch, name, sizeof(name));
+        buf_append_str(&P.body, k ? ",{\"publish\":" : "{\"publish\":");
+        bench_pub_body(&P.body, name, now, P.next_seq[ch], o->size);
+        buf_append_char(&P.body, '}');
+        chs[1 + k] = ch;
+        P.next_seq[ch]++;
+    }
+    buf_append_str(&P.body, "]}");
+    chs[0] = k;
+    if (P.body.oom ||
+        bench_api_post(P.api, conn, "/api/batch", P.body.p, P.body.len, slot, now) != 0) {
+        for (uint32_t j = 0; j < k; j++) /* not sent: the sequence numbers are not used */
+            P.next_seq[chs[1 + j]]--;
+        if (o->scenario == BENCH_CHANNELS)
+            P.cursor[conn] = (P.cursor[conn] + per_conn - k % per_conn) % per_conn;
+        return 0;
+    }
+    P.batch_free_n--;
+    return k;
+}
+
 static void publish_pump(void)
 {
     const struct bench_opts *o = P.o;
@@ -323,15 +388,32 @@ static void publish_pump(void)
     while (P.sent < target) {
         if (lag_cap != UINT64_MAX && P.sent * per_pub > delivered + lag_cap)
             break; /* subscribers are this far behind: wait for their progress */
+        if (o->batch > 0) {
+            unsigned conn = P.api_n;
+            for (unsigned i = 0; i < P.api_n && conn == P.api_n; i++)
+                if (bench_api_can_send(P.api, (P.next_conn + i) % P.api_n))
+                    conn = (P.next_conn + i) % P.api_n;
+            if (conn == P.api_n)
+                break;
+            uint64_t n = target - P.sent;
+            if (lag_cap != UINT64_MAX && per_pub > 0) {
+                uint64_t room = (delivered + lag_cap - P.sent * per_pub) / per_pub + 1;
+                if (n > room)
+                    n = room;
+            }
+            uint32_t k = publish_batch(conn, n, now);
+            if (k == 0)
+                break;
+            P.sent += k;
+            P.next_conn = (conn + 1) % P.api_n;
+            continue;
+        }
         uint32_t ch = o->scenario == BENCH_CHANNELS ? (uint32_t)(P.sent % P.nchan) : 0;
         unsigned conn = ch % P.api_n;
         if (!bench_api_can_send(P.api, conn))
             break;
         char name[300];
-        if (o->scenario == BENCH_CHANNELS)
-            snprintf(name, sizeof(name), "%s-%u", o->channel, ch);
-        else
-            snprintf(name, sizeof(name), "%s", o->channel);
+        channel_of(ch, name, sizeof(name));
         buf_reset(&P.body);
         bench_pub_body(&P.body, name, now, P.next_seq[ch], o->size);
         if (P.body.oom ||
@@ -368,24 +450,100 @@ static void maybe_drain(void)
     start_drain();
 }
 
+static void publication_ok(uint32_t ch, uint64_t sent_ns, uint64_t now)
+{
+    P.published++;
+    if (ch < P.nchan)
+        P.ok[ch]++;
+    bench_hist_record(&P.api_latency, now - sent_ns);
+}
+
+static void publication_failed(int status, const uint8_t *body, size_t len)
+{
+    P.publish_errors++;
+    char name[40];
+    const uint8_t *c = memmem(body, len, "\"code\":", 7);
+    if (status == 200 && c != NULL)
+        snprintf(name, sizeof(name), "api_error_%d", atoi((const char *)c + 7));
+    else
+        snprintf(name, sizeof(name), "api_http_%d", status);
+    bench_err_add(P.total.errs, name, 1);
+}
+
+/* The end of the JSON value starting at p (an object, array or string; scalars end at a
+ * delimiter), or NULL if it does not end before end. */
+static const uint8_t *json_value_end(const uint8_t *p, const uint8_t *end)
+{
+    int depth = 0, in_str = 0;
+    for (; p < end; p++) {
+        uint8_t c = *p;
+        if (in_str) {
+            if (c == '\\') {
+                p++;
+            } else if (c == '"') {
+                in_str = 0;
+                if (depth == 0)
+                    return p + 1;
+            }
+            continue;
+        }
+        if (c == '"')
+            in_str = 1;
+        else if (c == '{' || c == '[')
+            depth++;
+        else if (c == '}' || c == ']') {
+            if (--depth <= 0)
+                return depth == 0 ? p + 1 : NULL;
+        } else if (depth == 0 && (c == ',' || c == ' ' || c == '\n'))
+            return p;
+    }
+    return NULL;
+}
+
+/* A batch's answer, {"replies":[R1,R2,...]} in the order of its commands: each reply an
+ * accepted publication ({"publish":{...}}) or an error ({"error":{...}}). A failed
+ * request, or replies missing, count as errors for the publications they leave. */
+static void on_batch_reply(uint32_t slot, int status, const uint8_t *body, size_t len,
+                           uint64_t sent_ns)
+{
+    uint32_t *chs = batch_slot(slot);
+    uint32_t n = chs[0], k = 0;
+    uint64_t now = bench_now_ns();
+    static const char head[] = "{\"replies\":[";
+    const uint8_t *end = body + len;
+    if (status == 200 && len > sizeof(head) - 1 && memcmp(body, head, sizeof(head) - 1) == 0) {
+        const uint8_t *p = body + sizeof(head) - 1;
+        for (; k < n && p < end && *p != ']'; k++) {
+            while (p < end && (*p == ' ' || *p == ','))
+                p++;
+            const uint8_t *e = p < end && *p == '{' ? json_value_end(p, end) : NULL;
+            if (e == NULL)
+                break;
+            if ((size_t)(e - p) > 9 && memcmp(p, "{\"error\":", 9) == 0)
+                publication_failed(200, p, (size_t)(e - p));
+            else
+                publication_ok(chs[1 + k], sent_ns, now);
+            p = e;
+            while (p < end && (*p == ' ' || *p == ','))
+                p++;
+        }
+        if (k < n)
+            bench_err_add(P.total.errs, "batch_replies_missing", n - k);
+    }
+    for (; k < n; k++)
+        publication_failed(status, body, len);
+    P.batch_free[P.batch_free_n++] = slot;
+}
+
 static void on_api_reply(void *ud, uint32_t tag, int status, const uint8_t *body, size_t len,
                          uint64_t sent_ns)
 {
-    if (status == 200 && memmem(body, len, "\"error\"", 7) == NULL) {
-        P.published++;
-        if (tag < P.nchan)
-            P.ok[tag]++;
-        bench_hist_record(&P.api_latency, bench_now_ns() - sent_ns);
-    } else {
-        P.publish_errors++;
-        char name[40];
-        const uint8_t *c = memmem(body, len, "\"code\":", 7);
-        if (status == 200 && c != NULL)
-            snprintf(name, sizeof(name), "api_error_%d", atoi((const char *)c + 7));
-        else
-            snprintf(name, sizeof(name), "api_http_%d", status);
-        bench_err_add(P.total.errs, name, 1);
-    }
+    if (P.o->batch > 0)
+        on_batch_reply(tag, status, body, len, sent_ns);
+    else if (status == 200 && memmem(body, len, "\"error\"", 7) == NULL)
+        publication_ok(tag, sent_ns, bench_now_ns());
+    else
+        publication_failed(status, body, len);
     if (P.phase == PH_RUNNING && P.o->rate == 0)
         publish_pump();
     maybe_drain();
@@ -525,6 +683,10 @@ static void merge_stats(const struct bench_stats *w)
     t->publish_errors += w->publish_errors;
     t->completed += w->completed;
     t->cpu_ns += w->cpu_ns;
+    t->reads += w->reads;
+    t->read_bytes += w->read_bytes;
+    if ((double)w->cpu_ns / 1e9 > P.worker_cpu_max)
+        P.worker_cpu_max = (double)w->cpu_ns / 1e9;
     if (w->connect_seconds > t->connect_seconds)
         t->connect_seconds = w->connect_seconds;
     if (w->t_last_delivery > t->t_last_delivery)
@@ -632,7 +794,9 @@ static void report(void)
     if (t->t_last_delivery > P.t_pub_end)
         deliv_s = (double)(t->t_last_delivery - P.t_go) / 1e9;
     double dps = (double)t->delivered / deliv_s;
-    double bench_cpu = (double)(t->cpu_ns + (P.cpu_self1 - P.cpu_self0)) / 1e9;
+    double pub_cpu = (double)(P.cpu_self1 - P.cpu_self0) / 1e9;
+    double bench_cpu = (double)t->cpu_ns / 1e9 + pub_cpu;
+    double per_bench_cpu = bench_cpu > 0 ? (double)t->delivered / bench_cpu : 0;
     double herald_cpu = o->pid > 0 && P.herald_cpu0 >= 0 && P.herald_cpu1 >= 0
                             ? P.herald_cpu1 - P.herald_cpu0
                             : -1; /* no --pid, or herald was gone by the end */
@@ -653,6 +817,7 @@ static void report(void)
         FILE *f = stdout;
         fprintf(f, "{\"scenario\":\"%s\",\"connections\":%u,\"workers\":%u,\"sources\":%u,",
                 scenario_name(o->scenario), o->connections, o->workers, o->sources);
+        fprintf(f, "\"batch\":%u,", o->batch);
         fprintf(f, "\"rate\":%g,\"duration\":%g,\"size\":%u,\"subscribed\":%llu,\"failed\":%llu,",
                 o->rate, o->duration, o->size, (unsigned long long)subscribed,
                 (unsigned long long)t->failed);
@@ -693,8 +858,13 @@ static void report(void)
                     "\"tcp_mem_before\":%lld,\"tcp_mem_after\":%lld},",
                     P.kmem_before.slab, P.kmem_after.slab, P.kmem_before.tcp_inuse,
                     P.kmem_after.tcp_inuse, P.kmem_before.tcp_mem, P.kmem_after.tcp_mem);
-        fprintf(f, "\"herald_cpu_s\":%.3f,\"bench_cpu_s\":%.3f,\"window_s\":%.3f,\"errors\":",
-                herald_cpu, bench_cpu, (double)(P.t_stop - P.t_go) / 1e9);
+        fprintf(f,
+                "\"herald_cpu_s\":%.3f,\"bench_cpu_s\":%.3f,\"bench_publisher_cpu_s\":%.3f,"
+                "\"bench_worker_cpu_max_s\":%.3f,\"deliveries_per_bench_cpu_s\":%.0f,"
+                "\"reads\":%llu,\"read_bytes\":%llu,\"window_s\":%.3f,\"errors\":",
+                herald_cpu, bench_cpu, pub_cpu, P.worker_cpu_max, per_bench_cpu,
+                (unsigned long long)t->reads, (unsigned long long)t->read_bytes,
+                (double)(P.t_stop - P.t_go) / 1e9);
         json_errs(f, t->errs);
         fprintf(f, "}\n");
         fflush(f);
@@ -733,8 +903,13 @@ static void report(void)
         printf("  latency us: p50 %.0f p90 %.0f p99 %.0f p99.9 %.0f max %.0f\n", lat[0], lat[1],
                lat[2], lat[3], lat[4]);
     }
-    printf("  CPU seconds over %.2f s: herald %.2f, bench %.2f\n",
-           (double)(P.t_stop - P.t_go) / 1e9, herald_cpu, bench_cpu);
+    printf("  CPU seconds over %.2f s: herald %.2f, bench %.2f (publisher %.2f, busiest worker "
+           "%.2f)\n",
+           (double)(P.t_stop - P.t_go) / 1e9, herald_cpu, bench_cpu, pub_cpu, P.worker_cpu_max);
+    if (o->scenario != BENCH_IDLE)
+        printf("  bench: %.0f deliveries per bench CPU-second; %llu reads, %.0f bytes per read\n",
+               per_bench_cpu, (unsigned long long)t->reads,
+               t->reads ? (double)t->read_bytes / (double)t->reads : 0.0);
     printf("  errors:");
     if (t->errs[0].name[0] == '\0')
         printf(" none");
@@ -769,13 +944,15 @@ static void usage(FILE *f)
             "         -c CONNECTIONS -r RATE -d SECONDS [--size BYTES] [--channel NAME]\n"
             "         [--workers N] [--sources N] [--inflight N] [--api-conns N]\n"
             "         [--connect-concurrency N] [--max-lag MESSAGES] [--pid HERALD_PID] [--json]\n"
-            "         [--pin CPU]\n"
+            "         [--pin CPU] [--batch N]\n"
             "  fanout    C connections on one channel, R publications/s to it\n"
             "  channels  connection i on channel <name>-i, R publications/s round-robin\n"
             "  idle      C connections held D seconds; herald RSS per connection\n"
             "  churn     connect, subscribe, receive one publication, disconnect; R cycles/s\n"
             "  R = 0: as fast as possible with at most --inflight unanswered API requests\n"
-            "         and, with --max-lag M, at most M deliveries owed to subscribers\n");
+            "         and, with --max-lag M, at most M deliveries owed to subscribers\n"
+            "  --batch N (fanout, channels): publish through POST /api/batch, up to N\n"
+            "         publications a request (at most 1000); --inflight counts requests\n");
 }
 
 static int parse_hostport(const char *s, const char *scheme, char *host, size_t hcap, int *port,
@@ -831,6 +1008,7 @@ static int parse_opts(int argc, char **argv, struct bench_opts *o)
         {"pin", required_argument, 0, 'P'},
         {"help", no_argument, 0, 'h'},
         {"max-lag", required_argument, 0, 'L'},
+        {"batch", required_argument, 0, 'B'},
         {0, 0, 0, 0},
     };
     memset(o, 0, sizeof(*o));
@@ -904,6 +1082,9 @@ static int parse_opts(int argc, char **argv, struct bench_opts *o)
         case 'L':
             o->max_lag = strtoull(optarg, NULL, 10);
             break;
+        case 'B':
+            o->batch = (uint32_t)strtoul(optarg, NULL, 10);
+            break;
         case 'h':
             usage(stdout);
             exit(0);
@@ -956,7 +1137,7 @@ static int parse_opts(int argc, char **argv, struct bench_opts *o)
     }
     if (o->workers == 0 || o->workers > 256 || o->sources == 0 || o->sources > 254 ||
         o->inflight == 0 || o->api_conns == 0 || o->connect_concurrency == 0 || o->duration <= 0 ||
-        o->rate < 0) {
+        o->rate < 0 || o->batch > 1000) {
         fprintf(stderr, "herald-bench: bad option value\n");
         return -1;
     }
@@ -1049,6 +1230,16 @@ int main(int argc, char **argv)
         unsigned per = (o.inflight + P.api_n - 1) / P.api_n;
         P.api = bench_api_open(P.loop, o.api_host, o.api_port, o.api_key, P.api_n, per,
                                on_api_reply, NULL);
+        if (o.batch > 0) {
+            uint32_t slots = P.api_n * per;
+            P.cursor = calloc(P.api_n, sizeof(*P.cursor));
+            P.batch_ch = calloc((size_t)slots * (o.batch + 1), sizeof(*P.batch_ch));
+            P.batch_free = calloc(slots, sizeof(*P.batch_free));
+            if (P.cursor == NULL || P.batch_ch == NULL || P.batch_free == NULL)
+                return 3;
+            for (uint32_t i = 0; i < slots; i++)
+                P.batch_free[P.batch_free_n++] = slots - 1 - i;
+        }
     }
     uv_timer_init(P.loop, &P.tick);
     uv_timer_init(P.loop, &P.pace);

@@ -746,6 +746,10 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
         len = c->tail_len + (size_t)nread;
     }
     wk->now = bench_now_ns(); /* one clock reading per read, for every publication in it */
+    if (wk->go) {
+        wk->st.reads++;
+        wk->st.read_bytes += (uint64_t)nread;
+    }
     size_t off = 0;
     if (c->state == CS_HANDSHAKE) {
         const uint8_t *end = memmem(p, len, "\r\n\r\n", 4);

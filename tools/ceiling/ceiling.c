@@ -1,7 +1,8 @@
 /* herald-ceiling: the machine's ceiling for docs/benchmarks.md (issue 7). A minimal
  * single-threaded epoll server that speaks just enough of herald's wire protocol for
  * build/herald-bench (fanout, channels) to drive it unchanged: the WebSocket upgrade,
- * connect/subscribe replies, POST /api/publish, /api/info, /health. Each publication is
+ * connect/subscribe replies, POST /api/publish, /api/batch (publish commands), /api/info,
+ * /health; keep-alive, pipelined requests answered in order. Each publication is
  * framed once; per loop iteration every subscriber gets ONE write of all its channel's
  * frames. It is a yardstick, not a server: no auth (any API key, any token), no JSON
  * validation (ids and channels found by scanning; publish bodies must put "channel"
@@ -413,6 +414,71 @@ static void publish(const uint8_t *body, size_t n)
     }
 }
 
+/* The end of the JSON object or array at p (strings skipped), or NULL if it runs past end. */
+static const uint8_t *json_end(const uint8_t *p, const uint8_t *end)
+{
+    int depth = 0, in_str = 0;
+    for (; p < end; p++) {
+        if (in_str) {
+            if (*p == '\\')
+                p++;
+            else if (*p == '"')
+                in_str = 0;
+        } else if (*p == '"') {
+            in_str = 1;
+        } else if (*p == '{' || *p == '[') {
+            depth++;
+        } else if ((*p == '}' || *p == ']') && --depth == 0) {
+            return p + 1;
+        }
+    }
+    return NULL;
+}
+
+/* POST /api/batch, publish commands only: {"commands":[{"publish":{...}},...]}, answered
+ * {"replies":[{"publish":{}},...]} in order; any other command gets an error reply. */
+static void batch(const uint8_t *body, size_t n)
+{
+    static struct bytes out;
+    out.len = 0;
+    bytes_add(&out, "{\"replies\":[", 12);
+    size_t rest;
+    const uint8_t *p = scan_after(body, n, "\"commands\":", &rest);
+    const uint8_t *end = body + n;
+    while (p != NULL && p < end && *p != '[')
+        p++;
+    int k = 0;
+    for (p = p ? p + 1 : NULL; p != NULL && p < end && *p != ']'; k++) {
+        while (p < end && (*p == ' ' || *p == ',' || *p == '\n'))
+            p++;
+        const uint8_t *e = p < end && *p == '{' ? json_end(p, end) : NULL;
+        if (e == NULL)
+            break;
+        static const char pub[] = "{\"publish\":";
+        const uint8_t *o = p + sizeof(pub) - 1;
+        if (k)
+            bytes_add(&out, ",", 1);
+        if ((size_t)(e - p) > sizeof(pub) && memcmp(p, pub, sizeof(pub) - 1) == 0 && *o == '{') {
+            const uint8_t *oe = json_end(o, e);
+            publish(o, (size_t)((oe ? oe : e) - o));
+            bytes_add(&out, "{\"publish\":{}}", 14);
+        } else {
+            static const char err[] = "{\"error\":{\"code\":102,\"message\":\"unknown method\"}}";
+            bytes_add(&out, err, sizeof(err) - 1);
+        }
+        p = e;
+        while (p < end && (*p == ' ' || *p == ',' || *p == '\n'))
+            p++;
+    }
+    bytes_add(&out, "]}", 2);
+    char head[128];
+    int m = snprintf(head, sizeof(head),
+                     "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %zu\r\n\r\n",
+                     out.len);
+    bytes_add(&reply, head, (size_t)m);
+    bytes_add(&reply, out.p, out.len);
+}
+
 /* Parse pipelined requests in p; returns the bytes consumed. */
 static size_t http_feed(struct conn *c, uint8_t *p, size_t n)
 {
@@ -460,6 +526,8 @@ static size_t http_feed(struct conn *c, uint8_t *p, size_t n)
         } else if (pl == 12 && memcmp(path, "/api/publish", 12) == 0) {
             publish(body, clen);
             http_reply("200 OK", "{\"result\":{}}");
+        } else if (pl == 10 && memcmp(path, "/api/batch", 10) == 0) {
+            batch(body, clen);
         } else if (pl == 9 && memcmp(path, "/api/info", 9) == 0) {
             long pages = 0;
             FILE *f = fopen("/proc/self/statm", "r");
@@ -556,7 +624,8 @@ static void usage(FILE *f)
     fprintf(f, "usage: herald-ceiling --listen 127.0.0.1:PORT\n"
                "  A minimal single-threaded epoll fan-out server: the machine's ceiling for\n"
                "  herald-bench fanout/channels (WebSocket /connection/websocket, POST\n"
-               "  /api/publish, /api/info, GET /health). No auth, no validation, no history.\n");
+               "  /api/publish, /api/batch, /api/info, GET /health). No auth, no validation,\n"
+               "  no history.\n");
 }
 
 int main(int argc, char **argv)
