@@ -37,6 +37,7 @@ struct bench_opts {
     int pid;
     int json;
     int pin;
+    int libuv_reads; /* subscribed connections read by libuv (the comparison), not recv() */
 };
 
 /* Errors by name ("close_3008", "error_106", "tcp_ECONNREFUSED"...). */

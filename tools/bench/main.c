@@ -944,7 +944,7 @@ static void usage(FILE *f)
             "         -c CONNECTIONS -r RATE -d SECONDS [--size BYTES] [--channel NAME]\n"
             "         [--workers N] [--sources N] [--inflight N] [--api-conns N]\n"
             "         [--connect-concurrency N] [--max-lag MESSAGES] [--pid HERALD_PID] [--json]\n"
-            "         [--pin CPU] [--batch N]\n"
+            "         [--pin CPU] [--batch N] [--libuv-reads]\n"
             "  fanout    C connections on one channel, R publications/s to it\n"
             "  channels  connection i on channel <name>-i, R publications/s round-robin\n"
             "  idle      C connections held D seconds; herald RSS per connection\n"
@@ -952,7 +952,9 @@ static void usage(FILE *f)
             "  R = 0: as fast as possible with at most --inflight unanswered API requests\n"
             "         and, with --max-lag M, at most M deliveries owed to subscribers\n"
             "  --batch N (fanout, channels): publish through POST /api/batch, up to N\n"
-            "         publications a request (at most 1000); --inflight counts requests\n");
+            "         publications a request (at most 1000); --inflight counts requests\n"
+            "  --libuv-reads: subscribers read through libuv (uv_read_start), not recv() from\n"
+            "         the worker's own epoll set (the default, cheaper)\n");
 }
 
 static int parse_hostport(const char *s, const char *scheme, char *host, size_t hcap, int *port,
@@ -1009,6 +1011,7 @@ static int parse_opts(int argc, char **argv, struct bench_opts *o)
         {"help", no_argument, 0, 'h'},
         {"max-lag", required_argument, 0, 'L'},
         {"batch", required_argument, 0, 'B'},
+        {"libuv-reads", no_argument, 0, 'U'},
         {0, 0, 0, 0},
     };
     memset(o, 0, sizeof(*o));
@@ -1084,6 +1087,9 @@ static int parse_opts(int argc, char **argv, struct bench_opts *o)
             break;
         case 'B':
             o->batch = (uint32_t)strtoul(optarg, NULL, 10);
+            break;
+        case 'U':
+            o->libuv_reads = 1;
             break;
         case 'h':
             usage(stdout);

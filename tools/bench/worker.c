@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/epoll.h>
 #include <sys/socket.h>
 #include <unistd.h>
 #include <uv.h>
@@ -43,6 +44,7 @@ struct wconn {
     uint8_t subscribed; /* reached CS_SUBSCRIBED at some point */
     uint8_t counted;    /* its failure/loss already counted */
     uint8_t need_pub;   /* churn: subscribed, its publication not yet sent */
+    uint8_t direct;     /* read with recv() from the worker's epoll set, not by libuv */
     struct ws_reader rd;
     uint8_t *tail; /* unparsed bytes (a partial frame or handshake reply), copied out of rbuf */
     uint32_t tail_len;
@@ -64,6 +66,8 @@ struct worker {
     struct buf ctl_in;
     uv_timer_t tick;
     uv_timer_t pace;
+    int ep;           /* epoll set of the subscribed connections read directly (-1: none) */
+    uv_poll_t ep_poll; /* the epoll set's readiness, in the libuv loop */
     struct wconn *conns;
     uint32_t nconns;
     uint32_t next; /* next connection to start */
@@ -364,6 +368,8 @@ static void churn_publish(struct worker *wk)
     buf_free(&body);
 }
 
+static void go_direct(struct wconn *c);
+
 static void on_subscribed(struct wconn *c)
 {
     struct worker *wk = c->wk;
@@ -373,6 +379,7 @@ static void on_subscribed(struct wconn *c)
     if (wk->pending > 0)
         wk->pending--;
     bench_hist_record(&wk->st.handshake, bench_now_ns() - c->t_start);
+    go_direct(c);
     if (wk->o->scenario == BENCH_CHURN) {
         c->need_pub = 1;
         churn_publish(wk);
@@ -776,6 +783,66 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
     keep_tail(c, p + off, len - off);
 }
 
+/* ---- direct reads ---- */
+
+/* A subscribed connection (fanout, channels) leaves libuv's reading for the worker's own
+ * epoll set, read with recv(): no read() layers (vfs, file position) and no callbacks per
+ * read. Writes (pongs, close frames) stay libuv's. */
+static void go_direct(struct wconn *c)
+{
+    struct worker *wk = c->wk;
+    uv_os_fd_t fd;
+    if (wk->ep < 0 || uv_fileno((uv_handle_t *)&c->tcp, &fd) != 0)
+        return;
+    struct epoll_event ev = {.events = EPOLLIN, .data.ptr = c};
+    uv_read_stop((uv_stream_t *)&c->tcp);
+    if (epoll_ctl(wk->ep, EPOLL_CTL_ADD, fd, &ev) != 0) {
+        uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
+        return;
+    }
+    c->direct = 1;
+}
+
+/* Read c until the socket is empty (at most 4 full buffers, then the others get a turn).
+ * Same buffers and parsing as libuv's path (on_alloc, on_read). */
+static void direct_read(struct wconn *c)
+{
+    uv_os_fd_t fd;
+    if (uv_fileno((uv_handle_t *)&c->tcp, &fd) != 0)
+        return;
+    for (int i = 0; i < 4 && c->state != CS_CLOSING; i++) {
+        uv_buf_t b;
+        on_alloc((uv_handle_t *)&c->tcp, RBUF_SIZE, &b);
+        if (b.base == NULL) {
+            conn_error(c, "out_of_memory");
+            return;
+        }
+        ssize_t r = recv(fd, b.base, b.len, 0);
+        if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+            return;
+        ssize_t n = r > 0 ? r : r == 0 ? UV_EOF : uv_translate_sys_error(errno);
+        on_read((uv_stream_t *)&c->tcp, n, &b);
+        if (r <= 0 || (size_t)r < b.len)
+            return;
+    }
+}
+
+static void on_ep_ready(uv_poll_t *h, int status, int events)
+{
+    struct worker *wk = h->data;
+    static struct epoll_event evs[512];
+    for (int round = 0; round < 8; round++) {
+        int n = epoll_wait(wk->ep, evs, 512, 0);
+        for (int i = 0; i < n; i++) {
+            struct wconn *c = evs[i].data.ptr;
+            if (c->direct && c->state != CS_CLOSING) /* closed: its fd left the set */
+                direct_read(c);
+        }
+        if (n < 512)
+            break;
+    }
+}
+
 /* ---- connecting ---- */
 
 static void on_tcp_connected(uv_connect_t *req, int status)
@@ -1062,6 +1129,16 @@ void bench_worker_main(const struct bench_opts *o, uint32_t w, int ctl_fd)
     if (uv_pipe_open(&wk->ctl, ctl_fd) != 0)
         _exit(3);
     uv_read_start((uv_stream_t *)&wk->ctl, on_ctl_alloc, on_ctl_read);
+    wk->ep = -1;
+    if (!o->libuv_reads && (o->scenario == BENCH_FANOUT || o->scenario == BENCH_CHANNELS)) {
+        wk->ep = epoll_create1(EPOLL_CLOEXEC);
+        if (wk->ep >= 0 && (uv_poll_init(wk->loop, &wk->ep_poll, wk->ep) != 0 ||
+                            uv_poll_start(&wk->ep_poll, UV_READABLE, on_ep_ready) != 0)) {
+            close(wk->ep);
+            wk->ep = -1;
+        }
+        wk->ep_poll.data = wk;
+    }
     uv_timer_init(wk->loop, &wk->tick);
     wk->tick.data = wk;
     uv_timer_start(&wk->tick, on_tick, 250, 250); /* progress feeds the parent's drain */
