@@ -861,10 +861,11 @@ static void report(void)
         fprintf(f,
                 "\"herald_cpu_s\":%.3f,\"bench_cpu_s\":%.3f,\"bench_publisher_cpu_s\":%.3f,"
                 "\"bench_worker_cpu_max_s\":%.3f,\"deliveries_per_bench_cpu_s\":%.0f,"
-                "\"reads\":%llu,\"read_bytes\":%llu,\"window_s\":%.3f,\"errors\":",
+                "\"reads\":%llu,\"read_bytes\":%llu,\"window_s\":%.3f,\"publish_s\":%.3f,"
+                "\"delivery_s\":%.3f,\"errors\":",
                 herald_cpu, bench_cpu, pub_cpu, P.worker_cpu_max, per_bench_cpu,
                 (unsigned long long)t->reads, (unsigned long long)t->read_bytes,
-                (double)(P.t_stop - P.t_go) / 1e9);
+                (double)(P.t_stop - P.t_go) / 1e9, pub_s, deliv_s);
         json_errs(f, t->errs);
         fprintf(f, "}\n");
         fflush(f);
