@@ -692,7 +692,7 @@ static ssize_t feed_frames(struct wconn *c, uint8_t *p, size_t len)
             frame_error(c, WS_CLOSE_TOO_BIG);
             return -1;
         }
-        if (avail - head < plen)
+        if (avail < head || avail - head < plen)
             break;
         size_t flen = head + (size_t)plen;
         if (f[0] == (0x80 | WS_OP_TEXT) && !(f[1] & 0x80) && c->rd.msg_opcode == 0) {
