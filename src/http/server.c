@@ -101,45 +101,124 @@ static void set_phase(struct http_conn *h, enum http_phase phase)
                                                : HTTP_KEEPALIVE_SEC);
 }
 
-static void respond_head(struct buf *b, int status, const char *content_type, size_t body_len,
-                         int keep_alive, const char *extra)
+/* Responses of one read of pipelined requests go out as one frame (one allocation and
+ * one iovec for the lot, instead of a frame each): they gather here, on this loop's
+ * thread, for the connection that answers, and are queued when its input is handled
+ * (or before another connection answers, or before a response too large to gather).
+ * Empty between callbacks of the loop. */
+#define RESP_GATHER (16 * 1024)
+
+static _Thread_local struct {
+    struct http_conn *owner;
+    size_t len;
+    uint8_t p[RESP_GATHER];
+} gathered;
+
+/* Queue what is gathered, as one reply frame of its exact size. */
+static void resp_commit(void)
 {
-    buf_appendf(b, "HTTP/1.1 %d %s\r\n", status, http_status_reason(status));
-    if (content_type)
-        buf_appendf(b, "Content-Type: %s\r\n", content_type);
-    buf_appendf(b, "Content-Length: %zu\r\n", body_len);
-    if (!keep_alive)
-        buf_append_str(b, "Connection: close\r\n");
-    if (extra)
-        buf_append_str(b, extra);
-    buf_append_str(b, "\r\n");
+    struct http_conn *h = gathered.owner;
+    if (h == NULL)
+        return;
+    gathered.owner = NULL;
+    struct frame *f = frame_from(gathered.p, gathered.len);
+    gathered.len = 0;
+    if (f == NULL)
+        conn_abort(h->c); /* out of memory: a reply cannot be half-sent */
+    else
+        conn_reply_frame(h->c, f);
 }
 
-/* One response, whole or not at all: one frame holding the head and the body (one
- * copy of the body), queued as a reply (it may exceed client_queue_max: the
- * connection is then not read until the peer has read it). */
+/* Forget what h gathered: its connection is gone. */
+static void resp_discard(struct http_conn *h)
+{
+    if (gathered.owner == h) {
+        gathered.owner = NULL;
+        gathered.len = 0;
+    }
+}
+
+static uint8_t *put(uint8_t *o, const char *s, size_t n)
+{
+    memcpy(o, s, n);
+    return o + n;
+}
+
+static uint8_t *put_str(uint8_t *o, const char *s)
+{
+    return put(o, s, strlen(s));
+}
+
+/* The status line and the fields, into o (room enough: see respond_full); returns the end. */
+static uint8_t *respond_head(uint8_t *o, int status, const char *reason, const char *content_type,
+                             size_t body_len, int keep_alive, const char *extra)
+{
+    o = put(o, "HTTP/1.1 ", 9);
+    *o++ = (uint8_t)('0' + status / 100 % 10);
+    *o++ = (uint8_t)('0' + status / 10 % 10);
+    *o++ = (uint8_t)('0' + status % 10);
+    *o++ = ' ';
+    o = put_str(o, reason);
+    if (content_type) {
+        o = put(o, "\r\nContent-Type: ", 16);
+        o = put_str(o, content_type);
+    }
+    o = put(o, "\r\nContent-Length: ", 18);
+    char digits[20];
+    int n = 0;
+    do
+        digits[n++] = (char)('0' + body_len % 10);
+    while ((body_len /= 10) != 0);
+    while (n > 0)
+        *o++ = (uint8_t)digits[--n];
+    o = put(o, "\r\n", 2);
+    if (!keep_alive)
+        o = put(o, "Connection: close\r\n", 19);
+    if (extra)
+        o = put_str(o, extra);
+    return put(o, "\r\n", 2);
+}
+
+/* One response, whole or not at all: the head and a copy of the body, gathered with the
+ * responses before it, or in a frame of its own when large; queued as a reply (it may
+ * exceed client_queue_max: the connection is then not read until the peer has read it). */
 static void respond_full(struct conn *c, int status, const char *content_type, const uint8_t *body,
                          size_t body_len, int keep_alive, const char *extra, int head_only)
 {
     if (conn_closing(c))
         return;
-    struct buf head = BUF_INIT;
-    respond_head(&head, status, content_type, body_len, keep_alive, extra);
+    struct http_conn *h = conn_ud(c);
+    const char *reason = http_status_reason(status);
     size_t n = head_only ? 0 : body_len;
-    struct frame *f = head.oom ? NULL : frame_new(head.len + n);
-    if (f == NULL) {
-        buf_free(&head);
-        conn_abort(c);
-        return;
+    /* "HTTP/1.1 NNN \r\n", the three fields' names and CRLFs, 20 digits, the final CRLF */
+    size_t room = 96 + strlen(reason) + (content_type ? strlen(content_type) : 0) +
+                  (extra ? strlen(extra) : 0) + n;
+    if (gathered.owner != h || gathered.len + room > RESP_GATHER)
+        resp_commit();
+    if (room > RESP_GATHER) {
+        struct frame *f = frame_new(room);
+        if (f == NULL) {
+            conn_abort(c);
+            return;
+        }
+        uint8_t *o = respond_head(f->data, status, reason, content_type, body_len, keep_alive,
+                                  extra);
+        if (n)
+            o = put(o, (const char *)body, n);
+        f->len = (uint32_t)(o - f->data);
+        if (conn_reply_frame(c, f) != 0)
+            return;
+    } else {
+        gathered.owner = h;
+        uint8_t *o = respond_head(gathered.p + gathered.len, status, reason, content_type,
+                                  body_len, keep_alive, extra);
+        if (n)
+            o = put(o, (const char *)body, n);
+        gathered.len = (size_t)(o - gathered.p);
+        if (!keep_alive)
+            resp_commit();
     }
-    memcpy(f->data, head.p, head.len);
-    if (n)
-        memcpy(f->data + head.len, body, n);
-    f->len = (uint32_t)(head.len + n);
-    buf_free(&head);
-    if (conn_reply_frame(c, f) != 0)
-        return;
-    if (!keep_alive)
+    if (!keep_alive && !conn_closing(c))
         conn_close_after_flush(c, HTTP_CLOSE_SEC);
 }
 
@@ -353,6 +432,10 @@ static int wants_body(const struct config *cfg, const struct http_request *r)
            api_method_known(r->path + 5, r->path_len - 5) && api_authorized(cfg, r);
 }
 
+/* The value of the deadline phase while the requests of one read are taken: one came
+ * whole, and the idle deadline (or the next head's) is set once, when the read is done. */
+#define PHASE_TAKEN 0xff
+
 int http_ws_check(const struct http_request *r, char accept[29])
 {
     struct ws_header hs[HTTP_MAX_HEADERS];
@@ -438,6 +521,7 @@ static void switch_protocols(struct http_conn *h)
 {
     struct conn *c = h->c;
     struct limit_client lc = h->lc;
+    resp_commit(); /* the answers before the upgrade, before its 101 */
     struct buf b = BUF_INIT;
     buf_append_str(&b, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
                        "Connection: Upgrade\r\nSec-WebSocket-Accept: ");
@@ -607,13 +691,17 @@ static void on_api_done(void *ud, int status, const uint8_t *body, size_t len)
             free(h);
         return;
     }
-    /* An answer that came later: the requests that waited behind it go on. */
-    if (!h->in_call)
+    /* An answer that came later: it goes out now, and the requests that waited behind it
+     * go on. */
+    if (!h->in_call) {
+        resp_commit();
         conn_continue(h->c);
+    }
 }
 
+/* authorized: the caller found the request an authorised API call (wants_body). */
 static void route(struct http_conn *h, const struct http_request *r, uint8_t *body,
-                  size_t body_len)
+                  size_t body_len, int authorized)
 {
     struct conn *c = h->c;
     const struct config *cfg = server.config;
@@ -640,7 +728,7 @@ static void route(struct http_conn *h, const struct http_request *r, uint8_t *bo
             respond_error_to(c, 405, ka, "Allow: POST\r\n", head);
             return;
         }
-        if (!api_authorized(cfg, r)) {
+        if (!authorized && !api_authorized(cfg, r)) {
             respond_error(c, 401, ka, NULL);
             return;
         }
@@ -716,17 +804,21 @@ static void route(struct http_conn *h, const struct http_request *r, uint8_t *bo
     respond_error_to(c, 404, ka, NULL, head);
 }
 
-static size_t on_data(struct conn *c, uint8_t *p, size_t len)
+/* After the requests of one read: the deadline of what the connection waits for next,
+ * counted from now when a request came whole meanwhile. */
+static void read_done(struct http_conn *h, enum http_phase next)
 {
-    struct http_conn *h = conn_ud(c);
+    if (conn_closing(h->c))
+        return; /* its own close deadline stands */
+    set_phase(h, next);
+}
+
+static size_t take_requests(struct http_conn *h, uint8_t *p, size_t len)
+{
+    struct conn *c = h->c;
     const struct config *cfg = server.config;
     struct http_limits lim = {cfg->max_request_head, HTTP_MAX_HEADERS};
     size_t used = 0;
-    if (h->limiting) {
-        if (len > HTTP_MAX_EARLY_INPUT)
-            conn_abort(c);
-        return 0;
-    }
     /* None while the output is full (a peer that pipelines without reading gets every
      * response, whole and in order, as it reads them), nor while answers that wait for
      * those ahead of them hold as much; API calls up to HTTP_MAX_CALLS at once, any
@@ -742,7 +834,7 @@ static size_t on_data(struct conn *c, uint8_t *p, size_t len)
         struct http_request req;
         int rc = http_parse_request(p + used, len - used, &lim, &req);
         if (rc == 0) {
-            set_phase(h, PHASE_HEAD);
+            read_done(h, PHASE_HEAD);
             return used;
         }
         if (rc < 0) {
@@ -766,9 +858,13 @@ static size_t on_data(struct conn *c, uint8_t *p, size_t len)
             respond_error_to(c, 413, 0, NULL, req.method == HTTP_HEAD);
             return len;
         }
-        if (h->ncalls && !wants_body(cfg, &req))
+        int call = wants_body(cfg, &req); /* the API key compared once a request */
+        if (h->ncalls && !call) {
+            if (h->phase == PHASE_TAKEN)
+                read_done(h, PHASE_IDLE);
             return used; /* answered after the calls ahead of it */
-        if (!wants_body(cfg, &req)) {
+        }
+        if (!call) {
             if (body_len && path_is(&req, "/connection/websocket")) {
                 /* the body would be read as frames */
                 respond_error_to(c, 400, 0, NULL, req.method == HTTP_HEAD);
@@ -777,26 +873,39 @@ static size_t on_data(struct conn *c, uint8_t *p, size_t len)
             used += head;
             h->skip_body = body_len;
             h->last = !req.keep_alive;
-            route(h, &req, NULL, 0);
+            route(h, &req, NULL, 0, 0);
         } else {
             if (len - used - head < body_len) {
-                set_phase(h, PHASE_BODY);
+                read_done(h, PHASE_BODY);
                 return used; /* wait for the rest of the body */
             }
             h->last = !req.keep_alive; /* nothing after a request that closes */
-            route(h, &req, p + used + head, (size_t)body_len);
+            route(h, &req, p + used + head, (size_t)body_len, 1);
             used += head + (size_t)body_len;
         }
         /* Upgraded: the WebSocket side reads the rest. By the handler, not by the state:
          * h is freed then, and the session made next may well get its address. */
         if (conn_handler_of(c) != &http_handler)
             return used;
-        if (!conn_closing(c)) {
-            h->phase = PHASE_HEAD; /* whatever it was: the idle deadline starts now */
-            set_phase(h, PHASE_IDLE);
-        }
+        /* Whatever it was: the next deadline starts once this read is done. */
+        h->phase = PHASE_TAKEN;
     }
+    if (h->phase == PHASE_TAKEN)
+        read_done(h, PHASE_IDLE);
     return conn_closing(c) ? len : used;
+}
+
+static size_t on_data(struct conn *c, uint8_t *p, size_t len)
+{
+    struct http_conn *h = conn_ud(c);
+    if (h->limiting) {
+        if (len > HTTP_MAX_EARLY_INPUT)
+            conn_abort(c);
+        return 0;
+    }
+    size_t used = take_requests(h, p, len);
+    resp_commit(); /* the answers of this read, in one frame */
+    return used;
 }
 
 static void on_timer(struct conn *c)
@@ -820,6 +929,7 @@ static void on_gone(struct conn *c)
     struct http_conn *h = conn_ud(c);
     if (h == NULL)
         return;
+    resp_discard(h);
     if (h->ncalls || h->limiting)
         h->dead = 1; /* freed by the last answer */
     else
