@@ -23,6 +23,8 @@
 #include "ws/utf8.h"
 
 #define API_MAX_TOKENS 65536
+/* Tokens of a body this small are on the stack (an API publish needs a dozen). */
+#define API_STACK_TOKENS 256
 
 static struct api_context ctx;
 
@@ -31,13 +33,16 @@ void api_init(const struct api_context *c)
     ctx = *c;
 }
 
-/* One API call: its parsed body and its answer. */
+/* One API call: its parsed body and its answer. The body and its tokens are borrowed
+ * for the handler's synchronous part only: a handler takes from them what it needs
+ * before it asks the hub or the engine anything. */
 struct call {
     uint8_t *js;
     jsmntok_t *t;
     int n;
     struct buf out;
     int status;
+    uint8_t in_batch; /* a batch_item's own: not freed alone */
     api_done_cb done;
     void *ud;
 };
@@ -51,16 +56,25 @@ static void answer_oom(api_done_cb done, void *ud)
     done(ud, 500, (const uint8_t *)body, (size_t)n);
 }
 
+/* Hand the answer over; r is gone after it (a batch's command may end the batch). */
+static void finish_with(struct call *r, const uint8_t *body, size_t len)
+{
+    struct buf out = r->out;
+    api_done_cb done = r->done;
+    void *ud = r->ud;
+    int status = r->status;
+    if (!r->in_batch)
+        free(r);
+    if (out.oom)
+        answer_oom(done, ud);
+    else
+        done(ud, status, body ? body : out.p, body ? len : out.len);
+    buf_free(&out);
+}
+
 static void finish(struct call *r)
 {
-    if (r->out.oom) {
-        answer_oom(r->done, r->ud);
-    } else {
-        r->done(r->ud, r->status, r->out.p, r->out.len);
-    }
-    buf_free(&r->out);
-    free(r->t);
-    free(r);
+    finish_with(r, NULL, 0);
 }
 
 static void error(struct buf *out, int code)
@@ -151,11 +165,43 @@ static void publish_result(struct call *r, struct buf *out, int status,
 
 /* ---- publish, broadcast ---- */
 
+static char *put_u64(char *o, uint64_t v)
+{
+    char d[20];
+    int n = 0;
+    do
+        d[n++] = (char)('0' + v % 10);
+    while ((v /= 10) != 0);
+    while (n > 0)
+        *o++ = d[--n];
+    return o;
+}
+
 static void on_published(void *ud, int status, const struct engine_pos *pos)
 {
     struct call *r = ud;
-    publish_result(r, &r->out, status, pos);
-    finish(r);
+    if (status != 0) {
+        publish_result(r, &r->out, status, pos);
+        finish(r);
+        return;
+    }
+    /* The answer of every publish: from the stack, as publish_result writes it. */
+    static const char empty[] = "{\"result\":{}}";
+    char body[64 + ENGINE_EPOCH_LEN];
+    char *o = body;
+    if (pos->epoch[0]) {
+        size_t el = strnlen(pos->epoch, ENGINE_EPOCH_LEN);
+        memcpy(o, "{\"result\":{\"offset\":", 20);
+        o = put_u64(o + 20, pos->offset);
+        memcpy(o, ",\"epoch\":\"", 10);
+        memcpy(o + 10, pos->epoch, el);
+        memcpy(o + 10 + el, "\"}}", 3);
+        o += 13 + el;
+    } else {
+        memcpy(o, empty, sizeof(empty) - 1);
+        o += sizeof(empty) - 1;
+    }
+    finish_with(r, (const uint8_t *)body, (size_t)(o - body));
 }
 
 static void api_publish(struct call *r)
@@ -626,38 +672,95 @@ static void api_disconnect(struct call *r)
 /* Commands one batch may carry: each holds a reply until the last is answered. */
 #define BATCH_MAX 1000
 
-/* One command of a batch: its reply, once answered. */
+/* One command of a batch: its call, and its reply while one before it is unanswered. */
 struct batch_item {
     struct batch *b;
+    struct call call;
     struct buf out;
+    uint8_t answered;
     char name[16];
 };
 
 /* Centrifugo's batch: {"commands": [{"publish": {...}}, {"broadcast": {...}}, ...]}, answered
  * {"replies": [{"publish": {...}}, {"error": {...}}, ...]} in the order of the commands.
- * Each command runs as the method would alone (its body a copy of its object); they are
- * all issued at once, in order, so on Redis they share the round trips and a channel's
- * publications keep their order. */
+ * Each command runs as the method would alone, on its object in the batch's body and
+ * tokens (checked once for the whole body: UTF-8, JSON, nesting); they are all issued at
+ * once, in order, so on Redis they share the round trips and a channel's publications
+ * keep their order. A reply goes into the answer as it comes when those before it are
+ * there (always, with the memory engine); a reply that comes early waits in its item. */
 struct batch {
     struct call *r;
     size_t n, left;
+    size_t next;  /* the first command whose reply is not in the answer yet */
     size_t bytes; /* of the replies kept: bounded by client_queue_max (the first is kept) */
     struct batch_item items[];
 };
 
+struct method {
+    const char *name;
+    void (*handle)(struct call *r);
+    int body_optional; /* an empty body means {} */
+};
+
+static const struct method *find_method(const uint8_t *name, size_t name_len);
+
 static void batch_finish(struct batch *b)
 {
     struct call *r = b->r;
-    buf_append_str(&r->out, "{\"replies\":[");
-    for (size_t i = 0; i < b->n; i++) {
-        if (i)
-            buf_append_char(&r->out, ',');
-        buf_append(&r->out, b->items[i].out.p, b->items[i].out.len);
-        buf_free(&b->items[i].out);
-    }
     buf_append_str(&r->out, "]}");
     free(b);
     finish(r);
+}
+
+/* Item k's reply is in its out: into the answer with those after it that wait. */
+static void batch_advance(struct batch *b)
+{
+    struct buf *out = &b->r->out;
+    while (b->next < b->n && b->items[b->next].answered) {
+        struct batch_item *it = &b->items[b->next];
+        if (b->next)
+            buf_append_char(out, ',');
+        buf_append(out, it->out.p, it->out.len);
+        buf_free(&it->out);
+        b->next++;
+    }
+}
+
+/* A command's reply ({"<name>": reply with a name): into the answer now when it is next,
+ * else kept in its item. counted: an answer of the command's call, which the bound on
+ * the replies kept counts. */
+static void batch_reply(struct batch_item *it, const uint8_t *reply, size_t len,
+                        const char *name, int counted)
+{
+    struct batch *b = it->b;
+    size_t k = (size_t)(it - b->items);
+    struct buf *to = k == b->next ? &b->r->out : &it->out;
+    if (k == b->next && k > 0)
+        buf_append_char(to, ',');
+    size_t before = to->len;
+    if (name) {
+        buf_append_str(to, "{\"");
+        buf_append_str(to, name);
+        buf_append_str(to, "\":");
+    }
+    buf_append(to, reply, len);
+    if (counted)
+        b->bytes += to->len - before;
+    it->answered = 1;
+    if (k == b->next) {
+        b->next++;
+        batch_advance(b);
+    }
+    if (--b->left == 0)
+        batch_finish(b);
+}
+
+static void batch_error(struct batch_item *it, int code, int counted)
+{
+    char body[160];
+    int n = snprintf(body, sizeof(body), "{\"error\":{\"code\":%d,\"message\":\"%s\"}}", code,
+                     proto_error_message(code));
+    batch_reply(it, (const uint8_t *)body, (size_t)n, NULL, counted);
 }
 
 /* A command's answer: {"result": X} becomes {"<method>": X}; an error object stays. */
@@ -668,19 +771,14 @@ static void on_batch_reply(void *ud, int status, const uint8_t *body, size_t len
     size_t rl = sizeof(result) - 1;
     /* Replies wait for the last one: a batch of large answers (1,000 history calls) would
      * hold a thousand times what one call may. Past the bound, error 106 in their place. */
-    if (it->b->bytes && it->b->bytes + len > ctx.config->client_queue_max) {
-        error(&it->out, PROTO_ERR_LIMIT_EXCEEDED);
-    } else if (len > rl + 1 && memcmp(body, result, rl) == 0 && body[len - 1] == '}') {
-        buf_appendf(&it->out, "{\"%s\":", it->name);
-        buf_append(&it->out, body + rl, len - rl);
-    } else if (len > 0 && body[0] == '{') {
-        buf_append(&it->out, body, len);
-    } else {
-        error(&it->out, PROTO_ERR_INTERNAL);
-    }
-    it->b->bytes += it->out.len;
-    if (--it->b->left == 0)
-        batch_finish(it->b);
+    if (it->b->bytes && it->b->bytes + len > ctx.config->client_queue_max)
+        batch_error(it, PROTO_ERR_LIMIT_EXCEEDED, 1);
+    else if (len > rl + 1 && memcmp(body, result, rl) == 0 && body[len - 1] == '}')
+        batch_reply(it, body + rl, len - rl, it->name, 1);
+    else if (len > 0 && body[0] == '{')
+        batch_reply(it, body, len, NULL, 1);
+    else
+        batch_error(it, PROTO_ERR_INTERNAL, 1);
 }
 
 static void api_batch(struct call *r)
@@ -700,6 +798,7 @@ static void api_batch(struct call *r)
     b->r = r;
     b->n = n;
     b->left = n + 1; /* the loop below holds one: answers may come before it ends */
+    buf_append_str(&r->out, "{\"replies\":[");
     for (int i = cmds + 1, k = 0; (size_t)k < n; k++, i = json_skip(r->t, r->n, i)) {
         struct batch_item *it = &b->items[k];
         it->b = b;
@@ -708,28 +807,27 @@ static void api_batch(struct call *r)
         /* One member, the method, whose value is its request object. */
         if (c->type != JSMN_OBJECT || c->size != 1 || r->t[i + 1].type != JSMN_STRING ||
             r->t[i + 2].type != JSMN_OBJECT) {
-            error(&it->out, PROTO_ERR_BAD_REQUEST);
-            b->left--;
+            batch_error(it, PROTO_ERR_BAD_REQUEST, 0);
             continue;
         }
         struct json_span name = json_tok_span(r->js, &r->t[i + 1]);
-        if (!api_method_known(name.p, name.len) ||
-            (name.len == 5 && memcmp(name.p, "batch", 5) == 0)) {
-            error(&it->out, PROTO_ERR_METHOD_NOT_FOUND);
-            b->left--;
+        const struct method *m = find_method(name.p, name.len);
+        if (m == NULL || (name.len == 5 && memcmp(name.p, "batch", 5) == 0)) {
+            batch_error(it, PROTO_ERR_METHOD_NOT_FOUND, 0);
             continue;
         }
         memcpy(it->name, name.p, name.len); /* a known method's name: short */
-        struct json_span req = json_tok_raw(r->js, &r->t[i + 2]);
-        uint8_t *copy = malloc(req.len ? req.len : 1);
-        if (copy == NULL) {
-            error(&it->out, PROTO_ERR_INTERNAL);
-            b->left--;
-            continue;
-        }
-        memcpy(copy, req.p, req.len);
-        api_handle(name.p, name.len, copy, req.len, on_batch_reply, it);
-        free(copy); /* borrowed for the call only */
+        /* The command's object is token 0 of its own span of the batch's tokens. */
+        struct call *sub = &it->call;
+        sub->js = r->js;
+        sub->t = &r->t[i + 2];
+        sub->n = json_skip(r->t, r->n, i + 2) - (i + 2);
+        sub->out = (struct buf)BUF_INIT;
+        sub->status = 200;
+        sub->in_batch = 1;
+        sub->done = on_batch_reply;
+        sub->ud = it;
+        m->handle(sub);
     }
     if (--b->left == 0)
         batch_finish(b);
@@ -737,11 +835,7 @@ static void api_batch(struct call *r)
 
 /* ---- dispatch ---- */
 
-static const struct method {
-    const char *name;
-    void (*handle)(struct call *r);
-    int body_optional; /* an empty body means {} */
-} methods[] = {
+static const struct method methods[] = {
     {"publish", api_publish, 0},
     {"broadcast", api_broadcast, 0},
     {"info", api_info, 1},
@@ -796,6 +890,7 @@ void api_handle(const uint8_t *name, size_t name_len, uint8_t *body, size_t body
         fail(r, PROTO_ERR_BAD_REQUEST);
         return;
     }
+    jsmntok_t small[API_STACK_TOKENS], *t = NULL;
     if (!empty) {
         /* RFC 8259 section 8.1: JSON text exchanged between systems is UTF-8. Checked on
          * the whole body, so that nothing taken from it (data, channel, user, reason)
@@ -809,19 +904,24 @@ void api_handle(const uint8_t *name, size_t name_len, uint8_t *body, size_t body
         size_t ntok = body_len / 2 + 16;
         if (ntok > API_MAX_TOKENS)
             ntok = API_MAX_TOKENS;
-        r->t = malloc(ntok * sizeof(jsmntok_t));
-        if (r->t == NULL) {
+        t = ntok <= API_STACK_TOKENS ? small : malloc(ntok * sizeof(jsmntok_t));
+        if (t == NULL) {
             fail(r, PROTO_ERR_INTERNAL);
             return;
         }
-        r->n = json_tokenize(body, body_len, r->t, (unsigned)ntok);
-        if (r->n <= 0 || r->t[0].type != JSMN_OBJECT) {
+        r->t = t;
+        r->n = json_tokenize(body, body_len, t, (unsigned)ntok);
+        if (r->n <= 0 || t[0].type != JSMN_OBJECT) {
             /* Not a JSON object (malformed, nested deeper than JSON_MAX_DEPTH, too
              * many tokens): the body cannot be decoded, as Centrifugo answers 400. */
             r->status = 400;
             fail(r, PROTO_ERR_BAD_REQUEST);
+            if (t != small)
+                free(t);
             return;
         }
     }
-    m->handle(r);
+    m->handle(r); /* r may be gone already: the tokens are this function's */
+    if (t != small)
+        free(t);
 }
