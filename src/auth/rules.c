@@ -15,9 +15,12 @@ int auth_api_key_ok(const char *key, const uint8_t *given, size_t len)
     if (key == NULL || key[0] == 0)
         return 0;
     size_t kl = strlen(key);
-    volatile uint8_t diff = (uint8_t)((kl ^ len) != 0);
+    uint8_t diff = (uint8_t)((kl ^ len) != 0);
     for (size_t i = 0, k = 0; i < len; i++, k = k + 1 == kl ? 0 : k + 1)
         diff |= (uint8_t)(given[i] ^ (uint8_t)key[k]);
+    /* diff lives in a register (a volatile one was stored and reloaded every byte); the
+     * barrier keeps the compiler from turning the loop into an early exit */
+    __asm__ volatile("" : "+r"(diff));
     return diff == 0;
 }
 
