@@ -7,6 +7,7 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -16,10 +17,8 @@
 #include "net/internal.h"
 
 /* Outbound queue: a ring of frame references. Exists only while output is pending;
- * small ones are recycled through a per-loop pool. */
+ * small ones come from a per-loop slab. */
 #define OUTQ_SMALL 16
-#define OUTQ_POOL_MAX 256
-#define CONN_POOL_MAX 1024
 #define CLOSE_GRACE_SEC 2
 #define HTTP_IDLE_SEC 30
 
@@ -65,9 +64,8 @@ static const struct conn_io plain_io = {plain_read, plain_writev, plain_shutdown
 
 void conn_pools_init(struct loop *l)
 {
-    pool_init(&l->conn_pool, sizeof(struct conn), CONN_POOL_MAX);
-    pool_init(&l->outq_pool, sizeof(struct outq) + OUTQ_SMALL * sizeof(struct frame *),
-              OUTQ_POOL_MAX);
+    pool_init(&l->conn_pool, sizeof(struct conn));
+    pool_init(&l->outq_pool, sizeof(struct outq) + OUTQ_SMALL * sizeof(struct frame *));
 }
 
 void conn_pools_free(struct loop *l)
@@ -310,11 +308,22 @@ int conn_send_bytes(struct conn *c, const void *p, size_t len)
 
 /* ---- closing ---- */
 
-static void on_closed(uv_handle_t *h)
+static void on_reap(uv_check_t *h)
 {
-    struct conn *c = h->data;
-    struct loop *l = c->loop;
-    pool_put(&l->conn_pool, c);
+    conn_reap(h->data);
+}
+
+void conn_reap(struct loop *l)
+{
+    if (l->dead == NULL)
+        return;
+    while (l->dead) {
+        struct conn *c = l->dead;
+        l->dead = c->dirty_next;
+        pool_put(&l->conn_pool, c);
+        l->nconns--;
+    }
+    uv_check_stop(&l->reap);
     loop_conn_gone(l);
 }
 
@@ -353,21 +362,35 @@ void conn_abort(struct conn *c)
         }
         c->dirty = 0;
     }
-    if (c->prev)
-        c->prev->next = c->next;
-    else
-        l->conns = c->next;
-    if (c->next)
-        c->next->prev = c->prev;
     metrics_add(l->id, METRIC_CONNECTIONS, -1);
-    /* libuv takes the descriptor out of epoll in uv_close: close it after, or another
-     * loop's accept may already have been given the same number. */
-    uv_poll_stop(&c->poll);
-    uv_close((uv_handle_t *)&c->poll, on_closed);
+    /* Out of the epoll set before the descriptor is closed: once closed, its number may
+     * be another loop's next accept. */
+    if (c->events)
+        epoll_ctl(l->epoll_fd, EPOLL_CTL_DEL, c->fd, NULL);
+    c->events = 0;
     close(c->fd);
+    /* The struct stays until the end of the turn (off the dirty list, dirty_next is free
+     * to link it on loop->dead). */
+    c->dirty_next = l->dead;
+    if (l->dead == NULL)
+        uv_check_start(&l->reap, on_reap);
+    l->dead = c;
 }
 
-void conn_on_io(uv_poll_t *h, int status, int events);
+/* Register c for events (CONN_IN | CONN_OUT) in its loop's epoll set, level-triggered as
+ * libuv's own; none: out of the set, since epoll reports a hang-up or an error whatever
+ * was asked, and a paused connection would be woken for it at every turn. */
+static int poll_set(struct conn *c, uint8_t events)
+{
+    struct epoll_event ev = {.events = (events & CONN_IN ? EPOLLIN : 0u) |
+                                       (events & CONN_OUT ? EPOLLOUT : 0u),
+                             .data.ptr = c};
+    int op = events == 0 ? EPOLL_CTL_DEL : c->events == 0 ? EPOLL_CTL_ADD : EPOLL_CTL_MOD;
+    if (epoll_ctl(c->loop->epoll_fd, op, c->fd, &ev) != 0 && op != EPOLL_CTL_DEL)
+        return -1; /* out of kernel memory for the registration */
+    c->events = events;
+    return 0;
+}
 
 /* Poll for what the connection waits for: input unless paused, output while the
  * socket is full. */
@@ -375,16 +398,10 @@ static void update_poll(struct conn *c, int want_write)
 {
     if (c->closed)
         return;
-    c->want_write = (uint8_t)want_write;
-    uint8_t events =
-        (uint8_t)((c->paused || c->held ? 0 : UV_READABLE) | (want_write ? UV_WRITABLE : 0));
-    if (events == c->events)
-        return;
-    c->events = events;
-    if (events)
-        uv_poll_start(&c->poll, events, conn_on_io);
-    else
-        uv_poll_stop(&c->poll);
+    c->want_write = want_write != 0;
+    uint8_t events = (uint8_t)((c->paused || c->held ? 0 : CONN_IN) | (want_write ? CONN_OUT : 0));
+    if (events != c->events && poll_set(c, events) != 0)
+        conn_abort(c);
 }
 
 void conn_close_after_flush(struct conn *c, uint32_t seconds)
@@ -616,17 +633,37 @@ void conn_continue(struct conn *c)
     }
 }
 
-void conn_on_io(uv_poll_t *h, int status, int events)
+static void conn_on_io(struct conn *c, uint32_t events)
 {
-    struct conn *c = h->data;
-    if (status < 0) {
-        conn_abort(c);
-        return;
-    }
-    if (events & UV_WRITABLE)
+    /* A hang-up or an error: the read or the write that was asked for meets it (as libuv
+     * reports them on a poll handle). */
+    if (events & (EPOLLERR | EPOLLHUP))
+        events |= (c->events & CONN_IN ? EPOLLIN : 0u) | (c->events & CONN_OUT ? EPOLLOUT : 0u);
+    if ((events & EPOLLOUT) && (c->events & CONN_OUT))
         conn_flush(c);
-    if (!c->closed && (events & UV_READABLE))
+    if (!c->closed && (events & EPOLLIN) && (c->events & CONN_IN))
         conn_read(c);
+}
+
+#define EPOLL_BATCH 256
+
+void conn_poll_events(uv_poll_t *h, int status, int events)
+{
+    struct loop *l = h->data;
+    struct epoll_event ev[EPOLL_BATCH];
+    /* A few batches per turn: the set stays readable while more are ready, so what is
+     * left waits for the next turn rather than starving the loop's other work. */
+    for (int round = 0; round < 4; round++) {
+        int n = epoll_wait(l->epoll_fd, ev, EPOLL_BATCH, 0);
+        for (int i = 0; i < n; i++) {
+            struct conn *c = ev[i].data.ptr;
+            /* One aborted by an earlier event of the batch is still valid (on l->dead). */
+            if (!c->closed)
+                conn_on_io(c, ev[i].events);
+        }
+        if (n < EPOLL_BATCH)
+            break;
+    }
 }
 
 struct conn *conn_new(struct loop *l, int fd)
@@ -637,24 +674,18 @@ struct conn *conn_new(struct loop *l, int fd)
         return NULL;
     }
     memset(c, 0, sizeof(*c));
-    if (uv_poll_init(&l->uv, &c->poll, fd) != 0) {
-        pool_put(&l->conn_pool, c);
-        close(fd);
-        return NULL;
-    }
-    c->poll.data = c;
     c->fd = fd;
     c->loop = l;
     c->io = &plain_io;
     c->timer.fire = on_timer;
-    c->next = l->conns;
-    if (l->conns)
-        l->conns->prev = c;
-    l->conns = c;
+    if (poll_set(c, CONN_IN) != 0) { /* nothing else holds it yet */
+        pool_put(&l->conn_pool, c);
+        close(fd);
+        return NULL;
+    }
+    l->nconns++;
     metrics_add(l->id, METRIC_CONNECTIONS, 1);
     metrics_add(l->id, METRIC_ACCEPTED, 1);
-    c->events = UV_READABLE;
-    uv_poll_start(&c->poll, UV_READABLE, conn_on_io);
     /* Until its handler says otherwise, an idle connection is closed after a while. */
     conn_timer_set(c, HTTP_IDLE_SEC);
     return c;

@@ -25,33 +25,37 @@ struct tls_conn;
 struct tls_ctx;
 struct tls_loop;
 
+/* Laid out for size: an idle connection costs its loop this struct (from the loop's
+ * slab, no allocator header) and nothing else of net's. */
 struct conn {
-    uv_poll_t poll; /* poll.data == this */
-    int fd;
-    uint8_t dirty;       /* on loop->dirty */
-    uint8_t want_write;  /* UV_WRITABLE requested */
-    uint8_t close_after; /* shutdown(SHUT_WR) once the queue drains */
-    uint8_t closed;      /* aborted: uv_close called, nothing may link it anywhere */
-    uint8_t closing;     /* closing: no more output taken, input drained and discarded */
-    uint8_t peer_closed; /* read EOF */
-    uint8_t paused;      /* output over client_queue_max: input not read (back-pressure) */
-    uint8_t held;        /* the handler left over input_max unconsumed: input not read */
-    uint8_t metered;     /* its bytes count in herald_bytes_*_total (a WebSocket) */
-    uint8_t events;      /* UV_READABLE | UV_WRITABLE being polled */
-    uint8_t heavy;       /* on loop->heavy[heavy] (log2 of its queued bytes), 0: on none */
-    uint8_t shed;        /* disconnected for the output budget: never chosen again */
-    struct loop_timer timer;
-    struct conn *dirty_next;
-    struct conn *next, *prev; /* loop->conns */
-    struct conn *heavy_next, *heavy_prev; /* loop->heavy[heavy], oldest first */
     struct loop *loop;
-    struct buf in; /* unconsumed input (partial frame or request), empty when none */
-    struct outq *out; /* pending output or NULL */
     const struct conn_handler *h;
     void *ud;
     const struct conn_io *io;
     struct tls_conn *tls; /* the TLS session (net/tls.c), or NULL: plaintext */
+    struct outq *out;     /* pending output or NULL */
+    struct conn *dirty_next;
+    struct conn *heavy_next, *heavy_prev; /* loop->heavy[heavy], oldest first */
+    struct buf in; /* unconsumed input (partial frame or request), empty when none */
+    struct loop_timer timer;
+    int fd;
+    uint8_t heavy;           /* on loop->heavy[heavy] (log2 of its queued bytes), 0: on none */
+    uint8_t events;          /* CONN_IN | CONN_OUT in the loop's epoll set; 0: not in it */
+    unsigned dirty : 1;       /* on loop->dirty */
+    unsigned want_write : 1;  /* CONN_OUT requested */
+    unsigned close_after : 1; /* shutdown(SHUT_WR) once the queue drains */
+    unsigned closed : 1;      /* aborted: waits on loop->dead for the turn's end */
+    unsigned closing : 1;     /* closing: no more output taken, input drained and discarded */
+    unsigned peer_closed : 1; /* read EOF */
+    unsigned paused : 1;      /* output over client_queue_max: input not read (back-pressure) */
+    unsigned held : 1;        /* the handler left over input_max unconsumed: input not read */
+    unsigned metered : 1;     /* its bytes count in herald_bytes_*_total (a WebSocket) */
+    unsigned shed : 1;        /* disconnected for the output budget: never chosen again */
 };
+
+/* What a connection waits for, as it is registered in its loop's epoll set. */
+#define CONN_IN 1
+#define CONN_OUT 2
 
 struct loop {
     uv_loop_t uv;
@@ -62,6 +66,15 @@ struct loop {
     uv_poll_t listen_poll;
     int metrics_fd; /* loop 0 with metrics_listen: its listener, plaintext; else -1 */
     uv_poll_t metrics_poll;
+    /* Every connection's socket is in this epoll set (level-triggered, data.ptr = the
+     * conn), itself watched by libuv through one handle: no libuv handle per connection. */
+    int epoll_fd;
+    uv_poll_t epoll_poll;
+    /* Aborted connections: their structs go back to the slab once the turn's callbacks
+     * have run (an event already fetched for one, or a caller still holding it, sees it
+     * closed). */
+    struct conn *dead;
+    uv_check_t reap;
     uv_async_t wake;
     uv_prepare_t flush;
     uv_timer_t tick;
@@ -80,9 +93,9 @@ struct loop {
     uint32_t ndirty;
     uint64_t last_flush_ns; /* uv_hrtime() of the last flush */
     uv_timer_t flush_timer; /* a deferred (coalesced) flush */
-    struct conn *conns;     /* every connection, for shutdown */
+    uint32_t nconns;        /* connections in conn_pool, the dead ones included */
     struct loop_timer *wheel[WHEEL_SLOTS];
-    struct pool conn_pool; /* connection structs (they churn) */
+    struct pool conn_pool; /* every connection struct of the loop (walked at shutdown) */
     struct pool outq_pool; /* small outbound queues */
     int shutting_down;
     int joined;           /* its thread ran and was joined */
@@ -113,6 +126,10 @@ struct net {
 
 /* conn.c, for loop.c */
 struct conn *conn_new(struct loop *loop, int fd);
+/* The loop's epoll set has events: dispatch them to their connections. */
+void conn_poll_events(uv_poll_t *h, int status, int events);
+/* Give the structs of the connections aborted this turn back to the slab. */
+void conn_reap(struct loop *loop);
 void conn_flush(struct conn *c);
 void conn_shutdown(struct conn *c); /* server shutdown: the handler's, or abort */
 void conn_pools_init(struct loop *loop);

@@ -8,6 +8,7 @@
 #include <netinet/tcp.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -26,12 +27,24 @@ void *loop_uv(struct loop *l)
     return &l->uv;
 }
 
+struct each {
+    void (*fn)(struct conn *c, void *ud);
+    void *ud;
+};
+
+static void each_live(void *block, void *arg)
+{
+    struct conn *c = block;
+    struct each *e = arg;
+    if (!c->closed)
+        e->fn(c, e->ud);
+}
+
 void loop_each_conn(struct loop *l, void (*fn)(struct conn *c, void *ud), void *ud)
 {
-    for (struct conn *c = l->conns, *next; c; c = next) {
-        next = c->next;
-        fn(c, ud);
-    }
+    /* The slab holds every connection of the loop: no list through them. */
+    struct each e = {fn, ud};
+    pool_each(&l->conn_pool, each_live, &e);
 }
 
 struct buf *loop_reply_buf(struct loop *l)
@@ -340,6 +353,11 @@ void loop_timer_set(struct loop *l, struct loop_timer *t, uint32_t seconds)
     wheel_link(l, t);
 }
 
+static void abort_one(struct conn *c, void *ud)
+{
+    conn_abort(c);
+}
+
 static void on_tick(uv_timer_t *h)
 {
     struct loop *l = h->data;
@@ -374,8 +392,7 @@ static void on_tick(uv_timer_t *h)
         l->net->cfg.tick(l, l->net->cfg.ud);
     if (l->shutting_down && ++l->shutting_down > 4) {
         /* Grace period over: whoever has not closed yet is cut off. */
-        while (l->conns)
-            conn_abort(l->conns);
+        loop_each_conn(l, abort_one, NULL);
     }
 }
 
@@ -387,9 +404,11 @@ static void on_handle_closed(uv_handle_t *h)
 
 static void loop_maybe_finish(struct loop *l)
 {
-    if (!l->shutting_down || l->conns != NULL)
+    if (!l->shutting_down || l->nconns != 0)
         return;
     if (!uv_is_closing((uv_handle_t *)&l->tick)) {
+        uv_close((uv_handle_t *)&l->epoll_poll, on_handle_closed);
+        uv_close((uv_handle_t *)&l->reap, on_handle_closed);
         uv_close((uv_handle_t *)&l->tick, on_handle_closed);
         uv_close((uv_handle_t *)&l->flush_timer, on_handle_closed);
         uv_close((uv_handle_t *)&l->flush, on_handle_closed);
@@ -401,6 +420,11 @@ static void loop_maybe_finish(struct loop *l)
 void loop_conn_gone(struct loop *l)
 {
     loop_maybe_finish(l);
+}
+
+static void shutdown_one(struct conn *c, void *ud)
+{
+    conn_shutdown(c);
 }
 
 static void on_shutdown(struct loop *l, struct loop_msg *msgs, size_t n)
@@ -415,10 +439,7 @@ static void on_shutdown(struct loop *l, struct loop_msg *msgs, size_t n)
         l->listen_fd = -1;
     }
     metrics_listener_close(l, on_handle_closed);
-    for (struct conn *c = l->conns, *next; c; c = next) {
-        next = c->next;
-        conn_shutdown(c);
-    }
+    loop_each_conn(l, shutdown_one, NULL);
     loop_maybe_finish(l);
 }
 
@@ -438,6 +459,7 @@ static void *loop_thread(void *arg)
 static void loop_free(struct loop *l)
 {
     uv_loop_close(&l->uv);
+    close(l->epoll_fd);
     free(l->read_buf);
     free(l->inbox);
     free(l->work);
@@ -458,17 +480,31 @@ static struct loop *loop_new(struct net *net, unsigned id, int fd)
     l->listen_fd = fd;
     l->metrics_fd = -1;
     l->read_buf = malloc(LOOP_READ_BUF);
-    if (l->read_buf == NULL || uv_loop_init(&l->uv) != 0) {
+    l->epoll_fd = epoll_create1(EPOLL_CLOEXEC);
+    if (l->read_buf == NULL || l->epoll_fd < 0 || uv_loop_init(&l->uv) != 0) {
+        if (l->epoll_fd >= 0)
+            close(l->epoll_fd);
         free(l->read_buf);
         free(l);
         return NULL;
     }
-    if (net->cfg.tls && tls_loop_init(l, net->cfg.tls, net->cfg.tls_handshake_timeout) != 0) {
+    int polled = uv_poll_init(&l->uv, &l->epoll_poll, l->epoll_fd) == 0;
+    if (!polled ||
+        (net->cfg.tls && tls_loop_init(l, net->cfg.tls, net->cfg.tls_handshake_timeout) != 0)) {
+        if (polled) {
+            uv_close((uv_handle_t *)&l->epoll_poll, NULL);
+            uv_run(&l->uv, UV_RUN_NOWAIT);
+        }
         uv_loop_close(&l->uv);
+        close(l->epoll_fd);
         free(l->read_buf);
         free(l);
         return NULL;
     }
+    l->epoll_poll.data = l;
+    uv_poll_start(&l->epoll_poll, UV_READABLE, conn_poll_events);
+    uv_check_init(&l->uv, &l->reap);
+    l->reap.data = l;
     conn_pools_init(l);
     pthread_mutex_init(&l->inbox_lock, NULL);
     uv_async_init(&l->uv, &l->wake, on_wake);
@@ -594,6 +630,8 @@ void net_free(struct net *net)
         struct loop *l = net->loops[i];
         if (!l->joined) {
             /* never ran: close what loop_new opened */
+            uv_close((uv_handle_t *)&l->epoll_poll, NULL);
+            uv_close((uv_handle_t *)&l->reap, NULL);
             uv_close((uv_handle_t *)&l->listen_poll, NULL);
             uv_close((uv_handle_t *)&l->tick, NULL);
             uv_close((uv_handle_t *)&l->flush_timer, NULL);
