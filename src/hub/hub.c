@@ -15,6 +15,7 @@
 
 #include "core/config.h"
 #include "core/frame.h"
+#include "core/pool.h"
 #include "core/table.h"
 #include "metrics/metrics.h"
 #include "net/conn.h"
@@ -36,14 +37,31 @@ struct shard {
     struct table routes;
 };
 
-/* A loop's view of a channel: its subscribers there. */
+/* A loop's view of a channel: its subscribers there. A channel of one subscriber (the
+ * per-user pattern) holds it inline: no array. */
 struct local_channel {
     struct table_node node;
-    struct hub_sub **subs;
-    uint32_t n, cap;
+    union {
+        struct hub_sub *one;   /* cap_shift 0 */
+        struct hub_sub **many; /* 1 << cap_shift entries */
+    } subs;
+    uint32_t n;
     uint16_t name_len;
-    uint8_t name[];
+    uint8_t cap_shift;
+    char name[]; /* NUL-terminated (the subscriptions' hub_sub_name) */
 };
+
+/* What a subscription of a namespace with presence or join/leave keeps for them. */
+struct hub_presence {
+    uint32_t info_len;
+    char client[37];
+    uint8_t info[]; /* ClientInfo JSON */
+};
+
+static struct hub_sub **lc_subs(struct local_channel *lc)
+{
+    return lc->cap_shift ? lc->subs.many : &lc->subs.one;
+}
 
 /* The hub's process-wide state, one per process (the fuzzers and tests init it too). */
 static struct {
@@ -51,6 +69,7 @@ static struct {
     struct loop *loops[LOOP_MAX];
     unsigned nloops;
     struct table *locals[LOOP_MAX]; /* per loop: channel -> struct local_channel */
+    struct pool subs[LOOP_MAX];     /* per loop: its struct hub_sub, once locals[] is made */
     atomic_size_t num_routes;
     size_t max_channels;
     struct hub_callbacks cb;
@@ -97,8 +116,10 @@ static void local_free(struct table *t)
     for (size_t i = 0; i < t->nbuckets; i++) {
         for (struct table_node *n = t->buckets[i], *next; n; n = next) {
             next = n->next;
-            free(((struct local_channel *)n)->subs);
-            free(n);
+            struct local_channel *lc = (struct local_channel *)n;
+            if (lc->cap_shift)
+                free(lc->subs.many);
+            free(lc);
         }
     }
     table_destroy(t);
@@ -108,6 +129,8 @@ static void local_free(struct table *t)
 void hub_loop_exit(struct loop *loop)
 {
     unsigned id = loop_id(loop);
+    if (hub.locals[id])
+        pool_drain(&hub.subs[id]);
     local_free(hub.locals[id]);
     hub.locals[id] = NULL;
 }
@@ -126,6 +149,8 @@ void hub_shutdown(void)
         pthread_mutex_destroy(&s->lock);
     }
     for (unsigned i = 0; i < LOOP_MAX; i++) {
+        if (hub.locals[i])
+            pool_drain(&hub.subs[i]);
         local_free(hub.locals[i]);
         hub.locals[i] = NULL;
     }
@@ -156,6 +181,7 @@ static struct table *local_table(struct loop *loop)
             return NULL;
         }
         hub.locals[id] = t;
+        pool_init(&hub.subs[id], sizeof(struct hub_sub));
     }
     return hub.locals[id];
 }
@@ -238,7 +264,7 @@ static void deliver(struct loop *loop, struct loop_msg *msgs, size_t n)
      * that dropping one (its slot is refilled from the end, already visited) leaves the
      * ones still to visit in place; once lc->n reaches 0, lc is gone and not touched. */
     for (uint32_t i = subs; i-- > 0;) {
-        struct hub_sub *s = lc->subs[i];
+        struct hub_sub *s = lc_subs(lc)[i];
         int r;
         if (first_offset && s->min_offset >= first_offset) {
             /* Recovered up to min_offset in its subscribe reply: skip those (rare). */
@@ -358,7 +384,7 @@ static void on_lost(struct loop *loop, struct loop_msg *msgs, size_t n)
         struct local_channel *lc = t ? local_find(t, table_hash(name, len), name, len) : NULL;
         /* From the last to the first: each owner unsubscribes its own (see deliver). */
         for (uint32_t k = lc ? lc->n : 0; k-- > 0;)
-            hub.cb.lost(lc->subs[k]->owner, lc->subs[k]);
+            hub.cb.lost(lc_subs(lc)[k]->owner, lc_subs(lc)[k]);
         free(msgs[i].ptr);
     }
 }
@@ -455,22 +481,67 @@ static void route_remove(unsigned loop, const uint8_t *ch, size_t len, uint64_t 
 static void local_channel_free(struct table *t, struct local_channel *lc)
 {
     table_remove(t, &lc->node);
-    free(lc->subs);
+    if (lc->cap_shift)
+        free(lc->subs.many);
     free(lc);
 }
 
-/* Unlink s from its local channel; 1 when it was the loop's last subscriber there
- * (the local channel is freed then). */
-static int local_remove(struct loop *loop, struct hub_sub *s)
+/* Room for one more subscriber in lc: 0, or -1 out of memory. */
+static int local_reserve(struct local_channel *lc)
+{
+    if (lc->n < 1u << lc->cap_shift)
+        return 0;
+    size_t cap = (size_t)2 << lc->cap_shift;
+    struct hub_sub **subs = lc->cap_shift ? lc->subs.many : NULL;
+    subs = realloc(subs, cap * sizeof(*subs));
+    if (subs == NULL)
+        return -1;
+    if (lc->cap_shift == 0)
+        subs[0] = lc->subs.one;
+    lc->subs.many = subs;
+    lc->cap_shift++;
+    return 0;
+}
+
+/* Unlink s from its local channel; 1 when it was the loop's last subscriber there (the
+ * caller frees the local channel, whose name s has, once done with it). */
+static int local_remove(struct hub_sub *s)
 {
     struct local_channel *lc = s->lc;
+    struct hub_sub **subs = lc_subs(lc);
     uint32_t i = s->index;
-    lc->subs[i] = lc->subs[--lc->n];
-    lc->subs[i]->index = i;
-    if (lc->n)
-        return 0;
-    local_channel_free(hub.locals[loop_id(loop)], lc);
-    return 1;
+    subs[i] = subs[--lc->n];
+    subs[i]->index = i;
+    if (lc->n == 1 && lc->cap_shift) { /* back to one, inline */
+        struct hub_sub *one = subs[0];
+        free(subs);
+        lc->subs.one = one;
+        lc->cap_shift = 0;
+    }
+    return lc->n == 0;
+}
+
+const char *hub_sub_name(const struct hub_sub *s, size_t *len)
+{
+    *len = s->lc->name_len;
+    return s->lc->name;
+}
+
+const uint8_t *hub_sub_info(const struct hub_sub *s, size_t *len)
+{
+    *len = s->presence ? s->presence->info_len : 0;
+    return s->presence ? s->presence->info : NULL;
+}
+
+/* Give back s and what it holds (unlinked already); its local channel too when it was
+ * the last one there. */
+static void sub_free(struct loop *loop, struct hub_sub *s, int last)
+{
+    unsigned id = loop_id(loop);
+    if (last)
+        local_channel_free(hub.locals[id], s->lc);
+    free(s->presence);
+    pool_put(&hub.subs[id], s);
 }
 
 struct subscribing {
@@ -493,20 +564,20 @@ static void on_engine_subscribed(void *ud, int status, const struct engine_pos *
     struct engine *e = hub.engine;
     unsigned id = loop_id(x->loop);
     if (status != ENGINE_OK) {
-        int last = local_remove(x->loop, s);
-        route_remove(id, (const uint8_t *)s->name, s->name_len,
-                     table_hash(s->name, s->name_len), last);
-        free(s->info);
-        free(s);
+        struct local_channel *lc = s->lc;
+        int last = local_remove(s);
+        route_remove(id, (const uint8_t *)lc->name, lc->name_len, lc->node.hash, last);
+        sub_free(x->loop, s, last);
         x->cb(x->ud, status, NULL, pos, 0, NULL, 0);
         free(x);
         return;
     }
     s->min_offset = pos->offset;
     metrics_add(id, METRIC_SUBSCRIPTIONS, 1);
-    if (s->info)
-        e->ops->presence_add(e, (const uint8_t *)s->name, s->name_len, s->client, x->user,
-                             x->user_len, s->info, s->info_len, s->ns->presence,
+    struct hub_presence *p = s->presence;
+    if (p)
+        e->ops->presence_add(e, (const uint8_t *)s->lc->name, s->lc->name_len, p->client,
+                             x->user, x->user_len, p->info, p->info_len, s->ns->presence,
                              s->ns->join_leave, NULL, NULL);
     x->cb(x->ud, ENGINE_OK, s, pos, recovered, pubs, n);
     free(x);
@@ -519,31 +590,32 @@ void hub_subscribe(struct loop *loop, const struct hub_subscribe_req *r, hub_sub
     unsigned id = loop_id(loop);
     uint64_t hash = table_hash(r->channel, r->len);
     struct table *t = local_table(loop);
-    struct hub_sub *s = t ? calloc(1, sizeof(*s) + r->len + 1) : NULL;
+    struct hub_sub *s = t ? pool_get(&hub.subs[id]) : NULL;
     if (s == NULL) {
         cb(ud, ENGINE_ERR_INTERNAL, NULL, &none, 0, NULL, 0);
         return;
     }
+    memset(s, 0, sizeof(*s));
     s->owner = r->owner;
     s->conn = r->conn;
     s->ns = r->ns;
-    s->client = r->client;
-    s->name_len = (uint16_t)r->len;
-    memcpy(s->name, r->channel, r->len);
     if (r->ns && (r->ns->presence || r->ns->join_leave) && r->info) {
-        s->info = malloc(r->info_len ? r->info_len : 1);
-        if (s->info == NULL) {
-            free(s);
+        struct hub_presence *p = s->presence = malloc(sizeof(*p) + r->info_len);
+        if (p == NULL) {
+            pool_put(&hub.subs[id], s);
             cb(ud, ENGINE_ERR_INTERNAL, NULL, &none, 0, NULL, 0);
             return;
         }
-        memcpy(s->info, r->info, r->info_len);
-        s->info_len = (uint32_t)r->info_len;
+        size_t clen = r->client ? strnlen(r->client, sizeof(p->client) - 1) : 0;
+        memcpy(p->client, r->client ? r->client : "", clen);
+        p->client[clen] = 0;
+        memcpy(p->info, r->info, r->info_len);
+        p->info_len = (uint32_t)r->info_len;
     }
     struct local_channel *lc = local_find(t, hash, r->channel, r->len);
     int status = 0;
     if (lc == NULL) {
-        lc = calloc(1, sizeof(*lc) + r->len);
+        lc = calloc(1, sizeof(*lc) + r->len + 1);
         if (lc == NULL) {
             status = ENGINE_ERR_INTERNAL;
         } else {
@@ -553,16 +625,8 @@ void hub_subscribe(struct loop *loop, const struct hub_subscribe_req *r, hub_sub
             table_insert(t, &lc->node);
         }
     }
-    if (status == 0 && lc->n == lc->cap) {
-        uint32_t cap = lc->cap ? lc->cap * 2 : 1;
-        struct hub_sub **subs = realloc(lc->subs, cap * sizeof(*subs));
-        if (subs == NULL) {
-            status = ENGINE_ERR_INTERNAL;
-        } else {
-            lc->subs = subs;
-            lc->cap = cap;
-        }
-    }
+    if (status == 0 && local_reserve(lc) != 0)
+        status = ENGINE_ERR_INTERNAL;
     /* Routing first, then the engine: a publication that races the subscribe is either
      * in the recovery or posted here (then skipped by min_offset), never neither. */
     if (status == 0)
@@ -575,14 +639,14 @@ void hub_subscribe(struct loop *loop, const struct hub_subscribe_req *r, hub_sub
     if (status != 0) {
         if (lc && lc->n == 0)
             local_channel_free(t, lc);
-        free(s->info);
-        free(s);
+        free(s->presence);
+        pool_put(&hub.subs[id], s);
         cb(ud, status, NULL, &none, 0, NULL, 0);
         return;
     }
     s->lc = lc;
     s->index = lc->n;
-    lc->subs[lc->n++] = s;
+    lc_subs(lc)[lc->n++] = s;
     /* Until the engine answers, nothing is sent; then nothing at or below its position. */
     s->min_offset = UINT64_MAX;
     *x = (struct subscribing){loop, s, r->user, r->user_len, cb, ud};
@@ -594,19 +658,21 @@ void hub_subscribe(struct loop *loop, const struct hub_subscribe_req *r, hub_sub
 void hub_unsubscribe(struct loop *loop, struct hub_sub *s)
 {
     unsigned id = loop_id(loop);
-    uint64_t hash = table_hash(s->name, s->name_len);
-    int last = local_remove(loop, s);
-    route_remove(id, (const uint8_t *)s->name, s->name_len, hash, last);
+    struct local_channel *lc = s->lc; /* its name serves until sub_free */
+    const uint8_t *name = (const uint8_t *)lc->name;
+    size_t len = lc->name_len;
+    int last = local_remove(s);
+    route_remove(id, name, len, lc->node.hash, last);
     struct engine *e = hub.engine;
-    if (s->info && s->ns && (s->ns->presence || s->ns->join_leave))
-        e->ops->presence_remove(e, (const uint8_t *)s->name, s->name_len, s->client, s->info,
-                                s->info_len, s->ns->presence, s->ns->join_leave);
+    struct hub_presence *p = s->presence;
+    if (p && s->ns && (s->ns->presence || s->ns->join_leave))
+        e->ops->presence_remove(e, name, len, p->client, p->info, p->info_len, s->ns->presence,
+                                s->ns->join_leave);
     struct engine_stream_opts o = stream_opts(s->ns);
     if (o.history_size)
-        e->ops->unsubscribe(e, (const uint8_t *)s->name, s->name_len);
+        e->ops->unsubscribe(e, name, len);
     metrics_add(id, METRIC_SUBSCRIPTIONS, -1);
-    free(s->info);
-    free(s);
+    sub_free(loop, s, last);
 }
 
 /* ---- publish and queries ---- */

@@ -43,24 +43,29 @@ struct hub_callbacks {
 };
 
 /* A local subscription. The hub owns it (hub_subscribe creates it, hub_unsubscribe
- * frees it); the owner reads it and uses its two fields. */
+ * frees it); the owner reads it and uses its two fields. One per subscriber: kept small
+ * (from a slab of its loop; the channel's name is its local channel's). */
+struct hub_presence;
 struct hub_sub {
     /* the owner's */
     struct hub_sub *next; /* the owner's list of its subscriptions */
     uint32_t expire_at;   /* loop second its subscription token expires (+grace), 0 never */
     /* the hub's, read-only for the owner */
+    uint32_t index; /* position in lc's subscriber array */
     void *owner;
     struct conn *conn;
     struct local_channel *lc;
-    uint32_t index;      /* position in lc's subscriber array */
     uint64_t min_offset; /* publications with offset <= this were already sent (recovery) */
     const struct ns_opts *ns;
-    const char *client; /* the owner's client id (borrowed), for presence */
-    uint8_t *info;      /* ClientInfo JSON for presence and join/leave, malloc'd, or NULL */
-    uint32_t info_len;
-    uint16_t name_len;
-    char name[]; /* NUL-terminated */
+    struct hub_presence *presence; /* client id and ClientInfo, for presence and join/leave */
 };
+
+/* The subscription's channel: its name (NUL-terminated, valid while s lives), *len its
+ * length. */
+const char *hub_sub_name(const struct hub_sub *s, size_t *len);
+/* The ClientInfo JSON kept for presence and join/leave (valid while s lives), or NULL
+ * when the namespace has neither. */
+const uint8_t *hub_sub_info(const struct hub_sub *s, size_t *len);
 
 /* Before the engine is opened: the loops (borrowed), max_channels, the callbacks. */
 int hub_init(unsigned nloops, struct loop *const *loops, size_t max_channels,
@@ -73,8 +78,8 @@ void hub_shutdown(void);
 /* A loop thread's local table goes at its end. */
 void hub_loop_exit(struct loop *loop);
 
-/* What a subscribe needs. Everything is borrowed for the call, except client, which
- * must live as long as the subscription. */
+/* What a subscribe needs. Everything is borrowed for the call (client and info are
+ * copied where the namespace keeps presence or join/leave). */
 struct hub_subscribe_req {
     const uint8_t *channel;
     size_t len;

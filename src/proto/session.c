@@ -261,7 +261,9 @@ void session_lost(void *owner, struct hub_sub *sub)
         *pp = sub->next;
         s->nsubs--;
         struct buf b = BUF_INIT;
-        proto_push_insufficient_state(&b, (const uint8_t *)sub->name, sub->name_len);
+        size_t len;
+        const char *name = hub_sub_name(sub, &len);
+        proto_push_insufficient_state(&b, (const uint8_t *)name, len);
         hub_unsubscribe(s->loop, sub);
         if (!b.oom)
             ws_conn_reply_text(&s->ws, b.p, b.len); /* must not be lost to the queue bound */
@@ -546,10 +548,17 @@ static void append_expiry(struct buf *out, int64_t exp, int first)
 
 /* ---- subscribe ---- */
 
+static int sub_is(const struct hub_sub *sub, const uint8_t *ch, size_t len)
+{
+    size_t n;
+    const char *name = hub_sub_name(sub, &n);
+    return n == len && memcmp(name, ch, len) == 0;
+}
+
 static struct hub_sub *find_sub(struct session *s, const uint8_t *ch, size_t len)
 {
     for (struct hub_sub *sub = s->subs; sub; sub = sub->next)
-        if (sub->name_len == len && memcmp(sub->name, ch, len) == 0)
+        if (sub_is(sub, ch, len))
             return sub;
     return NULL;
 }
@@ -781,7 +790,7 @@ static int remove_sub(struct session *s, const uint8_t *ch, size_t len)
 {
     for (struct hub_sub **pp = &s->subs; *pp; pp = &(*pp)->next) {
         struct hub_sub *sub = *pp;
-        if (sub->name_len == len && memcmp(sub->name, ch, len) == 0) {
+        if (sub_is(sub, ch, len)) {
             *pp = sub->next;
             s->nsubs--;
             hub_unsubscribe(s->loop, sub);
@@ -918,8 +927,10 @@ static void handle_publish(struct session *s, struct proto_command *cmd, struct 
         return;
     }
     buf_reset(&scratch_info);
-    if (own && own->info)
-        buf_append(&scratch_info, own->info, own->info_len); /* includes chan_info */
+    size_t own_info_len;
+    const uint8_t *own_info = own ? hub_sub_info(own, &own_info_len) : NULL;
+    if (own_info)
+        buf_append(&scratch_info, own_info, own_info_len); /* includes chan_info */
     else
         client_info(&scratch_info, s, NULL, 0);
     if (scratch_info.oom) {
