@@ -27,7 +27,7 @@ static struct user_count *count_find(uint64_t hash, const char *name)
     return NULL;
 }
 
-void users_online(const char *name)
+const char *users_online(const char *name)
 {
     uint64_t hash = table_hash(name, strlen(name));
     pthread_mutex_lock(&node_lock);
@@ -45,6 +45,8 @@ void users_online(const char *name)
     if (u)
         u->conns++;
     pthread_mutex_unlock(&node_lock);
+    /* Stays while this connection counts in it (freed when its count reaches 0). */
+    return u ? u->name : NULL;
 }
 
 void users_offline(const char *name)

@@ -5,8 +5,10 @@
 
 #include <stdint.h>
 
-/* A connection of user (NUL-terminated, borrowed for the call) came or went. */
-void users_online(const char *user);
+/* A connection of user (NUL-terminated, borrowed for the call) came or went.
+ * users_online returns the table's copy of the name, which a connection may keep
+ * instead of its own until its users_offline (NULL out of memory: not counted). */
+const char *users_online(const char *user);
 void users_offline(const char *user);
 /* Distinct users connected to this node (any thread). */
 uint64_t users_count(void);
