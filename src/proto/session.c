@@ -19,6 +19,7 @@
 #include "core/buf.h"
 #include "core/config.h"
 #include "core/log.h"
+#include "core/pool.h"
 #include "core/rand.h"
 #include "hub/hub.h"
 #include "limit/node.h"
@@ -33,34 +34,40 @@
 
 #define HERALD_VERSION "0.1.0"
 
+/* Bytes a session keeps (conn_info, a URL's token), with their length. */
+struct bytes {
+    uint32_t len;
+    uint8_t p[];
+};
+
+/* One per connection, idle ones included: laid out for size, from its loop's slab. */
 struct session {
     struct ws_conn ws; /* first: the WebSocket phase hands it back */
     struct loop *loop;
-    char client[37];
-    uint8_t connected;
-    uint8_t awaiting_pong;
-    uint8_t dead; /* the connection is gone; freed when pending reaches 0 */
-    uint8_t user_counted; /* in max_connections_per_user: on this node, */
-    uint8_t user_shared;  /* and across nodes */
-    uint8_t strikes;      /* commands refused in a row by client_command_rate */
-    uint64_t command_tat; /* its GCRA state (limit/limit.h) */
-    struct limit_client lc; /* the client's address and what it holds of the limits */
-    uint32_t pending;  /* hub/engine requests not completed yet */
-    uint32_t nsubs;
-    uint32_t ping_at;   /* loop second (loop_now_sec) of the next ping */
-    uint32_t expire_at; /* loop second when an expired token closes us, 0 = never */
-    int64_t exp;        /* token exp (Unix seconds), 0 = none */
-    char *user;         /* NUL-terminated, "" for anonymous */
-    uint8_t *info;      /* conn_info from the token (raw JSON) or NULL */
-    uint32_t info_len;
-
-    uint8_t awaiting_keys; /* its connect waits for the JWKS to be fetched (unknown kid) */
-    uint8_t deferred;      /* commands waiting for the JWKS */
-    uint8_t retrying;      /* running a deferred command: an unknown kid is final */
-    uint32_t query_token_len;
-    uint8_t *query_token; /* the URL query's connection token (allow_query_token), or NULL */
-
     struct hub_sub *subs;
+    /* NUL-terminated, "" for anonymous; NULL before connect. While connected, the users
+     * table's copy (users_online), else the session's own (user_own). */
+    const char *user;
+    struct bytes *info;        /* conn_info from the token (raw JSON) or NULL */
+    struct bytes *query_token; /* the URL query's connection token (allow_query_token) */
+    uint64_t command_tat;      /* its GCRA state (limit/limit.h) */
+    int64_t exp;               /* token exp (Unix seconds), 0 = none */
+    uint32_t pending;          /* hub/engine requests not completed yet */
+    uint32_t nsubs;
+    uint32_t ping_at;          /* loop second (loop_now_sec) of the next ping */
+    uint32_t expire_at;        /* loop second when an expired token closes us, 0 = never */
+    struct limit_client lc;    /* the client's address and what it holds of the limits */
+    uint8_t strikes;           /* commands refused in a row by client_command_rate */
+    uint8_t deferred;          /* commands waiting for the JWKS */
+    unsigned connected : 1;
+    unsigned awaiting_pong : 1;
+    unsigned dead : 1;          /* the connection is gone; freed when pending reaches 0 */
+    unsigned user_counted : 1;  /* in max_connections_per_user: on this node, */
+    unsigned user_shared : 1;   /* and across nodes */
+    unsigned user_own : 1;      /* user is the session's malloc'd copy */
+    unsigned awaiting_keys : 1; /* its connect waits for the JWKS to be fetched (unknown kid) */
+    unsigned retrying : 1;      /* running a deferred command: an unknown kid is final */
+    uint8_t client[16];         /* the client id (a version 4 UUID) given at connect */
 };
 
 /* The replies being gathered for the message being handled on this loop thread, and
@@ -70,6 +77,10 @@ static _Thread_local struct buf *batch_out;
 
 static const struct config *config;
 
+/* Sessions by loop (their slab; a session's loop thread, or, once the loops have ended,
+ * the thread that frees what they left). */
+static struct pool session_pools[LOOP_MAX];
+
 static struct loop *const *control_loops;
 static unsigned control_nloops;
 
@@ -78,6 +89,8 @@ void session_init(const struct config *c, struct loop *const *loops, unsigned nl
     config = c;
     control_loops = loops;
     control_nloops = nloops;
+    for (unsigned i = 0; i < nloops && i < LOOP_MAX; i++)
+        pool_init(&session_pools[i], sizeof(struct session));
 }
 
 uint64_t session_num_users(void)
@@ -91,6 +104,10 @@ static _Thread_local struct buf scratch_info;
 void session_loop_exit(struct loop *loop)
 {
     buf_free(&scratch_info);
+    /* Sessions waiting for a request to complete are freed later, into the slab. */
+    struct pool *p = &session_pools[loop_id(loop)];
+    if (p->used == 0)
+        pool_drain(p);
 }
 
 static struct session *of(struct ws_conn *w)
@@ -101,6 +118,48 @@ static struct session *of(struct ws_conn *w)
 static struct conn *conn_of(const struct session *s)
 {
     return s->ws.conn;
+}
+
+/* The client id as text (36 characters), into out; "" before connect. */
+static const char *client_id(const struct session *s, char out[37])
+{
+    static const char hex[] = "0123456789abcdef";
+    int j = 0;
+    if (s->client[6]) { /* set: a version 4 UUID's byte 6 is 0x4X */
+        for (int i = 0; i < 16; i++) {
+            if (i == 4 || i == 6 || i == 8 || i == 10)
+                out[j++] = '-';
+            out[j++] = hex[s->client[i] >> 4];
+            out[j++] = hex[s->client[i] & 15];
+        }
+    }
+    out[j] = 0;
+    return out;
+}
+
+/* A random version 4 UUID (RFC 4122 section 4.4), as 16 bytes. */
+static void new_client_id(uint8_t id[16])
+{
+    char hex[33];
+    rand_hex(hex, 16);
+    for (int i = 0; i < 16; i++) {
+        unsigned hi = (unsigned)(hex[2 * i] <= '9' ? hex[2 * i] - '0' : hex[2 * i] - 'a' + 10);
+        unsigned lo =
+            (unsigned)(hex[2 * i + 1] <= '9' ? hex[2 * i + 1] - '0' : hex[2 * i + 1] - 'a' + 10);
+        id[i] = (uint8_t)(hi << 4 | lo);
+    }
+    id[6] = (uint8_t)((id[6] & 0x0f) | 0x40); /* version 4 */
+    id[8] = (uint8_t)((id[8] & 0x3f) | 0x80); /* RFC 4122 variant */
+}
+
+static struct bytes *bytes_new(const uint8_t *p, size_t len)
+{
+    struct bytes *b = len <= UINT32_MAX ? malloc(sizeof(*b) + len) : NULL;
+    if (b) {
+        b->len = (uint32_t)len;
+        memcpy(b->p, p, len);
+    }
+    return b;
 }
 
 /* ---- replies ---- */
@@ -148,14 +207,15 @@ static void fail_status(struct buf *out, uint32_t id, int status)
 static void client_info(struct buf *b, const struct session *s, const uint8_t *chan_info,
                         size_t chan_info_len)
 {
+    char id[37];
     buf_append_str(b, "{\"user\":");
     buf_append_json_str(b, (const uint8_t *)s->user, strlen(s->user));
     buf_append_str(b, ",\"client\":\"");
-    buf_append_str(b, s->client);
+    buf_append_str(b, client_id(s, id));
     buf_append_char(b, '"');
     if (s->info) {
         buf_append_str(b, ",\"conn_info\":");
-        buf_append(b, s->info, s->info_len);
+        buf_append(b, s->info->p, s->info->len);
     }
     if (chan_info) {
         buf_append_str(b, ",\"chan_info\":");
@@ -179,9 +239,10 @@ static void drop_subs(struct session *s)
 static void session_free(struct session *s)
 {
     free(s->query_token);
-    free(s->user);
+    if (s->user_own)
+        free((char *)s->user);
     free(s->info);
-    free(s);
+    pool_put(&session_pools[loop_id(s->loop)], s);
 }
 
 /* A request completed: 1 when the session is gone (the caller only cleans up). */
@@ -195,11 +256,11 @@ static int request_done(struct session *s)
     return 1;
 }
 
-/* Whom a line about s is about; addr is the caller's (at least 48 bytes). */
-static struct log_who who_of(const struct session *s, char *addr, int code)
+/* Whom a line about s is about; addr (at least 48 bytes) and id are the caller's. */
+static struct log_who who_of(const struct session *s, char *addr, char id[37], int code)
 {
     limit_addr_format(&s->lc.addr, addr, 48);
-    return (struct log_who){s->client, s->user ? s->user : "", addr, code};
+    return (struct log_who){client_id(s, id), s->user ? s->user : "", addr, code};
 }
 
 /* Codes a client earns by what it sends (or fails to read): a bad client can have
@@ -226,8 +287,8 @@ static int client_caused(unsigned code)
 
 static void log_disconnect(const struct session *s, unsigned code, const char *reason)
 {
-    char addr[48];
-    struct log_who who = who_of(s, addr, (int)code);
+    char addr[48], id[37];
+    struct log_who who = who_of(s, addr, id, (int)code);
     if (code == PROTO_DISC_SHUTDOWN) /* every client at once: one line says it (main.c) */
         log_event(LOG_DEBUG, "client_disconnected", &who, "disconnected: %s", reason);
     else if (client_caused(code))
@@ -280,21 +341,29 @@ static void on_gone(struct ws_conn *w)
     int protocol = code == WS_CLOSE_PROTOCOL || code == WS_CLOSE_UNSUPPORTED ||
                    code == WS_CLOSE_INVALID_DATA || code == WS_CLOSE_TOO_BIG;
     if (log_min_level <= (protocol ? LOG_INFO : LOG_DEBUG)) {
-        char addr[48];
-        struct log_who who = who_of(s, addr, (int)code);
+        char addr[48], id[37];
+        struct log_who who = who_of(s, addr, id, (int)code);
         if (protocol)
             log_client(LOG_INFO, "protocol_error", &who, "closed: WebSocket protocol error");
         else
             log_client(LOG_DEBUG, "client_gone", &who, "connection closed");
     }
     drop_subs(s);
-    if (s->connected) {
-        metrics_add(loop_id(s->loop), METRIC_CLIENTS, -1);
-        users_offline(s->user);
-    }
     if (s->user_counted)
         limit_user_release(s->user, 1, s->user_shared);
     s->user_counted = s->user_shared = 0;
+    if (s->connected) {
+        metrics_add(loop_id(s->loop), METRIC_CLIENTS, -1);
+        const char *name = s->user;
+        if (!s->user_own) {
+            /* The table's copy goes with the last connection: requests still to complete
+             * get one of their own (out of memory, they see the anonymous ""). */
+            char *own = s->pending ? strdup(name) : NULL;
+            s->user = own ? own : "";
+            s->user_own = own != NULL;
+        }
+        users_offline(name);
+    }
     limit_client_release(&s->lc);
     s->dead = 1;
     if (batch_owner == s)
@@ -714,7 +783,8 @@ static int subscribe(struct session *s, enum sub_origin origin, uint32_t id, con
         x->was_recovering = 1;
     }
     r.rec.max_pubs = config->recovery_max_publications;
-    r.client = s->client;
+    char client[37];
+    r.client = client_id(s, client);
     r.user = (const uint8_t *)s->user;
     r.user_len = strlen(s->user);
     if (ns->presence || ns->join_leave) {
@@ -1062,7 +1132,9 @@ static void connect_finish(struct connecting *k)
     if (!request_done(s)) {
         struct buf own, *out = reply_to(s, &own);
         proto_reply_begin(out, k->id, "connect");
-        buf_appendf(out, "\"client\":\"%s\",\"version\":\"" HERALD_VERSION "\"", s->client);
+        char id[37];
+        buf_appendf(out, "\"client\":\"%s\",\"version\":\"" HERALD_VERSION "\"",
+                    client_id(s, id));
         append_expiry(out, k->exp, 0);
         buf_appendf(out, ",\"ping\":%u,\"pong\":true", config->ping_interval);
         if (k->subs.len) {
@@ -1133,7 +1205,7 @@ static void handle_connect(struct session *s, struct proto_command *cmd, struct 
      * refused) stands in for a connect without one. */
     struct json_span token = cmd->token;
     if (token.len == 0 && s->query_token)
-        token = (struct json_span){s->query_token, s->query_token_len};
+        token = (struct json_span){s->query_token->p, s->query_token->len};
     if (token.len == 0) {
         if (!config->allow_anonymous) {
             disconnect(s, PROTO_DISC_INVALID_TOKEN, "invalid token");
@@ -1160,26 +1232,24 @@ static void handle_connect(struct session *s, struct proto_command *cmd, struct 
         have_claims = 1;
     }
     struct connecting *k = calloc(1, sizeof(*k));
-    s->user = malloc(have_claims ? claims.sub.len + 1 : 1);
-    if (s->user == NULL || k == NULL) {
+    char *user = malloc(have_claims ? claims.sub.len + 1 : 1);
+    if (user == NULL || k == NULL) {
+        free(user);
         free(k);
         if (have_claims)
             jwt_claims_free(&claims);
         disconnect(s, PROTO_DISC_SERVER_ERROR, "internal server error");
         return;
     }
-    s->user[0] = 0;
+    user[0] = 0;
     if (have_claims) {
-        memcpy(s->user, claims.sub.p, claims.sub.len);
-        s->user[claims.sub.len] = 0;
-        if (claims.info.len) {
-            s->info = malloc(claims.info.len);
-            if (s->info) {
-                memcpy(s->info, claims.info.p, claims.info.len);
-                s->info_len = (uint32_t)claims.info.len;
-            }
-        }
+        memcpy(user, claims.sub.p, claims.sub.len);
+        user[claims.sub.len] = 0;
+        if (claims.info.len)
+            s->info = bytes_new(claims.info.p, claims.info.len);
     }
+    s->user = user;
+    s->user_own = 1;
     if (!limit_user_admit(s->user, loop_id(s->loop))) {
         free(k);
         if (have_claims)
@@ -1188,10 +1258,16 @@ static void handle_connect(struct session *s, struct proto_command *cmd, struct 
         return;
     }
     s->user_counted = 1;
-    rand_uuid(s->client);
+    new_client_id(s->client);
     s->connected = 1;
     metrics_add(loop_id(s->loop), METRIC_CLIENTS, 1);
-    users_online(s->user);
+    /* The users table keeps the name anyway: the session points at its copy. */
+    const char *shared = users_online(s->user);
+    if (shared) {
+        free(user);
+        s->user = shared;
+        s->user_own = 0;
+    }
     set_expiry(s, have_claims ? claims.exp : 0);
     s->ping_at = loop_now_sec(s->loop) + config->ping_interval;
     schedule(s);
@@ -1225,7 +1301,9 @@ static void handle_refresh(struct session *s, struct proto_command *cmd, struct 
     set_expiry(s, claims.exp);
     schedule(s);
     proto_reply_begin(out, cmd->id, "refresh");
-    buf_appendf(out, "\"client\":\"%s\",\"version\":\"" HERALD_VERSION "\"", s->client);
+    char id[37];
+    buf_appendf(out, "\"client\":\"%s\",\"version\":\"" HERALD_VERSION "\"",
+                client_id(s, id));
     append_expiry(out, claims.exp, 0);
     proto_reply_end(out);
     jwt_claims_free(&claims);
@@ -1453,20 +1531,20 @@ void session_set_query_token(struct conn *c, const uint8_t *token, size_t len)
     if (len == 0)
         return;
     free(s->query_token);
-    s->query_token = len <= UINT32_MAX ? malloc(len) : NULL;
+    s->query_token = bytes_new(token, len);
     if (s->query_token == NULL) {
         disconnect(s, PROTO_DISC_SERVER_ERROR, "internal server error");
         return;
     }
-    memcpy(s->query_token, token, len);
-    s->query_token_len = (uint32_t)len;
 }
 
 int session_start(struct conn *c, const struct limit_client *lc)
 {
-    struct session *s = calloc(1, sizeof(*s));
+    struct loop *loop = conn_loop(c);
+    struct session *s = pool_get(&session_pools[loop_id(loop)]);
     if (s == NULL)
         return -1;
+    memset(s, 0, sizeof(*s));
     if (lc)
         s->lc = *lc;
     s->loop = conn_loop(c);
