@@ -26,6 +26,9 @@ struct outq {
     uint32_t head, count, cap;
     uint32_t off;   /* bytes of the head frame already written */
     uint64_t bytes; /* bytes queued, minus off */
+    /* loop->heavy[c->heavy], oldest first: only a connection with this much queued is on
+     * one, so the links live here rather than in every connection */
+    struct conn *heavy_next, *heavy_prev;
     struct frame *items[];
 };
 
@@ -60,6 +63,11 @@ static int plain_shutdown(struct conn *c)
 
 static const struct conn_io plain_io = {plain_read, plain_writev, plain_shutdown};
 
+static const struct conn_io *io_of(const struct conn *c)
+{
+    return c->tls ? &tls_conn_io : &plain_io;
+}
+
 /* ---- pools ---- */
 
 void conn_pools_init(struct loop *l)
@@ -82,6 +90,7 @@ static struct outq *outq_get(struct loop *l)
     q->cap = OUTQ_SMALL;
     q->head = q->count = q->off = 0;
     q->bytes = 0;
+    q->heavy_next = q->heavy_prev = NULL;
     return q;
 }
 
@@ -114,11 +123,6 @@ const struct conn_handler *conn_handler_of(const struct conn *c)
 void conn_set_metered(struct conn *c)
 {
     c->metered = 1;
-}
-
-void conn_set_io(struct conn *c, const struct conn_io *io)
-{
-    c->io = io;
 }
 
 int conn_fd(const struct conn *c)
@@ -175,17 +179,18 @@ static void heavy_unlink(struct conn *c)
 {
     struct loop *l = c->loop;
     unsigned b = c->heavy;
-    if (c->heavy_prev)
-        c->heavy_prev->heavy_next = c->heavy_next;
+    struct outq *q = c->out; /* a heavy connection has a queue */
+    if (q->heavy_prev)
+        q->heavy_prev->out->heavy_next = q->heavy_next;
     else
-        l->heavy[b].first = c->heavy_next;
-    if (c->heavy_next)
-        c->heavy_next->heavy_prev = c->heavy_prev;
+        l->heavy[b].first = q->heavy_next;
+    if (q->heavy_next)
+        q->heavy_next->out->heavy_prev = q->heavy_prev;
     else
-        l->heavy[b].last = c->heavy_prev;
+        l->heavy[b].last = q->heavy_prev;
     if (l->heavy[b].first == NULL)
         l->heavy_mask &= ~(1ull << b);
-    c->heavy_next = c->heavy_prev = NULL;
+    q->heavy_next = q->heavy_prev = NULL;
     c->heavy = 0;
 }
 
@@ -202,11 +207,12 @@ static void heavy_relink(struct conn *c, uint64_t bytes)
     if (b == 0)
         return;
     struct loop *l = c->loop;
+    struct outq *q = c->out;
     c->heavy = (uint8_t)b;
-    c->heavy_prev = l->heavy[b].last;
-    c->heavy_next = NULL;
+    q->heavy_prev = l->heavy[b].last;
+    q->heavy_next = NULL;
     if (l->heavy[b].last)
-        l->heavy[b].last->heavy_next = c;
+        l->heavy[b].last->out->heavy_next = c;
     else
         l->heavy[b].first = c;
     l->heavy[b].last = c;
@@ -306,6 +312,22 @@ int conn_send_bytes(struct conn *c, const void *p, size_t len)
     return conn_reply_frame(c, f);
 }
 
+/* ---- the input kept ---- */
+
+static void drop_input(struct conn *c)
+{
+    if (c->in == NULL)
+        return;
+    buf_free(c->in);
+    free(c->in);
+    c->in = NULL;
+}
+
+static size_t input_len(const struct conn *c)
+{
+    return c->in ? c->in->len : 0;
+}
+
 /* ---- closing ---- */
 
 static void on_reap(uv_check_t *h)
@@ -347,7 +369,7 @@ void conn_abort(struct conn *c)
         c->out = NULL;
         outq_put(l, q);
     }
-    buf_free(&c->in);
+    drop_input(c);
     if (c->tls)
         tls_conn_free(c);
     /* Unlink from the loop's lists; the dirty list is singly linked, so walk it
@@ -450,8 +472,8 @@ static void resume_input(struct conn *c)
         return;
     c->paused = 0;
     update_poll(c, c->want_write);
-    if (c->in.len)
-        consume(c, c->in.p, c->in.len);
+    if (c->in)
+        consume(c, c->in->p, c->in->len);
 }
 
 void conn_flush(struct conn *c)
@@ -471,7 +493,7 @@ void conn_flush(struct conn *c)
             total += iov[n].iov_len;
             n++;
         }
-        ssize_t w = c->io->writev(c, iov, n);
+        ssize_t w = io_of(c)->writev(c, iov, n);
         if (w < 0) {
             if (errno == EAGAIN || errno == EWOULDBLOCK) {
                 update_poll(c, 1);
@@ -522,7 +544,7 @@ void conn_flush(struct conn *c)
         return;
     if (c->out == NULL && c->close_after) {
         c->close_after = 0;
-        c->io->shutdown(c);
+        io_of(c)->shutdown(c);
         if (c->peer_closed)
             conn_abort(c);
         else
@@ -557,21 +579,25 @@ static void consume(struct conn *c, uint8_t *p, size_t len)
         return;
     size_t rest = len - used;
     if (rest == 0) {
-        buf_shrink(&c->in, 0); /* an idle connection holds no input buffer */
-    } else if (p == c->in.p) {
-        memmove(c->in.p, c->in.p + used, rest);
-        c->in.len = (uint32_t)rest;
+        drop_input(c); /* an idle connection holds no input buffer */
+    } else if (c->in && p == c->in->p) {
+        memmove(c->in->p, c->in->p + used, rest);
+        c->in->len = (uint32_t)rest;
     } else {
-        buf_reset(&c->in);
-        buf_append(&c->in, p + used, rest);
-        if (c->in.oom) {
+        if (c->in == NULL && (c->in = calloc(1, sizeof(*c->in))) == NULL) {
+            conn_abort(c);
+            return;
+        }
+        buf_reset(c->in);
+        buf_append(c->in, p + used, rest);
+        if (c->in->oom) {
             conn_abort(c);
             return;
         }
     }
     if (conn_output_full(c))
         pause_input(c);
-    else if (c->in.len > c->loop->net->cfg.input_max && !c->held && !c->closing) {
+    else if (input_len(c) > c->loop->net->cfg.input_max && !c->held && !c->closing) {
         /* More is kept than any request or message the handler may wait to complete: it
          * holds complete ones back (API calls waiting for a slow engine, a connect waiting
          * for keys). Reading on would buffer whatever the peer sends, without bound. */
@@ -587,20 +613,20 @@ static void conn_read(struct conn *c)
     size_t room;
     if (c->paused || c->held || c->closed)
         return;
-    if (c->in.len) {
+    if (c->in) {
         /* The parsers' limits and input_max bound what is kept; read at least 4 KB more
          * at a time. */
-        if (buf_reserve(&c->in, 4096) != 0) {
+        if (buf_reserve(c->in, 4096) != 0) {
             conn_abort(c);
             return;
         }
-        dst = c->in.p + c->in.len;
-        room = c->in.cap - c->in.len;
+        dst = c->in->p + c->in->len;
+        room = c->in->cap - c->in->len;
     } else {
         dst = l->read_buf;
         room = LOOP_READ_BUF;
     }
-    ssize_t n = c->io->read(c, dst, room);
+    ssize_t n = io_of(c)->read(c, dst, room);
     if (n <= 0) {
         if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
             return;
@@ -610,9 +636,9 @@ static void conn_read(struct conn *c)
     }
     if (c->metered)
         metrics_add(l->id, METRIC_BYTES_IN, n);
-    if (c->in.len) {
-        c->in.len += (uint32_t)n;
-        consume(c, c->in.p, c->in.len);
+    if (c->in) {
+        c->in->len += (uint32_t)n;
+        consume(c, c->in->p, c->in->len);
     } else {
         consume(c, l->read_buf, (size_t)n);
     }
@@ -625,9 +651,9 @@ void conn_read_now(struct conn *c)
 
 void conn_continue(struct conn *c)
 {
-    if (!c->closed && !c->paused && c->in.len)
-        consume(c, c->in.p, c->in.len);
-    if (!c->closed && c->held && c->in.len <= c->loop->net->cfg.input_max) {
+    if (!c->closed && !c->paused && c->in)
+        consume(c, c->in->p, c->in->len);
+    if (!c->closed && c->held && input_len(c) <= c->loop->net->cfg.input_max) {
         c->held = 0;
         update_poll(c, c->want_write);
     }
@@ -676,7 +702,6 @@ struct conn *conn_new(struct loop *l, int fd)
     memset(c, 0, sizeof(*c));
     c->fd = fd;
     c->loop = l;
-    c->io = &plain_io;
     c->timer.fire = on_timer;
     if (poll_set(c, CONN_IN) != 0) { /* nothing else holds it yet */
         pool_put(&l->conn_pool, c);

@@ -37,7 +37,7 @@ struct conn_handler {
     void (*over_budget)(struct conn *c);
 };
 
-/* Socket I/O, plain by default; a TLS layer would install its own. */
+/* Socket I/O: plain, or the TLS session's (net/tls.c) on a connection that has one. */
 struct conn_io {
     ssize_t (*read)(struct conn *c, void *buf, size_t len);
     ssize_t (*writev)(struct conn *c, const struct iovec *iov, int n);
@@ -50,7 +50,6 @@ struct conn_io {
 void conn_set_handler(struct conn *c, const struct conn_handler *h, void *ud);
 void *conn_ud(const struct conn *c);
 const struct conn_handler *conn_handler_of(const struct conn *c);
-void conn_set_io(struct conn *c, const struct conn_io *io);
 /* Count this connection's bytes read and written in the metrics (the WebSocket phase). */
 void conn_set_metered(struct conn *c);
 int conn_fd(const struct conn *c);

@@ -31,12 +31,10 @@ struct conn {
     struct loop *loop;
     const struct conn_handler *h;
     void *ud;
-    const struct conn_io *io;
-    struct tls_conn *tls; /* the TLS session (net/tls.c), or NULL: plaintext */
-    struct outq *out;     /* pending output or NULL */
+    struct tls_conn *tls; /* the TLS session (net/tls.c, its I/O tls_conn_io), or NULL */
+    struct outq *out;     /* pending output or NULL (it links the heavy ones, conn.c) */
     struct conn *dirty_next;
-    struct conn *heavy_next, *heavy_prev; /* loop->heavy[heavy], oldest first */
-    struct buf in; /* unconsumed input (partial frame or request), empty when none */
+    struct buf *in; /* unconsumed input (partial frame or request), NULL when none */
     struct loop_timer timer;
     int fd;
     uint8_t heavy;           /* on loop->heavy[heavy] (log2 of its queued bytes), 0: on none */
@@ -142,6 +140,7 @@ void tls_loop_close(struct loop *loop); /* its handle, as the loop ends */
 void tls_loop_free(struct loop *loop);
 int tls_conn_start(struct conn *c);
 void tls_conn_free(struct conn *c);
+extern const struct conn_io tls_conn_io;
 /* Count this loop's queued output in the node's total and, past client_queue_total_max,
  * disconnect the heaviest consumers (here, or by asking the loop that holds them). After
  * each flush, and every tick. */

@@ -570,7 +570,7 @@ static int tls_shutdown(struct conn *c)
     return shutdown(c->fd, SHUT_WR);
 }
 
-static const struct conn_io tls_io = {tls_read, tls_writev, tls_shutdown};
+const struct conn_io tls_conn_io = {tls_read, tls_writev, tls_shutdown};
 
 int tls_conn_start(struct conn *c)
 {
@@ -592,8 +592,7 @@ int tls_conn_start(struct conn *c)
     t->ssl = ssl;
     t->c = c;
     t->handshaking = 1;
-    c->tls = t;
-    conn_set_io(c, &tls_io);
+    c->tls = t; /* its I/O is tls_conn_io from now on */
     /* A slow or silent handshake is cut off after handshake_timeout, or sooner if the
      * handler wants the first request sooner. */
     uint32_t now = loop_now_sec(c->loop);
