@@ -53,6 +53,7 @@ struct local_channel {
 
 /* What a subscription of a namespace with presence or join/leave keeps for them. */
 struct hub_presence {
+    const struct ns_opts *ns;
     uint32_t info_len;
     char client[37];
     uint8_t info[]; /* ClientInfo JSON */
@@ -282,7 +283,7 @@ static void deliver(struct loop *loop, struct loop_msg *msgs, size_t n)
             sent += r == 0;
         }
         if (r < 0)
-            hub.cb.slow(s->owner);
+            hub.cb.slow(s->conn);
     }
     if (sent < subs)
         frame_unref_unused(f, subs - sent);
@@ -384,7 +385,7 @@ static void on_lost(struct loop *loop, struct loop_msg *msgs, size_t n)
         struct local_channel *lc = t ? local_find(t, table_hash(name, len), name, len) : NULL;
         /* From the last to the first: each owner unsubscribes its own (see deliver). */
         for (uint32_t k = lc ? lc->n : 0; k-- > 0;)
-            hub.cb.lost(lc_subs(lc)[k]->owner, lc_subs(lc)[k]);
+            hub.cb.lost(lc_subs(lc)[k]->conn, lc_subs(lc)[k]);
         free(msgs[i].ptr);
     }
 }
@@ -577,8 +578,8 @@ static void on_engine_subscribed(void *ud, int status, const struct engine_pos *
     struct hub_presence *p = s->presence;
     if (p)
         e->ops->presence_add(e, (const uint8_t *)s->lc->name, s->lc->name_len, p->client,
-                             x->user, x->user_len, p->info, p->info_len, s->ns->presence,
-                             s->ns->join_leave, NULL, NULL);
+                             x->user, x->user_len, p->info, p->info_len, p->ns->presence,
+                             p->ns->join_leave, NULL, NULL);
     x->cb(x->ud, ENGINE_OK, s, pos, recovered, pubs, n);
     free(x);
 }
@@ -596,9 +597,8 @@ void hub_subscribe(struct loop *loop, const struct hub_subscribe_req *r, hub_sub
         return;
     }
     memset(s, 0, sizeof(*s));
-    s->owner = r->owner;
     s->conn = r->conn;
-    s->ns = r->ns;
+    s->stream = r->ns && r->ns->history_size > 0;
     if (r->ns && (r->ns->presence || r->ns->join_leave) && r->info) {
         struct hub_presence *p = s->presence = malloc(sizeof(*p) + r->info_len);
         if (p == NULL) {
@@ -606,6 +606,7 @@ void hub_subscribe(struct loop *loop, const struct hub_subscribe_req *r, hub_sub
             cb(ud, ENGINE_ERR_INTERNAL, NULL, &none, 0, NULL, 0);
             return;
         }
+        p->ns = r->ns;
         size_t clen = r->client ? strnlen(r->client, sizeof(p->client) - 1) : 0;
         memcpy(p->client, r->client ? r->client : "", clen);
         p->client[clen] = 0;
@@ -665,11 +666,10 @@ void hub_unsubscribe(struct loop *loop, struct hub_sub *s)
     route_remove(id, name, len, lc->node.hash, last);
     struct engine *e = hub.engine;
     struct hub_presence *p = s->presence;
-    if (p && s->ns && (s->ns->presence || s->ns->join_leave))
-        e->ops->presence_remove(e, name, len, p->client, p->info, p->info_len, s->ns->presence,
-                                s->ns->join_leave);
-    struct engine_stream_opts o = stream_opts(s->ns);
-    if (o.history_size)
+    if (p)
+        e->ops->presence_remove(e, name, len, p->client, p->info, p->info_len, p->ns->presence,
+                                p->ns->join_leave);
+    if (s->stream)
         e->ops->unsubscribe(e, name, len);
     metrics_add(id, METRIC_SUBSCRIPTIONS, -1);
     sub_free(loop, s, last);

@@ -32,12 +32,14 @@ struct hub_callbacks {
     /* Likewise for a join (1) or leave (0) of the ClientInfo info. */
     struct frame *(*encode_join_leave)(const uint8_t *ch, size_t len, int join,
                                        const uint8_t *info, size_t info_len, size_t tail);
-    /* A local subscriber's queue is full: the owner disconnects it (3008) now. Loop
-     * thread of the subscriber, during a delivery: the owner may unsubscribe it. */
-    void (*slow)(void *owner);
-    /* The engine lost the channel's continuity for this node: the owner tells its
-     * client to resubscribe and unsubscribes s. Loop thread of the subscriber. */
-    void (*lost)(void *owner, struct hub_sub *s);
+    /* A local subscriber's queue is full: the owner (the handler of its connection c)
+     * disconnects it (3008) now. Loop thread of the subscriber, during a delivery: the
+     * owner may unsubscribe it. */
+    void (*slow)(struct conn *c);
+    /* The engine lost the channel's continuity for this node: the owner (the handler of
+     * s's connection c) tells its client to resubscribe and unsubscribes s. Loop thread
+     * of the subscriber. */
+    void (*lost)(struct conn *c, struct hub_sub *s);
     /* A control message from some node (any thread): the owner applies it here. */
     void (*control)(const uint8_t *msg, size_t len);
 };
@@ -51,13 +53,13 @@ struct hub_sub {
     struct hub_sub *next; /* the owner's list of its subscriptions */
     uint32_t expire_at;   /* loop second its subscription token expires (+grace), 0 never */
     /* the hub's, read-only for the owner */
-    uint32_t index; /* position in lc's subscriber array */
-    void *owner;
-    struct conn *conn;
+    uint32_t index : 31; /* position in lc's subscriber array */
+    uint32_t stream : 1; /* its namespace keeps history: the engine follows the channel */
+    struct conn *conn;   /* where deliveries go; its handler is the owner */
     struct local_channel *lc;
     uint64_t min_offset; /* publications with offset <= this were already sent (recovery) */
-    const struct ns_opts *ns;
-    struct hub_presence *presence; /* client id and ClientInfo, for presence and join/leave */
+    /* client id, ClientInfo and namespace, where it keeps presence or join/leave */
+    struct hub_presence *presence;
 };
 
 /* The subscription's channel: its name (NUL-terminated, valid while s lives), *len its
@@ -84,8 +86,7 @@ struct hub_subscribe_req {
     const uint8_t *channel;
     size_t len;
     const struct ns_opts *ns;
-    struct conn *conn; /* where deliveries go */
-    void *owner;       /* handed back to callbacks.slow */
+    struct conn *conn; /* where deliveries go; its handler (the owner) gets callbacks */
     struct engine_recovery rec;
     const char *client; /* presence key */
     const uint8_t *user;

@@ -43,15 +43,15 @@ struct bytes {
 /* One per connection, idle ones included: laid out for size, from its loop's slab. */
 struct session {
     struct ws_conn ws; /* first: the WebSocket phase hands it back */
-    struct loop *loop;
     struct hub_sub *subs;
     /* NUL-terminated, "" for anonymous; NULL before connect. While connected, the users
      * table's copy (users_online), else the session's own (user_own). */
     const char *user;
-    struct bytes *info;        /* conn_info from the token (raw JSON) or NULL */
-    struct bytes *query_token; /* the URL query's connection token (allow_query_token) */
+    union {
+        struct bytes *query_token; /* until connected: the URL query's token, or NULL */
+        struct bytes *info;        /* once connected: conn_info (raw JSON), or NULL */
+    };
     uint64_t command_tat;      /* its GCRA state (limit/limit.h) */
-    int64_t exp;               /* token exp (Unix seconds), 0 = none */
     uint32_t pending;          /* hub/engine requests not completed yet */
     uint32_t nsubs;
     uint32_t ping_at;          /* loop second (loop_now_sec) of the next ping */
@@ -59,6 +59,7 @@ struct session {
     struct limit_client lc;    /* the client's address and what it holds of the limits */
     uint8_t strikes;           /* commands refused in a row by client_command_rate */
     uint8_t deferred;          /* commands waiting for the JWKS */
+    uint8_t loop;              /* its loop's id (loop_of) */
     unsigned connected : 1;
     unsigned awaiting_pong : 1;
     unsigned dead : 1;          /* the connection is gone; freed when pending reaches 0 */
@@ -113,6 +114,11 @@ void session_loop_exit(struct loop *loop)
 static struct session *of(struct ws_conn *w)
 {
     return (struct session *)w;
+}
+
+static struct loop *loop_of(const struct session *s)
+{
+    return control_loops[s->loop];
 }
 
 static struct conn *conn_of(const struct session *s)
@@ -231,18 +237,17 @@ static void drop_subs(struct session *s)
     while (s->subs) {
         struct hub_sub *sub = s->subs;
         s->subs = sub->next;
-        hub_unsubscribe(s->loop, sub);
+        hub_unsubscribe(loop_of(s), sub);
     }
     s->nsubs = 0;
 }
 
 static void session_free(struct session *s)
 {
-    free(s->query_token);
+    free(s->info); /* or the query token */
     if (s->user_own)
         free((char *)s->user);
-    free(s->info);
-    pool_put(&session_pools[loop_id(s->loop)], s);
+    pool_put(&session_pools[s->loop], s);
 }
 
 /* A request completed: 1 when the session is gone (the caller only cleans up). */
@@ -307,15 +312,16 @@ static void disconnect(struct session *s, unsigned code, const char *reason)
     ws_conn_close(&s->ws, code, reason);
 }
 
-void session_slow(void *owner)
+void session_slow(struct conn *c)
 {
+    struct session *owner = of(conn_ud(c));
     metrics_count(METRIC_SLOW, 1);
     disconnect(owner, PROTO_DISC_SLOW, "slow");
 }
 
-void session_lost(void *owner, struct hub_sub *sub)
+void session_lost(struct conn *c, struct hub_sub *sub)
 {
-    struct session *s = owner;
+    struct session *s = of(conn_ud(c));
     for (struct hub_sub **pp = &s->subs; *pp; pp = &(*pp)->next) {
         if (*pp != sub)
             continue;
@@ -325,7 +331,7 @@ void session_lost(void *owner, struct hub_sub *sub)
         size_t len;
         const char *name = hub_sub_name(sub, &len);
         proto_push_insufficient_state(&b, (const uint8_t *)name, len);
-        hub_unsubscribe(s->loop, sub);
+        hub_unsubscribe(loop_of(s), sub);
         if (!b.oom)
             ws_conn_reply_text(&s->ws, b.p, b.len); /* must not be lost to the queue bound */
         buf_free(&b);
@@ -353,7 +359,7 @@ static void on_gone(struct ws_conn *w)
         limit_user_release(s->user, 1, s->user_shared);
     s->user_counted = s->user_shared = 0;
     if (s->connected) {
-        metrics_add(loop_id(s->loop), METRIC_CLIENTS, -1);
+        metrics_add(loop_id(loop_of(s)), METRIC_CLIENTS, -1);
         const char *name = s->user;
         if (!s->user_own) {
             /* The table's copy goes with the last connection: requests still to complete
@@ -394,12 +400,12 @@ static uint32_t grace_deadline(struct session *s, int64_t exp)
     /* Loop time is 32-bit seconds: an exp 2^32 s away must not wrap to one due now. */
     if (left > INT32_MAX)
         left = INT32_MAX;
-    return loop_now_sec(s->loop) + (uint32_t)left + config->expired_close_delay;
+    return loop_now_sec(loop_of(s)) + (uint32_t)left + config->expired_close_delay;
 }
 
 static void schedule(struct session *s)
 {
-    uint32_t now = loop_now_sec(s->loop);
+    uint32_t now = loop_now_sec(loop_of(s));
     uint32_t at = s->ping_at;
     if (s->expire_at && s->expire_at < at)
         at = s->expire_at;
@@ -414,11 +420,11 @@ static void on_timer(struct ws_conn *w)
     struct session *s = of(w);
     struct conn *c = conn_of(s);
     if (!s->connected) {
-        metrics_add(loop_id(s->loop), METRIC_LIMIT_CONNECT_TIMEOUTS, 1);
+        metrics_add(loop_id(loop_of(s)), METRIC_LIMIT_CONNECT_TIMEOUTS, 1);
         disconnect(s, PROTO_DISC_STALE, "stale");
         return;
     }
-    uint32_t now = loop_now_sec(s->loop);
+    uint32_t now = loop_now_sec(loop_of(s));
     if (s->expire_at && now >= s->expire_at) {
         disconnect(s, PROTO_DISC_EXPIRED, "connection expired");
         return;
@@ -453,7 +459,6 @@ static void on_timer(struct ws_conn *w)
 
 static void set_expiry(struct session *s, int64_t exp)
 {
-    s->exp = exp;
     s->expire_at = exp ? grace_deadline(s, exp) : 0;
 }
 
@@ -557,7 +562,7 @@ static void on_keys_fetched(void *ud)
     struct loop_msg m = {.handle = run_deferred, .ptr = d};
     /* Out of memory: the session stays pending (leaked) rather than be touched here, off
      * its loop. */
-    loop_post(d->s->loop, &m);
+    loop_post(loop_of(d->s), &m);
 }
 
 static void rebase(struct json_span *sp, uint8_t *bytes, size_t *at)
@@ -700,7 +705,7 @@ static void on_subscribed(void *ud, int status, struct hub_sub *sub, const struc
     struct connecting *k = x->connect;
     if (request_done(s)) {
         if (sub)
-            hub_unsubscribe(s->loop, sub);
+            hub_unsubscribe(loop_of(s), sub);
         if (k && --k->remaining == 0)
             connect_finish(k);
         free(x);
@@ -759,7 +764,7 @@ static int subscribe(struct session *s, enum sub_origin origin, uint32_t id, con
     if (find_sub(s, ch, len))
         return PROTO_ERR_ALREADY_SUBSCRIBED;
     if (s->nsubs >= config->max_subscriptions_per_connection) {
-        metrics_add(loop_id(s->loop), METRIC_LIMIT_SUBSCRIPTIONS, 1);
+        metrics_add(loop_id(loop_of(s)), METRIC_LIMIT_SUBSCRIPTIONS, 1);
         return PROTO_ERR_LIMIT_EXCEEDED;
     }
     struct subscribing *x = malloc(sizeof(*x) + len);
@@ -774,7 +779,6 @@ static int subscribe(struct session *s, enum sub_origin origin, uint32_t id, con
     r.len = len;
     r.ns = ns;
     r.conn = conn_of(s);
-    r.owner = s;
     if (cmd && cmd->recover && ns->recover) {
         r.rec.recover = 1;
         r.rec.offset = cmd->offset;
@@ -800,7 +804,7 @@ static int subscribe(struct session *s, enum sub_origin origin, uint32_t id, con
         r.info_len = scratch_info.len;
     }
     s->pending++;
-    hub_subscribe(s->loop, &r, on_subscribed, x);
+    hub_subscribe(loop_of(s), &r, on_subscribed, x);
     return 0;
 }
 
@@ -863,7 +867,7 @@ static int remove_sub(struct session *s, const uint8_t *ch, size_t len)
         if (sub_is(sub, ch, len)) {
             *pp = sub->next;
             s->nsubs--;
-            hub_unsubscribe(s->loop, sub);
+            hub_unsubscribe(loop_of(s), sub);
             return 1;
         }
     }
@@ -940,7 +944,7 @@ static void on_publish_shared(void *ud, int allowed)
         } else {
             if (!allowed) {
                 limit_publish_refund(s->user, p->bytes, p->ch_len);
-                metrics_add(loop_id(s->loop), METRIC_LIMIT_USER_PUBLISH, 1);
+                metrics_add(loop_id(loop_of(s)), METRIC_LIMIT_USER_PUBLISH, 1);
             }
             struct buf own, *out = reply_to(s, &own);
             fail(out, p->id, allowed ? PROTO_ERR_INTERNAL : PROTO_ERR_TOO_MANY_REQUESTS);
@@ -965,7 +969,7 @@ static int publish_shared(struct session *s, const struct proto_command *cmd,
     memcpy(p->bytes + cmd->channel.len, cmd->data.p, cmd->data.len);
     memcpy(p->bytes + cmd->channel.len + cmd->data.len, scratch_info.p, scratch_info.len);
     s->pending++;
-    if (limit_publish_share(s->user, loop_id(s->loop), on_publish_shared, p))
+    if (limit_publish_share(s->user, loop_id(loop_of(s)), on_publish_shared, p))
         return 1;
     s->pending--;
     free(p);
@@ -982,7 +986,7 @@ static void handle_publish(struct session *s, struct proto_command *cmd, struct 
     if (ns == NULL)
         return;
     if (ns->max_data_size && cmd->data.len > ns->max_data_size) {
-        metrics_add(loop_id(s->loop), METRIC_LIMIT_DATA_SIZE, 1);
+        metrics_add(loop_id(loop_of(s)), METRIC_LIMIT_DATA_SIZE, 1);
         fail(out, cmd->id, PROTO_ERR_LIMIT_EXCEEDED); /* the namespace's max_data_size */
         return;
     }
@@ -992,7 +996,7 @@ static void handle_publish(struct session *s, struct proto_command *cmd, struct 
         return;
     }
     if (!limit_publish_admit(s->user, cmd->channel.p, cmd->channel.len,
-                             loop_now_ms(s->loop) * 1000, loop_id(s->loop))) {
+                             loop_now_ms(loop_of(s)) * 1000, loop_id(loop_of(s)))) {
         fail(out, cmd->id, PROTO_ERR_TOO_MANY_REQUESTS);
         return;
     }
@@ -1185,7 +1189,7 @@ static void on_user_shared(void *ud, int allowed)
     else if (allowed)
         limit_user_release(s->user, 0, 1); /* gone meanwhile: its local count went then */
     if (!allowed && !s->dead) {
-        metrics_add(loop_id(s->loop), METRIC_LIMIT_USER_CONNECTIONS, 1);
+        metrics_add(loop_id(loop_of(s)), METRIC_LIMIT_USER_CONNECTIONS, 1);
         disconnect(s, PROTO_DISC_CONNECTION_LIMIT, "connection limit");
     }
     if (--k->remaining == 0)
@@ -1242,15 +1246,17 @@ static void handle_connect(struct session *s, struct proto_command *cmd, struct 
         return;
     }
     user[0] = 0;
+    struct bytes *info = NULL;
     if (have_claims) {
         memcpy(user, claims.sub.p, claims.sub.len);
         user[claims.sub.len] = 0;
         if (claims.info.len)
-            s->info = bytes_new(claims.info.p, claims.info.len);
+            info = bytes_new(claims.info.p, claims.info.len);
     }
     s->user = user;
     s->user_own = 1;
-    if (!limit_user_admit(s->user, loop_id(s->loop))) {
+    if (!limit_user_admit(s->user, loop_id(loop_of(s)))) {
+        free(info);
         free(k);
         if (have_claims)
             jwt_claims_free(&claims);
@@ -1259,8 +1265,11 @@ static void handle_connect(struct session *s, struct proto_command *cmd, struct 
     }
     s->user_counted = 1;
     new_client_id(s->client);
+    /* The query token's slot holds conn_info from now on (the token goes at the end). */
+    struct bytes *query_token = s->query_token;
+    s->info = info;
     s->connected = 1;
-    metrics_add(loop_id(s->loop), METRIC_CLIENTS, 1);
+    metrics_add(loop_id(loop_of(s)), METRIC_CLIENTS, 1);
     /* The users table keeps the name anyway: the session points at its copy. */
     const char *shared = users_online(s->user);
     if (shared) {
@@ -1269,17 +1278,18 @@ static void handle_connect(struct session *s, struct proto_command *cmd, struct 
         s->user_own = 0;
     }
     set_expiry(s, have_claims ? claims.exp : 0);
-    s->ping_at = loop_now_sec(s->loop) + config->ping_interval;
+    s->ping_at = loop_now_sec(loop_of(s)) + config->ping_interval;
     schedule(s);
-    *k = (struct connecting){s, cmd->id, 1, s->exp, BUF_INIT};
+    *k = (struct connecting){s, cmd->id, 1, have_claims ? claims.exp : 0, BUF_INIT};
     s->pending++;
     /* Across nodes (Redis): the connect reply waits for the user's count there. */
-    if (limit_user_share(s->user, loop_id(s->loop), on_user_shared, k))
+    if (limit_user_share(s->user, loop_id(loop_of(s)), on_user_shared, k))
         k->remaining++;
     if (have_claims) {
         subscribe_claimed(s, &claims, k);
         jwt_claims_free(&claims);
     }
+    free(query_token);
     if (--k->remaining == 0)
         connect_finish(k);
 }
@@ -1356,7 +1366,7 @@ static void handle_command(struct session *s, struct proto_command *cmd, struct 
     }
     if (cmd->channel.len > config->max_channel_length) {
         /* As Centrifugo's channel_max_length: an error, not a disconnect. */
-        metrics_add(loop_id(s->loop), METRIC_LIMIT_CHANNEL_LENGTH, 1);
+        metrics_add(loop_id(loop_of(s)), METRIC_LIMIT_CHANNEL_LENGTH, 1);
         fail(out, cmd->id, PROTO_ERR_BAD_REQUEST);
         return;
     }
@@ -1415,11 +1425,11 @@ static void flush_replies(struct session *s, struct buf *out)
  * disconnects the client (3013), which reconnects after a backoff. */
 static int command_admitted(struct session *s, const struct proto_command *cmd, struct buf *out)
 {
-    if (limit_take(&limit_command_rate, &s->command_tat, loop_now_ms(s->loop) * 1000)) {
+    if (limit_take(&limit_command_rate, &s->command_tat, loop_now_ms(loop_of(s)) * 1000)) {
         s->strikes = 0;
         return 1;
     }
-    unsigned slot = loop_id(s->loop);
+    unsigned slot = loop_id(loop_of(s));
     if (++s->strikes > LIMIT_COMMAND_STRIKES) {
         metrics_add(slot, METRIC_LIMIT_COMMAND_FLOODS, 1);
         flush_replies(s, out);
@@ -1468,12 +1478,12 @@ static void on_text(struct ws_conn *w, uint8_t *p, size_t len)
 {
     struct session *s = of(w);
     struct conn *c = conn_of(s);
-    struct buf *out = loop_reply_buf(s->loop);
+    struct buf *out = loop_reply_buf(loop_of(s));
     const uint64_t budget = config->client_queue_max;
     /* A message of more than max_commands_per_message commands is refused whole, before
      * any of it runs: 3501, as Centrifugo answers a malformed command stream. */
     if (too_many_commands(p, len, config->max_commands_per_message)) {
-        metrics_add(loop_id(s->loop), METRIC_LIMIT_MESSAGE_COMMANDS, 1);
+        metrics_add(loop_id(loop_of(s)), METRIC_LIMIT_MESSAGE_COMMANDS, 1);
         disconnect(s, PROTO_DISC_BAD_REQUEST, "bad request");
         return;
     }
@@ -1547,7 +1557,7 @@ int session_start(struct conn *c, const struct limit_client *lc)
     memset(s, 0, sizeof(*s));
     if (lc)
         s->lc = *lc;
-    s->loop = conn_loop(c);
+    s->loop = (uint8_t)loop_id(loop);
     ws_conn_start(&s->ws, c, &handler, (uint32_t)config->max_message_size);
     conn_timer_set(c, config->client_connect_timeout); /* then 3502 stale, as Centrifugo */
     return 0;

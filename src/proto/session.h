@@ -37,11 +37,11 @@ void session_set_keys(struct keys *k);
  * fuzz target): commands separated by '\n', p modifiable, borrowed. */
 void session_on_text(struct conn *c, uint8_t *p, size_t len);
 
-/* The hub's slow callback: the owner (a session) cannot keep up: disconnect (3008). */
-void session_slow(void *owner);
-/* The hub's lost callback: the client is told to resubscribe (2500), s is dropped. */
+/* The hub's slow callback: the session of c cannot keep up: disconnect (3008). */
+void session_slow(struct conn *c);
+/* The hub's lost callback: the client of c is told to resubscribe (2500), s is dropped. */
 struct hub_sub;
-void session_lost(void *owner, struct hub_sub *s);
+void session_lost(struct conn *c, struct hub_sub *s);
 
 /* The server API's controls of a user's connections on every node: disconnect (code,
  * reason), subscribe to channel, unsubscribe from channel. Encoded once (appended to
