@@ -59,6 +59,25 @@ struct hub_presence {
     uint8_t info[]; /* ClientInfo JSON */
 };
 
+/* Local channels come from their loop's slabs by the size their name needs (no
+ * allocator header: a channel of one subscriber on "ch-1234" takes 40 bytes); longer
+ * names from malloc. */
+static const uint16_t lc_sizes[] = {40, 48, 64, 96};
+#define LC_CLASSES (sizeof(lc_sizes) / sizeof(lc_sizes[0]))
+
+static size_t lc_need(size_t name_len)
+{
+    return offsetof(struct local_channel, name) + name_len + 1;
+}
+
+static int lc_class(size_t name_len)
+{
+    for (unsigned i = 0; i < LC_CLASSES; i++)
+        if (lc_need(name_len) <= lc_sizes[i])
+            return (int)i;
+    return -1;
+}
+
 static struct hub_sub **lc_subs(struct local_channel *lc)
 {
     return lc->cap_shift ? lc->subs.many : &lc->subs.one;
@@ -71,6 +90,7 @@ static struct {
     unsigned nloops;
     struct table *locals[LOOP_MAX]; /* per loop: channel -> struct local_channel */
     struct pool subs[LOOP_MAX];     /* per loop: its struct hub_sub, once locals[] is made */
+    struct pool channels[LOOP_MAX][LC_CLASSES]; /* and its local channels (lc_class) */
     atomic_size_t num_routes;
     size_t max_channels;
     struct hub_callbacks cb;
@@ -110,8 +130,10 @@ void hub_set_engine(struct engine *e)
     hub.engine = e;
 }
 
-static void local_free(struct table *t)
+/* A loop's local table, its channels and its slabs go. */
+static void local_free(unsigned id)
 {
+    struct table *t = hub.locals[id];
     if (t == NULL)
         return;
     for (size_t i = 0; i < t->nbuckets; i++) {
@@ -120,20 +142,21 @@ static void local_free(struct table *t)
             struct local_channel *lc = (struct local_channel *)n;
             if (lc->cap_shift)
                 free(lc->subs.many);
-            free(lc);
+            if (lc_class(lc->name_len) < 0)
+                free(lc);
         }
     }
     table_destroy(t);
     free(t);
+    hub.locals[id] = NULL;
+    pool_drain(&hub.subs[id]);
+    for (unsigned c = 0; c < LC_CLASSES; c++)
+        pool_drain(&hub.channels[id][c]);
 }
 
 void hub_loop_exit(struct loop *loop)
 {
-    unsigned id = loop_id(loop);
-    if (hub.locals[id])
-        pool_drain(&hub.subs[id]);
-    local_free(hub.locals[id]);
-    hub.locals[id] = NULL;
+    local_free(loop_id(loop));
 }
 
 void hub_shutdown(void)
@@ -149,12 +172,8 @@ void hub_shutdown(void)
         table_destroy(&s->routes);
         pthread_mutex_destroy(&s->lock);
     }
-    for (unsigned i = 0; i < LOOP_MAX; i++) {
-        if (hub.locals[i])
-            pool_drain(&hub.subs[i]);
-        local_free(hub.locals[i]);
-        hub.locals[i] = NULL;
-    }
+    for (unsigned i = 0; i < LOOP_MAX; i++)
+        local_free(i);
 }
 
 static struct shard *shard_of(uint64_t hash)
@@ -183,6 +202,8 @@ static struct table *local_table(struct loop *loop)
         }
         hub.locals[id] = t;
         pool_init(&hub.subs[id], sizeof(struct hub_sub));
+        for (unsigned c = 0; c < LC_CLASSES; c++)
+            pool_init(&hub.channels[id][c], lc_sizes[c]);
     }
     return hub.locals[id];
 }
@@ -478,13 +499,17 @@ static void route_remove(unsigned loop, const uint8_t *ch, size_t len, uint64_t 
     pthread_mutex_unlock(&s->lock);
 }
 
-/* Unlink an emptied local channel from its loop's table and free it. */
-static void local_channel_free(struct table *t, struct local_channel *lc)
+/* Unlink an emptied local channel from loop id's table and free it. */
+static void local_channel_free(unsigned id, struct local_channel *lc)
 {
-    table_remove(t, &lc->node);
+    table_remove(hub.locals[id], &lc->node);
     if (lc->cap_shift)
         free(lc->subs.many);
-    free(lc);
+    int c = lc_class(lc->name_len);
+    if (c >= 0)
+        pool_put(&hub.channels[id][c], lc);
+    else
+        free(lc);
 }
 
 /* Room for one more subscriber in lc: 0, or -1 out of memory. */
@@ -540,7 +565,7 @@ static void sub_free(struct loop *loop, struct hub_sub *s, int last)
 {
     unsigned id = loop_id(loop);
     if (last)
-        local_channel_free(hub.locals[id], s->lc);
+        local_channel_free(id, s->lc);
     free(s->presence);
     pool_put(&hub.subs[id], s);
 }
@@ -616,7 +641,10 @@ void hub_subscribe(struct loop *loop, const struct hub_subscribe_req *r, hub_sub
     struct local_channel *lc = local_find(t, hash, r->channel, r->len);
     int status = 0;
     if (lc == NULL) {
-        lc = calloc(1, sizeof(*lc) + r->len + 1);
+        int c = lc_class(r->len);
+        lc = c >= 0 ? pool_get(&hub.channels[id][c]) : malloc(lc_need(r->len));
+        if (lc)
+            memset(lc, 0, lc_need(r->len));
         if (lc == NULL) {
             status = ENGINE_ERR_INTERNAL;
         } else {
@@ -639,7 +667,7 @@ void hub_subscribe(struct loop *loop, const struct hub_subscribe_req *r, hub_sub
     }
     if (status != 0) {
         if (lc && lc->n == 0)
-            local_channel_free(t, lc);
+            local_channel_free(id, lc);
         free(s->presence);
         pool_put(&hub.subs[id], s);
         cb(ud, status, NULL, &none, 0, NULL, 0);
