@@ -611,9 +611,21 @@ static void conn_read(struct conn *c)
     struct loop *l = c->loop;
     uint8_t *dst;
     size_t room;
+    size_t kept = 0; /* bytes of c->in copied to the front of read_buf */
+    int into_in = 0; /* reading into c->in's room */
     if (c->paused || c->held || c->closed)
         return;
-    if (c->in) {
+    if (c->in && c->in->len <= LOOP_READ_BUF / 2) {
+        /* A partial request or frame is kept: read after a copy of it in the loop's buffer,
+         * so that a pipelining peer's next requests come in one large read rather than in
+         * the few KB left in c->in (the ceiling program reads so too). c->in is emptied
+         * first: nothing may consume the old copy meanwhile. */
+        kept = c->in->len;
+        memcpy(l->read_buf, c->in->p, kept);
+        c->in->len = 0;
+        dst = l->read_buf + kept;
+        room = LOOP_READ_BUF - kept;
+    } else if (c->in) {
         /* The parsers' limits and input_max bound what is kept; read at least 4 KB more
          * at a time. */
         if (buf_reserve(c->in, 4096) != 0) {
@@ -622,12 +634,15 @@ static void conn_read(struct conn *c)
         }
         dst = c->in->p + c->in->len;
         room = c->in->cap - c->in->len;
+        into_in = 1;
     } else {
         dst = l->read_buf;
         room = LOOP_READ_BUF;
     }
     ssize_t n = io_of(c)->read(c, dst, room);
     if (n <= 0) {
+        if (kept && c->in)
+            c->in->len = (uint32_t)kept; /* still in c->in->p */
         if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
             return;
         c->peer_closed = 1;
@@ -636,11 +651,11 @@ static void conn_read(struct conn *c)
     }
     if (c->metered)
         metrics_add(l->id, METRIC_BYTES_IN, n);
-    if (c->in) {
+    if (into_in) {
         c->in->len += (uint32_t)n;
         consume(c, c->in->p, c->in->len);
     } else {
-        consume(c, l->read_buf, (size_t)n);
+        consume(c, l->read_buf, kept + (size_t)n);
     }
 }
 
