@@ -228,10 +228,15 @@ static void mark_dirty(struct conn *c)
 {
     if (c->dirty || c->closed)
         return;
+    struct loop *l = c->loop;
     c->dirty = 1;
-    c->dirty_next = c->loop->dirty;
-    c->loop->dirty = c;
-    c->loop->ndirty++;
+    c->dirty_next = NULL;
+    if (l->dirty_last)
+        l->dirty_last->dirty_next = c;
+    else
+        l->dirty = c;
+    l->dirty_last = c;
+    l->ndirty++;
 }
 
 /* Queue f, taking over one reference. check: refuse past client_queue_max. */
@@ -375,9 +380,11 @@ void conn_abort(struct conn *c)
     /* Unlink from the loop's lists; the dirty list is singly linked, so walk it
      * (rare: only connections aborted with output pending are on it). */
     if (c->dirty) {
-        for (struct conn **pp = &l->dirty; *pp; pp = &(*pp)->dirty_next) {
+        for (struct conn **pp = &l->dirty, *prev = NULL; *pp; prev = *pp, pp = &(*pp)->dirty_next) {
             if (*pp == c) {
                 *pp = c->dirty_next;
+                if (l->dirty_last == c)
+                    l->dirty_last = prev;
                 l->ndirty--;
                 break;
             }

@@ -85,9 +85,11 @@ struct loop {
     struct loop_msg *work; /* the swapped-out batch being processed */
     size_t work_cap;
 
-    uint8_t *read_buf;  /* shared by every connection of this loop */
-    struct buf reply;   /* scratch for building replies */
-    struct conn *dirty; /* connections with output to flush this iteration */
+    uint8_t *read_buf; /* shared by every connection of this loop */
+    struct buf reply;  /* scratch for building replies */
+    /* Connections with output to flush this iteration, in the order their output became
+     * pending (a reply to input read this turn goes before the fan-out it caused). */
+    struct conn *dirty, *dirty_last;
     uint32_t ndirty;
     uint64_t last_flush_ns; /* uv_hrtime() of the last flush */
     uv_timer_t flush_timer; /* a deferred (coalesced) flush */

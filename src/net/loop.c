@@ -214,6 +214,11 @@ static void metrics_listener_close(struct loop *l, uv_close_cb cb)
     l->metrics_fd = -1;
 }
 
+/* The loop whose thread this is, NULL on any other thread; and whether that loop is in
+ * its flush (on_flush, on_flush_timer), which drains the inbox first. */
+static _Thread_local struct loop *this_loop;
+static _Thread_local int in_flush;
+
 int loop_post(struct loop *l, const struct loop_msg *msg)
 {
     pthread_mutex_lock(&l->inbox_lock);
@@ -230,15 +235,17 @@ int loop_post(struct loop *l, const struct loop_msg *msg)
     l->inbox[l->inbox_len++] = *msg;
     int first = l->inbox_len == 1;
     pthread_mutex_unlock(&l->inbox_lock);
-    /* One wake-up per batch: later posts find the loop already signalled. */
-    if (first)
+    /* One wake-up per batch: later posts find the loop already signalled. The loop's own
+     * thread needs none (no eventfd write, no extra turn): it is awake, and its next flush
+     * drains the inbox before it waits again; except from inside that flush. */
+    if (first && (this_loop != l || in_flush))
         uv_async_send(&l->wake);
     return 0;
 }
 
-static void on_wake(uv_async_t *h)
+/* Run what the inbox holds, until it is empty. */
+static void drain_inbox(struct loop *l)
 {
-    struct loop *l = h->data;
     for (;;) {
         /* Swap the inbox with the spare array: the lock is held for two swaps. */
         pthread_mutex_lock(&l->inbox_lock);
@@ -263,20 +270,30 @@ static void on_wake(uv_async_t *h)
     }
 }
 
+static void on_wake(uv_async_t *h)
+{
+    drain_inbox(h->data);
+}
+
 /* Write coalescing: when a flush has to write to many connections (a fan-out) and
- * the previous one ended less than FLUSH_COALESCE_NS ago, wait for that interval, so
- * that publications arriving meanwhile share one writev per connection instead of
- * costing one syscall each. Adds at most that interval of latency, and
- * only under load; small flushes always go out at once. */
+ * the previous one began less than FLUSH_COALESCE_NS ago, it waits for the rest of that
+ * interval, so that publications arriving meanwhile share one writev per connection
+ * instead of costing one syscall each. From the previous flush's start, not its end: a
+ * flush that took the interval or longer (a large fan-out under load) is followed by
+ * the next at once, as the ceiling program does, so that a busy loop never idles with
+ * output waiting. Small flushes always go out at once. */
 #define FLUSH_COALESCE_MIN 64
 #define FLUSH_COALESCE_NS 2000000
 
 static void flush_dirty(struct loop *l)
 {
+    l->last_flush_ns = uv_hrtime();
     for (int pass = 0; pass < 2; pass++) {
         while (l->dirty) {
             struct conn *c = l->dirty;
             l->dirty = c->dirty_next;
+            if (l->dirty == NULL)
+                l->dirty_last = NULL;
             l->ndirty--;
             c->dirty_next = NULL;
             c->dirty = 0;
@@ -289,28 +306,37 @@ static void flush_dirty(struct loop *l)
         if (l->dirty == NULL)
             break;
     }
-    l->last_flush_ns = uv_hrtime();
 }
 
 static void on_flush_timer(uv_timer_t *h)
 {
-    flush_dirty(h->data);
+    struct loop *l = h->data;
+    in_flush = 1;
+    drain_inbox(l);
+    flush_dirty(l);
+    in_flush = 0;
 }
 
+/* Every turn of the loop, before it waits for I/O: the messages posted meanwhile (the
+ * publications this turn's input made, above all) are delivered first, so that they go
+ * out in this flush rather than a turn later. */
 static void on_flush(uv_prepare_t *h)
 {
     struct loop *l = h->data;
-    if (l->dirty == NULL)
-        return;
-    uint64_t since = uv_hrtime() - l->last_flush_ns;
-    if (l->ndirty >= FLUSH_COALESCE_MIN && !l->shutting_down && since < FLUSH_COALESCE_NS) {
-        /* The rest of the interval, in libuv's whole milliseconds, rounded up. */
-        if (!uv_is_active((uv_handle_t *)&l->flush_timer))
-            uv_timer_start(&l->flush_timer, on_flush_timer,
-                           (FLUSH_COALESCE_NS - since + 999999) / 1000000, 0);
-        return;
+    in_flush = 1;
+    drain_inbox(l);
+    if (l->dirty != NULL) {
+        uint64_t since = uv_hrtime() - l->last_flush_ns;
+        if (l->ndirty >= FLUSH_COALESCE_MIN && !l->shutting_down && since < FLUSH_COALESCE_NS) {
+            /* The rest of the interval, in libuv's whole milliseconds, rounded up. */
+            if (!uv_is_active((uv_handle_t *)&l->flush_timer))
+                uv_timer_start(&l->flush_timer, on_flush_timer,
+                               (FLUSH_COALESCE_NS - since + 999999) / 1000000, 0);
+        } else {
+            flush_dirty(l);
+        }
     }
-    flush_dirty(l);
+    in_flush = 0;
 }
 
 /* ---- the timer wheel ---- */
@@ -446,6 +472,7 @@ static void on_shutdown(struct loop *l, struct loop_msg *msgs, size_t n)
 static void *loop_thread(void *arg)
 {
     struct loop *l = arg;
+    this_loop = l;
     if (l->net->cfg.loop_start)
         l->net->cfg.loop_start(l, l->net->cfg.ud);
     uv_run(&l->uv, UV_RUN_DEFAULT);
