@@ -276,18 +276,17 @@ static void on_wake(uv_async_t *h)
 }
 
 /* Write coalescing: when a flush has to write to many connections (a fan-out) and
- * the previous one began less than FLUSH_COALESCE_NS ago, it waits for the rest of that
+ * the previous one ended less than FLUSH_COALESCE_NS ago, it waits for the rest of that
  * interval, so that publications arriving meanwhile share one writev per connection
- * instead of costing one syscall each. From the previous flush's start, not its end: a
- * flush that took the interval or longer (a large fan-out under load) is followed by
- * the next at once, as the ceiling program does, so that a busy loop never idles with
- * output waiting. Small flushes always go out at once. */
+ * instead of costing one syscall each. From the previous flush's end: counted from its
+ * start, a long flush (10,000 subscribers under load) was followed by the next at once
+ * with fewer publications to share each write, and herald delivered less per CPU-second
+ * (docs/benchmarks.md, issue 18). Small flushes always go out at once. */
 #define FLUSH_COALESCE_MIN 64
 #define FLUSH_COALESCE_NS 2000000
 
 static void flush_dirty(struct loop *l)
 {
-    l->last_flush_ns = uv_hrtime();
     for (int pass = 0; pass < 2; pass++) {
         while (l->dirty) {
             struct conn *c = l->dirty;
@@ -306,6 +305,7 @@ static void flush_dirty(struct loop *l)
         if (l->dirty == NULL)
             break;
     }
+    l->last_flush_ns = uv_hrtime();
 }
 
 static void on_flush_timer(uv_timer_t *h)
