@@ -151,7 +151,7 @@ static void on_timer(struct loop_timer *t)
 
 void conn_timer_set(struct conn *c, uint32_t seconds)
 {
-    /* An aborted connection is recycled after uv_close: never link it anywhere. */
+    /* An aborted connection is recycled at the end of the loop turn (conn_reap): never link it anywhere. */
     if (!c->closed)
         loop_timer_set(c->loop, &c->timer, seconds);
 }
