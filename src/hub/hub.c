@@ -308,6 +308,7 @@ static void deliver(struct loop *loop, struct loop_msg *msgs, size_t n)
     }
     if (sent < subs)
         frame_unref_unused(f, subs - sent);
+    loop_fanout_queued(loop, sent);
     metrics_add(id, METRIC_MESSAGES_OUT, (int64_t)sent * (int64_t)n + extra);
     if (all)
         frame_unref(all);

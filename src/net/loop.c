@@ -275,10 +275,13 @@ static void on_wake(uv_async_t *h)
     drain_inbox(h->data);
 }
 
-/* Write coalescing: when a flush has to write to many connections (a fan-out) and
- * the previous one ended less than FLUSH_COALESCE_NS ago, it waits for the rest of that
- * interval, so that publications arriving meanwhile share one writev per connection
- * instead of costing one syscall each. From the previous flush's end: counted from its
+/* Write coalescing: when a flush has to write to many connections after a wide fan-out
+ * (one frame queued to at least FLUSH_COALESCE_MIN of them) and the previous flush ended
+ * less than FLUSH_COALESCE_NS ago, it waits for the rest of that interval, so that
+ * publications arriving meanwhile share one write per connection instead of costing one
+ * syscall each. Many connections with a frame each (per-user channels) go out at once:
+ * their next frames are far away, and waiting only added 2-5 ms to every delivery
+ * (docs/benchmarks.md, issue 18). From the previous flush's end: counted from its
  * start, a long flush (10,000 subscribers under load) was followed by the next at once
  * with fewer publications to share each write, and herald delivered less per CPU-second
  * (docs/benchmarks.md, issue 18). Small flushes always go out at once. */
@@ -305,7 +308,15 @@ static void flush_dirty(struct loop *l)
         if (l->dirty == NULL)
             break;
     }
+    l->fanout_width = 0;
     l->last_flush_ns = uv_hrtime();
+    l->last_flush_idle = uv_metrics_idle_time(&l->uv);
+}
+
+void loop_fanout_queued(struct loop *l, unsigned width)
+{
+    if (width > l->fanout_width)
+        l->fanout_width = width;
 }
 
 static void on_flush_timer(uv_timer_t *h)
@@ -327,7 +338,11 @@ static void on_flush(uv_prepare_t *h)
     drain_inbox(l);
     if (l->dirty != NULL) {
         uint64_t since = uv_hrtime() - l->last_flush_ns;
-        if (l->ndirty >= FLUSH_COALESCE_MIN && !l->shutting_down && since < FLUSH_COALESCE_NS) {
+        /* Busy: the loop waited for I/O less than a quarter of the time since the last flush. */
+        uint64_t idle = uv_metrics_idle_time(&l->uv) - l->last_flush_idle;
+        int wide = l->fanout_width >= FLUSH_COALESCE_MIN, busy = idle * 4 < since;
+        if (l->ndirty >= FLUSH_COALESCE_MIN && (wide || busy) && !l->shutting_down &&
+            since < FLUSH_COALESCE_NS) {
             /* The rest of the interval, in libuv's whole milliseconds, rounded up. */
             if (!uv_is_active((uv_handle_t *)&l->flush_timer))
                 uv_timer_start(&l->flush_timer, on_flush_timer,
@@ -515,6 +530,9 @@ static struct loop *loop_new(struct net *net, unsigned id, int fd)
         free(l);
         return NULL;
     }
+    /* The time the loop waits for I/O, which tells a busy loop from one with time to spare
+     * (write coalescing, on_flush): two clock readings a turn. */
+    uv_loop_configure(&l->uv, UV_METRICS_IDLE_TIME);
     int polled = uv_poll_init(&l->uv, &l->epoll_poll, l->epoll_fd) == 0;
     if (!polled ||
         (net->cfg.tls && tls_loop_init(l, net->cfg.tls, net->cfg.tls_handshake_timeout) != 0)) {

@@ -60,6 +60,10 @@ uint64_t loop_now_ms(const struct loop *loop);
 uint64_t loop_clock_ms(void);
 
 unsigned loop_id(const struct loop *loop);
+/* Loop thread: one frame was just queued to width connections (a channel's fan-out).
+ * The flush holds back for more (write coalescing) only after a wide fan-out: when every
+ * connection got its own frame (per-user channels) waiting shares no write. */
+void loop_fanout_queued(struct loop *loop, unsigned width);
 /* The loop's uv_loop_t, for a module that runs libuv handles of its own on it (set up
  * before the loops run, or from the loop's thread). */
 void *loop_uv(struct loop *loop);
