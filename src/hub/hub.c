@@ -574,8 +574,6 @@ static void sub_free(struct loop *loop, struct hub_sub *s, int last)
 struct subscribing {
     struct loop *loop;
     struct hub_sub *sub;
-    const uint8_t *user; /* borrowed: valid while the request call runs (presence_add) */
-    size_t user_len;
     hub_subscribe_cb cb;
     void *ud;
 };
@@ -590,8 +588,12 @@ static void on_engine_subscribed(void *ud, int status, const struct engine_pos *
     struct hub_sub *s = x->sub;
     struct engine *e = hub.engine;
     unsigned id = loop_id(x->loop);
+    struct hub_presence *p = s->presence;
     if (status != ENGINE_OK) {
         struct local_channel *lc = s->lc;
+        if (p && p->ns->presence) /* added before the subscribe: taken back */
+            e->ops->presence_remove(e, (const uint8_t *)lc->name, lc->name_len, p->client,
+                                    p->info, p->info_len, 1, 0);
         int last = local_remove(s);
         route_remove(id, (const uint8_t *)lc->name, lc->name_len, lc->node.hash, last);
         sub_free(x->loop, s, last);
@@ -601,11 +603,9 @@ static void on_engine_subscribed(void *ud, int status, const struct engine_pos *
     }
     s->min_offset = pos->offset;
     metrics_add(id, METRIC_SUBSCRIPTIONS, 1);
-    struct hub_presence *p = s->presence;
-    if (p)
+    if (p && p->ns->join_leave) /* the member went in before the subscribe; now its join */
         e->ops->presence_add(e, (const uint8_t *)s->lc->name, s->lc->name_len, p->client,
-                             x->user, x->user_len, p->info, p->info_len, p->ns->presence,
-                             p->ns->join_leave, NULL, NULL);
+                             NULL, 0, p->info, p->info_len, 0, 1, NULL, NULL);
     x->cb(x->ud, ENGINE_OK, s, pos, recovered, pubs, n);
     free(x);
 }
@@ -679,10 +679,17 @@ void hub_subscribe(struct loop *loop, const struct hub_subscribe_req *r, hub_sub
     lc_subs(lc)[lc->n++] = s;
     /* Until the engine answers, nothing is sent; then nothing at or below its position. */
     s->min_offset = UINT64_MAX;
-    *x = (struct subscribing){loop, s, r->user, r->user_len, cb, ud};
+    *x = (struct subscribing){loop, s, cb, ud};
+    /* The presence entry goes to the engine before the subscribe: a networked engine
+     * sends both on the channel's one command connection, in order, so when the subscribe
+     * is answered the member is already visible from every node. */
+    struct engine *e = hub.engine;
+    struct hub_presence *p = s->presence;
+    if (p && p->ns->presence)
+        e->ops->presence_add(e, r->channel, r->len, p->client, r->user, r->user_len, p->info,
+                             p->info_len, 1, 0, NULL, NULL);
     struct engine_stream_opts o = stream_opts(r->ns);
-    hub.engine->ops->subscribe(hub.engine, r->channel, r->len, &o, &r->rec, on_engine_subscribed,
-                               x);
+    e->ops->subscribe(e, r->channel, r->len, &o, &r->rec, on_engine_subscribed, x);
 }
 
 void hub_unsubscribe(struct loop *loop, struct hub_sub *s)
