@@ -582,6 +582,7 @@ static int cmd_serve(int argc, char **argv)
     log_min_level = c.log_level;
     rand_uuid(node_uid);
     log_set_node(node_uid);
+    hub_set_node(node_uid);
     if (c.token_hmac_secret == NULL && c.token_rsa_public_key == NULL &&
         c.token_ecdsa_public_key == NULL && c.token_jwks_url == NULL && !c.allow_anonymous)
         log_warn("no_token_key",

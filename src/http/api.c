@@ -440,19 +440,25 @@ static void api_info(struct call *r)
     hub_nodes(on_nodes, r);
 }
 
-struct channel_list {
-    struct buf *out;
-    int first;
-};
-
-static void on_channel(void *ud, const uint8_t *ch, size_t len, uint32_t num_clients)
+/* Every node's channels, their subscribers summed (Centrifugo's shape). */
+static void on_channels(void *ud, int status, const struct hub_channel_count *chs, size_t n)
 {
-    struct channel_list *l = ud;
-    if (!l->first)
-        buf_append_char(l->out, ',');
-    l->first = 0;
-    buf_append_json_str(l->out, ch, len);
-    buf_appendf(l->out, ":{\"num_clients\":%u}", num_clients);
+    struct call *r = ud;
+    if (status != 0) {
+        fail(r, PROTO_ERR_INTERNAL);
+        return;
+    }
+    buf_append_str(&r->out, "{\"result\":{\"channels\":{");
+    for (size_t i = 0; i < n; i++) {
+        if (i)
+            buf_append_char(&r->out, ',');
+        buf_append_json_str(&r->out, chs[i].name, chs[i].len);
+        buf_append_str(&r->out, ":{\"num_clients\":");
+        buf_append_u64(&r->out, chs[i].num_clients);
+        buf_append_char(&r->out, '}');
+    }
+    buf_append_str(&r->out, "}}}");
+    finish(r);
 }
 
 static void api_channels(struct call *r)
@@ -462,11 +468,7 @@ static void api_channels(struct call *r)
         fail(r, PROTO_ERR_BAD_REQUEST);
         return;
     }
-    buf_append_str(&r->out, "{\"result\":{\"channels\":{");
-    struct channel_list l = {&r->out, 1};
-    hub_channels(pattern.p, pattern.len, on_channel, &l);
-    buf_append_str(&r->out, "}}}");
-    finish(r);
+    hub_channels_all(pattern.p, pattern.len, on_channels, r);
 }
 
 /* ---- history ---- */

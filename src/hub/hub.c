@@ -17,6 +17,7 @@
 #include "core/frame.h"
 #include "core/pool.h"
 #include "core/table.h"
+#include "hub/survey.h"
 #include "metrics/metrics.h"
 #include "net/conn.h"
 #include "net/loop.h"
@@ -116,6 +117,7 @@ int hub_init(unsigned nloops, struct loop *const *loops, size_t max_channels,
         hub.loops[i] = loops[i];
     hub.max_channels = max_channels;
     hub.cb = *cb;
+    survey_init(hub.nloops, hub.loops);
     atomic_init(&hub.num_routes, 0);
     for (int i = 0; i < SHARDS; i++) {
         pthread_mutex_init(&hub.shards[i].lock, NULL);
@@ -437,6 +439,8 @@ static void on_engine_lost(void *ud, const uint8_t *ch, size_t len)
 
 static void on_engine_control(void *ud, const uint8_t *msg, size_t len)
 {
+    if (survey_control(msg, len))
+        return;
     if (hub.cb.control)
         hub.cb.control(msg, len);
 }

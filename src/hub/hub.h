@@ -137,6 +137,23 @@ void hub_control(const uint8_t *msg, size_t len);
 void hub_announce(const char *uid, const uint8_t *info, size_t len);
 void hub_nodes(engine_nodes_cb cb, void *ud);
 
+/* This node's uid, which a survey of the nodes (hub_channels_all) goes out under. */
+void hub_set_node(const char *uid);
+/* One channel of hub_channels_all's answer. */
+struct hub_channel_count {
+    const uint8_t *name;
+    size_t len;
+    uint64_t num_clients;
+};
+/* status 0 with chs[0..n) sorted by name (borrowed for the call), or -1 out of memory. */
+typedef void (*hub_channels_cb)(void *ud, int status, const struct hub_channel_count *chs,
+                                size_t n);
+/* Loop thread: the channels of every live node whose name contains pattern, each with
+ * its subscribers summed across the nodes that answered within 2-3 s (a node dead
+ * since it last announced itself costs that wait), and the channels the engine holds
+ * state for with 0; cb once, on this loop (at once on a node alone, or off a loop). */
+void hub_channels_all(const uint8_t *pattern, size_t pattern_len, hub_channels_cb cb, void *ud);
+
 /* Any thread: every channel holding state (local subscribers, a stream or presence),
  * and the local subscriptions. */
 void hub_counts(uint64_t *channels, uint64_t *subscriptions);

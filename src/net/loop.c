@@ -313,6 +313,11 @@ static void flush_dirty(struct loop *l)
     l->last_flush_idle = uv_metrics_idle_time(&l->uv);
 }
 
+struct loop *loop_self(void)
+{
+    return this_loop;
+}
+
 void loop_fanout_queued(struct loop *l, unsigned width)
 {
     if (width > l->fanout_width)

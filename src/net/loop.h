@@ -60,6 +60,8 @@ uint64_t loop_now_ms(const struct loop *loop);
 uint64_t loop_clock_ms(void);
 
 unsigned loop_id(const struct loop *loop);
+/* The loop whose thread calls, or NULL off the loops' threads. */
+struct loop *loop_self(void);
 /* Loop thread: one frame was just queued to width connections (a channel's fan-out).
  * The flush holds back for more (write coalescing) only after a wide fan-out: when every
  * connection got its own frame (per-user channels) waiting shares no write. */

@@ -259,6 +259,39 @@ test('the server API acts on a user\'s connections on every node; info lists eve
     });
 });
 
+test('channels lists every node\'s channels with their subscribers summed; a dead node costs a wait, not the answer', T, async () => {
+    await withNodes(3, async ([a, b, c]) => {
+        const uidsOf = async (h) => (await apiResult(h, 'info', {})).nodes.length;
+        await waitFor(async () => (await uidsOf(a)) === 3 && (await uidsOf(b)) === 3 && (await uidsOf(c)) === 3,
+            12000, () => 'three nodes in info');
+        const clients = [];
+        try {
+            for (const [h, ch, user] of [[a, 'pool-1', 'ann'], [b, 'pool-1', 'bob'], [b, 'pool-1', 'bob'],
+                [c, 'pool-2', 'cid'], [b, 'other', 'bob']]) clients.push(await subscribed(h, ch, user));
+            const want = { other: { num_clients: 1 }, 'pool-1': { num_clients: 3 }, 'pool-2': { num_clients: 1 } };
+            for (const h of [a, b, c]) assert.deepEqual((await apiResult(h, 'channels', {})).channels, want);
+            assert.deepEqual((await apiResult(c, 'channels', { pattern: 'pool' })).channels,
+                { 'pool-1': { num_clients: 3 }, 'pool-2': { num_clients: 1 } });
+            // Through the batch API too (an answer that waits for the other nodes)
+            const r = await a.api('batch', { commands: [{ channels: { pattern: 'pool-2' } }, { info: {} }] });
+            assert.equal(r.status, 200);
+            assert.deepEqual(r.json.replies[0].channels.channels, { 'pool-2': { num_clients: 1 } });
+            assert.equal(r.json.replies[1].info.nodes.length, 3);
+
+            // c dies without a word: still in the node list for a while, so a waits for its
+            // answer, 2-3 s, then answers with what the live nodes have.
+            c.child.kill('SIGKILL');
+            const t0 = Date.now();
+            const after = (await apiResult(a, 'channels', {})).channels;
+            const took = Date.now() - t0;
+            assert.deepEqual(after, { other: { num_clients: 1 }, 'pool-1': { num_clients: 3 } });
+            assert.ok(took <= 4500, `answered after ${took} ms`);
+        } finally {
+            for (const x of clients) x.client.disconnect();
+        }
+    });
+});
+
 test('a subscribe is answered only when its presence entry is visible from every node', T, async () => {
     await withNodes(2, async ([a, b]) => {
         // Raw clients on node a, each subscribe reply followed at once by node b's presence

@@ -42,8 +42,10 @@ static void setup(void)
     if (metrics_init(1) != 0)
         abort();
     /* One loop that is never run as a thread: the fuzzer drives it. */
-    struct net_config nc = {"127.0.0.1", 0, 1, config.client_queue_max, accept_nothing,
-                            NULL, NULL, NULL};
+    struct net_config nc = {.host = "127.0.0.1",
+                            .nloops = 1,
+                            .client_queue_max = config.client_queue_max,
+                            .accept = accept_nothing};
     net = net_create(&nc);
     if (net == NULL)
         abort();
