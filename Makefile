@@ -20,7 +20,7 @@ OBJ      := $(LIB_SRC:%.c=build/obj/%.o)
 ASAN_OBJ := $(LIB_SRC:%.c=build/asan/%.o)
 SAN      := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 
-all: build/herald build/herald-bench build/herald-ceiling build/herald-tokenbench
+all: build/herald build/herald-bench build/herald-ceiling build/herald-tokenbench build/herald-stall
 
 build/obj/%.o: %.c
 	@mkdir -p $(dir $@)
@@ -79,6 +79,10 @@ build/herald-tokenbench: build/obj/tools/tokenbench/tokenbench.o build/libherald
 # The machine's ceiling for docs/benchmarks.md: a minimal fan-out server, same frames, same sockets.
 build/herald-ceiling: build/obj/tools/ceiling/ceiling.o
 	$(CC) $(CFLAGS) -o $@ $^ $(PKG_LIBS)
+
+# How long this machine takes a CPU away from a program that wants it (tail latencies).
+build/herald-stall: build/obj/tools/stall/stall.o
+	$(CC) $(CFLAGS) -o $@ $^ -lpthread
 
 # Unit tests: one binary per tests/unit/test_*.c, sanitized.
 UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=build/unit/%)
