@@ -207,6 +207,12 @@ static unsigned on_jwks(void *ud, int status, const uint8_t *body, size_t len, c
     return next;
 }
 
+static void on_jwks_start(void *ud)
+{
+    struct jwks_source *j = ud;
+    keys_fetch_starting(j->keys, loop_clock_ms());
+}
+
 static void jwks_soon(void *ud, unsigned delay_ms)
 {
     fetch_soon(ud, delay_ms);
@@ -275,7 +281,7 @@ static void on_signal(uv_signal_t *h, int signum)
     if (stopping++)
         return;
     log_info("shutting_down", "signal %d: shutting down", signum);
-    pg_feed_stop(); /* nothing more is read from PostgreSQL; what was is published */
+    pg_feed_stop();   /* nothing more is read from PostgreSQL; what was is published */
     net_stop(s->net); /* every client gets 3001; the loops end once their connections have */
     uv_stop(h->loop);
 }
@@ -306,8 +312,12 @@ static int server_run(const struct config *config)
         return -1;
     if (config->token_jwks_url) {
         /* Before the loops start: libcurl's global set-up is not for concurrent threads. */
-        struct fetch_config fc = {config->token_jwks_url, JWKS_MAX_BODY, JWKS_TIMEOUT_MS, on_jwks,
-                                  &jwks};
+        struct fetch_config fc = {.url = config->token_jwks_url,
+                                  .max_body = JWKS_MAX_BODY,
+                                  .timeout_ms = JWKS_TIMEOUT_MS,
+                                  .done = on_jwks,
+                                  .start = on_jwks_start,
+                                  .ud = &jwks};
         jwks.fetch = fetch_start(&fc, ferr, sizeof(ferr));
         if (jwks.fetch == NULL) {
             log_error("config_error", "token_jwks_url: %s", ferr);

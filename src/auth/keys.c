@@ -44,6 +44,7 @@ struct waiter {
     struct waiter *next;
     void (*done)(void *ud);
     void *ud;
+    uint32_t need; /* released by the end of the fetch that starts as number need */
 };
 
 struct keys {
@@ -58,6 +59,10 @@ struct keys {
     void (*fetch)(void *ud, unsigned delay_ms);
     void *fetch_ud;
     int fetch_asked;        /* a fetch was asked for and has not ended yet */
+    int in_flight;          /* a fetch has started and not ended */
+    int asked_after;        /* one more was asked for, to start after the one in flight */
+    uint32_t started;       /* fetches started (keys_fetch_starting) */
+    uint64_t started_ms;    /* when the one in flight started */
     uint64_t last_fetch_ms; /* when the last one ended; 0: never */
     struct waiter *waiters, **waiters_tail; /* in the order they came */
     unsigned nwaiters;
@@ -303,7 +308,8 @@ static int jwk_parse(uint8_t *js, const jsmntok_t *t, int ntok, int obj, struct 
         return -1;
     struct json_span kty = {0}, kid = {0}, alg = {0}, use = {0}, crv = {0};
     if (json_obj_string(js, t, ntok, obj, "kty", &kty) != 1 ||
-        json_obj_string(js, t, ntok, obj, "kid", &kid) != 1 || kid.len == 0 || kid.len > JWT_MAX_KID)
+        json_obj_string(js, t, ntok, obj, "kid", &kid) != 1 || kid.len == 0 ||
+        kid.len > JWT_MAX_KID)
         return -1;
     int has_alg = json_obj_string(js, t, ntok, obj, "alg", &alg);
     int has_use = json_obj_string(js, t, ntok, obj, "use", &use);
@@ -498,18 +504,29 @@ void keys_set_fetch(struct keys *k, void (*fetch)(void *ud, unsigned delay_ms), 
     pthread_mutex_unlock(&k->lock);
 }
 
+/* The wait before the next fetch may start: none, or what is left of the minimum
+ * interval since the last one ended (or, while one is in flight, since it started). */
+static unsigned pace(const struct keys *k, uint64_t now_ms)
+{
+    uint64_t last = k->in_flight ? k->started_ms : k->last_fetch_ms;
+    uint64_t since = now_ms - last;
+    return last && since < KEYS_REFETCH_MIN_MS ? (unsigned)(KEYS_REFETCH_MIN_MS - since) : 0;
+}
+
 int keys_await(struct keys *k, uint64_t now_ms, void (*done)(void *ud), void *ud)
 {
     struct waiter *w = malloc(sizeof(*w));
     if (w == NULL)
         return -1;
-    *w = (struct waiter){NULL, done, ud};
     pthread_mutex_lock(&k->lock);
     if (k->fetch == NULL || k->nwaiters >= KEYS_MAX_WAITERS) {
         pthread_mutex_unlock(&k->lock);
         free(w);
         return -1;
     }
+    /* A fetch already under way may have been answered before the key it needs was
+     * published (a key rotation): only one that starts from now on releases it. */
+    *w = (struct waiter){NULL, done, ud, k->started + 1};
     if (k->waiters == NULL)
         k->waiters_tail = &k->waiters;
     *k->waiters_tail = w;
@@ -517,31 +534,59 @@ int keys_await(struct keys *k, uint64_t now_ms, void (*done)(void *ud), void *ud
     k->nwaiters++;
     /* One fetch answers everyone waiting; the next one no sooner than the minimum
      * interval after the last, whatever the tokens say (a flood of made-up kids must
-     * not make us hammer the JWKS server). */
-    int ask = !k->fetch_asked;
-    unsigned delay = 0;
-    if (ask) {
-        k->fetch_asked = 1;
-        uint64_t since = now_ms - k->last_fetch_ms;
-        if (k->last_fetch_ms && since < KEYS_REFETCH_MIN_MS)
-            delay = (unsigned)(KEYS_REFETCH_MIN_MS - since);
+     * not make us hammer the JWKS server). Under the lock, so that once
+     * keys_set_fetch(NULL) returns nobody calls the old source (it is stopped and freed
+     * next). */
+    if (k->in_flight ? !k->asked_after : !k->fetch_asked) {
+        if (k->in_flight)
+            k->asked_after = 1; /* the source runs it after the one in flight */
+        else
+            k->fetch_asked = 1;
+        k->fetch(k->fetch_ud, pace(k, now_ms));
     }
-    /* Under the lock, so that once keys_set_fetch(NULL) returns nobody calls the old
-     * source (it is stopped and freed next). */
-    if (ask)
-        k->fetch(k->fetch_ud, delay);
     pthread_mutex_unlock(&k->lock);
     return 0;
+}
+
+void keys_fetch_starting(struct keys *k, uint64_t now_ms)
+{
+    pthread_mutex_lock(&k->lock);
+    k->started++;
+    k->in_flight = 1;
+    k->started_ms = now_ms ? now_ms : 1;
+    pthread_mutex_unlock(&k->lock);
 }
 
 void keys_fetched(struct keys *k, uint64_t now_ms)
 {
     pthread_mutex_lock(&k->lock);
-    struct waiter *w = k->waiters;
-    k->waiters = NULL;
-    k->nwaiters = 0;
-    k->fetch_asked = 0;
+    /* Released: those this fetch (or an earlier one) was started for, or every waiter
+     * when there is no source any more. The others stay, in order, for the next. */
+    struct waiter *w = NULL, **wt = &w, *keep = NULL, **kt = &keep;
+    unsigned kept = 0;
+    for (struct waiter *x = k->waiters, *next; x; x = next) {
+        next = x->next;
+        x->next = NULL;
+        if (k->fetch == NULL || (int32_t)(x->need - k->started) <= 0) {
+            *wt = x;
+            wt = &x->next;
+        } else {
+            *kt = x;
+            kt = &x->next;
+            kept++;
+        }
+    }
+    k->waiters = keep;
+    k->waiters_tail = keep ? kt : &k->waiters;
+    k->nwaiters = kept;
+    k->in_flight = 0;
     k->last_fetch_ms = now_ms ? now_ms : 1;
+    k->fetch_asked = k->asked_after;
+    k->asked_after = 0;
+    if (kept && !k->fetch_asked && k->fetch) {
+        k->fetch_asked = 1;
+        k->fetch(k->fetch_ud, pace(k, now_ms));
+    }
     pthread_mutex_unlock(&k->lock);
     /* Outside the lock: a waiter may verify (and so lock) again at once. */
     while (w) {

@@ -72,11 +72,16 @@ void keys_set_fetch(struct keys *k, void (*fetch)(void *ud, unsigned delay_ms), 
 
 /* A token named an unknown kid: ask for a fetch (at most one per KEYS_REFETCH_MIN_MS,
  * by now_ms on CLOCK_MONOTONIC) and have done(ud) called, on the thread that reports
- * it, once the fetch has ended (waiters in the order they came). 0, or -1 (no fetch source, too many waiting, out of
- * memory: done is never called). */
+ * it, once a fetch that started after this call has ended (waiters in the order they came). 0, or
+ * -1 (no fetch source, too many waiting, out of memory: done is never called). */
 int keys_await(struct keys *k, uint64_t now_ms, void (*done)(void *ud), void *ud);
-/* A fetch ended, whatever its outcome: every waiter's done is called. Also at
- * shutdown, to release the waiters. Any thread. */
+/* A fetch is starting (the request is about to go out). Any thread. A waiter is
+ * released only by the end of a fetch that started after it began to wait: one already
+ * under way may answer with the document from before a key rotation. */
+void keys_fetch_starting(struct keys *k, uint64_t now_ms);
+/* A fetch ended, whatever its outcome: the done of every waiter it was started for is
+ * called (those that came while it was under way wait for the next, which is asked for).
+ * Also at shutdown, after keys_set_fetch(NULL), to release every waiter. Any thread. */
 void keys_fetched(struct keys *k, uint64_t now_ms);
 
 #endif

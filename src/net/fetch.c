@@ -131,6 +131,8 @@ static void *worker(void *arg)
         /* Asked for during this fetch: once more after it. */
         f->next_ms = UINT64_MAX;
         pthread_mutex_unlock(&f->lock);
+        if (f->cfg.start)
+            f->cfg.start(f->cfg.ud);
         unsigned delay =
             curl ? fetch_once(f, curl) : f->cfg.done(f->cfg.ud, 0, NULL, 0, "cannot start libcurl");
         pthread_mutex_lock(&f->lock);

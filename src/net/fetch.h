@@ -16,6 +16,8 @@ struct fetch_config {
      * was no complete response (error says why: refused, timeout, body too large). body
      * is borrowed for the call. Returns the milliseconds until the next fetch. */
     unsigned (*done)(void *ud, int status, const uint8_t *body, size_t len, const char *error);
+    /* On the worker thread just before each attempt (may be NULL). */
+    void (*start)(void *ud);
     void *ud;
 };
 

@@ -409,9 +409,13 @@ test('a PEM key that does not parse, or of the wrong type, stops herald at start
 
 // A JWKS over HTTP on a free port of 127.0.0.1, served from `keys`; `down` answers 503.
 async function jwksServer(keys) {
-    const state = { keys, requests: 0, down: false, huge: false };
+    const state = { keys, requests: 0, down: false, huge: false, hold: false, held: [] };
     const server = http.createServer((req, res) => {
         state.requests++;
+        if (state.hold) { // answered later by release(), with the keys of now
+            state.held.push({ res, body: JSON.stringify({ keys: state.keys }) });
+            return;
+        }
         if (state.down) {
             res.writeHead(503).end('down');
             return;
@@ -425,7 +429,10 @@ async function jwksServer(keys) {
     });
     await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
     state.url = `http://127.0.0.1:${server.address().port}/.well-known/jwks.json`;
-    state.close = () => new Promise((resolve) => server.close(resolve));
+    state.release = () => {
+        for (const { res, body } of state.held.splice(0)) res.writeHead(200, { 'Content-Type': 'application/json' }).end(body);
+    };
+    state.close = () => { state.release(); return new Promise((resolve) => server.close(resolve)); };
     return state;
 }
 
@@ -505,6 +512,35 @@ test('JWKS served by the test: EdDSA and RSA keys by kid; an unknown kid refetch
                 'connected');
             // HS256 tokens without a kid still go to the secret.
             assert.equal(await rawConnect(h, h.token('plain')), 'connected');
+        });
+    } finally {
+        await jwks.close().catch(() => {});
+    }
+});
+
+test('a key rotated while a JWKS fetch is under way: a token of the new kid waits for the next fetch, not refused', T, async () => {
+    const jwks = await jwksServer([jwk(ed1, 'ed-1', 'EdDSA')]);
+    try {
+        await withHerald({ config: { token_jwks_url: jwks.url } }, async (h) => {
+            await until(() => jwks.requests >= 1, 5000, 'the first JWKS fetch');
+            assert.equal(await rawConnect(h, signAsym(claims('a'), 'EdDSA', ed1.privateKey, { kid: 'ed-1' })), 'connected');
+            // A token under a kid not published yet asks for a fetch; the JWKS server takes
+            // the request with the old keys and holds its answer.
+            jwks.hold = true;
+            const n = jwks.requests;
+            const early = rawConnect(h, signAsym(claims('early'), 'EdDSA', ed2.privateKey, { kid: 'ed-2' }));
+            await until(() => jwks.requests === n + 1, 8000, 'the fetch for ed-2');
+            // Meanwhile the key is published, and a client comes with a token under it.
+            jwks.hold = false;
+            jwks.keys = [...jwks.keys, jwk(ed2, 'ed-2', 'EdDSA')];
+            const late = rawConnect(h, signAsym(claims('late'), 'EdDSA', ed2.privateKey, { kid: 'ed-2' }));
+            await sleep(300);
+            jwks.release(); // the old document: no ed-2 in it
+            // The first asked before the key existed: refused, as the document it waited for
+            // says. The second came while that fetch was under way: the next one finds its key.
+            assert.equal(await early, 'closed 3500');
+            assert.equal(await late, 'connected');
+            assert.equal(jwks.requests, n + 2, 'one more fetch, for the token that came during the first');
         });
     } finally {
         await jwks.close().catch(() => {});

@@ -313,6 +313,7 @@ TEST(test_keys_refetch_is_asked_once_and_paced)
     CHECK_EQ(fetch_calls, 1);
     CHECK_EQ(fetch_delay, 0);
     CHECK_EQ(done_calls, 0);
+    keys_fetch_starting(k, 1500);
     keys_fetched(k, 2000);
     CHECK_EQ(done_calls, 2);
     /* In the order they came: a connect before the commands queued behind it. */
@@ -322,6 +323,7 @@ TEST(test_keys_refetch_is_asked_once_and_paced)
     CHECK_EQ(keys_await(k, 3000, record_done, NULL), 0);
     CHECK_EQ(fetch_calls, 2);
     CHECK_EQ(fetch_delay, KEYS_REFETCH_MIN_MS - 1000);
+    keys_fetch_starting(k, 6900);
     keys_fetched(k, 7000);
     CHECK_EQ(done_calls, 3);
     CHECK_EQ(keys_await(k, 20000, record_done, NULL), 0);
@@ -330,6 +332,45 @@ TEST(test_keys_refetch_is_asked_once_and_paced)
     /* Waiters left at the end are released by keys_fetched, or freed with the set. */
     keys_free(k);
     CHECK_EQ(done_calls, 3);
+}
+
+/* A key rotation: a fetch already under way when a token names the new kid may carry the
+ * document from before the rotation. The waiter is released by the next fetch, which it
+ * asks for (paced from the start of the one in flight), not by the one in flight. */
+TEST(test_keys_waiter_of_a_fetch_under_way_waits_for_the_next)
+{
+    char err[200];
+    struct keys_config c = {NULL, NULL, NULL, 1, NULL, NULL, 0};
+    struct keys *k = keys_new(&c, err, sizeof(err));
+    fetch_calls = done_calls = 0;
+    keys_set_fetch(k, record_fetch, NULL);
+    /* The periodic refresh starts with nobody waiting. */
+    keys_fetch_starting(k, 10000);
+    CHECK_EQ(keys_await(k, 10200, record_done, (void *)1), 0);
+    CHECK_EQ(fetch_calls, 1); /* once more, after the one in flight */
+    CHECK_EQ(fetch_delay, KEYS_REFETCH_MIN_MS - 200);
+    CHECK_EQ(keys_await(k, 10300, record_done, (void *)2), 0);
+    CHECK_EQ(fetch_calls, 1); /* that one is asked for already */
+    keys_fetched(k, 10400);
+    CHECK_EQ(done_calls, 0); /* the one in flight started before they came */
+    CHECK_EQ(fetch_calls, 1);
+    /* Asked before the next one starts: it releases this one as well. */
+    CHECK_EQ(keys_await(k, 12000, record_done, (void *)3), 0);
+    CHECK_EQ(fetch_calls, 1);
+    keys_fetch_starting(k, 15000);
+    CHECK_EQ(keys_await(k, 15100, record_done, (void *)4), 0); /* under way again */
+    CHECK_EQ(fetch_calls, 2);
+    keys_fetched(k, 15200);
+    CHECK_EQ(done_calls, 3);
+    CHECK_EQ(done_order[0], 1);
+    CHECK_EQ(done_order[1], 2);
+    CHECK_EQ(done_order[2], 3);
+    /* Waiter 4 is the next one's. Without a source, every waiter goes at once. */
+    keys_set_fetch(k, NULL, NULL);
+    keys_fetched(k, 16000);
+    CHECK_EQ(done_calls, 4);
+    CHECK_EQ(done_order[3], 4);
+    keys_free(k);
 }
 
 int main(void)
@@ -353,6 +394,7 @@ int main(void)
     RUN(test_keys_token_kid_picks_the_jwks_key);
     RUN(test_keys_new_jwks_replaces_the_old_and_a_bad_one_keeps_it);
     RUN(test_keys_refetch_is_asked_once_and_paced);
+    RUN(test_keys_waiter_of_a_fetch_under_way_waits_for_the_next);
     free(rsa_pem), free(p256_pem), free(p384_pem), free(ed_pem);
     EVP_PKEY_free(rsa_key);
     EVP_PKEY_free(rsa2_key);
