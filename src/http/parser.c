@@ -163,6 +163,23 @@ static void transfer_codings(const uint8_t *v, size_t len, int *last_chunked, in
     }
 }
 
+/* The length of "http://" or "https://" (either case) at the start of p[0..n), or 0. */
+static size_t absolute_scheme(const uint8_t *p, size_t n)
+{
+    static const char http[] = "http";
+    if (n < 7)
+        return 0;
+    for (size_t k = 0; k < 4; k++)
+        if ((p[k] | 0x20) != http[k])
+            return 0;
+    size_t at = 4;
+    if ((p[at] | 0x20) == 's')
+        at++;
+    if (n < at + 3 || p[at] != ':' || p[at + 1] != '/' || p[at + 2] != '/')
+        return 0;
+    return at + 3;
+}
+
 int http_parse_request(const uint8_t *p, size_t len, const struct http_limits *lim,
                        struct http_request *req)
 {
@@ -203,11 +220,13 @@ int http_parse_request(const uint8_t *p, size_t len, const struct http_limits *l
     req->method = method_of(req->method_str, req->method_len);
     i++;
 
-    /* Origin-form only (RFC 9112 §3.2.1): absolute-form, authority-form and '*' are for
-     * proxies and OPTIONS-to-server, which we do not serve. */
+    /* Origin-form (RFC 9112 §3.2.1), or absolute-form, which a server must accept too
+     * (§3.2.2): "http://host[:port]" and what follows, its path (or "/") taken as the
+     * origin-form's; the Host header is not used for anything here. Authority-form and
+     * '*' are for proxies and OPTIONS-to-server, which we do not serve. */
     if (i >= n)
         goto incomplete;
-    if (p[i] != '/')
+    if (p[i] != '/' && p[i] != 'h' && p[i] != 'H')
         return -400;
     start = i;
     while (i < n && p[i] > 0x20 && p[i] < 0x7f)
@@ -216,14 +235,24 @@ int http_parse_request(const uint8_t *p, size_t len, const struct http_limits *l
         goto incomplete;
     if (p[i] != ' ')
         return -400;
-    const uint8_t *qmark = memchr(p + start, '?', i - start);
-    req->path = p + start;
+    size_t from = start;
+    if (p[start] != '/') {
+        size_t scheme = absolute_scheme(p + start, i - start);
+        if (scheme == 0)
+            return -400;
+        from = start + scheme; /* the authority, then the path */
+        while (from < i && p[from] != '/' && p[from] != '?')
+            from++;
+        if (from == start + scheme || memchr(p + start + scheme, '@', from - start - scheme))
+            return -400; /* no host, or user info (RFC 9110 §4.2.4: not to be sent) */
+    }
+    const uint8_t *qmark = memchr(p + from, '?', i - from);
+    size_t path_len = qmark ? (size_t)(qmark - (p + from)) : i - from;
+    req->path = path_len ? p + from : (const uint8_t *)"/";
+    req->path_len = path_len ? path_len : 1;
     if (qmark != NULL) {
-        req->path_len = (size_t)(qmark - (p + start));
         req->query = qmark + 1;
-        req->query_len = i - start - req->path_len - 1;
-    } else {
-        req->path_len = i - start;
+        req->query_len = (size_t)(p + i - qmark - 1);
     }
     i++;
 

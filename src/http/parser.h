@@ -30,7 +30,8 @@ struct http_request {
     enum http_method method;
     const uint8_t *method_str;
     size_t method_len;
-    const uint8_t *path; /* request target up to '?', origin-form (starts with '/') */
+    const uint8_t *path; /* request target up to '?' in origin-form (starts with '/'; of an
+                            absolute-form target, its path, or "/") */
     size_t path_len;
     const uint8_t *query; /* after '?', without it; NULL if none */
     size_t query_len;

@@ -131,6 +131,25 @@ test('keep-alive: two requests on one connection', T, async () => {
     });
 });
 
+test('an absolute-form request target is served as its path (RFC 9112 section 3.2.2)', T, async () => {
+    await withHerald({}, async (h) => {
+        const host = `127.0.0.1:${h.port}`;
+        const conn = await RawConn.connect(h.port);
+        try {
+            conn.write(`GET http://${host}/health HTTP/1.1\r\nHost: ${host}\r\n\r\n`);
+            const a = await conn.readResponse();
+            assert.equal(a.status, 200, a.raw);
+            assert.deepEqual(a.json, { status: 'ok' });
+            conn.write(post(`HTTP://${host}/api/info`, host, '{}', { 'X-API-Key': h.apiKey }));
+            const b = await conn.readResponse();
+            assert.equal(b.status, 200, b.raw);
+            assert.ok(b.json.result.nodes, b.text);
+        } finally {
+            conn.destroy();
+        }
+    });
+});
+
 test('pipelined requests are answered in order', T, async () => {
     await withHerald({}, async (h) => {
         const host = `127.0.0.1:${h.port}`;

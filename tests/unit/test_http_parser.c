@@ -143,9 +143,39 @@ TEST(test_http_parse_rejects_bare_cr)
     CHECK_EQ(REQ_ST("GET / HTTP/1.1\r\nHost: h\r\n\r"), 0);
 }
 
+/* RFC 9112 §3.2.2: a server must accept the absolute-form; its path is the target. */
+TEST(test_http_parse_accepts_absolute_form_targets)
+{
+    struct http_request req;
+    const char *s = "GET http://example.com:8000/api/info?x=1 HTTP/1.1\r\nHost: h\r\n\r\n";
+    CHECK_EQ(parse_keep(s, &req), strlen(s));
+    CHECK_MEM(req.path, req.path_len, "/api/info");
+    CHECK_MEM(req.query, req.query_len, "x=1");
+    s = "POST HTTPS://Example.com/api HTTP/1.1\r\nHost: h\r\nContent-Length: 0\r\n\r\n";
+    CHECK_EQ(parse_keep(s, &req), strlen(s));
+    CHECK_MEM(req.path, req.path_len, "/api");
+    CHECK(req.query == NULL);
+    /* An empty path is "/" (RFC 9112 §3.2.4), with or without a query. */
+    s = "GET http://example.com HTTP/1.1\r\nHost: h\r\n\r\n";
+    CHECK_EQ(parse_keep(s, &req), strlen(s));
+    CHECK_MEM(req.path, req.path_len, "/");
+    s = "GET http://example.com?a HTTP/1.1\r\nHost: h\r\n\r\n";
+    CHECK_EQ(parse_keep(s, &req), strlen(s));
+    CHECK_MEM(req.path, req.path_len, "/");
+    CHECK_MEM(req.query, req.query_len, "a");
+    /* No host, user info, other schemes, a cut scheme: refused. */
+    CHECK_EQ(REQ_ST("GET http:///api HTTP/1.1\r\nHost: h\r\n\r\n"), -400);
+    CHECK_EQ(REQ_ST("GET http://u:p@h/api HTTP/1.1\r\nHost: h\r\n\r\n"), -400);
+    CHECK_EQ(REQ_ST("GET ftp://h/api HTTP/1.1\r\nHost: h\r\n\r\n"), -400);
+    CHECK_EQ(REQ_ST("GET http:/h/api HTTP/1.1\r\nHost: h\r\n\r\n"), -400);
+    CHECK_EQ(REQ_ST("GET httpx://h/ HTTP/1.1\r\nHost: h\r\n\r\n"), -400);
+    CHECK_EQ(REQ_ST("GET http:// HTTP/1.1\r\nHost: h\r\n\r\n"), -400);
+    /* Not complete yet: more is awaited, not refused. */
+    CHECK_EQ(REQ_ST("GET http://exam"), 0);
+}
+
 TEST(test_http_parse_rejects_non_origin_form_targets)
 {
-    CHECK_EQ(REQ_ST("GET http://example.com/ HTTP/1.1\r\nHost: h\r\n\r\n"), -400);
     CHECK_EQ(REQ_ST("OPTIONS * HTTP/1.1\r\nHost: h\r\n\r\n"), -400);
     CHECK_EQ(REQ_ST("CONNECT example.com:443 HTTP/1.1\r\nHost: h\r\n\r\n"), -400);
     CHECK_EQ(REQ_ST("GET api HTTP/1.1\r\nHost: h\r\n\r\n"), -400);
@@ -575,6 +605,7 @@ int main(void)
     RUN(test_http_parse_pipelined_head_length_excludes_body_and_next_request);
     RUN(test_http_parse_accepts_bare_lf_and_mixed_line_ends);
     RUN(test_http_parse_rejects_bare_cr);
+    RUN(test_http_parse_accepts_absolute_form_targets);
     RUN(test_http_parse_rejects_non_origin_form_targets);
     RUN(test_http_parse_rejects_control_and_non_ascii_bytes_in_target);
     RUN(test_http_parse_rejects_extra_spaces_in_request_line);
