@@ -20,6 +20,7 @@
 #include <string.h>
 
 #include "core/buf.h"
+#include "core/log.h"
 #include "hub/hub.h"
 #include "net/loop.h"
 
@@ -276,10 +277,27 @@ void hub_channels_all(const uint8_t *pattern, size_t pattern_len, hub_channels_c
 
 /* ---- answering ---- */
 
+/* A reply travels as one pub/sub message to every node: past this it is cut, so that it
+ * stays far below what Redis lets a subscriber connection owe (32 MB by default, past
+ * which it drops the connection, and every node's deliveries with it). */
+#define SURVEY_REPLY_MAX (4u << 20)
+
+struct reply {
+    struct buf out;
+    size_t channels, cut;
+};
+
 static void add_reply_channel(void *ud, const uint8_t *ch, size_t len, uint32_t num_clients)
 {
-    if (num_clients > 0) /* the engine's channels are the asker's to add */
-        put_channel(ud, ch, len, num_clients);
+    struct reply *r = ud;
+    if (num_clients == 0) /* the engine's channels are the asker's to add */
+        return;
+    if (r->out.len + len + 6 > SURVEY_REPLY_MAX) {
+        r->cut++;
+        return;
+    }
+    put_channel(&r->out, ch, len, num_clients);
+    r->channels++;
 }
 
 static void on_request(struct loop *loop, struct loop_msg *msgs, size_t n)
@@ -293,15 +311,20 @@ static void on_request(struct loop *loop, struct loop_msg *msgs, size_t n)
         size_t pattern_len = get_be(&r, 2);
         const uint8_t *pattern = get_bytes(&r, pattern_len);
         if (!r.bad) {
-            struct buf rep = BUF_INIT;
-            buf_append_char(&rep, SURVEY_REPLY);
-            put_be(&rep, id, 8);
-            put_uid(&rep, (const char *)uid, uid_len);
-            put_uid(&rep, sv.uid, strlen(sv.uid));
+            struct reply rep = {BUF_INIT, 0, 0};
+            buf_append_char(&rep.out, SURVEY_REPLY);
+            put_be(&rep.out, id, 8);
+            put_uid(&rep.out, (const char *)uid, uid_len);
+            put_uid(&rep.out, sv.uid, strlen(sv.uid));
             hub_channels(pattern, pattern_len, add_reply_channel, &rep);
-            if (!rep.oom)
-                hub_control((const uint8_t *)rep.p, rep.len);
-            buf_free(&rep);
+            if (rep.cut)
+                log_warn("channels_cut",
+                         "channels: this node's answer holds %zu channels, %zu more left out "
+                         "(over %u bytes); ask with a pattern",
+                         rep.channels, rep.cut, SURVEY_REPLY_MAX);
+            if (!rep.out.oom)
+                hub_control((const uint8_t *)rep.out.p, rep.out.len);
+            buf_free(&rep.out);
         }
         free(msgs[i].ptr);
     }

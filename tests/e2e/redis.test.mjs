@@ -28,12 +28,12 @@ function config(redis, prefix, more = []) {
 }
 
 // Redis and n herald nodes sharing it; fn(nodes, redis); everything stopped after.
-async function withNodes(n, fn) {
+async function withNodes(n, fn, more = {}) {
     const redis = await startRedis();
     const prefix = `e2e${Math.floor(Math.random() * 1e9)}`;
     const nodes = [];
     try {
-        for (let i = 0; i < n; i++) nodes.push(await start({ config: config(redis, prefix), threads: 2 }));
+        for (let i = 0; i < n; i++) nodes.push(await start({ config: { ...config(redis, prefix), ...more }, threads: 2 }));
         return await fn(nodes, redis);
     } finally {
         for (const h of nodes) await h.stop('SIGTERM', 3000);
@@ -290,6 +290,43 @@ test('channels lists every node\'s channels with their subscribers summed; a dea
             for (const x of clients) x.client.disconnect();
         }
     });
+});
+
+test('channels: a node\'s answer is cut at 4 MiB, with a warning, so that Redis keeps every node\'s subscriber connection', T, async () => {
+    await withNodes(2, async ([a, b]) => {
+        // 17,000 channels of 255 bytes on node a: about 4.4 MB of names.
+        const conn = await wsOpen(a.port);
+        try {
+            const N = 17000;
+            const name = (i) => `cut-${String(i).padStart(6, '0')}-`.padEnd(255, 'x');
+            conn.sendText(JSON.stringify({ id: 1, connect: { token: a.token('many') } }));
+            for (let at = 0; at < N; at += 100) {
+                const cmds = [];
+                for (let i = at; i < Math.min(N, at + 100); i++) cmds.push(JSON.stringify({ id: 2 + i, subscribe: { channel: name(i) } }));
+                conn.sendText(cmds.join('\n'));
+            }
+            let replies = 0;
+            while (replies < N + 1) {
+                const f = await conn.readFrame(20000);
+                assert.ok(f && f.opcode !== 8, `closed while subscribing: ${f && f.payload.toString()}`);
+                for (const line of f.payload.toString().split('\n')) {
+                    if (!line) continue;
+                    const m = JSON.parse(line);
+                    assert.ok(!m.error, line);
+                    if (m.id) replies++;
+                }
+            }
+            const chs = Object.keys((await apiResult(b, 'channels', {})).channels);
+            assert.ok(chs.length > 15000 && chs.length < N, `${chs.length} channels listed`);
+            assert.match(a.stderr(), /"event":"channels_cut"/);
+            // A pattern asks for fewer: whole again.
+            const few = await apiResult(b, 'channels', { pattern: 'cut-0001' });
+            assert.equal(Object.keys(few.channels).length, 100);
+            assert.ok(a.alive() && b.alive());
+        } finally {
+            conn.destroy();
+        }
+    }, { max_subscriptions_per_connection: 20000 });
 });
 
 test('a subscribe is answered only when its presence entry is visible from every node', T, async () => {
