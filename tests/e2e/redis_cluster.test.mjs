@@ -190,6 +190,16 @@ test('history, presence and an idempotency key are the same from every node, on 
                 const members = await apiResult(c, 'presence', { channel: room });
                 assert.equal(Object.keys(members.presence).length, 3, room);
             }
+            // channels asks every node (controls by SPUBLISH on the cluster) and sums: once all
+            // three have announced themselves, each lists every room with its three clients.
+            await waitFor(async () => (await Promise.all(nodes.map(async (x) =>
+                (await apiResult(x, 'info', {})).nodes.length))).every((n) => n === 3), 12000,
+            () => 'three nodes in info');
+            for (const x of nodes) {
+                const chs = (await apiResult(x, 'channels', { pattern: 'room:r' })).channels;
+                assert.deepEqual(Object.keys(chs).sort(), [...rooms].sort());
+                for (const room of rooms) assert.deepEqual(chs[room], { num_clients: 3 }, room);
+            }
             // join/leave reach every node: ann (on a) sees bob's connection on c leave, in every room
             const leaves = [];
             for (const room of rooms) ann.subs[room].sub.on('leave', (ctx) => leaves.push([room, ctx.info.user]));
