@@ -158,6 +158,7 @@ static void local_free(unsigned id)
 
 void hub_loop_exit(struct loop *loop)
 {
+    survey_loop_exit(loop);
     local_free(loop_id(loop));
 }
 

@@ -275,6 +275,15 @@ void hub_channels_all(const uint8_t *pattern, size_t pattern_len, hub_channels_c
     hub_nodes(on_nodes, s);
 }
 
+void survey_loop_exit(struct loop *loop)
+{
+    /* Its connections are closed by now: the callers get what there is, and nothing of
+     * a survey outlives the loop. */
+    unsigned id = loop_id(loop);
+    while (id < LOOP_MAX && sv.open[id])
+        finish(sv.open[id], 1);
+}
+
 /* ---- answering ---- */
 
 /* A reply travels as one pub/sub message to every node: past this it is cut, so that it

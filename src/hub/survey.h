@@ -14,6 +14,8 @@ struct loop;
 #define SURVEY_REPLY 0x21
 
 void survey_init(unsigned nloops, struct loop *const *loops);
+/* Loop thread, at its end: the surveys still waiting there answer with what they have. */
+void survey_loop_exit(struct loop *loop);
 /* A control message from some node (any thread): 1 if it was a survey's (taken here),
  * 0 if not. */
 int survey_control(const uint8_t *msg, size_t len);

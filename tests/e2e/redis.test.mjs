@@ -286,6 +286,15 @@ test('channels lists every node\'s channels with their subscribers summed; a dea
             const took = Date.now() - t0;
             assert.deepEqual(after, { other: { num_clients: 1 }, 'pool-1': { num_clients: 3 } });
             assert.ok(took <= 4500, `answered after ${took} ms`);
+
+            // Stopped while a survey waits for the dead node: it ends cleanly (no leak report
+            // from the sanitizer build, exit 0), the caller answered or cut off, never hung.
+            const pending = apiResult(b, 'channels', {}).then(() => 'answered', () => 'cut off');
+            await sleep(300);
+            const stopped = await b.stop('SIGTERM', 10000);
+            assert.equal(stopped.code, 0, `exit ${JSON.stringify(stopped)}: ${b.stderr().slice(-2000)}`);
+            assert.doesNotMatch(b.stderr(), /LeakSanitizer|AddressSanitizer/);
+            assert.ok(['answered', 'cut off'].includes(await pending));
         } finally {
             for (const x of clients) x.client.disconnect();
         }
