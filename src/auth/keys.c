@@ -525,8 +525,11 @@ int keys_await(struct keys *k, uint64_t now_ms, void (*done)(void *ud), void *ud
         return -1;
     }
     /* A fetch already under way may have been answered before the key it needs was
-     * published (a key rotation): only one that starts from now on releases it. */
-    *w = (struct waiter){NULL, done, ud, k->started + 1};
+     * published (a key rotation): only one that starts from now on releases it. But the
+     * first document, on its way at start, serves everyone who came meanwhile (no key is
+     * known yet: those are the tokens of every reconnecting client). */
+    int first = k->in_flight && k->last_fetch_ms == 0;
+    *w = (struct waiter){NULL, done, ud, first ? k->started : k->started + 1};
     if (k->waiters == NULL)
         k->waiters_tail = &k->waiters;
     *k->waiters_tail = w;
@@ -537,7 +540,7 @@ int keys_await(struct keys *k, uint64_t now_ms, void (*done)(void *ud), void *ud
      * not make us hammer the JWKS server). Under the lock, so that once
      * keys_set_fetch(NULL) returns nobody calls the old source (it is stopped and freed
      * next). */
-    if (k->in_flight ? !k->asked_after : !k->fetch_asked) {
+    if (!first && (k->in_flight ? !k->asked_after : !k->fetch_asked)) {
         if (k->in_flight)
             k->asked_after = 1; /* the source runs it after the one in flight */
         else

@@ -344,6 +344,14 @@ TEST(test_keys_waiter_of_a_fetch_under_way_waits_for_the_next)
     struct keys *k = keys_new(&c, err, sizeof(err));
     fetch_calls = done_calls = 0;
     keys_set_fetch(k, record_fetch, NULL);
+    /* At start the first document serves those who come while it is on its way. */
+    keys_fetch_starting(k, 100);
+    CHECK_EQ(keys_await(k, 150, record_done, (void *)9), 0);
+    CHECK_EQ(fetch_calls, 0);
+    keys_fetched(k, 200);
+    CHECK_EQ(done_calls, 1);
+    CHECK_EQ(done_order[0], 9);
+    done_calls = 0;
     /* The periodic refresh starts with nobody waiting. */
     keys_fetch_starting(k, 10000);
     CHECK_EQ(keys_await(k, 10200, record_done, (void *)1), 0);
