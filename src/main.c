@@ -463,6 +463,8 @@ static int server_run(const struct config *config)
     uv_close((uv_handle_t *)&fds_timer, NULL);
     uv_run(main_loop, UV_RUN_NOWAIT);
     engine_close(s.engine); /* its last completions wait in the loops' inboxes */
+    hub_set_engine(NULL);   /* and must not call it: they run in net_free */
+    limit_engine_gone();
     net_free(s.net);
     hub_shutdown();
     limit_shutdown();

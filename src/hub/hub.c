@@ -596,7 +596,7 @@ static void on_engine_subscribed(void *ud, int status, const struct engine_pos *
     struct hub_presence *p = s->presence;
     if (status != ENGINE_OK) {
         struct local_channel *lc = s->lc;
-        if (p && p->ns->presence) /* added before the subscribe: taken back */
+        if (e && p && p->ns->presence) /* added before the subscribe: taken back */
             e->ops->presence_remove(e, (const uint8_t *)lc->name, lc->name_len, p->client,
                                     p->info, p->info_len, 1, 0);
         int last = local_remove(s);
@@ -608,7 +608,7 @@ static void on_engine_subscribed(void *ud, int status, const struct engine_pos *
     }
     s->min_offset = pos->offset;
     metrics_add(id, METRIC_SUBSCRIPTIONS, 1);
-    if (p && p->ns->join_leave) /* the member went in before the subscribe; now its join */
+    if (e && p && p->ns->join_leave) /* the member went in before the subscribe; its join */
         e->ops->presence_add(e, (const uint8_t *)s->lc->name, s->lc->name_len, p->client,
                              NULL, 0, p->info, p->info_len, 0, 1, NULL, NULL);
     x->cb(x->ud, ENGINE_OK, s, pos, recovered, pubs, n);
@@ -705,12 +705,13 @@ void hub_unsubscribe(struct loop *loop, struct hub_sub *s)
     size_t len = lc->name_len;
     int last = local_remove(s);
     route_remove(id, name, len, lc->node.hash, last);
+    /* No engine any more: the last completions, run after it closed (hub_set_engine). */
     struct engine *e = hub.engine;
     struct hub_presence *p = s->presence;
-    if (p)
+    if (e && p)
         e->ops->presence_remove(e, name, len, p->client, p->info, p->info_len, p->ns->presence,
                                 p->ns->join_leave);
-    if (s->stream)
+    if (e && s->stream)
         e->ops->unsubscribe(e, name, len);
     metrics_add(id, METRIC_SUBSCRIPTIONS, -1);
     sub_free(loop, s, last);

@@ -74,7 +74,8 @@ int hub_init(unsigned nloops, struct loop *const *loops, size_t max_channels,
              const struct hub_callbacks *cb);
 /* The events to open the engine with (they deliver into the hub). */
 struct engine_events hub_engine_events(void);
-/* The engine the hub calls (borrowed until hub_shutdown). */
+/* The engine the hub calls (borrowed until hub_shutdown). NULL once it is closed: the
+ * completions it left in the loops' inboxes then unsubscribe without calling it. */
 void hub_set_engine(struct engine *e);
 void hub_shutdown(void);
 /* A loop thread's local table goes at its end. */

@@ -104,6 +104,11 @@ int limit_init(const struct config *c, struct engine *e, char *err, size_t errle
     return 0;
 }
 
+void limit_engine_gone(void)
+{
+    L.engine = NULL;
+}
+
 void limit_shutdown(void)
 {
     free(L.trusted);

@@ -22,6 +22,9 @@ int limit_check_config(const struct config *c, char *err, size_t errlen);
  * until limit_shutdown) is asked for the shared limits when it has a limit operation.
  * 0, or -1 (out of memory, a bad CIDR: message in err). */
 int limit_init(const struct config *c, struct engine *e, char *err, size_t errlen);
+/* The engine is closed: decisions are local from now on (the completions it left in the
+ * loops' inboxes release their counts without asking it). Main thread, loops joined. */
+void limit_engine_gone(void);
 void limit_shutdown(void);
 
 /* The per-connection command rate (interval 0: none), read by every loop. */
