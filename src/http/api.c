@@ -445,7 +445,9 @@ static void on_channels(void *ud, int status, const struct hub_channel_count *ch
 {
     struct call *r = ud;
     if (status != 0) {
-        fail(r, PROTO_ERR_INTERNAL);
+        /* Redis down: 503 with a temporary error, as for a publish */
+        status_error(r, &r->out, status == -1 ? ENGINE_ERR_INTERNAL : status);
+        finish(r);
         return;
     }
     buf_append_str(&r->out, "{\"result\":{\"channels\":{");

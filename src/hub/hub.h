@@ -146,7 +146,8 @@ struct hub_channel_count {
     size_t len;
     uint64_t num_clients;
 };
-/* status 0 with chs[0..n) sorted by name (borrowed for the call), or -1 out of memory. */
+/* status 0 with chs[0..n) sorted by name (borrowed for the call); ENGINE_ERR_UNAVAILABLE
+ * when the engine cannot say which nodes live (its store is down); -1 out of memory. */
 typedef void (*hub_channels_cb)(void *ud, int status, const struct hub_channel_count *chs,
                                 size_t n);
 /* Loop thread: the channels of every live node whose name contains pattern, each with

@@ -224,6 +224,14 @@ static void on_timeout(struct loop_timer *t)
 static void on_nodes(void *ud, int status, const struct engine_node *nodes, size_t n)
 {
     struct survey *s = ud;
+    if (status == ENGINE_ERR_UNAVAILABLE) {
+        /* The store the nodes announce themselves in does not answer: a list of this
+         * node's channels alone would pass for every node's. */
+        s->cb(s->ud, status, NULL, 0);
+        buf_free(&s->entries);
+        free(s);
+        return;
+    }
     unsigned others = 0;
     for (size_t i = 0; status == ENGINE_OK && i < n; i++)
         others += strcmp(nodes[i].uid, sv.uid) != 0;

@@ -214,6 +214,10 @@ test('Redis restarted with its data lost: nodes stay up, delivery resumes, the l
         const down = await b.api('publish', { channel: 'rec:restart', data: { i: 'lost' } });
         assert.equal(down.status, 503, `publish while down: ${down.text}`);
         assert.deepEqual(down.json.error, { code: 100, message: 'internal server error', temporary: true });
+        // channels cannot ask the other nodes: temporary too, not this node's list alone
+        const listDown = await b.api('channels', {});
+        assert.equal(listDown.status, 503, `channels while down: ${listDown.text}`);
+        assert.deepEqual(listDown.json.error, { code: 100, message: 'internal server error', temporary: true });
         redis = await startRedis({ port });
         // Delivery resumes; the new stream's epoch differs: the subscriber is told (2500),
         // resubscribes and learns it did not recover.
