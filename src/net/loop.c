@@ -333,6 +333,13 @@ static void on_flush_timer(uv_timer_t *h)
     in_flush = 0;
 }
 
+/* The loop waited for I/O less than a quarter of the time since the last flush. Asked
+ * only when a flush could wait: libuv's idle time is read under its metrics lock. */
+static int loop_busy(struct loop *l, uint64_t since)
+{
+    return (uv_metrics_idle_time(&l->uv) - l->last_flush_idle) * 4 < since;
+}
+
 /* Every turn of the loop, before it waits for I/O: the messages posted meanwhile (the
  * publications this turn's input made, above all) are delivered first, so that they go
  * out in this flush rather than a turn later. */
@@ -343,11 +350,8 @@ static void on_flush(uv_prepare_t *h)
     drain_inbox(l);
     if (l->dirty != NULL) {
         uint64_t since = uv_hrtime() - l->last_flush_ns;
-        /* Busy: the loop waited for I/O less than a quarter of the time since the last flush. */
-        uint64_t idle = uv_metrics_idle_time(&l->uv) - l->last_flush_idle;
-        int wide = l->fanout_width >= FLUSH_COALESCE_MIN, busy = idle * 4 < since;
-        if (l->ndirty >= FLUSH_COALESCE_MIN && (wide || busy) && !l->shutting_down &&
-            since < FLUSH_COALESCE_NS) {
+        if (l->ndirty >= FLUSH_COALESCE_MIN && !l->shutting_down && since < FLUSH_COALESCE_NS &&
+            (l->fanout_width >= FLUSH_COALESCE_MIN || loop_busy(l, since))) {
             /* The rest of the interval, in libuv's whole milliseconds, rounded up. */
             if (!uv_is_active((uv_handle_t *)&l->flush_timer))
                 uv_timer_start(&l->flush_timer, on_flush_timer,
@@ -536,7 +540,7 @@ static struct loop *loop_new(struct net *net, unsigned id, int fd)
         return NULL;
     }
     /* The time the loop waits for I/O, which tells a busy loop from one with time to spare
-     * (write coalescing, on_flush): two clock readings a turn. */
+     * (write coalescing, on_flush): libuv reads the clock twice a turn for it. */
     uv_loop_configure(&l->uv, UV_METRICS_IDLE_TIME);
     int polled = uv_poll_init(&l->uv, &l->epoll_poll, l->epoll_fd) == 0;
     if (!polled ||
