@@ -93,7 +93,6 @@ struct loop {
     uint32_t ndirty;
     uint32_t fanout_width;  /* the widest fan-out queued since the last flush */
     uint64_t last_flush_ns;   /* uv_hrtime() at the end of the last flush */
-    uint64_t last_flush_idle; /* uv_metrics_idle_time() then */
     uv_timer_t flush_timer; /* a deferred (coalesced) flush */
     uint32_t nconns;        /* connections in conn_pool, the dead ones included */
     struct loop_timer *wheel[WHEEL_SLOTS];

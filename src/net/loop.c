@@ -279,9 +279,9 @@ static void on_wake(uv_async_t *h)
  * (one frame queued to at least FLUSH_COALESCE_MIN of them) and the previous flush ended
  * less than FLUSH_COALESCE_NS ago, it waits for the rest of that interval, so that
  * publications arriving meanwhile share one write per connection instead of costing one
- * syscall each. Many connections with a frame each (per-user channels) go out at once:
- * their next frames are far away, and waiting only added 2-5 ms to every delivery
- * (docs/benchmarks.md, issue 18). From the previous flush's end: counted from its
+ * syscall each. Many connections with a frame each (per-user channels) go out at once,
+ * even when the loop is busy: their next frames are far away, and waiting added 2-5 ms
+ * to every delivery and cost throughput besides (docs/benchmarks.md, issue 18). From the previous flush's end: counted from its
  * start, a long flush (10,000 subscribers under load) was followed by the next at once
  * with fewer publications to share each write, and herald delivered less per CPU-second
  * (docs/benchmarks.md, issue 18). Small flushes always go out at once. */
@@ -310,7 +310,6 @@ static void flush_dirty(struct loop *l)
     }
     l->fanout_width = 0;
     l->last_flush_ns = uv_hrtime();
-    l->last_flush_idle = uv_metrics_idle_time(&l->uv);
 }
 
 struct loop *loop_self(void)
@@ -333,13 +332,6 @@ static void on_flush_timer(uv_timer_t *h)
     in_flush = 0;
 }
 
-/* The loop waited for I/O less than a quarter of the time since the last flush. Asked
- * only when a flush could wait: libuv's idle time is read under its metrics lock. */
-static int loop_busy(struct loop *l, uint64_t since)
-{
-    return (uv_metrics_idle_time(&l->uv) - l->last_flush_idle) * 4 < since;
-}
-
 /* Every turn of the loop, before it waits for I/O: the messages posted meanwhile (the
  * publications this turn's input made, above all) are delivered first, so that they go
  * out in this flush rather than a turn later. */
@@ -351,7 +343,7 @@ static void on_flush(uv_prepare_t *h)
     if (l->dirty != NULL) {
         uint64_t since = uv_hrtime() - l->last_flush_ns;
         if (l->ndirty >= FLUSH_COALESCE_MIN && !l->shutting_down && since < FLUSH_COALESCE_NS &&
-            (l->fanout_width >= FLUSH_COALESCE_MIN || loop_busy(l, since))) {
+            l->fanout_width >= FLUSH_COALESCE_MIN) {
             /* The rest of the interval, in libuv's whole milliseconds, rounded up. */
             if (!uv_is_active((uv_handle_t *)&l->flush_timer))
                 uv_timer_start(&l->flush_timer, on_flush_timer,
@@ -539,9 +531,6 @@ static struct loop *loop_new(struct net *net, unsigned id, int fd)
         free(l);
         return NULL;
     }
-    /* The time the loop waits for I/O, which tells a busy loop from one with time to spare
-     * (write coalescing, on_flush): libuv reads the clock twice a turn for it. */
-    uv_loop_configure(&l->uv, UV_METRICS_IDLE_TIME);
     int polled = uv_poll_init(&l->uv, &l->epoll_poll, l->epoll_fd) == 0;
     if (!polled ||
         (net->cfg.tls && tls_loop_init(l, net->cfg.tls, net->cfg.tls_handshake_timeout) != 0)) {
