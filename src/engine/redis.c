@@ -2337,7 +2337,9 @@ static void redis_nodes(struct engine *e, engine_nodes_cb cb, void *ud)
 /* This node's count under a limit's key, as it has told Redis. */
 struct rlimit {
     struct table_node node;
-    uint32_t count;
+    /* What this node holds. Below 0 for a while when a release comes before the reply
+     * that counts its add (Redis kept waiting): the two meet at the right count. */
+    int32_t count;
     uint16_t len;
     char key[];
 };
@@ -2462,8 +2464,8 @@ static void on_limit(struct redis *r, void *arg, redisReply *reply)
 static void do_limit(struct redis *r, struct request *q)
 {
     if (q->flag_b < 0) {
-        struct rlimit *x = rlimit_of(r, q->a, q->a_len, 0);
-        if (x && x->count)
+        struct rlimit *x = rlimit_of(r, q->a, q->a_len, 1);
+        if (x)
             x->count--;
     }
     char *ks[3];
@@ -2519,7 +2521,7 @@ static void limit_refresh(struct redis *r)
             struct shard *sh = limit_keys(r, x->key, x->len, ks, kl);
             if (sh) {
                 char count[16];
-                snprintf(count, sizeof(count), "%u", x->count);
+                snprintf(count, sizeof(count), "%d", x->count > 0 ? x->count : 0);
                 const char *argv[5] = {ks[1], ks[2], r->uid, count, ttl};
                 size_t lens[5] = {kl[1], kl[2], strlen(r->uid), strlen(count), strlen(ttl)};
                 evalsha(r, sh, SCRIPT_LIMIT_REFRESH, 2, 5, argv, lens, ignore_reply, NULL);
