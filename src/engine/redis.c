@@ -384,6 +384,10 @@ struct redis {
     unsigned nodes_slot;
     uv_timer_t remap;   /* the slot map asked for again */
     uv_check_t writes;  /* after each loop turn: the connections' buffered commands out */
+    /* Active while commands wait in a buffer: the loop then polls without blocking, so
+     * that flush_writes (which runs after the poll) sends what a timer or a prepare
+     * callback asked for now, not when some other event next wakes the loop. */
+    uv_idle_t kick;
     int remapping, remap_soon;
     atomic_int mapped;  /* every slot has a master */
     char *seed_user, *seed_password;
@@ -560,6 +564,18 @@ static void tls_flush(struct rconn *c)
     write_socket(c, out, (size_t)got);
 }
 
+static void on_kick(uv_idle_t *h)
+{
+    (void)h; /* its being active is what counts (see struct redis) */
+}
+
+/* Commands wait in c's buffer: sent after this turn's poll, which must not block. */
+static void kick(struct rconn *c)
+{
+    if (c->up && !c->r->stopping)
+        uv_idle_start(&c->r->kick, on_kick);
+}
+
 /* Room for n more bytes at the end of what the connection sends next: this turn's
  * buffer, written after the turn, or while the connection is not up the outbox sent on
  * connect. NULL when out of memory. */
@@ -580,6 +596,7 @@ static char *out_room(struct rconn *c, size_t n)
     }
     char *at = *buf + *used;
     *used += n;
+    kick(c);
     return at;
 }
 
@@ -589,6 +606,7 @@ static void send_raw(struct rconn *c, char *cmd, size_t len)
     if (c->up && c->out == NULL) {
         c->out = cmd; /* the usual lone buffer: no copy */
         c->out_len = c->out_cap = len;
+        kick(c);
         return;
     }
     char *at = out_room(c, len);
@@ -2864,6 +2882,8 @@ static void redis_close(struct engine *e)
     uv_close((uv_handle_t *)&r->limit_timer, NULL);
     uv_check_stop(&r->writes);
     uv_close((uv_handle_t *)&r->writes, NULL);
+    uv_idle_stop(&r->kick);
+    uv_close((uv_handle_t *)&r->kick, NULL);
     uv_run(r->uv, UV_RUN_NOWAIT);
     /* Requests queued after the loop ended are answered (unavailable) and freed. */
     for (struct request *q = r->queue, *next; q; q = next) {
@@ -3049,6 +3069,7 @@ static void init_conn(struct redis *r, struct shard *sh, struct rconn *c, int pu
 static void flush_writes(uv_check_t *h)
 {
     struct redis *r = h->data;
+    uv_idle_stop(&r->kick);
     for (unsigned i = 0; i < r->nshards; i++) {
         flush_conn(&r->shards[i].cmd);
         flush_conn(&r->shards[i].sub);
@@ -3519,6 +3540,9 @@ struct engine *engine_redis_open(const struct config *config, const struct engin
     uv_unref((uv_handle_t *)&r->writes);
     r->writes.data = r;
     uv_check_start(&r->writes, flush_writes);
+    uv_idle_init(r->uv, &r->kick);
+    uv_unref((uv_handle_t *)&r->kick);
+    r->kick.data = r;
     for (unsigned i = 0; i < nurls; i++)
         shard_start(r, &r->shards[i]);
     return &r->e;

@@ -273,7 +273,14 @@ test('channels lists every node\'s channels with their subscribers summed; a dea
             for (const [h, ch, user] of [[a, 'pool-1', 'ann'], [b, 'pool-1', 'bob'], [b, 'pool-1', 'bob'],
                 [c, 'pool-2', 'cid'], [b, 'other', 'bob']]) clients.push(await subscribed(h, ch, user));
             const want = { other: { num_clients: 1 }, 'pool-1': { num_clients: 3 }, 'pool-2': { num_clients: 1 } };
-            for (const h of [a, b, c]) assert.deepEqual((await apiResult(h, 'channels', {})).channels, want);
+            for (const h of [a, b, c]) {
+                // Every node answers, so no survey waits for the 2-3 s a silent node costs:
+                // the request and the replies go out at once, even from an idle loop (they
+                // waited for its next wake-up, up to a second, and often for the timeout).
+                const t0 = Date.now();
+                assert.deepEqual((await apiResult(h, 'channels', {})).channels, want);
+                assert.ok(Date.now() - t0 < 1500, `answered after ${Date.now() - t0} ms`);
+            }
             assert.deepEqual((await apiResult(c, 'channels', { pattern: 'pool' })).channels,
                 { 'pool-1': { num_clients: 3 }, 'pool-2': { num_clients: 1 } });
             // Through the batch API too (an answer that waits for the other nodes)
@@ -303,6 +310,32 @@ test('channels lists every node\'s channels with their subscribers summed; a dea
             for (const x of clients) x.client.disconnect();
         }
     });
+});
+
+test('channels from idle nodes of one loop each: every node answers at once, no survey waits for the timeout', T, async () => {
+    // What a loop asks of Redis from a timer or from a message posted to itself (a node's
+    // reply to a survey, the survey's request) went out only when the loop next woke for
+    // something else: on an idle node up to its one-second tick, so that a survey all nodes
+    // answer often waited for its 2-3 s timeout.
+    const redis = await startRedis();
+    const prefix = `e2e${Math.floor(Math.random() * 1e9)}`;
+    const nodes = [];
+    try {
+        for (let i = 0; i < 2; i++) nodes.push(await start({ config: config(redis, prefix), threads: 1 }));
+        const [a, b] = nodes;
+        await waitFor(async () => (await apiResult(a, 'info', {})).nodes.length === 2
+            && (await apiResult(b, 'info', {})).nodes.length === 2, 12000, () => 'both nodes in info');
+        const t0 = Date.now();
+        for (let i = 0; i < 6; i++) {
+            const h = nodes[i % 2];
+            assert.deepEqual((await apiResult(h, 'channels', {})).channels, {});
+        }
+        const took = Date.now() - t0;
+        assert.ok(took < 1500, `six surveys took ${took} ms`);
+    } finally {
+        for (const h of nodes) await h.stop('SIGTERM', 3000);
+        await redis.stop();
+    }
 });
 
 test('channels: a node\'s answer is cut at 4 MiB, with a warning, so that Redis keeps every node\'s subscriber connection', T, async () => {
