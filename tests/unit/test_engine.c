@@ -5,6 +5,7 @@
  * listing and max_channels. Each request waits for its completion (the memory engine
  * completes before returning; a networked engine posts completions that wait_for runs). */
 #include <pthread.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -135,28 +136,34 @@ static int host_post(void *ud, int slot, void (*fn)(void *), void *arg)
     return 0;
 }
 
+/* One round: the loop's ready callbacks, then what the engine posted (or 2 ms of sleep
+ * when it posted nothing). */
+static void poll_once(void)
+{
+    uv_run(uv_default_loop(), UV_RUN_NOWAIT);
+    pthread_mutex_lock(&posted_lock);
+    struct posted *p = posted_head;
+    posted_head = NULL;
+    posted_tail = &posted_head;
+    pthread_mutex_unlock(&posted_lock);
+    if (p == NULL) {
+        struct timespec ts = {0, 2 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+    while (p) {
+        struct posted *next = p->next;
+        p->fn(p->arg);
+        free(p);
+        p = next;
+    }
+}
+
 /* Run posted completions until done reaches target (the memory engine completes
  * before returning: nothing to run). Up to 5 s. */
 static void wait_for(int target)
 {
-    for (int i = 0; i < 2500 && done < target; i++) {
-        uv_run(uv_default_loop(), UV_RUN_NOWAIT);
-        pthread_mutex_lock(&posted_lock);
-        struct posted *p = posted_head;
-        posted_head = NULL;
-        posted_tail = &posted_head;
-        pthread_mutex_unlock(&posted_lock);
-        if (p == NULL) {
-            struct timespec ts = {0, 2 * 1000 * 1000};
-            nanosleep(&ts, NULL);
-        }
-        while (p) {
-            struct posted *next = p->next;
-            p->fn(p->arg);
-            free(p);
-            p = next;
-        }
-    }
+    for (int i = 0; i < 2500 && done < target; i++)
+        poll_once();
 }
 
 static int memory(void)
@@ -778,6 +785,40 @@ TEST(test_engine_limit_bucket_is_shared_across_nodes)
     CHECK_EQ(limit_ask(e2, "ip:10.0.0.1", 0, 0, 1, 1), 1);     /* not counted by it */
 }
 
+/* A node whose add Redis answers only after the connection was released again (Redis
+ * stalled: the asker hears "unavailable" after 250 ms and decides alone). The release
+ * must still count: the node's refresh then tells Redis it holds nothing, and the other
+ * node may take the one place. The node's count once ended at 1 here for good. */
+static pid_t redis_pid;
+static struct engine *e3; /* presence_ttl 3 s: its counts are refreshed every second */
+
+static void run_for(int ms)
+{
+    struct timespec t0, t;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    do {
+        poll_once();
+        clock_gettime(CLOCK_MONOTONIC, &t);
+    } while ((t.tv_sec - t0.tv_sec) * 1000 + (t.tv_nsec - t0.tv_nsec) / 1000000 < ms);
+}
+
+TEST(test_engine_limit_release_before_the_add_is_answered)
+{
+    if (e3 == NULL)
+        return; /* the memory engine, or no redis-server pid to stall */
+    struct engine_limit add = {0, 0, 1, 1}, release = {0, 0, 1, -1};
+    const uint8_t *k = (const uint8_t *)"user:late";
+    CHECK_EQ(kill(redis_pid, SIGSTOP), 0);
+    int r = -1000, target = done + 1;
+    e3->ops->limit(e3, k, 9, &add, on_limit_answer, &r);
+    wait_for(target);
+    CHECK_EQ(r, ENGINE_ERR_UNAVAILABLE); /* answered early: the node decides alone */
+    e3->ops->limit(e3, k, 9, &release, NULL, NULL);
+    CHECK_EQ(kill(redis_pid, SIGCONT), 0);
+    run_for(2500); /* Redis answers both; then a refresh or two */
+    CHECK_EQ(limit_ask(e2, "user:late", 0, 0, 1, 1), 1);
+}
+
 int main(void)
 {
     struct config c;
@@ -846,6 +887,21 @@ int main(void)
     }
     RUN(test_engine_limit_counts_hold_across_nodes);
     RUN(test_engine_limit_bucket_is_shared_across_nodes);
+    /* The stalled-Redis case needs the server's pid (scripts/with-redis gives it). */
+    const char *pid = getenv("HERALD_TEST_REDIS_PID");
+    if (e->ops->limit && url && cluster == NULL && pid && atoi(pid) > 0) {
+        redis_pid = (pid_t)atoi(pid);
+        struct config c3 = c;
+        c3.presence_ttl = 3;
+        e3 = engine_open(&c3, &ev, &host, err, sizeof(err));
+        if (e3 == NULL) {
+            fprintf(stderr, "%s\n", err);
+            return 1;
+        }
+    }
+    RUN(test_engine_limit_release_before_the_add_is_answered);
+    if (e3)
+        engine_close(e3);
     if (e2)
         engine_close(e2);
     engine_close(e);
