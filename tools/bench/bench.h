@@ -33,6 +33,7 @@ struct bench_opts {
     uint32_t api_conns;
     uint32_t connect_concurrency; /* handshakes in progress per worker at most */
     uint32_t batch;   /* publications per POST /api/batch (0: one POST /api/publish each) */
+    uint32_t per_channel; /* channels: subscribers a channel (1: one each, per-user) */
     uint64_t max_lag; /* rate 0: deliveries still owed to subscribers at most (0 = no cap) */
     int pid;
     int json;

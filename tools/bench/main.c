@@ -378,7 +378,7 @@ static void publish_pump(void)
     if (o->rate > 0)
         target = (uint64_t)(o->rate * (double)(now - P.t_go) / 1e9) + 1;
     uint64_t lag_cap = UINT64_MAX, delivered = 0;
-    uint64_t per_pub = o->scenario == BENCH_FANOUT ? P.subscribed : 1;
+    uint64_t per_pub = o->scenario == BENCH_FANOUT ? P.subscribed : o->per_channel;
     if (o->rate == 0 && o->max_lag > 0) {
         struct bench_progress s;
         progress_sum(&s);
@@ -818,6 +818,7 @@ static void report(void)
         fprintf(f, "{\"scenario\":\"%s\",\"connections\":%u,\"workers\":%u,\"sources\":%u,",
                 scenario_name(o->scenario), o->connections, o->workers, o->sources);
         fprintf(f, "\"batch\":%u,", o->batch);
+        fprintf(f, "\"per_channel\":%u,", o->per_channel);
         fprintf(f, "\"rate\":%g,\"duration\":%g,\"size\":%u,\"subscribed\":%llu,\"failed\":%llu,",
                 o->rate, o->duration, o->size, (unsigned long long)subscribed,
                 (unsigned long long)t->failed);
@@ -945,9 +946,10 @@ static void usage(FILE *f)
             "         -c CONNECTIONS -r RATE -d SECONDS [--size BYTES] [--channel NAME]\n"
             "         [--workers N] [--sources N] [--inflight N] [--api-conns N]\n"
             "         [--connect-concurrency N] [--max-lag MESSAGES] [--pid HERALD_PID] [--json]\n"
-            "         [--pin CPU] [--batch N] [--libuv-reads]\n"
+            "         [--pin CPU] [--batch N] [--per-channel K] [--libuv-reads]\n"
             "  fanout    C connections on one channel, R publications/s to it\n"
             "  channels  connection i on channel <name>-i, R publications/s round-robin\n"
+            "            (--per-channel K: on <name>-(i/K), K subscribers a channel)\n"
             "  idle      C connections held D seconds; herald RSS per connection\n"
             "  churn     connect, subscribe, receive one publication, disconnect; R cycles/s\n"
             "  R = 0: as fast as possible with at most --inflight unanswered API requests\n"
@@ -1012,6 +1014,7 @@ static int parse_opts(int argc, char **argv, struct bench_opts *o)
         {"help", no_argument, 0, 'h'},
         {"max-lag", required_argument, 0, 'L'},
         {"batch", required_argument, 0, 'B'},
+        {"per-channel", required_argument, 0, 'K'},
         {"libuv-reads", no_argument, 0, 'U'},
         {0, 0, 0, 0},
     };
@@ -1023,6 +1026,7 @@ static int parse_opts(int argc, char **argv, struct bench_opts *o)
     o->sources = 1;
     o->inflight = 64;
     o->api_conns = 4;
+    o->per_channel = 1;
     o->connect_concurrency = 256;
     o->pin = -1;
     const char *url = NULL, *api = NULL;
@@ -1089,6 +1093,9 @@ static int parse_opts(int argc, char **argv, struct bench_opts *o)
         case 'B':
             o->batch = (uint32_t)strtoul(optarg, NULL, 10);
             break;
+        case 'K':
+            o->per_channel = (uint32_t)strtoul(optarg, NULL, 10);
+            break;
         case 'U':
             o->libuv_reads = 1;
             break;
@@ -1144,7 +1151,7 @@ static int parse_opts(int argc, char **argv, struct bench_opts *o)
     }
     if (o->workers == 0 || o->workers > 256 || o->sources == 0 || o->sources > 254 ||
         o->inflight == 0 || o->api_conns == 0 || o->connect_concurrency == 0 || o->duration <= 0 ||
-        o->rate < 0 || o->batch > 1000) {
+        o->rate < 0 || o->batch > 1000 || o->per_channel == 0) {
         fprintf(stderr, "herald-bench: bad option value\n");
         return -1;
     }
@@ -1189,7 +1196,8 @@ int main(int argc, char **argv)
     bench_hist_init(&P.total.latency);
     bench_hist_init(&P.total.handshake);
     bench_hist_init(&P.api_latency);
-    P.nchan = o.scenario == BENCH_CHANNELS ? o.connections : 1;
+    P.nchan =
+        o.scenario == BENCH_CHANNELS ? (o.connections + o.per_channel - 1) / o.per_channel : 1;
     P.ok = calloc(P.nchan, sizeof(*P.ok));
     P.next_seq = calloc(P.nchan, sizeof(*P.next_seq));
     P.wr = calloc(o.workers, sizeof(*P.wr));

@@ -120,7 +120,7 @@ static void channel_name(const struct worker *wk, const struct wconn *c, char *o
     if (wk->o->scenario == BENCH_FANOUT)
         snprintf(out, cap, "%s", wk->o->channel);
     else
-        snprintf(out, cap, "%s-%u", wk->o->channel, c->gidx);
+        snprintf(out, cap, "%s-%u", wk->o->channel, c->chan);
 }
 
 /* ---- control channel to the parent ---- */
@@ -912,7 +912,7 @@ static void conn_start(struct worker *wk, struct wconn *c, uint32_t gidx)
     memset(c, 0, sizeof(*c));
     c->wk = wk;
     c->gidx = gidx;
-    c->chan = o->scenario == BENCH_CHANNELS ? gidx : 0;
+    c->chan = o->scenario == BENCH_CHANNELS ? gidx / o->per_channel : 0;
     c->t_start = bench_now_ns();
     c->tcp.data = c;
     ws_reader_init(&c->rd, 1);
