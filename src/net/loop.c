@@ -282,9 +282,10 @@ static void on_wake(uv_async_t *h)
  * syscall each. Many connections with a frame each (per-user channels) go out at once,
  * even when the loop is busy: their next frames are far away, and waiting added 2-5 ms
  * to every delivery and cost throughput besides (docs/benchmarks.md, issue 18). From
- * the previous flush's end: counted from its start, a long flush (10,000 subscribers under load) was followed by the next at once
- * with fewer publications to share each write, and herald delivered less per CPU-second
- * (docs/benchmarks.md, issue 18). Small flushes always go out at once. */
+ * the previous flush's end: counted from its start, a long flush (10,000 subscribers
+ * under load) was followed by the next at once with fewer publications to share each
+ * write, and herald delivered less per CPU-second (docs/benchmarks.md, issue 18). Small
+ * flushes always go out at once. */
 #define FLUSH_COALESCE_MIN 64
 #define FLUSH_COALESCE_NS 2000000
 
