@@ -26,6 +26,11 @@
 #endif
 
 #define POOL_CHUNK (64 * 1024)
+/* Empty chunks kept against churn: a burst that fills a few chunks and gives them back
+ * (the output queues of one API batch, one per connection it reaches) finds them again
+ * instead of mapping, faulting in and unmapping them each time. At most
+ * POOL_KEEP * 64 KB per pool stays held while empty. */
+#define POOL_KEEP 8
 
 struct pool_chunk {
     struct pool_chunk *next, *prev; /* pool->first .. last */
@@ -168,10 +173,10 @@ void *pool_get(struct pool *p)
     return b;
 }
 
-/* An empty chunk goes, unless it is the only one kept against churn. */
+/* An empty chunk goes, unless it is one of the POOL_KEEP kept against churn. */
 static void maybe_release(struct pool *p, struct pool_chunk *c)
 {
-    if (c->used != 0 || p->empty <= 1)
+    if (c->used != 0 || p->empty <= POOL_KEEP)
         return;
     unlink_chunk(p, c);
     p->empty--;
@@ -223,8 +228,8 @@ void pool_each(struct pool *p, void (*fn)(void *block, void *ud), void *ud)
         }
     }
     p->walking = 0;
-    /* Empty chunks beyond the one kept go now. */
-    for (struct pool_chunk *c = p->first, *next; c && p->empty > 1; c = next) {
+    /* Empty chunks beyond those kept go now. */
+    for (struct pool_chunk *c = p->first, *next; c && p->empty > POOL_KEEP; c = next) {
         next = c->next;
         maybe_release(p, c);
     }

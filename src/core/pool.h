@@ -2,7 +2,7 @@
  * (connections, sessions, subscriptions, output queues): blocks are carved from 64 KB
  * chunks, so they carry no allocator header or rounding, and a chunk's pages are touched
  * only as its blocks are first handed out. A chunk whose blocks are all back is freed
- * (one empty chunk is kept against churn). One per owner thread; not thread-safe. Not a
+ * (up to eight empty chunks are kept against churn). One per owner thread; not thread-safe. Not a
  * general allocator: one size per pool. */
 #ifndef HERALD_CORE_POOL_H
 #define HERALD_CORE_POOL_H
@@ -17,7 +17,7 @@ struct pool {
     struct pool_chunk *first, *last;
     size_t size;        /* of a block (rounded up to 8 bytes) */
     uint32_t per_chunk; /* blocks a chunk holds */
-    uint32_t empty;     /* chunks with no block handed out (at most one kept) */
+    uint32_t empty;     /* chunks with no block handed out (at most eight kept) */
     uint32_t walking;   /* in pool_each: no chunk is freed */
     size_t used;        /* blocks handed out */
 };

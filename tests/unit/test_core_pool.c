@@ -13,7 +13,7 @@ TEST(test_pool_blocks_are_distinct_aligned_and_reused)
     struct pool p;
     pool_init(&p, 100);
     CHECK_EQ(p.size, 104);
-    enum { N = 3000 }; /* several chunks */
+    enum { N = 8000 }; /* thirteen chunks */
     static uint8_t *b[N];
     for (int i = 0; i < N; i++) {
         b[i] = pool_get(&p);
@@ -30,8 +30,13 @@ TEST(test_pool_blocks_are_distinct_aligned_and_reused)
     for (int i = 0; i < N; i++)
         pool_put(&p, b[i]);
     CHECK_EQ(p.used, 0);
-    CHECK(p.empty <= 1); /* emptied chunks were freed, one kept */
-    CHECK(p.first == p.last);
+    CHECK_EQ(p.empty, 8); /* emptied chunks were freed, eight kept against churn */
+    for (int i = 0; i < N; i++) /* a second burst takes the kept chunks first */
+        CHECK((b[i] = pool_get(&p)) != NULL);
+    CHECK_EQ(p.empty, 0);
+    for (int i = 0; i < N; i++)
+        pool_put(&p, b[i]);
+    CHECK_EQ(p.empty, 8);
     pool_put(&p, NULL);
     pool_drain(&p);
     CHECK(p.first == NULL);
