@@ -39,6 +39,7 @@ struct bench_opts {
     int json;
     int pin;
     int libuv_reads; /* subscribed connections read by libuv (the comparison), not recv() */
+    int spin;        /* workers poll their connections without sleeping */
 };
 
 /* Errors by name ("close_3008", "error_106", "tcp_ECONNREFUSED"...). */
@@ -62,6 +63,7 @@ struct bench_stats {
     uint64_t publish_errors;
     uint64_t completed;       /* churn: full cycles (publication received) */
     uint64_t cpu_ns;          /* this worker's user+system CPU between GO and STOP */
+    uint64_t spin_idle_ns;    /* --spin: of it, loop turns that found nothing to read */
     uint64_t reads;           /* read() calls that returned data, between GO and STOP */
     uint64_t read_bytes;      /* the bytes they returned */
     double connect_seconds;   /* from start to all subscribed/failed */

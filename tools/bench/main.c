@@ -683,6 +683,7 @@ static void merge_stats(const struct bench_stats *w)
     t->publish_errors += w->publish_errors;
     t->completed += w->completed;
     t->cpu_ns += w->cpu_ns;
+    t->spin_idle_ns += w->spin_idle_ns;
     t->reads += w->reads;
     t->read_bytes += w->read_bytes;
     if ((double)w->cpu_ns / 1e9 > P.worker_cpu_max)
@@ -796,7 +797,9 @@ static void report(void)
     double dps = (double)t->delivered / deliv_s;
     double pub_cpu = (double)(P.cpu_self1 - P.cpu_self0) / 1e9;
     double bench_cpu = (double)t->cpu_ns / 1e9 + pub_cpu;
-    double per_bench_cpu = bench_cpu > 0 ? (double)t->delivered / bench_cpu : 0;
+    double spin_idle = (double)t->spin_idle_ns / 1e9;
+    double bench_busy = bench_cpu - spin_idle; /* --spin: without the polls that found nothing */
+    double per_bench_cpu = bench_busy > 0 ? (double)t->delivered / bench_busy : 0;
     double herald_cpu = o->pid > 0 && P.herald_cpu0 >= 0 && P.herald_cpu1 >= 0
                             ? P.herald_cpu1 - P.herald_cpu0
                             : -1; /* no --pid, or herald was gone by the end */
@@ -861,10 +864,11 @@ static void report(void)
                     P.kmem_after.tcp_inuse, P.kmem_before.tcp_mem, P.kmem_after.tcp_mem);
         fprintf(f,
                 "\"herald_cpu_s\":%.3f,\"bench_cpu_s\":%.3f,\"bench_publisher_cpu_s\":%.3f,"
-                "\"bench_worker_cpu_max_s\":%.3f,\"deliveries_per_bench_cpu_s\":%.0f,"
+                "\"bench_worker_cpu_max_s\":%.3f,\"bench_spin_idle_s\":%.3f,"
+                "\"deliveries_per_bench_cpu_s\":%.0f,"
                 "\"reads\":%llu,\"read_bytes\":%llu,\"window_s\":%.3f,\"publish_s\":%.3f,"
                 "\"delivery_s\":%.3f,\"errors\":",
-                herald_cpu, bench_cpu, pub_cpu, P.worker_cpu_max, per_bench_cpu,
+                herald_cpu, bench_cpu, pub_cpu, P.worker_cpu_max, spin_idle, per_bench_cpu,
                 (unsigned long long)t->reads, (unsigned long long)t->read_bytes,
                 (double)(P.t_stop - P.t_go) / 1e9, pub_s, deliv_s);
         json_errs(f, t->errs);
@@ -908,6 +912,8 @@ static void report(void)
     printf("  CPU seconds over %.2f s: herald %.2f, bench %.2f (publisher %.2f, busiest worker "
            "%.2f)\n",
            (double)(P.t_stop - P.t_go) / 1e9, herald_cpu, bench_cpu, pub_cpu, P.worker_cpu_max);
+    if (o->spin)
+        printf("  of the bench's, %.2f s polled without finding anything (--spin)\n", spin_idle);
     if (o->scenario != BENCH_IDLE)
         printf("  bench: %.0f deliveries per bench CPU-second; %llu reads, %.0f bytes per read\n",
                per_bench_cpu, (unsigned long long)t->reads,
@@ -946,7 +952,7 @@ static void usage(FILE *f)
             "         -c CONNECTIONS -r RATE -d SECONDS [--size BYTES] [--channel NAME]\n"
             "         [--workers N] [--sources N] [--inflight N] [--api-conns N]\n"
             "         [--connect-concurrency N] [--max-lag MESSAGES] [--pid HERALD_PID] [--json]\n"
-            "         [--pin CPU] [--batch N] [--per-channel K] [--libuv-reads]\n"
+            "         [--pin CPU] [--batch N] [--per-channel K] [--libuv-reads] [--spin]\n"
             "  fanout    C connections on one channel, R publications/s to it\n"
             "  channels  connection i on channel <name>-i, R publications/s round-robin\n"
             "            (--per-channel K: on <name>-(i/K), K subscribers a channel)\n"
@@ -957,7 +963,10 @@ static void usage(FILE *f)
             "  --batch N (fanout, channels): publish through POST /api/batch, up to N\n"
             "         publications a request (at most 1000); --inflight counts requests\n"
             "  --libuv-reads: subscribers read through libuv (uv_read_start), not recv() from\n"
-            "         the worker's own epoll set (the default, cheaper)\n");
+            "         the worker's own epoll set (the default, cheaper)\n"
+            "  --spin: workers poll their subscribers without ever sleeping, so the server\n"
+            "         does not pay for waking them (on loopback a send runs the receiver's\n"
+            "         wake-up on the sender's CPU); each worker then uses a whole core\n");
 }
 
 static int parse_hostport(const char *s, const char *scheme, char *host, size_t hcap, int *port,
@@ -1016,6 +1025,7 @@ static int parse_opts(int argc, char **argv, struct bench_opts *o)
         {"batch", required_argument, 0, 'B'},
         {"per-channel", required_argument, 0, 'K'},
         {"libuv-reads", no_argument, 0, 'U'},
+        {"spin", no_argument, 0, 'Z'},
         {0, 0, 0, 0},
     };
     memset(o, 0, sizeof(*o));
@@ -1098,6 +1108,9 @@ static int parse_opts(int argc, char **argv, struct bench_opts *o)
             break;
         case 'U':
             o->libuv_reads = 1;
+            break;
+        case 'Z':
+            o->spin = 1;
             break;
         case 'h':
             usage(stdout);
