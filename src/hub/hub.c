@@ -260,15 +260,22 @@ static struct frame *concat_frames(struct loop_msg *msgs, size_t n)
     return f;
 }
 
-/* Deliver n frames of one channel, in offset order, to this loop's subscribers. */
-static void deliver(struct loop *loop, struct loop_msg *msgs, size_t n)
+/* The channel name a posted frame carries after its bytes (see post). */
+static const uint8_t *msg_channel(const struct loop_msg *m)
+{
+    const struct frame *f = m->ptr;
+    return f->data + f->len;
+}
+
+/* Deliver n frames of one channel, in offset order, to this loop's subscribers. hash:
+ * the channel's table_hash. */
+static void deliver(struct loop *loop, struct loop_msg *msgs, size_t n, uint64_t hash)
 {
     struct frame *first = msgs[0].ptr;
-    const uint8_t *name = first->data + first->len;
+    const uint8_t *name = msg_channel(&msgs[0]);
     unsigned id = loop_id(loop);
     struct table *t = hub.locals[id];
-    struct local_channel *lc =
-        t ? local_find(t, table_hash(name, msgs[0].u32), name, msgs[0].u32) : NULL;
+    struct local_channel *lc = t ? local_find(t, hash, name, msgs[0].u32) : NULL;
     metrics_add(id, METRIC_PUBLICATIONS, (int64_t)n);
     if (lc == NULL || lc->n == 0)
         return;
@@ -276,7 +283,7 @@ static void deliver(struct loop *loop, struct loop_msg *msgs, size_t n)
     if (all == NULL && n > 1) {
         /* Out of memory for the concatenation: deliver one by one. */
         for (size_t i = 0; i < n; i++)
-            deliver(loop, &msgs[i], 1);
+            deliver(loop, &msgs[i], 1, hash);
         return;
     }
     struct frame *f = all ? all : first;
@@ -317,19 +324,43 @@ static void deliver(struct loop *loop, struct loop_msg *msgs, size_t n)
         frame_unref(all);
 }
 
+/* How far ahead on_frames hashes the channels of the frames it will deliver and
+ * prefetches their bucket slots, and then the channel each slot heads: a burst of
+ * per-user publications finds each local channel (and its subscriber) cold, one miss
+ * after another, unless the loads are started a few deliveries before they are needed. */
+#define AHEAD_SLOT 4
+#define AHEAD_CHANNEL 2
+
 /* The loop's handler for posted frames: runs of one channel are delivered as one. */
 static void on_frames(struct loop *loop, struct loop_msg *msgs, size_t n)
 {
+    const struct table *t = hub.locals[loop_id(loop)];
+    uint64_t hashes[AHEAD_SLOT + 1]; /* of msgs[i .. i + AHEAD_SLOT], by index mod its size */
+    for (size_t k = 0; k < n && k < AHEAD_SLOT; k++)
+        hashes[k % (AHEAD_SLOT + 1)] = table_hash(msg_channel(&msgs[k]), msgs[k].u32);
+    size_t hashed = n < AHEAD_SLOT ? n : AHEAD_SLOT; /* msgs[0 .. hashed) have theirs */
     for (size_t i = 0; i < n;) {
-        struct frame *f = msgs[i].ptr;
         size_t run = 1;
-        while (i + run < n && run < 1024 && msgs[i + run].u32 == msgs[i].u32) {
-            struct frame *g = msgs[i + run].ptr;
-            if (memcmp(f->data + f->len, g->data + g->len, msgs[i].u32) != 0)
-                break;
+        const uint8_t *name = msg_channel(&msgs[i]);
+        while (i + run < n && run < 1024 && msgs[i + run].u32 == msgs[i].u32 &&
+               memcmp(name, msg_channel(&msgs[i + run]), msgs[i].u32) == 0)
             run++;
+        uint64_t hash = hashes[i % (AHEAD_SLOT + 1)];
+        /* The next runs' loads, started now (t is NULL before this loop's first subscribe).
+         * Only hints: a slot or channel gone meanwhile costs a wasted load, nothing more. */
+        for (; hashed < n && hashed <= i + run + AHEAD_SLOT - 1; hashed++) {
+            uint64_t h = table_hash(msg_channel(&msgs[hashed]), msgs[hashed].u32);
+            hashes[hashed % (AHEAD_SLOT + 1)] = h;
+            if (t != NULL)
+                __builtin_prefetch(&t->buckets[(h * 11400714819323198485ull) >> t->shift]);
         }
-        deliver(loop, &msgs[i], run);
+        if (t != NULL && i + run + AHEAD_CHANNEL - 1 < hashed) {
+            size_t k = i + run + AHEAD_CHANNEL - 1;
+            const struct table_node *c = table_bucket(t, hashes[k % (AHEAD_SLOT + 1)]);
+            if (c != NULL)
+                __builtin_prefetch(c);
+        }
+        deliver(loop, &msgs[i], run, hash);
         for (size_t k = 0; k < run; k++)
             frame_unref(msgs[i + k].ptr);
         i += run;
