@@ -785,6 +785,30 @@ static void on_batch_reply(void *ud, int status, const uint8_t *body, size_t len
         batch_error(it, PROTO_ERR_INTERNAL, 1);
 }
 
+/* How many commands ahead a batch starts loading the route of a publication's channel:
+ * per-user publications each find theirs cold, and the publish before them gives the
+ * load time to land. */
+#define BATCH_AHEAD 2
+
+/* If token i is {"publish": {... "channel": "<name>" ...}} with a name that needs no
+ * unescaping, hint the hub at it. */
+static void batch_prefetch(const struct call *r, int i)
+{
+    const jsmntok_t *c = &r->t[i];
+    if (c->type != JSMN_OBJECT || c->size != 1 || i + 2 >= r->n ||
+        r->t[i + 1].type != JSMN_STRING || r->t[i + 2].type != JSMN_OBJECT)
+        return;
+    struct json_span name = json_tok_span(r->js, &r->t[i + 1]);
+    if (name.len != 7 || memcmp(name.p, "publish", 7) != 0)
+        return;
+    int k = json_obj_get(r->js, r->t, r->n, i + 2, "channel");
+    if (k < 0 || r->t[k].type != JSMN_STRING)
+        return;
+    struct json_span ch = json_tok_span(r->js, &r->t[k]);
+    if (ch.len > 0 && memchr(ch.p, '\\', ch.len) == NULL)
+        hub_prefetch(ch.p, ch.len);
+}
+
 static void api_batch(struct call *r)
 {
     int cmds = json_obj_get(r->js, r->t, r->n, 0, "commands");
@@ -803,7 +827,16 @@ static void api_batch(struct call *r)
     b->n = n;
     b->left = n + 1; /* the loop below holds one: answers may come before it ends */
     buf_append_str(&r->out, "{\"replies\":[");
+    int ahead = cmds + 1; /* command k + BATCH_AHEAD, once k reaches 0 */
+    for (size_t k = 0; k < BATCH_AHEAD && k < n; k++) {
+        batch_prefetch(r, ahead);
+        ahead = json_skip(r->t, r->n, ahead);
+    }
     for (int i = cmds + 1, k = 0; (size_t)k < n; k++, i = json_skip(r->t, r->n, i)) {
+        if ((size_t)k + BATCH_AHEAD < n) {
+            batch_prefetch(r, ahead);
+            ahead = json_skip(r->t, r->n, ahead);
+        }
         struct batch_item *it = &b->items[k];
         it->b = b;
         it->out = (struct buf)BUF_INIT;

@@ -750,6 +750,18 @@ void hub_unsubscribe(struct loop *loop, struct hub_sub *s)
 
 /* ---- publish and queries ---- */
 
+void hub_prefetch(const uint8_t *ch, size_t len)
+{
+    uint64_t hash = table_hash(ch, len);
+    struct shard *s = shard_of(hash);
+    pthread_mutex_lock(&s->lock);
+    const struct table_node *n = table_bucket(&s->routes, hash);
+    pthread_mutex_unlock(&s->lock);
+    /* Only a hint: the route may be gone by the time the load lands. */
+    if (n != NULL)
+        __builtin_prefetch(n);
+}
+
 void hub_publish(const uint8_t *ch, size_t len, const struct ns_opts *ns, const uint8_t *data,
                  size_t data_len, const uint8_t *info, size_t info_len, const uint8_t *key,
                  size_t key_len, engine_publish_cb cb, void *ud)

@@ -111,6 +111,9 @@ void hub_subscribe(struct loop *loop, const struct hub_subscribe_req *r, hub_sub
 /* Loop thread. Remove and free the subscription. */
 void hub_unsubscribe(struct loop *loop, struct hub_sub *s);
 
+/* Any thread. A hint, a few publications before publishing to ch: start loading its
+ * route, so that the publication finds it in the cache (the batch API looks ahead). */
+void hub_prefetch(const uint8_t *ch, size_t len);
 /* Any thread. Publish raw JSON data (borrowed, byte for byte) with the publisher's
  * ClientInfo (or NULL) on channel ch of namespace ns; cb gets the stream position. */
 void hub_publish(const uint8_t *ch, size_t len, const struct ns_opts *ns, const uint8_t *data,
