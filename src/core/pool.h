@@ -2,8 +2,8 @@
  * (connections, sessions, subscriptions, output queues): blocks are carved from 64 KB
  * chunks, so they carry no allocator header or rounding, and a chunk's pages are touched
  * only as its blocks are first handed out. A chunk whose blocks are all back is freed
- * (up to eight empty chunks are kept against churn). One per owner thread; not thread-safe. Not a
- * general allocator: one size per pool. */
+ * (up to eight empty chunks are kept against churn). One per owner thread; not
+ * thread-safe. Not a general allocator: one size per pool. */
 #ifndef HERALD_CORE_POOL_H
 #define HERALD_CORE_POOL_H
 

@@ -51,8 +51,7 @@ static void grow(struct table *t)
     for (size_t i = 0; i < t->nbuckets; i++) {
         for (struct table_node *n = t->buckets[i], *next; n; n = next) {
             next = n->next;
-            struct table_node **slot =
-                &bigger.buckets[(n->hash * 11400714819323198485ull) >> bigger.shift];
+            struct table_node **slot = table_slot(&bigger, n->hash);
             n->next = *slot;
             *slot = n;
         }
@@ -67,7 +66,7 @@ void table_insert(struct table *t, struct table_node *n)
 {
     if (t->count >= t->nbuckets)
         grow(t);
-    struct table_node **slot = &t->buckets[(n->hash * 11400714819323198485ull) >> t->shift];
+    struct table_node **slot = table_slot(t, n->hash);
     n->next = *slot;
     *slot = n;
     t->count++;
@@ -75,8 +74,7 @@ void table_insert(struct table *t, struct table_node *n)
 
 void table_remove(struct table *t, struct table_node *n)
 {
-    for (struct table_node **pp = &t->buckets[(n->hash * 11400714819323198485ull) >> t->shift];
-         *pp; pp = &(*pp)->next) {
+    for (struct table_node **pp = table_slot(t, n->hash); *pp; pp = &(*pp)->next) {
         if (*pp == n) {
             *pp = n->next;
             t->count--;

@@ -27,12 +27,18 @@ int table_init(struct table *t, size_t nbuckets);
 /* Free the bucket array; the entries are the caller's. */
 void table_destroy(struct table *t);
 
-/* The chain that holds entries with this hash (walk it with ->next, compare ->hash,
- * then the caller's key). Fibonacci hashing takes the high bits, so callers may use
- * the low bits of the same hash for something else (the hub picks shards with them). */
+/* The bucket that holds the chain of entries with this hash. Fibonacci hashing takes
+ * the high bits, so callers may use the low bits of the same hash for something else
+ * (the hub picks shards with them). */
+static inline struct table_node **table_slot(const struct table *t, uint64_t hash)
+{
+    return &t->buckets[(hash * 11400714819323198485ull) >> t->shift];
+}
+
+/* The chain itself (walk it with ->next, compare ->hash, then the caller's key). */
 static inline struct table_node *table_bucket(const struct table *t, uint64_t hash)
 {
-    return t->buckets[(hash * 11400714819323198485ull) >> t->shift];
+    return *table_slot(t, hash);
 }
 
 /* Link n (n->hash set by the caller; borrowed until table_remove). Never fails: when

@@ -790,16 +790,24 @@ static void on_batch_reply(void *ud, int status, const uint8_t *body, size_t len
  * load time to land. */
 #define BATCH_AHEAD 2
 
+/* Is token i a batch's command, one member (the method, *name) whose value is its
+ * request object (token i + 2)? */
+static int batch_command(const struct call *r, int i, struct json_span *name)
+{
+    const jsmntok_t *c = &r->t[i];
+    if (c->type != JSMN_OBJECT || c->size != 1 || r->t[i + 1].type != JSMN_STRING ||
+        r->t[i + 2].type != JSMN_OBJECT)
+        return 0;
+    *name = json_tok_span(r->js, &r->t[i + 1]);
+    return 1;
+}
+
 /* If token i is {"publish": {... "channel": "<name>" ...}} with a name that needs no
  * unescaping, hint the hub at it. */
 static void batch_prefetch(const struct call *r, int i)
 {
-    const jsmntok_t *c = &r->t[i];
-    if (c->type != JSMN_OBJECT || c->size != 1 || i + 2 >= r->n ||
-        r->t[i + 1].type != JSMN_STRING || r->t[i + 2].type != JSMN_OBJECT)
-        return;
-    struct json_span name = json_tok_span(r->js, &r->t[i + 1]);
-    if (name.len != 7 || memcmp(name.p, "publish", 7) != 0)
+    struct json_span name;
+    if (!batch_command(r, i, &name) || name.len != 7 || memcmp(name.p, "publish", 7) != 0)
         return;
     int k = json_obj_get(r->js, r->t, r->n, i + 2, "channel");
     if (k < 0 || r->t[k].type != JSMN_STRING)
@@ -840,14 +848,11 @@ static void api_batch(struct call *r)
         struct batch_item *it = &b->items[k];
         it->b = b;
         it->out = (struct buf)BUF_INIT;
-        const jsmntok_t *c = &r->t[i];
-        /* One member, the method, whose value is its request object. */
-        if (c->type != JSMN_OBJECT || c->size != 1 || r->t[i + 1].type != JSMN_STRING ||
-            r->t[i + 2].type != JSMN_OBJECT) {
+        struct json_span name;
+        if (!batch_command(r, i, &name)) {
             batch_error(it, PROTO_ERR_BAD_REQUEST, 0);
             continue;
         }
-        struct json_span name = json_tok_span(r->js, &r->t[i + 1]);
         const struct method *m = find_method(name.p, name.len);
         if (m == NULL || (name.len == 5 && memcmp(name.p, "batch", 5) == 0)) {
             batch_error(it, PROTO_ERR_METHOD_NOT_FOUND, 0);

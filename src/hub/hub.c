@@ -326,41 +326,38 @@ static void deliver(struct loop *loop, struct loop_msg *msgs, size_t n, uint64_t
 
 /* How far ahead on_frames hashes the channels of the frames it will deliver and
  * prefetches their bucket slots, and then the channel each slot heads: a burst of
- * per-user publications finds each local channel (and its subscriber) cold, one miss
- * after another, unless the loads are started a few deliveries before they are needed. */
+ * per-user publications finds each local channel cold, one miss after another, unless
+ * the loads start a few deliveries before they are needed. Only hints: a slot or
+ * channel gone meanwhile costs a wasted load. */
 #define AHEAD_SLOT 4
 #define AHEAD_CHANNEL 2
 
 /* The loop's handler for posted frames: runs of one channel are delivered as one. */
 static void on_frames(struct loop *loop, struct loop_msg *msgs, size_t n)
 {
-    const struct table *t = hub.locals[loop_id(loop)];
+    const struct table *t = hub.locals[loop_id(loop)]; /* NULL before its first subscribe */
     uint64_t hashes[AHEAD_SLOT + 1]; /* of msgs[i .. i + AHEAD_SLOT], by index mod its size */
-    for (size_t k = 0; k < n && k < AHEAD_SLOT; k++)
-        hashes[k % (AHEAD_SLOT + 1)] = table_hash(msg_channel(&msgs[k]), msgs[k].u32);
-    size_t hashed = n < AHEAD_SLOT ? n : AHEAD_SLOT; /* msgs[0 .. hashed) have theirs */
-    for (size_t i = 0; i < n;) {
+    for (size_t i = 0, hashed = 0; i < n;) {
+        if (hashed < i)
+            hashed = i; /* past a long run: its frames need no hash of their own */
+        for (; hashed < n && hashed <= i + AHEAD_SLOT; hashed++) {
+            uint64_t h = table_hash(msg_channel(&msgs[hashed]), msgs[hashed].u32);
+            hashes[hashed % (AHEAD_SLOT + 1)] = h;
+            if (t != NULL && hashed > i)
+                __builtin_prefetch(table_slot(t, h));
+        }
+        if (t != NULL && i + AHEAD_CHANNEL < hashed) {
+            size_t k = (i + AHEAD_CHANNEL) % (AHEAD_SLOT + 1);
+            const struct table_node *c = table_bucket(t, hashes[k]);
+            if (c != NULL)
+                __builtin_prefetch(c);
+        }
         size_t run = 1;
         const uint8_t *name = msg_channel(&msgs[i]);
         while (i + run < n && run < 1024 && msgs[i + run].u32 == msgs[i].u32 &&
                memcmp(name, msg_channel(&msgs[i + run]), msgs[i].u32) == 0)
             run++;
-        uint64_t hash = hashes[i % (AHEAD_SLOT + 1)];
-        /* The next runs' loads, started now (t is NULL before this loop's first subscribe).
-         * Only hints: a slot or channel gone meanwhile costs a wasted load, nothing more. */
-        for (; hashed < n && hashed <= i + run + AHEAD_SLOT - 1; hashed++) {
-            uint64_t h = table_hash(msg_channel(&msgs[hashed]), msgs[hashed].u32);
-            hashes[hashed % (AHEAD_SLOT + 1)] = h;
-            if (t != NULL)
-                __builtin_prefetch(&t->buckets[(h * 11400714819323198485ull) >> t->shift]);
-        }
-        if (t != NULL && i + run + AHEAD_CHANNEL - 1 < hashed) {
-            size_t k = i + run + AHEAD_CHANNEL - 1;
-            const struct table_node *c = table_bucket(t, hashes[k % (AHEAD_SLOT + 1)]);
-            if (c != NULL)
-                __builtin_prefetch(c);
-        }
-        deliver(loop, &msgs[i], run, hash);
+        deliver(loop, &msgs[i], run, hashes[i % (AHEAD_SLOT + 1)]);
         for (size_t k = 0; k < run; k++)
             frame_unref(msgs[i + k].ptr);
         i += run;
