@@ -89,6 +89,8 @@ UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=build/unit/%)
 build/unit/%: build/asan/tests/unit/%.o build/libherald-asan.a
 	@mkdir -p $(dir $@)
 	$(CC) -g $(SAN) -o $@ $^ $(PKG_LIBS)
+# herald-bench's histograms are the load tool's, not the library's
+build/unit/test_bench_hist: build/asan/tools/bench/hist.o
 
 # Fuzz targets: libFuzzer (clang), linked against the library sources directly.
 FUZZ_BIN := $(FUZZ_SRC:tests/fuzz/%.c=build/fuzz/%)

@@ -4,6 +4,7 @@
 #ifndef HERALD_BENCH_BENCH_H
 #define HERALD_BENCH_BENCH_H
 
+#include <sched.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -79,9 +80,17 @@ enum bench_msg_type {
     MSG_PROGRESS = 1, /* worker -> parent: struct bench_progress */
     MSG_READY,        /* worker -> parent: struct bench_progress, every connection settled */
     MSG_FINAL,        /* worker -> parent: struct bench_stats */
-    MSG_GO,           /* parent -> worker: measuring starts */
+    MSG_GO,           /* parent -> worker: measuring starts (struct bench_go) */
     MSG_HALT,         /* parent -> worker: start no more churn cycles */
     MSG_STOP,         /* parent -> worker: uint32 accepted publications per channel */
+    MSG_WINDOWS,      /* worker -> parent, before MSG_FINAL: uint32 latency counts,
+                       * WIN_BUCKETS for each of bench_go.windows */
+};
+
+struct bench_go {
+    uint64_t t_go;    /* the parent's bench_now_ns() at GO: window 0 starts here */
+    uint32_t windows; /* WIN_NS windows of publication times; later ones count in the last */
+    uint32_t pad;
 };
 
 struct bench_msg {
@@ -97,6 +106,12 @@ struct bench_progress {
     uint64_t completed;
     double connect_seconds;
 };
+
+/* The CPUs process pid may run on; all of them when pid <= 0 or unreadable. */
+void bench_cpus_of(int pid, cpu_set_t *set);
+/* Steal time (the hypervisor's, from /proc/stat) in ns summed over the CPUs in set, or
+ * the machine's total when set is NULL; -1 when unreadable. Tick resolution. */
+long long bench_steal_ns(const cpu_set_t *set);
 
 /* Monotonic clock in ns (CLOCK_MONOTONIC: comparable across the bench's processes). */
 uint64_t bench_now_ns(void);

@@ -73,3 +73,23 @@ uint64_t bench_hist_quantile(const struct hist *h, double q)
     }
     return h->max;
 }
+
+unsigned bench_win_bucket(uint64_t ns)
+{
+    uint64_t us = ns / 1000;
+    if (us < 16)
+        return (unsigned)us;
+    unsigned m = 63u - (unsigned)__builtin_clzll(us); /* 4.. */
+    if (m > 23)
+        return WIN_BUCKETS - 1;
+    return 16u + (m - 4) * 8u + (unsigned)((us >> (m - 3)) & 7);
+}
+
+uint64_t bench_win_top_ns(unsigned b)
+{
+    if (b < 16)
+        return (uint64_t)(b + 1) * 1000 - 1;
+    unsigned m = (b - 16) / 8 + 4;
+    uint64_t sub = (b - 16) % 8 + 8;
+    return ((sub + 1) << (m - 3)) * 1000 - 1;
+}

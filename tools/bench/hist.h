@@ -24,4 +24,17 @@ void bench_hist_merge(struct hist *dst, const struct hist *src);
  * 0 when empty. */
 uint64_t bench_hist_quantile(const struct hist *h, double q);
 
+/* Latency by the 100 ms window of the run its publication was sent in (data.t since
+ * GO), so that each window can be set against what the machine did during it. Coarse
+ * buckets keep a window small (704 bytes): microseconds, exact below 16, then 8
+ * sub-buckets a power of two (< 12.5% relative error), the last holding all from 2^24 us
+ * (16.8 s) up. */
+#define WIN_NS 100000000ull
+#define WIN_BUCKETS (16 + 20 * 8)
+#define WIN_MAX 36001 /* an hour of windows (25 MB); later publications count in the last */
+
+unsigned bench_win_bucket(uint64_t ns);
+/* The upper edge of bucket b, in ns. */
+uint64_t bench_win_top_ns(unsigned b);
+
 #endif

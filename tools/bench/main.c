@@ -241,6 +241,11 @@ struct parent {
     struct hist api_latency;
     double worker_cpu_max; /* CPU seconds of the busiest worker */
     int finals;
+    /* the hypervisor's steal over the run, on the server's CPUs and the machine's */
+    cpu_set_t server_cpus;
+    long long steal_server0, steal_server1, steal_all0, steal_all1;
+    uint32_t nwin;
+    uint64_t *win; /* nwin * WIN_BUCKETS latency counts by publication window, all workers */
 };
 
 static struct parent P;
@@ -567,6 +572,8 @@ static void end_publishing(void)
 static void start_stop(void)
 {
     P.phase = PH_STOPPING;
+    P.steal_server1 = bench_steal_ns(&P.server_cpus);
+    P.steal_all1 = bench_steal_ns(NULL);
     P.t_stop = bench_now_ns();
     P.cpu_self1 = cpu_ns(RUSAGE_SELF);
     if (P.o->pid > 0)
@@ -624,13 +631,25 @@ static void try_go(void)
     }
     P.phase = PH_RUNNING;
     P.t_go = bench_now_ns();
+    bench_cpus_of(P.o->pid, &P.server_cpus);
+    P.steal_server0 = bench_steal_ns(&P.server_cpus);
+    P.steal_all0 = bench_steal_ns(NULL);
+    struct bench_go g = {P.t_go, 0, 0};
+    if (publishes) {
+        double n = (P.o->duration * 1e9 + WIN_NS - 1) / WIN_NS + 1;
+        P.nwin = n < WIN_MAX ? (uint32_t)n : WIN_MAX;
+        P.win = calloc((size_t)P.nwin * WIN_BUCKETS, sizeof(*P.win));
+        if (P.win == NULL)
+            P.nwin = 0;
+        g.windows = P.nwin;
+    }
     struct bench_progress s;
     progress_sum(&s);
     P.subscribed = s.subscribed;
     P.cpu_self0 = cpu_ns(RUSAGE_SELF);
     if (P.o->pid > 0)
         P.herald_cpu0 = herald_cpu_seconds(P.o->pid);
-    send_all(MSG_GO, NULL, 0);
+    send_all(MSG_GO, &g, sizeof(g));
     if (publishes) {
         uv_timer_start(&P.pace, on_pace, 1, 1);
         publish_pump();
@@ -752,6 +771,13 @@ static void on_worker_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
                 w->ready = 1;
                 try_go();
             }
+        } else if (m.type == MSG_WINDOWS && P.win != NULL &&
+                   m.len == (uint64_t)P.nwin * WIN_BUCKETS * 4 && !w->final) {
+            for (size_t i = 0; i < (size_t)P.nwin * WIN_BUCKETS; i++) {
+                uint32_t c;
+                memcpy(&c, p + i * 4, 4);
+                P.win[i] += c;
+            }
         } else if (m.type == MSG_FINAL && m.len == sizeof(struct bench_stats) && !w->final) {
             static struct bench_stats st;
             memcpy(&st, p, sizeof(st));
@@ -776,6 +802,87 @@ static void json_errs(FILE *f, const struct bench_err *e)
     for (int i = 0; i < BENCH_ERR_SLOTS && e[i].name[0]; i++)
         fprintf(f, "%s\"%s\":%llu", i ? "," : "", e[i].name, (unsigned long long)e[i].count);
     fputc('}', f);
+}
+
+/* The latency of a run window by window (publications by the 100 ms they were sent in):
+ * a few stalls of the machine and a server that is slow throughout give the same p99
+ * over the run, but not the same windows. */
+#define WIN_SLOW_NS 10000000ull /* a window is slow when its p99 is above 10 ms */
+
+struct windows {
+    uint32_t of;   /* windows with any publication */
+    uint32_t slow; /* of them, p99 above WIN_SLOW_NS */
+    double median_p99_us;
+};
+
+/* Quantile q of the n samples in window counts w, the bucket's upper edge capped at
+ * max_ns; the largest sample's for q >= 1. */
+static uint64_t win_quantile(const uint64_t *w, uint64_t n, double q, uint64_t max_ns)
+{
+    uint64_t rank = q >= 1.0 ? n : (uint64_t)(q * (double)n), seen = 0;
+    if ((double)rank < q * (double)n || rank == 0)
+        rank++;
+    for (unsigned b = 0; b < WIN_BUCKETS; b++) {
+        seen += w[b];
+        if (seen >= rank) {
+            uint64_t top = bench_win_top_ns(b);
+            return top < max_ns ? top : max_ns;
+        }
+    }
+    return max_ns;
+}
+
+static uint64_t win_count(uint32_t k)
+{
+    uint64_t n = 0;
+    for (unsigned b = 0; b < WIN_BUCKETS; b++)
+        n += P.win[(size_t)k * WIN_BUCKETS + b];
+    return n;
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+static void windows_of(struct windows *s, uint64_t max_ns)
+{
+    memset(s, 0, sizeof(*s));
+    uint64_t *p99 = P.nwin ? malloc((size_t)P.nwin * sizeof(*p99)) : NULL;
+    if (p99 == NULL)
+        return;
+    for (uint32_t k = 0; k < P.nwin; k++) {
+        uint64_t n = win_count(k);
+        if (n == 0)
+            continue;
+        p99[s->of] = win_quantile(P.win + (size_t)k * WIN_BUCKETS, n, 0.99, max_ns);
+        s->slow += p99[s->of] > WIN_SLOW_NS;
+        s->of++;
+    }
+    if (s->of > 0) {
+        qsort(p99, s->of, sizeof(*p99), cmp_u64);
+        s->median_p99_us = (double)p99[(s->of - 1) / 2] / 1e3;
+    }
+    free(p99);
+}
+
+/* "name":[...] with each window's quantile q in us (windows without publications: -1). */
+static void json_windows(FILE *f, const char *name, double q, uint64_t max_ns)
+{
+    fprintf(f, "\"%s\":[", name);
+    for (uint32_t k = 0; k < P.nwin; k++) {
+        uint64_t n = win_count(k);
+        double v =
+            n ? (double)win_quantile(P.win + (size_t)k * WIN_BUCKETS, n, q, max_ns) / 1e3 : -1.0;
+        fprintf(f, "%s%.0f", k ? "," : "", v);
+    }
+    fputc(']', f);
+}
+
+static double steal_ms(long long a, long long b)
+{
+    return a >= 0 && b >= a ? (double)(b - a) / 1e6 : -1;
 }
 
 static void report(void)
@@ -812,6 +919,10 @@ static void report(void)
     double lat[5] = {bench_hist_quantile(lh, 0.5) / 1e3, bench_hist_quantile(lh, 0.9) / 1e3,
                      bench_hist_quantile(lh, 0.99) / 1e3, bench_hist_quantile(lh, 0.999) / 1e3,
                      (double)lh->max / 1e3};
+    struct windows win;
+    windows_of(&win, lh->max);
+    double steal_srv = steal_ms(P.steal_server0, P.steal_server1);
+    double steal_all = steal_ms(P.steal_all0, P.steal_all1);
     uint64_t subscribed = t->subscribed;
     double bpc = subscribed > 0 && P.rss_before > 0 && P.rss_after > 0
                      ? (double)(P.rss_after - P.rss_before) / (double)subscribed
@@ -838,6 +949,17 @@ static void report(void)
                 "\"latency_us\":{\"count\":%llu,\"p50\":%.1f,\"p90\":%.1f,\"p99\":%.1f,"
                 "\"p999\":%.1f,\"max\":%.1f},",
                 (unsigned long long)t->latency.count, lat[0], lat[1], lat[2], lat[3], lat[4]);
+        fprintf(f, "\"steal_ms\":{\"server\":%.0f,\"machine\":%.0f},", steal_srv, steal_all);
+        if (P.win != NULL) {
+            fprintf(f,
+                    "\"latency_windows\":{\"ms\":%llu,\"of\":%u,\"slow\":%u,"
+                    "\"median_p99_us\":%.0f,",
+                    WIN_NS / 1000000, win.of, win.slow, win.median_p99_us);
+            json_windows(f, "p99_us", 0.99, lh->max);
+            fputc(',', f);
+            json_windows(f, "max_us", 1.0, lh->max);
+            fprintf(f, "},");
+        }
         fprintf(f, "\"api_latency_us\":{\"p50\":%.1f,\"p99\":%.1f},",
                 bench_hist_quantile(&P.api_latency, 0.5) / 1e3,
                 bench_hist_quantile(&P.api_latency, 0.99) / 1e3);
@@ -908,7 +1030,14 @@ static void report(void)
                (unsigned long long)t->out_of_order, dps);
         printf("  latency us: p50 %.0f p90 %.0f p99 %.0f p99.9 %.0f max %.0f\n", lat[0], lat[1],
                lat[2], lat[3], lat[4]);
+        if (P.win != NULL && win.of > 0)
+            printf("  by the 100 ms a publication was sent in: the median window's p99 %.0f us; "
+                   "%u of %u windows with a p99 over %llu ms\n",
+                   win.median_p99_us, win.slow, win.of, WIN_SLOW_NS / 1000000);
     }
+    printf("  the hypervisor's steal over the run: %.0f ms of the server's CPUs, %.0f ms of "
+           "the machine's\n",
+           steal_srv, steal_all);
     printf("  CPU seconds over %.2f s: herald %.2f, bench %.2f (publisher %.2f, busiest worker "
            "%.2f)\n",
            (double)(P.t_stop - P.t_go) / 1e9, herald_cpu, bench_cpu, pub_cpu, P.worker_cpu_max);

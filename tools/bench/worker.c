@@ -82,6 +82,9 @@ struct worker {
     uint64_t connected;
     uint64_t t_begin;
     uint64_t t_go;
+    uint64_t t_win0; /* the parent's GO: latency windows count from here */
+    uint32_t nwin;
+    uint32_t *win; /* nwin * WIN_BUCKETS latency counts by publication window */
     uint64_t cpu0;
     int ready_sent;
     int go;
@@ -402,7 +405,14 @@ static void count_publication(struct wconn *c, uint64_t t, uint64_t s)
 {
     struct worker *wk = c->wk;
     uint64_t now = wk->now;
-    bench_hist_record(&wk->st.latency, now > t ? now - t : 0);
+    uint64_t lat = now > t ? now - t : 0;
+    bench_hist_record(&wk->st.latency, lat);
+    if (wk->win != NULL) {
+        uint64_t k = t > wk->t_win0 ? (t - wk->t_win0) / WIN_NS : 0;
+        if (k >= wk->nwin)
+            k = wk->nwin - 1;
+        wk->win[k * WIN_BUCKETS + bench_win_bucket(lat)]++;
+    }
     wk->st.t_last_delivery = now;
     uint32_t seq = (uint32_t)s;
     if (seq >= c->high) {
@@ -1099,6 +1109,8 @@ static void finish(struct worker *wk, const uint32_t *counts, uint32_t n)
         st->assigned = wk->nconns;
     }
     st->cpu_ns = wk->go ? cpu_ns_self() - wk->cpu0 : 0;
+    if (wk->win != NULL)
+        ctl_send(wk, MSG_WINDOWS, wk->win, wk->nwin * WIN_BUCKETS * 4, 0);
     ctl_send(wk, MSG_FINAL, st, sizeof(*st), 1);
 }
 
@@ -1128,6 +1140,15 @@ static void on_ctl_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
         if (m.type == MSG_GO) {
             wk->go = 1;
             wk->t_go = bench_now_ns();
+            struct bench_go g;
+            if (m.len == sizeof(g) && wk->win == NULL) {
+                memcpy(&g, payload, sizeof(g));
+                if (g.windows > 0 && g.windows <= WIN_MAX) {
+                    wk->win = calloc((size_t)g.windows * WIN_BUCKETS, 4);
+                    wk->nwin = wk->win ? g.windows : 0;
+                    wk->t_win0 = g.t_go;
+                }
+            }
             wk->cpu0 = cpu_ns_self();
             pump(wk);
         } else if (m.type == MSG_HALT) {
