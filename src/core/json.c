@@ -1,13 +1,5 @@
-/* JSON helpers over jsmn (see json.h): strict validation on top of jsmn's tokens, key
+/* JSON helpers (see json.h): a strict one-pass tokenizer into jsmn's token layout, key
  * look-up, number/bool reading and in-place unescaping. Not a JSON encoder. */
-
-/* jsmn is header-only: this file is the one place its implementation is compiled.
- * Same configuration as json.h, without JSMN_HEADER; json.h's second inclusion of
- * <jsmn.h> is then a no-op thanks to jsmn's include guard. */
-#define JSMN_STRICT
-#define JSMN_PARENT_LINKS
-#include <jsmn.h>
-
 #include "core/json.h"
 
 #include <limits.h>
@@ -18,27 +10,10 @@ static int is_ws(uint8_t c)
     return c == ' ' || c == '\t' || c == '\n' || c == '\r';
 }
 
-/* Are js[from..to) all whitespace (RFC 8259 section 2)? from > to is a failure. */
-static int ws_only(const uint8_t *js, size_t from, size_t to)
+static int span_is(const uint8_t *s, size_t n, const char *lit)
 {
-    if (from > to)
-        return 0;
-    for (size_t i = from; i < to; i++)
-        if (!is_ws(js[i]))
-            return 0;
-    return 1;
-}
-
-/* Is js[from..to) whitespace, one punct byte, whitespace? */
-static int ws_punct_ws(const uint8_t *js, size_t from, size_t to, uint8_t punct)
-{
-    if (from > to)
-        return 0;
-    while (from < to && is_ws(js[from]))
-        from++;
-    if (from == to || js[from] != punct)
-        return 0;
-    return ws_only(js, from + 1, to);
+    size_t l = strlen(lit);
+    return n == l && memcmp(s, lit, l) == 0;
 }
 
 static int is_digit(uint8_t c)
@@ -81,24 +56,6 @@ int json_scan_number(const uint8_t *p, size_t n, size_t *i)
     return 1;
 }
 
-static int valid_number(const uint8_t *s, size_t n)
-{
-    size_t i = 0;
-    return json_scan_number(s, n, &i) && i == n;
-}
-
-static int span_is(const uint8_t *s, size_t n, const char *lit)
-{
-    size_t l = strlen(lit);
-    return n == l && memcmp(s, lit, l) == 0;
-}
-
-static int valid_primitive(const uint8_t *s, size_t n)
-{
-    return span_is(s, n, "true") || span_is(s, n, "false") || span_is(s, n, "null") ||
-           valid_number(s, n);
-}
-
 static int hex_value(uint8_t c)
 {
     if (c >= '0' && c <= '9')
@@ -108,59 +65,6 @@ static int hex_value(uint8_t c)
     if (c >= 'A' && c <= 'F')
         return c - 'A' + 10;
     return -1;
-}
-
-/* Do the 8 bytes at s hold no control character (< 0x20) and no backslash? Exact when
- * it says yes (a false "no" only sends the caller to the byte-by-byte check): the
- * has-less and has-zero tests of "Bit Twiddling Hacks" (Sean Eron Anderson). */
-static int plain8(const uint8_t *s)
-{
-    uint64_t x, y;
-    memcpy(&x, s, 8);
-    y = x ^ 0x5c5c5c5c5c5c5c5cull;
-    uint64_t ctl = (x - 0x2020202020202020ull) & ~x;
-    uint64_t bs = (y - 0x0101010101010101ull) & ~y;
-    return ((ctl | bs) & 0x8080808080808080ull) == 0;
-}
-
-/* RFC 8259 section 7: only the listed escapes, no raw control characters. Most of a
- * string is plain text: it is skipped eight bytes at a time. */
-static int valid_string(const uint8_t *s, size_t n)
-{
-    for (size_t i = 0; i < n; i++) {
-        while (n - i >= 8 && plain8(s + i))
-            i += 8;
-        if (i == n)
-            break;
-        if (s[i] < 0x20)
-            return 0;
-        if (s[i] != '\\')
-            continue;
-        if (++i == n)
-            return 0;
-        switch (s[i]) {
-        case '"':
-        case '\\':
-        case '/':
-        case 'b':
-        case 'f':
-        case 'n':
-        case 'r':
-        case 't':
-            break;
-        case 'u':
-            if (n - i < 5)
-                return 0;
-            for (int k = 1; k <= 4; k++)
-                if (hex_value(s[i + k]) < 0)
-                    return 0;
-            i += 4;
-            break;
-        default:
-            return 0;
-        }
-    }
-    return 1;
 }
 
 /* Raw extent of a token in the input: strings include their quotes. */
@@ -174,179 +78,189 @@ static size_t raw_end(const jsmntok_t *t)
     return (size_t)t->end + (t->type == JSMN_STRING ? 1 : 0);
 }
 
-static int is_key(const jsmntok_t *t, int ntok, int i)
+/* ---- the tokenizer ----
+ *
+ * One pass builds jsmn's token layout (jsmntok_t with parent links: a member's value has
+ * its key as parent, a key its object) and checks RFC 8259 as it goes: separators,
+ * literals, numbers, escapes, raw control characters, the nesting bound. Hand-written
+ * because every client command and API request goes through it: jsmn leaves all but the
+ * brackets and the escapes' shape unchecked, and checking the rest after it (plus a scan
+ * for the nesting bound jsmn needs to stay linear) walked the input three times, 3.5% of
+ * herald's CPU when the API publishes to one subscriber a channel. tests/fuzz/fuzz_json_jsmn
+ * holds it against jsmn with those checks on random input. */
+
+/* Do the 8 bytes at s hold no '"', no backslash and no control character (< 0x20)? Exact
+ * when it says yes (a false "no" only sends the caller to the byte-by-byte check): the
+ * has-less and has-zero tests of "Bit Twiddling Hacks" (Sean Eron Anderson). */
+static int plain8q(const uint8_t *s)
 {
-    int p = t[i].parent;
-    return t[i].type == JSMN_STRING && p >= 0 && p < ntok && t[p].type == JSMN_OBJECT;
+    uint64_t x, y, z;
+    memcpy(&x, s, 8);
+    y = x ^ 0x5c5c5c5c5c5c5c5cull;
+    z = x ^ 0x2222222222222222ull;
+    uint64_t ctl = (x - 0x2020202020202020ull) & ~x;
+    uint64_t bs = (y - 0x0101010101010101ull) & ~y;
+    uint64_t q = (z - 0x0101010101010101ull) & ~z;
+    return ((ctl | bs | q) & 0x8080808080808080ull) == 0;
 }
 
-/* The container (object or array) a token sits in, skipping the key of a member value;
- * -1 for the root. Returns -2 when the parent is neither a container nor a key (jsmn
- * builds such trees from input like `{"a":1:2}`). */
-static int container_of(const jsmntok_t *t, int ntok, int i)
+/* The string whose opening quote is p[i]: the index of its closing quote, or 0 when it
+ * is not closed or holds a raw control character or a bad escape. */
+static size_t scan_string(const uint8_t *p, size_t len, size_t i)
 {
-    int p = t[i].parent;
-    if (p < 0)
-        return -1;
-    if (p >= i)
-        return -2;
-    if (t[p].type == JSMN_OBJECT || t[p].type == JSMN_ARRAY)
-        return p;
-    if (is_key(t, ntok, p))
-        return t[p].parent;
-    return -2;
-}
-
-/* jsmn checks brackets, string escapes' shape and (in strict mode) where primitives may
- * start, but not the separators between values, nor that each key has one value, nor
- * the primitives themselves. Walk the tokens in document order and check every byte of
- * the input: token contents, and the gaps between tokens (whitespace plus exactly the
- * separator the grammar wants there). */
-static int check_tokens(const uint8_t *js, size_t len, const jsmntok_t *t, int ntok)
-{
-    size_t cur = 0; /* bytes before cur are verified */
-    int open = -1;  /* innermost container still open at cur */
-    for (int i = 0; i < ntok; i++) {
-        const jsmntok_t *tok = &t[i];
-        if (tok->start < 0 || tok->end < tok->start || (size_t)tok->end > len)
-            return -1;
-        int want = container_of(t, ntok, i);
-        if (want == -2)
-            return -1;
-        while (open != want) {
-            if (open < 0)
-                return -1; /* token i is not inside the containers we are in */
-            if (!ws_only(js, cur, (size_t)t[open].end - 1))
-                return -1;
-            cur = (size_t)t[open].end;
-            open = container_of(t, ntok, open);
-        }
-        size_t rs = raw_start(tok);
-        if (open >= 0 && raw_end(tok) > (size_t)t[open].end - 1)
-            return -1; /* a child must sit inside its container's brackets */
-        if (open < 0) {
-            if (i != 0 || !ws_only(js, cur, rs))
-                return -1;
-        } else if (t[open].type == JSMN_OBJECT && tok->parent == open) {
-            /* a key: a string with exactly one value */
-            if (tok->type != JSMN_STRING || tok->size != 1)
-                return -1;
-            if (cur == (size_t)t[open].start + 1) {
-                if (!ws_only(js, cur, rs))
-                    return -1;
-            } else if (!ws_punct_ws(js, cur, rs, ',')) {
-                return -1;
-            }
-        } else if (t[open].type == JSMN_OBJECT) {
-            if (!ws_punct_ws(js, cur, rs, ':'))
-                return -1;
-        } else {
-            if (cur == (size_t)t[open].start + 1) {
-                if (!ws_only(js, cur, rs))
-                    return -1;
-            } else if (!ws_punct_ws(js, cur, rs, ',')) {
-                return -1;
-            }
-        }
-        const uint8_t *s = js + tok->start;
-        size_t n = (size_t)(tok->end - tok->start);
-        switch (tok->type) {
-        case JSMN_OBJECT:
-        case JSMN_ARRAY:
-            cur = (size_t)tok->start + 1;
-            open = i;
+    for (i++; i < len; i++) {
+        while (len - i >= 8 && plain8q(p + i))
+            i += 8;
+        if (i == len)
             break;
-        case JSMN_STRING:
-            if ((!is_key(t, ntok, i) && tok->size != 0) || !valid_string(s, n))
-                return -1;
-            cur = raw_end(tok);
+        uint8_t c = p[i];
+        if (c == '"')
+            return i;
+        if (c < 0x20)
+            return 0;
+        if (c != '\\')
+            continue;
+        if (++i == len)
+            return 0;
+        switch (p[i]) {
+        case '"':
+        case '\\':
+        case '/':
+        case 'b':
+        case 'f':
+        case 'n':
+        case 'r':
+        case 't':
             break;
-        case JSMN_PRIMITIVE:
-            if (tok->size != 0 || !valid_primitive(s, n))
-                return -1;
-            cur = raw_end(tok);
+        case 'u':
+            if (len - i < 5)
+                return 0;
+            for (int k = 1; k <= 4; k++)
+                if (hex_value(p[i + k]) < 0)
+                    return 0;
+            i += 4;
             break;
         default:
-            return -1;
+            return 0;
         }
     }
-    while (open >= 0) {
-        if (!ws_only(js, cur, (size_t)t[open].end - 1))
-            return -1;
-        cur = (size_t)t[open].end;
-        open = container_of(t, ntok, open);
-        if (open == -2)
-            return -1;
-    }
-    return ws_only(js, cur, len) ? 0 : -1;
+    return 0;
 }
 
-/* Is the nesting of p[0..len) at most JSON_MAX_DEPTH? One pass, brackets inside
- * strings skipped (by memchr to the next quote: one an odd number of backslashes
- * escapes is inside); malformed input is left for the tokenizer to refuse. */
-static int depth_ok(const uint8_t *p, size_t len)
+static size_t skip_ws(const uint8_t *p, size_t len, size_t i)
 {
-    unsigned depth = 0;
-    for (size_t i = 0; i < len; i++) {
-        uint8_t c = p[i];
-        if (c == '"') {
-            size_t open = i;
-            for (;;) {
-                const uint8_t *q = memchr(p + i + 1, '"', len - i - 1);
-                if (q == NULL)
-                    return 1; /* not closed: not JSON */
-                size_t j = (size_t)(q - p), k = j;
-                while (k > open + 1 && p[k - 1] == '\\')
-                    k--;
-                i = j;
-                if ((j - k) % 2 == 0)
-                    break;
-            }
-        } else if (c == '[' || c == '{') {
-            if (++depth > JSON_MAX_DEPTH)
-                return 0;
-        } else if ((c == ']' || c == '}') && depth > 0) {
-            depth--;
-        }
-    }
-    return 1;
+    while (i < len && is_ws(p[i]))
+        i++;
+    return i;
 }
+
+/* A number or literal at p[i]: the index past it, or 0. What follows is the caller's to
+ * check (a separator, a closing bracket, whitespace or the end). */
+static size_t scan_primitive(const uint8_t *p, size_t len, size_t i)
+{
+    size_t e = i;
+    if (json_scan_number(p, len, &e))
+        return e;
+    static const char *const lits[] = {"true", "false", "null"};
+    for (int k = 0; k < 3; k++) {
+        size_t n = strlen(lits[k]);
+        if (len - i >= n && memcmp(p + i, lits[k], n) == 0)
+            return i + n;
+    }
+    return 0;
+}
+
+enum { AT_VALUE, AT_KEY, AFTER_VALUE };
 
 int json_tokenize(const uint8_t *p, size_t len, jsmntok_t *t, unsigned n)
 {
     if (len > INT_MAX || n == 0 || n > INT_MAX)
         return -1;
-    size_t b = 0;
-    while (b < len && is_ws(p[b]))
-        b++;
-    if (b == len)
-        return -1;
-    if (p[b] != '{' && p[b] != '[' && p[b] != '"') {
-        /* A bare top-level primitive: strict jsmn wants a delimiter after it and
-         * reports such input as truncated, so take it here. */
-        size_t e = b;
-        while (e < len && !is_ws(p[e]))
-            e++;
-        if (!ws_only(p, e, len) || !valid_primitive(p + b, e - b))
+    int open[JSON_MAX_DEPTH]; /* the containers not yet closed, outermost first */
+    int depth = 0, ntok = 0, parent = -1, state = AT_VALUE;
+    size_t i = skip_ws(p, len, 0);
+    for (;;) {
+        if (state == AFTER_VALUE) {
+            i = skip_ws(p, len, i);
+            if (depth == 0)
+                return i == len ? ntok : -1;
+            jsmntok_t *c = &t[open[depth - 1]];
+            if (i == len)
+                return -1;
+            if (p[i] == ',') {
+                i = skip_ws(p, len, i + 1);
+                state = c->type == JSMN_OBJECT ? AT_KEY : AT_VALUE;
+                parent = open[depth - 1];
+            } else if (p[i] == (c->type == JSMN_OBJECT ? '}' : ']')) {
+                c->end = (int)++i;
+                depth--;
+            } else {
+                return -1;
+            }
+            continue;
+        }
+        if (i == len || ntok == (int)n)
             return -1;
-        t[0].type = JSMN_PRIMITIVE;
-        t[0].start = (int)b;
-        t[0].end = (int)e;
-        t[0].size = 0;
-        t[0].parent = -1;
-        return 1;
+        jsmntok_t *k = &t[ntok];
+        k->parent = parent;
+        k->size = 0;
+        if (state == AT_KEY) { /* a member of object parent: its key, ':', its value */
+            if (p[i] != '"')
+                return -1;
+            size_t e = scan_string(p, len, i);
+            if (e == 0)
+                return -1;
+            k->type = JSMN_STRING;
+            k->start = (int)i + 1;
+            k->end = (int)e;
+            k->size = 1;
+            t[parent].size++;
+            parent = ntok++;
+            i = skip_ws(p, len, e + 1);
+            if (i == len || p[i] != ':')
+                return -1;
+            i = skip_ws(p, len, i + 1);
+            state = AT_VALUE;
+            continue;
+        }
+        if (parent >= 0 && t[parent].type == JSMN_ARRAY)
+            t[parent].size++;
+        uint8_t c = p[i];
+        if (c == '{' || c == '[') {
+            if (depth == JSON_MAX_DEPTH)
+                return -1;
+            k->type = c == '{' ? JSMN_OBJECT : JSMN_ARRAY;
+            k->start = (int)i;
+            k->end = -1;
+            open[depth++] = ntok;
+            parent = ntok++;
+            i = skip_ws(p, len, i + 1);
+            if (i < len && p[i] == (c == '{' ? '}' : ']'))
+                state = AFTER_VALUE; /* empty: closed there */
+            else
+                state = c == '{' ? AT_KEY : AT_VALUE;
+            continue;
+        }
+        size_t e;
+        if (c == '"') {
+            e = scan_string(p, len, i);
+            if (e == 0)
+                return -1;
+            k->type = JSMN_STRING;
+            k->start = (int)i + 1;
+            k->end = (int)e++;
+        } else {
+            e = scan_primitive(p, len, i);
+            if (e == 0)
+                return -1;
+            k->type = JSMN_PRIMITIVE;
+            k->start = (int)i;
+            k->end = (int)e;
+        }
+        ntok++;
+        i = e;
+        state = AFTER_VALUE;
     }
-    if (!depth_ok(p + b, len - b))
-        return -1;
-    jsmn_parser parser;
-    jsmn_init(&parser);
-    int r = jsmn_parse(&parser, (const char *)p, len, t, n);
-    if (r <= 0)
-        return -1;
-    int ntok = (int)parser.toknext;
-    if (ntok <= 0 || check_tokens(p, len, t, ntok) != 0)
-        return -1;
-    return ntok;
 }
 
 int json_skip(const jsmntok_t *t, int ntok, int i)

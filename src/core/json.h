@@ -1,6 +1,8 @@
-/* JSON helpers over jsmn (Debian libjsmn-dev, zero-allocation tokenizer): strict
- * tokenizing with validation jsmn lacks (numbers, literals, escapes), key look-up,
- * in-place string unescaping. Raw values (e.g. `data`) stay spans of the input. */
+/* JSON helpers: strict one-pass tokenizing (RFC 8259: numbers, literals, escapes and
+ * separators checked) into the token layout of jsmn (Debian libjsmn-dev: its header
+ * gives the token type, its parser is the reference the fuzz target holds ours against),
+ * key look-up, in-place string unescaping. Raw values (e.g. `data`) stay spans of the
+ * input. */
 #ifndef HERALD_CORE_JSON_H
 #define HERALD_CORE_JSON_H
 
@@ -19,10 +21,9 @@ struct json_span {
     size_t len;
 };
 
-/* Deepest nesting of arrays and objects json_tokenize accepts. jsmn closes a
- * container by walking parent links up from the last token, so each close costs up
- * to the depth: the bound keeps tokenizing linear in the input (RFC 8259 section 9
- * lets a parser limit nesting). Far deeper than any message a client sends. */
+/* Deepest nesting of arrays and objects json_tokenize accepts: the containers still
+ * open sit on a fixed stack of this depth (RFC 8259 section 9 lets a parser limit
+ * nesting). Far deeper than any message a client sends. */
 #define JSON_MAX_DEPTH 128
 
 /* Tokenize exactly one JSON value filling p[0..len) (surrounding whitespace

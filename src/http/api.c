@@ -942,7 +942,7 @@ void api_handle(const uint8_t *name, size_t name_len, uint8_t *body, size_t body
             fail(r, PROTO_ERR_BAD_REQUEST);
             return;
         }
-        /* jsmn needs at most one token per two bytes of input, plus the root. */
+        /* JSON holds at most one token per two bytes of input, plus the root. */
         size_t ntok = body_len / 2 + 16;
         if (ntok > API_MAX_TOKENS)
             ntok = API_MAX_TOKENS;

@@ -174,7 +174,7 @@ TEST(test_json_tokenize_refuses_nesting_deeper_than_the_limit)
         deep[i] = '[';
         deep[10000 + i] = ']';
     }
-    /* 10,000 deep: refused before jsmn's per-close parent walk could make it quadratic. */
+    /* 10,000 deep: refused at the limit, not when the stack of open containers overflows. */
     CHECK_EQ(json_tokenize(deep, sizeof(deep), t, 10001), -1);
     /* Exactly the limit is accepted, one more is not. */
     size_t d = JSON_MAX_DEPTH;
@@ -200,6 +200,39 @@ TEST(test_json_tokenize_refuses_nesting_deeper_than_the_limit)
     str[n++] = '"';
     str[n++] = ']';
     CHECK_EQ(json_tokenize(str, n, t, 16), 2);
+}
+
+/* Strings are skipped eight bytes at a time: an escape, a raw control character or a
+ * closing quote must be found at every offset of a block. */
+TEST(test_json_tokenize_finds_every_special_byte_in_a_string)
+{
+    jsmntok_t t[NTOK];
+    for (size_t len = 0; len <= 24; len++) {
+        for (size_t k = 0; k <= len; k++) {
+            uint8_t s[40];
+            size_t n = 0;
+            s[n++] = '[';
+            s[n++] = '"';
+            memset(s + n, 'a', len);
+            n += len;
+            s[n++] = '"';
+            s[n++] = ']';
+            /* a closing quote at k, then len - k bytes that are not JSON */
+            s[2 + k] = '"';
+            CHECK_EQ(json_tokenize(s, n, t, NTOK), k == len ? 2 : -1);
+            if (k == len)
+                CHECK_EQ(t[1].end - t[1].start, (int)len);
+            s[2 + k] = k == len ? '"' : 0x1f; /* a raw control character */
+            CHECK_EQ(json_tokenize(s, n, t, NTOK), k == len ? 2 : -1);
+            if (k == len)
+                continue;
+            s[2 + k] = '\\'; /* an escape: valid only when what follows makes one */
+            s[3 + k] = 'n';
+            CHECK_EQ(json_tokenize(s, n, t, NTOK), k + 1 < len ? 2 : -1);
+            s[3 + k] = 'q';
+            CHECK_EQ(json_tokenize(s, n, t, NTOK), -1);
+        }
+    }
 }
 
 TEST(test_json_tokenize_reports_token_layout)
@@ -400,6 +433,7 @@ int main(void)
     RUN(test_json_tokenize_reads_only_len_bytes);
     RUN(test_json_tokenize_rejects_more_tokens_than_given);
     RUN(test_json_tokenize_refuses_nesting_deeper_than_the_limit);
+    RUN(test_json_tokenize_finds_every_special_byte_in_a_string);
     RUN(test_json_tokenize_reports_token_layout);
     RUN(test_json_skip_and_obj_get_see_direct_members_only);
     RUN(test_json_tok_eq_compares_whole_string_tokens);
