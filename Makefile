@@ -95,7 +95,7 @@ build/unit/test_bench_hist: build/asan/tools/bench/hist.o
 # Fuzz targets: libFuzzer (clang), linked against the library sources directly.
 FUZZ_BIN := $(FUZZ_SRC:tests/fuzz/%.c=build/fuzz/%)
 FUZZ_CC  := clang
-FUZZ_SAN := -fsanitize=address,undefined
+FUZZ_SAN := -fsanitize=address,undefined -fno-sanitize-recover=undefined
 FUZZ_OBJ := $(LIB_SRC:%.c=build/fuzzobj/%.o) $(ASSET_OBJ)
 build/fuzzobj/%.o: %.c
 	@mkdir -p $(dir $@)

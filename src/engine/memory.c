@@ -650,7 +650,7 @@ static void memory_presence(struct engine *e, const uint8_t *name, size_t len,
         cb(ud, ENGINE_ERR_INTERNAL, NULL, 0);
         return;
     }
-    char *w = (char *)(list + n);
+    char *w = list ? (char *)(list + n) : NULL; /* no members: no list, nothing written */
     size_t i = 0;
     for (struct member *p = ch ? ch->members : NULL; p; p = p->next, i++) {
         memcpy(w, p->client, 37);
