@@ -117,6 +117,7 @@ static void on_loop_exit(struct loop *loop, void *ud)
 {
     session_loop_exit(loop);
     hub_loop_exit(loop);
+    api_loop_exit();
 }
 
 /* /ready's body: {"status":"unavailable","unavailable":[{"name","reason"}, ...]}, every

@@ -25,12 +25,57 @@
 #define API_MAX_TOKENS 65536
 /* Tokens of a body this small are on the stack (an API publish needs a dozen). */
 #define API_STACK_TOKENS 256
+/* The token array of a larger body stays with its thread for the next one, up to this
+ * many tokens (320 KB): at the bound of one token per two bytes, a batch of 100
+ * publishes asks for 170 KB, which glibc maps and unmaps for every request (the mmap
+ * threshold grows only to the size freed, so the next request of that size maps again)
+ * and whose pages fault in each time. */
+#define API_KEEP_TOKENS 16384
 
 static struct api_context ctx;
+
+static _Thread_local struct {
+    jsmntok_t *t;
+    size_t cap;
+} kept;
 
 void api_init(const struct api_context *c)
 {
     ctx = *c;
+}
+
+/* Room for n tokens: the thread's kept array when it is large enough (taken, so that a
+ * nested call would not share it), else a new one. *cap: its size. */
+static jsmntok_t *tokens_take(size_t n, size_t *cap)
+{
+    if (kept.t != NULL && kept.cap >= n) {
+        jsmntok_t *t = kept.t;
+        *cap = kept.cap;
+        kept.t = NULL;
+        kept.cap = 0;
+        return t;
+    }
+    *cap = n;
+    return malloc(n * sizeof(jsmntok_t));
+}
+
+/* Done with t: kept when it is the largest so far within API_KEEP_TOKENS, else freed. */
+static void tokens_give(jsmntok_t *t, size_t cap)
+{
+    if (cap > API_KEEP_TOKENS || (kept.t != NULL && kept.cap >= cap)) {
+        free(t);
+        return;
+    }
+    free(kept.t);
+    kept.t = t;
+    kept.cap = cap;
+}
+
+void api_loop_exit(void)
+{
+    free(kept.t);
+    kept.t = NULL;
+    kept.cap = 0;
 }
 
 /* One API call: its parsed body and its answer. The body and its tokens are borrowed
@@ -933,6 +978,7 @@ void api_handle(const uint8_t *name, size_t name_len, uint8_t *body, size_t body
         return;
     }
     jsmntok_t small[API_STACK_TOKENS], *t = NULL;
+    size_t cap = 0;
     if (!empty) {
         /* RFC 8259 section 8.1: JSON text exchanged between systems is UTF-8. Checked on
          * the whole body, so that nothing taken from it (data, channel, user, reason)
@@ -946,7 +992,7 @@ void api_handle(const uint8_t *name, size_t name_len, uint8_t *body, size_t body
         size_t ntok = body_len / 2 + 16;
         if (ntok > API_MAX_TOKENS)
             ntok = API_MAX_TOKENS;
-        t = ntok <= API_STACK_TOKENS ? small : malloc(ntok * sizeof(jsmntok_t));
+        t = ntok <= API_STACK_TOKENS ? small : tokens_take(ntok, &cap);
         if (t == NULL) {
             fail(r, PROTO_ERR_INTERNAL);
             return;
@@ -959,11 +1005,11 @@ void api_handle(const uint8_t *name, size_t name_len, uint8_t *body, size_t body
             r->status = 400;
             fail(r, PROTO_ERR_BAD_REQUEST);
             if (t != small)
-                free(t);
+                tokens_give(t, cap);
             return;
         }
     }
     m->handle(r); /* r may be gone already: the tokens are this function's */
-    if (t != small)
-        free(t);
+    if (t != NULL && t != small)
+        tokens_give(t, cap);
 }

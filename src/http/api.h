@@ -25,6 +25,8 @@ struct api_context {
 
 /* Once, before the loops run. The context is copied (its loops array is borrowed). */
 void api_init(const struct api_context *ctx);
+/* On each loop thread as it ends: free what the thread kept for the next request. */
+void api_loop_exit(void);
 
 /* This node's info object (as /api/info lists it), appended to out; its uid. */
 struct buf;
