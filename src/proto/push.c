@@ -30,11 +30,19 @@ static struct frame *text_frame(const struct buf *b, size_t tail)
 struct frame *proto_push_publication(const uint8_t *ch, size_t len, const struct engine_pub *pub,
                                      size_t tail)
 {
-    /* Sized first, then written in place: the payload length goes in the frame head. */
+    /* Sized first, then written in place: the payload length goes in the frame head. A
+     * name with nothing to escape (nearly all) is quoted as it is; only the others are
+     * escaped into a buffer first, which costs an allocation each. */
     struct buf esc = BUF_INIT;
-    buf_append_json_str(&esc, ch, len);
-    if (esc.oom)
-        return NULL;
+    size_t plain = 0;
+    while (plain < len && ch[plain] >= 0x20 && ch[plain] != '"' && ch[plain] != '\\')
+        plain++;
+    if (plain < len) {
+        buf_append_json_str(&esc, ch, len);
+        if (esc.oom)
+            return NULL;
+    }
+    size_t esc_len = plain < len ? esc.len : len + 2;
     char off[32] = "";
     int off_len = pub->offset ? snprintf(off, sizeof(off), ",\"offset\":%llu",
                                          (unsigned long long)pub->offset)
@@ -42,7 +50,7 @@ struct frame *proto_push_publication(const uint8_t *ch, size_t len, const struct
     static const char p1[] = "{\"push\":{\"channel\":";
     static const char p2[] = ",\"pub\":{\"data\":";
     static const char p3[] = ",\"info\":";
-    size_t payload = sizeof(p1) - 1 + esc.len + sizeof(p2) - 1 + pub->data_len +
+    size_t payload = sizeof(p1) - 1 + esc_len + sizeof(p2) - 1 + pub->data_len +
                      (pub->info ? sizeof(p3) - 1 + pub->info_len : 0) + (size_t)off_len + 3;
     struct frame *f = frame_new(WS_FRAME_HEAD_MAX + payload + tail);
     if (f == NULL) {
@@ -53,7 +61,13 @@ struct frame *proto_push_publication(const uint8_t *ch, size_t len, const struct
     w += ws_frame_head_encode(w, WS_OP_TEXT, payload);
 #define PUT(src, n) (memcpy(w, (src), (n)), w += (n))
     PUT(p1, sizeof(p1) - 1);
-    PUT(esc.p, esc.len);
+    if (plain < len) {
+        PUT(esc.p, esc.len);
+    } else {
+        *w++ = '"';
+        PUT(ch, len);
+        *w++ = '"';
+    }
     PUT(p2, sizeof(p2) - 1);
     /* Raw newlines can only be insignificant whitespace in valid JSON (inside strings
      * they must be escaped); frames hold newline-delimited messages, so they become
