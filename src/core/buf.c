@@ -85,6 +85,14 @@ void buf_append_i64(struct buf *b, int64_t v)
     }
 }
 
+size_t buf_json_plain(const uint8_t *p, size_t n)
+{
+    size_t i = 0;
+    while (i < n && p[i] >= 0x20 && p[i] != '"' && p[i] != '\\')
+        i++;
+    return i;
+}
+
 void buf_append_json_str(struct buf *b, const uint8_t *p, size_t n)
 {
     static const char hex[] = "0123456789abcdef";
@@ -92,10 +100,9 @@ void buf_append_json_str(struct buf *b, const uint8_t *p, size_t n)
         return;
     b->p[b->len++] = '"';
     size_t start = 0;
-    for (size_t i = 0; i < n; i++) {
+    /* each turn: the plain run before byte i, then its escape */
+    for (size_t i = buf_json_plain(p, n); i < n; i = start + buf_json_plain(p + start, n - start)) {
         uint8_t c = p[i];
-        if (c >= 0x20 && c != '"' && c != '\\')
-            continue;
         buf_append(b, p + start, i - start);
         start = i + 1;
         switch (c) {

@@ -32,6 +32,9 @@ void buf_append_u64(struct buf *b, uint64_t v);
 void buf_append_i64(struct buf *b, int64_t v);
 /* Append p[0..n) as a JSON string literal, quotes included, escaping as RFC 8259 requires. */
 void buf_append_json_str(struct buf *b, const uint8_t *p, size_t n);
+/* How many leading bytes of p[0..n) a JSON string holds as they are (no quote, backslash
+ * or control character): n when p needs no escaping at all. */
+size_t buf_json_plain(const uint8_t *p, size_t n);
 void buf_appendf(struct buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void buf_reset(struct buf *b); /* len = 0, keeps memory */
 /* Give the memory back when more than keep bytes are held (a scratch buffer that one

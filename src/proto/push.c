@@ -34,9 +34,7 @@ struct frame *proto_push_publication(const uint8_t *ch, size_t len, const struct
      * name with nothing to escape (nearly all) is quoted as it is; only the others are
      * escaped into a buffer first, which costs an allocation each. */
     struct buf esc = BUF_INIT;
-    size_t plain = 0;
-    while (plain < len && ch[plain] >= 0x20 && ch[plain] != '"' && ch[plain] != '\\')
-        plain++;
+    size_t plain = buf_json_plain(ch, len);
     if (plain < len) {
         buf_append_json_str(&esc, ch, len);
         if (esc.oom)

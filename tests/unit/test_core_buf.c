@@ -28,6 +28,20 @@ TEST(test_buf_json_string_escapes_what_rfc8259_requires)
     buf_free(&b);
 }
 
+TEST(test_buf_json_plain_stops_at_the_first_byte_to_escape)
+{
+    CHECK_EQ(buf_json_plain((const uint8_t *)"room-1/\xc3\xa9", 9), 9);
+    CHECK_EQ(buf_json_plain((const uint8_t *)"ab\"c", 4), 2);
+    CHECK_EQ(buf_json_plain((const uint8_t *)"ab\\c", 4), 2);
+    CHECK_EQ(buf_json_plain((const uint8_t *)"\x1f", 1), 0);
+    CHECK_EQ(buf_json_plain((const uint8_t *)"", 0), 0);
+    /* escaped runs on both sides of plain ones come out the same as byte by byte */
+    struct buf b = BUF_INIT;
+    buf_append_json_str(&b, (const uint8_t *)"\"a\tbc\\", 6);
+    CHECK_MEM(b.p, b.len, "\"\\\"a\\tbc\\\\\"");
+    buf_free(&b);
+}
+
 TEST(test_buf_reserve_max_grows_by_doubling_up_to_the_cap)
 {
     struct buf b = BUF_INIT;
@@ -70,6 +84,7 @@ int main(void)
 {
     RUN(test_buf_appends_and_formats);
     RUN(test_buf_json_string_escapes_what_rfc8259_requires);
+    RUN(test_buf_json_plain_stops_at_the_first_byte_to_escape);
     RUN(test_buf_reserve_max_grows_by_doubling_up_to_the_cap);
     RUN(test_buf_shrink_gives_back_large_buffers_only);
     RUN(test_buf_refuses_more_than_2_gib);
